@@ -1,0 +1,5 @@
+"""haive-langgraph: PostgreSQL persistence for LangGraph and LangChain."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,434 @@
+"""What the sync and async checkpointers share: configuration, planning, decoding."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._ops import RawLineages, Statements
+from haive_langgraph.checkpointers._values import (
+    EMPTY_LINEAGE,
+    Decoder,
+    PutPlan,
+    Row,
+    StoredRefs,
+    decode_row,
+    plan_put,
+    plan_writes,
+)
+from haive_langgraph.codec import Codec, default_codec
+from haive_langgraph.db import PersistenceConfig, validate_identifier
+from haive_langgraph.errors import ConfigurationError, CorruptDataError
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+
+
+class LRU(Generic[K, V]):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A thread in the registry.
+
+    Attributes:
+        thread_id: The thread.
+        created_at: When its first checkpoint (or copy) was written.
+        updated_at: When it was last written.
+        checkpoint_count: Checkpoints it holds, across namespaces.
+        metadata: Merged metadata of its root checkpoints (keys such as
+            ``user_id`` given in ``config["metadata"]`` or ``configurable``),
+            without per-checkpoint keys (``step``, ``source``, ``parents`` ...).
+        family_id: The thread whose stored values it shares (itself, unless
+            it was copied from another thread).
+    """
+
+    thread_id: str
+    created_at: datetime
+    updated_at: datetime
+    checkpoint_count: int
+    metadata: dict[str, Any]
+    family_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    """One page of :meth:`list_threads`; pass ``next_cursor`` to get the next."""
+
+    threads: list[ThreadInfo]
+    next_cursor: str | None
+
+    def __iter__(self) -> Iterator[ThreadInfo]:
+        return iter(self.threads)
+
+    def __len__(self) -> int:
+        return len(self.threads)
+
+
+def thread_info(row: Sequence[Any]) -> ThreadInfo:
+    thread_id, family_id, created_at, updated_at, count, metadata = row
+    return ThreadInfo(
+        thread_id=str(thread_id),
+        created_at=created_at,
+        updated_at=updated_at,
+        checkpoint_count=int(count),
+        metadata=dict(metadata or {}),
+        family_id=str(family_id),
+    )
+
+
+def encode_cursor(info: ThreadInfo) -> str:
+    return f"{info.updated_at.isoformat()}|{info.thread_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        ts, _, thread_id = cursor.partition("|")
+        return datetime.fromisoformat(ts), thread_id
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid list_threads cursor {cursor!r}") from exc
+
+
+def text_id(value: Any, what: str) -> str:
+    """A thread id, namespace or tenant as text, rejecting what PostgreSQL cannot store."""
+    text = value if isinstance(value, str) else str(value)
+    if "\x00" in text:
+        raise ConfigurationError(f"{what} {text!r} contains a NUL character")
+    return text
+
+
+class CheckpointerBase(BaseCheckpointSaver[int]):
+    """Configuration and pure logic shared by both checkpointer classes."""
+
+    config: PersistenceConfig
+    schema: str
+    tenant_id: str
+    codec: Codec
+    _statements: Statements
+
+    def _init_base(
+        self,
+        *,
+        config: PersistenceConfig | None,
+        schema: str | None,
+        tenant_id: str | None,
+        codec: Codec | None,
+        cache_size: int,
+    ) -> None:
+        self.config = config or PersistenceConfig()
+        self.schema = validate_identifier(schema or self.config.schema_name, what="schema name")
+        tenant = self.config.tenant_id if tenant_id is None else tenant_id
+        if not isinstance(tenant, str):
+            raise ConfigurationError(f"tenant_id must be a string, got {type(tenant).__name__}")
+        self.tenant_id = text_id(tenant, "tenant_id")
+        self.codec = codec or default_codec()
+        self._statements = Statements(self.schema)
+        # What we stored or read last, so that the next checkpoint of a thread
+        # writes only what changed; and which family each thread belongs to.
+        self._refs: LRU[tuple[str, str, str], StoredRefs] = LRU(cache_size)
+        self._families: LRU[str, str] = LRU(cache_size * 4)
+
+    # -- versions --------------------------------------------------------------
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        """Integer versions: stored values are keyed by content, not by version.
+
+        A thread that already has string versions (from another saver) keeps
+        that format.
+        """
+        if current is None:
+            return 1
+        if isinstance(current, int):
+            return current + 1
+        if isinstance(current, float):
+            return int(current) + 1
+        head = str(current).split(".")[0]
+        return f"{int(head) + 1:032}.{random.random():016}"
+
+    # -- planning ---------------------------------------------------------------
+
+    def _family_of(self, thread_id: str) -> str:
+        return self._families.get(thread_id) or thread_id
+
+    def _parent_refs(self, config: RunnableConfig) -> StoredRefs | None:
+        conf = config["configurable"]
+        parent = conf.get("checkpoint_id")
+        if not parent:
+            return None
+        key = (str(conf["thread_id"]), str(conf.get("checkpoint_ns", "")), str(parent))
+        return self._refs.get(key)
+
+    @staticmethod
+    def _needs_parent(
+        config: RunnableConfig, checkpoint: Checkpoint, new_versions: ChannelVersions
+    ) -> bool:
+        """Whether a channel can only be resolved from the parent's stored value."""
+        if not config["configurable"].get("checkpoint_id"):
+            return False
+        values = checkpoint["channel_values"]
+        return any(
+            ch not in new_versions and ch not in values for ch in checkpoint["channel_versions"]
+        )
+
+    def _plan_put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        parent: StoredRefs | None,
+        family: str,
+    ) -> PutPlan:
+        return plan_put(
+            serde=self.serde,
+            codec=self.codec,
+            tenant=self.tenant_id,
+            family=family,
+            lock_class=S.LOCK_CLASS_FAMILY,
+            config=config,
+            checkpoint=checkpoint,
+            metadata=get_serializable_checkpoint_metadata(config, metadata),
+            new_versions=new_versions,
+            parent=parent,
+        )
+
+    def _plan_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> tuple[dict[str, Any], bool]:
+        thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
+        return plan_writes(
+            serde=self.serde,
+            codec=self.codec,
+            tenant=self.tenant_id,
+            family=self._family_of(thread_id),
+            lock_class=S.LOCK_CLASS_FAMILY,
+            config=config,
+            writes=writes,
+            task_id=task_id,
+            task_path=task_path,
+        )
+
+    def _stored(self, config: RunnableConfig, checkpoint: Checkpoint, plan: PutPlan) -> RunnableConfig:
+        conf = config["configurable"]
+        thread_id = str(conf["thread_id"])
+        ns = str(conf.get("checkpoint_ns", ""))
+        self._refs.put((thread_id, ns, checkpoint["id"]), plan.refs)
+        self._families.put(thread_id, plan.refs.family)
+        return {
+            "configurable": {
+                "thread_id": conf["thread_id"],
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    @staticmethod
+    def _is_conflict(exc: psycopg.Error) -> bool:
+        """Rows the plan relied on changed (or a lineage id collided): replan."""
+        if exc.sqlstate == S.CONCURRENT_UPDATE_SQLSTATE:
+            return True
+        return isinstance(exc, psycopg.errors.UniqueViolation) and (
+            exc.diag.table_name in ("lineages", "lineage_items")
+        )
+
+    # -- decoding ----------------------------------------------------------------
+
+    def _decoder(self, *, share: bool) -> Decoder:
+        return Decoder(self.serde, self.codec, self.tenant_id, share=share)
+
+    def _load_row(self, row: Row) -> CheckpointTuple:
+        tup, refs = decode_row(row, self._decoder(share=False))
+        self._refs.put((row.thread_id, row.checkpoint_ns, row.checkpoint_id), refs)
+        self._families.put(row.thread_id, row.family_id)
+        return tup
+
+    def _load_rows(self, rows: list[Row], raw: RawLineages) -> Iterator[CheckpointTuple]:
+        decoder = self._decoder(share=True)
+        lineages: dict[tuple[str, int], tuple[list[bytes], list[Any]]] = {}
+        for (family, lineage), (keys, datas) in raw.items():
+            where = f"list items of lineage {lineage} (thread family {family!r})"
+            items = [
+                decoder.value(family, k, d, f"{where}, item {j}")
+                for j, (k, d) in enumerate(zip(keys, datas, strict=True))
+            ]
+            lineages[(family, lineage)] = (keys, items)
+        for row in rows:
+            yield decode_row(row, decoder, lineages)[0]
+
+    # -- arguments ---------------------------------------------------------------
+
+    @staticmethod
+    def _target(config: RunnableConfig) -> tuple[str, str, str | None]:
+        conf = config["configurable"]
+        return (
+            text_id(conf["thread_id"], "thread_id"),
+            text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns"),
+            get_checkpoint_id(config),
+        )
+
+    @staticmethod
+    def _list_args(
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> dict[str, Any]:
+        conf = (config or {}).get("configurable", {}) if config else {}
+        thread_id = conf.get("thread_id")
+        ns = conf.get("checkpoint_ns")
+        return {
+            "thread_id": text_id(thread_id, "thread_id") if thread_id is not None else None,
+            "checkpoint_ns": text_id(ns, "checkpoint_ns") if ns is not None else None,
+            "checkpoint_id": conf.get("checkpoint_id") if config else None,
+            "filter": filter,
+            "before_id": get_checkpoint_id(before) if before else None,
+            "limit": int(limit) if limit is not None else None,
+        }
+
+    @staticmethod
+    def _prune_args(thread_ids: Sequence[str], strategy: str) -> list[str]:
+        if isinstance(thread_ids, str):
+            raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
+        if strategy not in PRUNE_STRATEGIES:
+            raise ValueError(
+                f"unknown prune strategy {strategy!r}; use one of {', '.join(PRUNE_STRATEGIES)}"
+            )
+        return [text_id(t, "thread_id") for t in thread_ids]
+
+    def _forget_threads(self, thread_ids: Sequence[str]) -> None:
+        # Refs of deleted rows must not seed the next put; dropping all is simplest.
+        self._refs.clear()
+        for th in thread_ids:
+            self._families.discard(th)
+
+    # -- delta history -------------------------------------------------------------
+
+    def _delta_history(
+        self, rows: list[tuple[Any, ...]], channels: Sequence[str], raw: RawLineages | None
+    ) -> dict[str, DeltaChannelHistory]:
+        """Assemble ``get_delta_channel_history`` from the chain rows (oldest first)."""
+        decoder = self._decoder(share=True)
+        writes: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
+        seeds: dict[str, Any] = {}
+        for (
+            _depth,
+            need,
+            family,
+            inline,
+            v_channels,
+            v_keys,
+            v_data,
+            l_channels,
+            l_lineages,
+            l_lengths,
+            w_task_ids,
+            w_channels,
+            w_is_lists,
+            w_counts,
+            w_keys,
+            w_data,
+        ) in rows:
+            need_set = set(need or ())
+            where = f"delta history of channel(s) {sorted(need_set)}"
+            # Seeds: the nearest stored value wins, and rows come oldest first.
+            for ch, val in (inline or {}).items():
+                if ch in need_set:
+                    seeds[ch] = val
+            for ch, key, data in zip(v_channels or [], v_keys or [], v_data or [], strict=True):
+                seeds[ch] = decoder.value(family, bytes(key), data, f"{where}: seed of {ch!r}")
+            for ch, lineage, length in zip(
+                l_channels or [], l_lineages or [], l_lengths or [], strict=True
+            ):
+                if lineage == EMPTY_LINEAGE:
+                    seeds[ch] = []
+                    continue
+                assert raw is not None
+                keys, datas = raw.get((family, lineage), ([], []))
+                if len(keys) < length:
+                    raise CorruptDataError(f"{where}: list seed of {ch!r} is missing items")
+                seeds[ch] = [
+                    decoder.value(family, k, d, f"{where}: seed of {ch!r}")
+                    for k, d in zip(keys[:length], datas[:length], strict=True)
+                ]
+            pos = 0
+            keys_w = w_keys or []
+            data_w = w_data or []
+            for task_id, ch, is_list, count in zip(
+                w_task_ids or [], w_channels or [], w_is_lists or [], w_counts or [], strict=True
+            ):
+                vals = [
+                    decoder.value(family, bytes(k), d, f"{where}: write of task {task_id}")
+                    for k, d in zip(keys_w[pos : pos + count], data_w[pos : pos + count], strict=True)
+                ]
+                pos += count
+                writes[ch].append((task_id, ch, vals if is_list else vals[0]))
+        result: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            entry: DeltaChannelHistory = {"writes": writes[ch]}
+            if ch in seeds:
+                entry["seed"] = seeds[ch]
+            result[ch] = entry
+        return result
+
+
+__all__ = [
+    "CheckpointerBase",
+    "Mapping",
+    "ThreadInfo",
+    "ThreadPage",
+]

@@ -1,0 +1,356 @@
+"""Checkpointer operations, written once as sans-I/O generators.
+
+Each function yields :class:`~haive_langgraph.db.Step` values and returns a
+result; ``PostgresCheckpointer`` runs them with the sync driver,
+``AsyncPostgresCheckpointer`` with the async one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._values import EMPTY_LINEAGE, Row
+from haive_langgraph.db import Op, Step
+
+RawLineages = dict[tuple[str, int], tuple[list[bytes], list[bytes | None]]]
+
+
+class Statements:
+    """The checkpointer's statements, rendered once for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+        def r(template: str) -> str:
+            return S.q(template, schema).as_string(None)
+
+        self.put_checkpoint = r(S.PUT_CHECKPOINT)
+        self.put_writes_keep = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_KEEP))
+        self.put_writes_replace = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_UPSERT))
+        self.thread_family = r(S.THREAD_FAMILY)
+        self.get_checkpoint = r(S.GET_CHECKPOINT)
+        self.get_latest_checkpoint = r(S.GET_LATEST_CHECKPOINT)
+        self.list_template = S.LIST_CHECKPOINTS
+        self.lineage_items = r(S.LINEAGE_ITEMS)
+        self.lock_exclusive = r(S.LOCK_FAMILY_EXCLUSIVE)
+        self.lock_shared = r(S.LOCK_FAMILY_SHARED)
+        self.families_of_threads = r(S.FAMILIES_OF_THREADS)
+        self.delete_thread_rows = r(S.DELETE_THREAD_ROWS)
+        self.family_in_use = r(S.FAMILY_IN_USE)
+        self.drop_family_content = r(S.DROP_FAMILY_CONTENT)
+        self.gc_lineage_items = r(S.GC_LINEAGE_ITEMS)
+        self.gc_blobs = r(S.GC_BLOBS)
+        self.copy_thread_check = r(S.COPY_THREAD_CHECK)
+        self.copy_thread = r(S.COPY_THREAD)
+        self.run_checkpoints = r(S.RUN_CHECKPOINTS)
+        self.delete_runs = r(S.DELETE_RUNS)
+        self.recount_threads = r(S.RECOUNT_THREADS)
+        self.prune_keep = r(S.PRUNE_KEEP)
+        self.prune_calls = r(S.PRUNE_CALLS)
+        self.prune_delete = r(S.PRUNE_DELETE)
+        self.delta_history = r(S.DELTA_HISTORY)
+        self.get_thread = r(S.GET_THREAD)
+        self.list_threads = r(S.LIST_THREADS)
+
+    def list_checkpoints(self, where: Sequence[str], limit: bool) -> str:
+        """The history query with the given WHERE fragments (fixed SQL, values as params)."""
+        template = self.list_template.replace("{where}", " AND ".join(where)).replace(
+            "{limit}", "LIMIT %(limit)s" if limit else ""
+        )
+        return S.q(template, self.schema).as_string(None)
+
+
+@dataclass(slots=True)
+class GcReport:
+    """What one garbage collection removed."""
+
+    blobs: int = 0
+    blob_bytes: int = 0
+    items: int = 0
+    lineages: int = 0
+
+    def add(self, other: GcReport) -> None:
+        self.blobs += other.blobs
+        self.blob_bytes += other.blob_bytes
+        self.items += other.items
+        self.lineages += other.lineages
+
+
+@dataclass(slots=True)
+class DeleteReport:
+    """Rows removed by a delete, prune or retention run."""
+
+    threads: int = 0
+    checkpoints: int = 0
+    writes: int = 0
+    gc: GcReport = field(default_factory=GcReport)
+
+
+# -- reads -------------------------------------------------------------------
+
+
+def get_op(st: Statements, t: str, th: str, ns: str, cid: str | None) -> Op[Row | None]:
+    params = {"t": t, "th": th, "ns": ns, "cid": cid}
+    row = yield Step(st.get_checkpoint if cid else st.get_latest_checkpoint, params, fetch="one")
+    return Row.from_tuple(row) if row is not None else None
+
+
+def family_op(st: Statements, t: str, th: str) -> Op[str | None]:
+    row = yield Step(st.thread_family, (t, th), fetch="one")
+    return str(row[0]) if row is not None else None
+
+
+def list_op(
+    st: Statements,
+    t: str,
+    *,
+    thread_id: str | None,
+    checkpoint_ns: str | None,
+    checkpoint_id: str | None,
+    filter: dict[str, Any] | None,
+    before_id: str | None,
+    limit: int | None,
+) -> Op[tuple[list[Row], RawLineages]]:
+    where = ["c.tenant_id = %(t)s"]
+    params: dict[str, Any] = {"t": t}
+    if thread_id is not None:
+        where.append("c.thread_id = %(th)s")
+        params["th"] = thread_id
+    if checkpoint_ns is not None:
+        where.append("c.checkpoint_ns = %(ns)s")
+        params["ns"] = checkpoint_ns
+    if checkpoint_id:
+        where.append("c.checkpoint_id = %(cid)s")
+        params["cid"] = checkpoint_id
+    if filter:
+        where.append("c.metadata @> %(filter)s")
+        params["filter"] = Jsonb(filter)
+    if before_id:
+        where.append("c.checkpoint_id < %(before)s")
+        params["before"] = before_id
+    if limit is not None:
+        params["limit"] = limit
+    rows = yield Step(st.list_checkpoints(where, limit is not None), params)
+    decoded = [Row.from_tuple(r) for r in rows]
+    longest: dict[tuple[str, int], int] = {}
+    for row in decoded:
+        for lineage, length in zip(row.list_lineages, row.list_lengths, strict=True):
+            key = (row.family_id, lineage)
+            if length > longest.get(key, 0):
+                longest[key] = length
+    lineages = yield from lineage_items_op(st, t, longest)
+    return decoded, lineages
+
+
+def lineage_items_op(
+    st: Statements, t: str, longest: dict[tuple[str, int], int]
+) -> Op[RawLineages]:
+    """Items of the given lineages, each read once, up to the longest length used."""
+    lineages: RawLineages = {}
+    longest = {k: n for k, n in longest.items() if k[1] != EMPTY_LINEAGE and n > 0}
+    if not longest:
+        return lineages
+    items = yield Step(
+        st.lineage_items,
+        {
+            "t": t,
+            "families": [k[0] for k in longest],
+            "lineages": [k[1] for k in longest],
+            "lengths": list(longest.values()),
+        },
+    )
+    for family, lineage, seq, key, data in items:
+        keys, datas = lineages.setdefault((family, lineage), ([], []))
+        if seq == len(keys):  # a gap stops the list; the length check then reports it
+            keys.append(bytes(key))
+            datas.append(data)
+    return lineages
+
+
+def delta_history_op(
+    st: Statements, t: str, th: str, ns: str, cid: str | None, channels: Sequence[str]
+) -> Op[tuple[list[tuple[Any, ...]], RawLineages]]:
+    """The parent chain rows (oldest first) and the items of list seeds."""
+    rows = yield Step(
+        st.delta_history,
+        {"t": t, "th": th, "ns": ns, "cid": cid, "channels": list(channels)},
+        prepare=False,
+    )
+    chain = [tuple(r) for r in rows]
+    longest: dict[tuple[str, int], int] = {}
+    for row in chain:
+        for lineage, length in zip(row[8] or [], row[9] or [], strict=True):
+            key = (str(row[2]), int(lineage))
+            longest[key] = max(longest.get(key, 0), int(length))
+    lineages = yield from lineage_items_op(st, t, longest)
+    return chain, lineages
+
+
+# -- writes ------------------------------------------------------------------
+
+
+def put_op(st: Statements, params: dict[str, Any]) -> Op[None]:
+    yield Step(st.put_checkpoint, params, fetch="none")
+
+
+def put_writes_op(st: Statements, params: dict[str, Any], replace: bool) -> Op[None]:
+    yield Step(st.put_writes_replace if replace else st.put_writes_keep, params, fetch="none")
+
+
+# -- maintenance (run each inside one transaction) ----------------------------
+
+
+def _lock(st: Statements, lock: int, t: str, family: str, *, exclusive: bool) -> Step:
+    return Step(
+        st.lock_exclusive if exclusive else st.lock_shared,
+        {"lock": lock, "t": t, "family": family},
+        fetch="none",
+    )
+
+
+def gc_family_op(st: Statements, t: str, family: str) -> Op[GcReport]:
+    """Remove the family's content nothing refers to any more (lock held by caller)."""
+    params = {"t": t, "family": family}
+    in_use = yield Step(st.family_in_use, params, fetch="one")
+    if not in_use[0]:
+        blobs, nbytes, items = yield Step(st.drop_family_content, params, fetch="one")
+        return GcReport(blobs=int(blobs), blob_bytes=int(nbytes), items=int(items))
+    items, lineages = yield Step(st.gc_lineage_items, params, fetch="one", prepare=False)
+    blobs, nbytes = yield Step(st.gc_blobs, params, fetch="one", prepare=False)
+    return GcReport(
+        blobs=int(blobs), blob_bytes=int(nbytes), items=int(items), lineages=int(lineages)
+    )
+
+
+def _families(st: Statements, t: str, threads: Sequence[str]) -> Op[dict[str, list[str]]]:
+    rows = yield Step(st.families_of_threads, {"t": t, "threads": list(threads)})
+    by_family: dict[str, list[str]] = {}
+    for thread_id, family in rows:
+        by_family.setdefault(str(family), []).append(str(thread_id))
+    return by_family
+
+
+def delete_threads_op(
+    st: Statements, lock: int, t: str, threads: Sequence[str]
+) -> Op[DeleteReport]:
+    report = DeleteReport()
+    by_family = yield from _families(st, t, threads)
+    for family in sorted(by_family):  # one lock order for every deleter: no deadlocks
+        yield _lock(st, lock, t, family, exclusive=True)
+    for family, members in sorted(by_family.items()):
+        for th in members:
+            cps, ws = yield Step(st.delete_thread_rows, {"t": t, "th": th}, fetch="one")
+            report.checkpoints += int(cps)
+            report.writes += int(ws)
+            report.threads += 1 if cps else 0
+        report.gc.add((yield from gc_family_op(st, t, family)))
+    return report
+
+
+def copy_thread_op(st: Statements, lock: int, t: str, src: str, dst: str) -> Op[int]:
+    family, dst_used = yield Step(
+        st.copy_thread_check, {"t": t, "src": src, "dst": dst}, fetch="one"
+    )
+    if family is None:
+        return 0
+    if dst_used:
+        from haive_langgraph.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"copy_thread: target thread {dst!r} already has checkpoints; "
+            "copy into a new thread or delete the target first"
+        )
+    yield _lock(st, lock, t, str(family), exclusive=False)
+    _, cps, _ = yield Step(st.copy_thread, {"t": t, "src": src, "dst": dst}, fetch="one")
+    return int(cps)
+
+
+def delete_for_runs_op(
+    st: Statements, lock: int, t: str, runs: Sequence[str]
+) -> Op[DeleteReport]:
+    report = DeleteReport()
+    rows = yield Step(st.run_checkpoints, {"t": t, "runs": list(runs)})
+    by_family: dict[str, list[str]] = {}
+    for thread_id, family in rows:
+        by_family.setdefault(str(family), []).append(str(thread_id))
+    for family in sorted(by_family):
+        yield _lock(st, lock, t, family, exclusive=True)
+    for family, members in sorted(by_family.items()):
+        cps, ws = yield Step(
+            st.delete_runs, {"t": t, "threads": members, "runs": list(runs)}, fetch="one"
+        )
+        report.checkpoints += int(cps)
+        report.writes += int(ws)
+        yield Step(st.recount_threads, {"t": t, "threads": members}, fetch="none")
+        report.gc.add((yield from gc_family_op(st, t, family)))
+    return report
+
+
+def prune_keep_latest_op(st: Statements, lock: int, t: str, th: str) -> Op[DeleteReport]:
+    """Keep each namespace's head (and what a DeltaChannel needs to rebuild it)."""
+    report = DeleteReport()
+    family = (yield from _families(st, t, [th])).popitem()[0]
+    yield _lock(st, lock, t, family, exclusive=True)
+    kept = yield Step(st.prune_keep, {"t": t, "th": th}, prepare=False)
+    keep = {(str(ns), str(cid)) for ns, cid in kept}
+    root_kept = {cid for ns, cid in keep if ns == ""}
+    calls = yield Step(st.prune_calls, {"t": t, "th": th})
+    for ns, root, root_saved in calls:
+        # A subgraph call goes with the root checkpoint it started from, once
+        # that one is saved (runs save in the background: a call can commit first).
+        if root_saved and root not in root_kept:
+            keep = {k for k in keep if k[0] != ns}
+    cps, ws = yield Step(
+        st.prune_delete,
+        {
+            "t": t,
+            "th": th,
+            "keep_ns": [k[0] for k in keep],
+            "keep_ids": [k[1] for k in keep],
+        },
+        fetch="one",
+        prepare=False,
+    )
+    report.checkpoints = int(cps)
+    report.writes = int(ws)
+    yield Step(st.recount_threads, {"t": t, "threads": [th]}, fetch="none")
+    report.gc = yield from gc_family_op(st, t, family)
+    return report
+
+
+# -- thread registry -----------------------------------------------------------
+
+
+def get_thread_op(st: Statements, t: str, th: str) -> Op[tuple[Any, ...] | None]:
+    row = yield Step(st.get_thread, {"t": t, "th": th}, fetch="one")
+    return tuple(row) if row is not None else None
+
+
+def list_threads_op(
+    st: Statements,
+    t: str,
+    *,
+    filter: dict[str, Any] | None,
+    limit: int,
+    after: tuple[Any, str] | None,
+) -> Op[list[tuple[Any, ...]]]:
+    rows = yield Step(
+        st.list_threads,
+        {
+            "t": t,
+            "filter": Jsonb(filter) if filter else None,
+            "after_ts": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return [tuple(r) for r in rows]
+
+
+__all__ = ["DeleteReport", "GcReport", "Statements", "sql"]

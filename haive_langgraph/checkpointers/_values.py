@@ -1,0 +1,588 @@
+"""Channel values ⇄ rows: planning a checkpoint's writes and decoding its rows.
+
+Pure functions (no I/O). The checkpointer classes call :func:`plan_put` and
+:func:`plan_writes` to turn LangGraph values into statement parameters, and
+:func:`decode_row` to turn a row back into a ``CheckpointTuple``.
+
+How a value is stored:
+
+* ``None``, booleans, integers that JSON keeps exactly and short strings
+  without NUL are kept inline in the checkpoint's JSON.
+* A ``list`` (``messages`` and every other list channel) is stored as its
+  items: each item is serialised on its own, content-addressed in ``blobs``,
+  and the list is a (lineage, length) pair over an append-only lineage of
+  item keys. When the new list extends the parent checkpoint's list, only the
+  new items are written; when it does not (an edited or removed message, a
+  fork), a new lineage is started that reuses the stored items.
+* Anything else is one content-addressed blob.
+
+Values are serialised with the saver's serde (LangGraph's
+``JsonPlusSerializer`` and its msgpack allow-list by default), then framed by
+the codec. Items are never re-serialised by identity: a value mutated in
+place is stored as it is at ``put`` time, as with LangGraph's own savers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointTuple,
+    PendingWrite,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from psycopg.types.json import Jsonb
+
+from haive_langgraph.codec import Codec, Kind, RowContext
+from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
+from haive_langgraph.errors import CorruptDataError, SerializationError
+
+# Strings longer than this are stored as blobs (deduplicated) instead of inline.
+INLINE_STR_MAX = 256
+# Integers beyond this lose precision in JSON readers that use doubles.
+INLINE_INT_MAX = 2**53
+# Lineage id of the empty list: no lineage row, no items.
+EMPTY_LINEAGE = 0
+# Metadata keys that describe one checkpoint, not the thread.
+_VOLATILE_METADATA = frozenset(
+    {
+        "source",
+        "step",
+        "parents",
+        "writes",
+        "run_id",
+        "counters_since_delta_snapshot",
+        "thread_id",
+        "checkpoint_ns",
+        "checkpoint_id",
+    }
+)
+
+
+@dataclass(slots=True)
+class ListState:
+    """A stored list: its lineage and its items' content keys, concatenated.
+
+    Keys are kept as one ``bytes`` (16 bytes per item) so that a cached
+    200-item list costs 3 KB and "does the new list extend it" is a memcmp.
+    """
+
+    lineage: int
+    keys: bytes
+
+    @property
+    def length(self) -> int:
+        return len(self.keys) // KEY_BYTES
+
+    def key(self, i: int) -> bytes:
+        return self.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES]
+
+
+@dataclass(slots=True)
+class StoredRefs:
+    """What a saver knows about one stored checkpoint's values (no data)."""
+
+    family: str
+    versions: ChannelVersions
+    values: dict[str, bytes] = field(default_factory=dict)
+    lists: dict[str, ListState] = field(default_factory=dict)
+    inline: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class PutPlan:
+    """Parameters of one ``PUT_CHECKPOINT`` statement and the refs it stores."""
+
+    params: dict[str, Any]
+    refs: StoredRefs
+
+
+def payload_of(type_tag: str, data: bytes) -> bytes:
+    """The bytes a value is content-addressed and framed by: type tag, NUL, data."""
+    return type_tag.encode() + b"\x00" + data
+
+
+def split_payload(payload: bytes) -> tuple[str, bytes]:
+    sep = payload.find(b"\x00")
+    if sep <= 0:
+        raise ValueError("payload has no type tag")
+    return payload[:sep].decode("ascii"), payload[sep + 1 :]
+
+
+def is_inline(value: Any) -> bool:
+    """Whether a channel value is kept inline in the checkpoint JSON."""
+    if value is None or isinstance(value, bool):
+        return True
+    if type(value) is int:
+        return -INLINE_INT_MAX < value < INLINE_INT_MAX
+    if type(value) is str:
+        return len(value) <= INLINE_STR_MAX and "\x00" not in value
+    return False
+
+
+class _Encoder:
+    """Serialises values of one put into content-keyed, framed blobs."""
+
+    __slots__ = ("blob_data", "blob_keys", "codec", "family", "seen", "serde", "tenant")
+
+    def __init__(self, serde: SerializerProtocol, codec: Codec, tenant: str, family: str) -> None:
+        self.serde = serde
+        self.codec = codec
+        self.tenant = tenant
+        self.family = family
+        self.blob_keys: list[bytes] = []
+        self.blob_data: list[bytes] = []
+        self.seen: set[bytes] = set()
+
+    def key_of(self, value: Any, what: str) -> bytes:
+        """Serialise ``value``, queue its blob for insertion, return its content key."""
+        try:
+            type_tag, data = self.serde.dumps_typed(value)
+        except Exception as exc:
+            raise SerializationError(
+                f"{what} holds a value of type {type(value).__module__}.{type(value).__qualname__} "
+                f"that cannot be serialised: {exc}. Nothing of this checkpoint was written."
+            ) from exc
+        payload = payload_of(type_tag, data)
+        key = self.codec.content_key(payload, self.tenant)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.blob_keys.append(key)
+            self.blob_data.append(
+                self.codec.encode(payload, RowContext(self.tenant, self.family, Kind.BLOB, key))
+            )
+        return key
+
+
+def _new_lineage_id() -> int:
+    # 63 random bits: collisions within one family are negligible, and a
+    # collision only fails the insert (which is then retried).
+    return random.getrandbits(63) or 1
+
+
+def plan_put(
+    *,
+    serde: SerializerProtocol,
+    codec: Codec,
+    tenant: str,
+    family: str,
+    lock_class: int,
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: Mapping[str, Any],
+    new_versions: ChannelVersions,
+    parent: StoredRefs | None,
+) -> PutPlan:
+    """Plan one checkpoint write.
+
+    A channel whose version did not move since the parent keeps the parent's
+    stored value (as LangGraph's savers read a value by its version); every
+    other channel is stored from ``checkpoint["channel_values"]`` (a channel
+    with a new version and no value is empty).
+
+    Raises:
+        SerializationError: naming the channel and the type of a value that
+            cannot be serialised (raised before anything is sent).
+    """
+    conf = config["configurable"]
+    thread_id = str(conf["thread_id"])
+    ns = str(conf.get("checkpoint_ns", ""))
+    values: Mapping[str, Any] = checkpoint["channel_values"]
+    versions: ChannelVersions = checkpoint["channel_versions"]
+
+    enc = _Encoder(serde, codec, tenant, family)
+    refs = StoredRefs(family=family, versions=dict(versions))
+    inline: dict[str, Any] = {}
+    check_keys: list[bytes] = []
+    upd_l: list[int] = []
+    upd_b: list[int] = []
+    upd_n: list[int] = []
+    new_l: list[int] = []
+    new_n: list[int] = []
+    item_l: list[int] = []
+    item_s: list[int] = []
+    item_k: list[bytes] = []
+
+    for channel, version in versions.items():
+        carried = (
+            channel not in new_versions
+            and parent is not None
+            and parent.versions.get(channel) == version
+        )
+        if carried:
+            assert parent is not None
+            if channel in parent.inline:
+                inline[channel] = parent.inline[channel]
+            elif channel in parent.values:
+                key = parent.values[channel]
+                refs.values[channel] = key
+                if key not in enc.seen:
+                    check_keys.append(key)
+            elif channel in parent.lists:
+                state = parent.lists[channel]
+                refs.lists[channel] = state
+                if state.lineage != EMPTY_LINEAGE:
+                    upd_l.append(state.lineage)
+                    upd_b.append(state.length)
+                    upd_n.append(state.length)
+            continue
+        if channel not in values:
+            continue  # a new version without a value: the channel is empty
+        value = values[channel]
+        if is_inline(value):
+            inline[channel] = value
+        elif type(value) is list:
+            keys = [
+                enc.key_of(item, f"item {i} of channel {channel!r}") for i, item in enumerate(value)
+            ]
+            joined = b"".join(keys)
+            base = parent.lists.get(channel) if parent is not None else None
+            if not keys:
+                refs.lists[channel] = ListState(EMPTY_LINEAGE, b"")
+            elif (
+                base is not None
+                and base.lineage != EMPTY_LINEAGE
+                and joined.startswith(base.keys)
+            ):
+                # Extends (or equals) the parent's list: append to its lineage,
+                # if nobody appended since (checked in the statement).
+                n_base = base.length
+                upd_l.append(base.lineage)
+                upd_b.append(n_base)
+                upd_n.append(len(keys))
+                for seq in range(n_base, len(keys)):
+                    item_l.append(base.lineage)
+                    item_s.append(seq)
+                    item_k.append(keys[seq])
+                refs.lists[channel] = ListState(base.lineage, joined)
+            else:
+                lineage = _new_lineage_id()
+                new_l.append(lineage)
+                new_n.append(len(keys))
+                item_l.extend([lineage] * len(keys))
+                item_s.extend(range(len(keys)))
+                item_k.extend(keys)
+                refs.lists[channel] = ListState(lineage, joined)
+        else:
+            refs.values[channel] = enc.key_of(value, f"channel {channel!r}")
+
+    refs.inline = inline
+    stored = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+    stored["channel_values"] = inline
+    meta = metadata_json(metadata)
+    thread_meta = (
+        {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA} if ns == "" else {}
+    )
+    run_id = meta.get("run_id")
+    check = [k for k in dict.fromkeys(check_keys) if k not in enc.seen]
+    params: dict[str, Any] = {
+        "lock": lock_class,
+        "t": tenant,
+        "th": thread_id,
+        "ns": ns,
+        "family": family,
+        "cid": checkpoint["id"],
+        "parent": conf.get("checkpoint_id"),
+        "run_id": str(run_id) if run_id is not None else None,
+        "checkpoint": Jsonb(stored),
+        "metadata": Jsonb(meta),
+        "thread_meta": Jsonb(thread_meta),
+        "blob_keys": enc.blob_keys,
+        "blob_data": enc.blob_data,
+        "check_keys": check,
+        "vch": list(refs.values),
+        "vkeys": list(refs.values.values()),
+        "lch": list(refs.lists),
+        "llin": [s.lineage for s in refs.lists.values()],
+        "llen": [s.length for s in refs.lists.values()],
+        "upd_l": upd_l,
+        "upd_b": upd_b,
+        "upd_n": upd_n,
+        "new_l": new_l,
+        "new_n": new_n,
+        "item_l": item_l,
+        "item_s": item_s,
+        "item_k": item_k,
+    }
+    return PutPlan(params=params, refs=refs)
+
+
+def plan_writes(
+    *,
+    serde: SerializerProtocol,
+    codec: Codec,
+    tenant: str,
+    family: str,
+    lock_class: int,
+    config: RunnableConfig,
+    writes: Sequence[tuple[str, Any]],
+    task_id: str,
+    task_path: str,
+) -> tuple[dict[str, Any], bool]:
+    """Parameters of one ``PUT_WRITES`` statement, and whether it replaces rows.
+
+    Regular writes keep the first value stored for a (task, index); the
+    special channels (error, interrupt ...) replace, as in LangGraph's savers.
+    """
+    conf = config["configurable"]
+    enc = _Encoder(serde, codec, tenant, family)
+    idx: list[int] = []
+    channels: list[str] = []
+    is_list: list[bool] = []
+    first: list[int] = []
+    last: list[int] = []
+    keys: list[bytes] = []
+    for i, (channel, value) in enumerate(writes):
+        idx.append(WRITES_IDX_MAP.get(channel, i))
+        channels.append(channel)
+        first.append(len(keys) + 1)  # SQL arrays are 1-based, slices inclusive
+        if type(value) is list:
+            is_list.append(True)
+            keys.extend(
+                enc.key_of(item, f"item {j} of the write to channel {channel!r}")
+                for j, item in enumerate(value)
+            )
+        else:
+            is_list.append(False)
+            keys.append(enc.key_of(value, f"the write to channel {channel!r}"))
+        last.append(len(keys))
+    params = {
+        "lock": lock_class,
+        "t": tenant,
+        "th": str(conf["thread_id"]),
+        "ns": str(conf.get("checkpoint_ns", "")),
+        "cid": conf["checkpoint_id"],
+        "family": family,
+        "task_id": task_id,
+        "task_path": task_path,
+        "blob_keys": enc.blob_keys,
+        "blob_data": enc.blob_data,
+        "keys": keys,
+        "idx": idx,
+        "channels": channels,
+        "is_list": is_list,
+        "first": first,
+        "last": last,
+    }
+    replace = all(w[0] in WRITES_IDX_MAP for w in writes)
+    return params, replace
+
+
+def metadata_json(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Checkpoint metadata as JSON-safe data, or an error naming the bad key."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"checkpoint metadata key {key!r} holds a {type(value).__name__} that is not "
+                f"JSON-serialisable ({exc}); metadata must be JSON (it is indexed and filterable)"
+            ) from exc
+        if "\\u0000" in text:
+            raise SerializationError(
+                f"checkpoint metadata key {key!r} contains a NUL character, which PostgreSQL "
+                "JSON cannot store"
+            )
+        out[key] = value
+    return out
+
+
+# -- decoding ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    """A checkpoint row as the read statements return it (see ``_sql``)."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    family_id: str
+    checkpoint: dict[str, Any]
+    metadata: dict[str, Any]
+    value_channels: list[str]
+    value_keys: list[bytes]
+    value_data: list[bytes | None] | None
+    list_channels: list[str]
+    list_lineages: list[int]
+    list_lengths: list[int]
+    write_task_ids: list[str] | None
+    write_channels: list[str] | None
+    write_task_paths: list[str] | None
+    write_idxs: list[int] | None
+    write_is_lists: list[bool] | None
+    write_key_counts: list[int] | None
+    write_keys: list[bytes] | None
+    write_data: list[bytes | None] | None
+    item_lists: list[int] | None
+    item_keys: list[bytes] | None
+    item_data: list[bytes | None] | None
+
+    @classmethod
+    def from_tuple(cls, row: Sequence[Any]) -> Row:
+        return cls(*row)
+
+
+class Decoder:
+    """Decodes stored frames of one read, sharing decoded items by content key.
+
+    Within one ``list`` call the same stored message is decoded once and the
+    object shared by every checkpoint that holds it; treat values returned by
+    a saver as immutable snapshots.
+    """
+
+    __slots__ = ("cache", "codec", "serde", "share", "tenant")
+
+    def __init__(
+        self, serde: SerializerProtocol, codec: Codec, tenant: str, *, share: bool
+    ) -> None:
+        self.serde = serde
+        self.codec = codec
+        self.tenant = tenant
+        self.share = share
+        self.cache: dict[tuple[str, bytes], Any] = {}
+
+    def value(
+        self, family: str, key: bytes, data: bytes | None, where: str, row: Row | None = None
+    ) -> Any:
+        if self.share and (family, key) in self.cache:
+            return self.cache[(family, key)]
+        if data is None:
+            raise CorruptDataError(f"{where}: its stored value (content key {key.hex()}) is missing")
+        try:
+            payload = self.codec.decode(bytes(data), RowContext(self.tenant, family, Kind.BLOB, key))
+            type_tag, raw = split_payload(payload)
+            value = self.serde.loads_typed((type_tag, raw))
+        except CorruptDataError as exc:
+            raise type(exc)(f"{where}: {exc}") from exc
+        except Exception as exc:
+            raise CorruptDataError(f"{where}: the stored value cannot be decoded ({exc})") from exc
+        if self.share:
+            self.cache[(family, key)] = value
+        return value
+
+
+def _where(row: Row, what: str) -> str:
+    ns = f", namespace {row.checkpoint_ns!r}" if row.checkpoint_ns else ""
+    return f"thread {row.thread_id!r}{ns}, checkpoint {row.checkpoint_id}, {what}"
+
+
+def decode_row(
+    row: Row,
+    decoder: Decoder,
+    lists: Mapping[tuple[str, int], tuple[list[bytes], list[Any]]] | None = None,
+) -> tuple[CheckpointTuple, StoredRefs]:
+    """Build the ``CheckpointTuple`` of a row, and the refs to cache for it.
+
+    Args:
+        row: The row.
+        decoder: Decodes frames (and shares items, in a history listing).
+        lists: Items by (family, lineage) when they were read separately
+            (history listing); otherwise they come with the row.
+    """
+    family = row.family_id
+    checkpoint = dict(row.checkpoint)
+    channel_values: dict[str, Any] = dict(checkpoint.get("channel_values") or {})
+    refs = StoredRefs(
+        family=family,
+        versions=dict(checkpoint.get("channel_versions") or {}),
+        inline=dict(channel_values),
+    )
+    data = row.value_data or []
+    for i, (channel, key) in enumerate(zip(row.value_channels, row.value_keys, strict=True)):
+        key = bytes(key)
+        refs.values[channel] = key
+        channel_values[channel] = decoder.value(
+            family, key, data[i] if i < len(data) else None, _where(row, f"channel {channel!r}")
+        )
+    if row.list_channels:
+        per_list: list[tuple[list[bytes], list[bytes | None]]] = [
+            ([], []) for _ in row.list_channels
+        ]
+        if lists is None:
+            for ord_, key, blob in zip(
+                row.item_lists or [], row.item_keys or [], row.item_data or [], strict=True
+            ):
+                keys_i, data_i = per_list[ord_ - 1]
+                keys_i.append(bytes(key))
+                data_i.append(blob)
+        for i, (channel, lineage, length) in enumerate(
+            zip(row.list_channels, row.list_lineages, row.list_lengths, strict=True)
+        ):
+            where = _where(row, f"channel {channel!r}")
+            if lists is not None:
+                if lineage == EMPTY_LINEAGE:
+                    keys, items = [], []
+                else:
+                    all_keys, all_items = lists.get((family, lineage), ([], []))
+                    keys, items = all_keys[:length], all_items[:length]
+            else:
+                keys = per_list[i][0]
+                items = [
+                    decoder.value(family, k, d, f"{where} item {j}")
+                    for j, (k, d) in enumerate(zip(keys, per_list[i][1], strict=True))
+                ]
+            if len(keys) != length:
+                raise CorruptDataError(
+                    f"{where}: the stored list should have {length} items but "
+                    f"{len(keys)} were found"
+                )
+            refs.lists[channel] = ListState(lineage, b"".join(keys))
+            channel_values[channel] = list(items)
+    checkpoint["channel_values"] = channel_values
+
+    pending: list[PendingWrite] = []
+    if row.write_task_ids:
+        wkeys = row.write_keys or []
+        wdata = row.write_data or []
+        pos = 0
+        for task_id, channel, is_list, count in zip(
+            row.write_task_ids,
+            row.write_channels or [],
+            row.write_is_lists or [],
+            row.write_key_counts or [],
+            strict=True,
+        ):
+            where = _where(row, f"pending write of task {task_id} to channel {channel!r}")
+            decoded = [
+                decoder.value(family, bytes(k), d, where)
+                for k, d in zip(wkeys[pos : pos + count], wdata[pos : pos + count], strict=True)
+            ]
+            pos += count
+            pending.append((task_id, channel, decoded if is_list else decoded[0]))
+
+    conf = {
+        "thread_id": row.thread_id,
+        "checkpoint_ns": row.checkpoint_ns,
+        "checkpoint_id": row.checkpoint_id,
+    }
+    parent_config: RunnableConfig | None = (
+        {
+            "configurable": {
+                "thread_id": row.thread_id,
+                "checkpoint_ns": row.checkpoint_ns,
+                "checkpoint_id": row.parent_checkpoint_id,
+            }
+        }
+        if row.parent_checkpoint_id
+        else None
+    )
+    tup = CheckpointTuple(
+        config={"configurable": conf},
+        checkpoint=cast(Checkpoint, checkpoint),
+        metadata=cast(Any, row.metadata),
+        parent_config=parent_config,
+        pending_writes=pending,
+    )
+    return tup, refs
+

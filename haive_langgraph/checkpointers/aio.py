@@ -1,0 +1,369 @@
+"""``AsyncPostgresCheckpointer``: the asyncio LangGraph checkpointer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from haive_langgraph.checkpointers import _ops as ops
+from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._base import (
+    CheckpointerBase,
+    ThreadInfo,
+    ThreadPage,
+    decode_cursor,
+    encode_cursor,
+    text_id,
+    thread_info,
+)
+from haive_langgraph.checkpointers._values import StoredRefs
+from haive_langgraph.codec import Codec
+from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
+from haive_langgraph.errors import ConcurrentUpdateError
+
+T = TypeVar("T")
+
+
+class AsyncPostgresCheckpointer(CheckpointerBase):
+    """LangGraph checkpointer on PostgreSQL for asyncio (``graph.ainvoke`` ...).
+
+    Same storage and behaviour as :class:`PostgresCheckpointer`; statements
+    run on psycopg's ``AsyncConnection``. The sync methods work from other
+    threads (they run on this instance's event loop) and raise
+    ``asyncio.InvalidStateError`` on the loop's own thread, as LangGraph's
+    async savers do.
+
+    Args:
+        conn: A DSN (an async pool is opened on first use and owned), an
+            ``AsyncConnection`` (autocommit; one operation at a time) or an
+            ``AsyncConnectionPool`` (no instance-wide lock).
+        serde: Serializer; LangGraph's ``JsonPlusSerializer`` by default.
+        codec: Frames (and optionally compresses and encrypts) stored values.
+        tenant_id: Tenant whose threads this instance reads and writes.
+        schema: Schema of the tables (default from the config: ``haive``).
+        config: Connection and server settings.
+        cache_size: Checkpoints whose stored references are remembered.
+
+    Example:
+        >>> async with AsyncPostgresCheckpointer.from_conn_string() as saver:
+        ...     await saver.setup()
+        ...     graph = builder.compile(checkpointer=saver)
+        ...     await graph.ainvoke(inputs, {"configurable": {"thread_id": "1"}})
+    """
+
+    def __init__(
+        self,
+        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any],
+        *,
+        serde: SerializerProtocol | None = None,
+        codec: Codec | None = None,
+        tenant_id: str | None = None,
+        schema: str | None = None,
+        config: PersistenceConfig | None = None,
+        cache_size: int = 1024,
+    ) -> None:
+        super().__init__(serde=serde)
+        self._init_base(
+            config=config, schema=schema, tenant_id=tenant_id, codec=codec, cache_size=cache_size
+        )
+        self._source = AsyncConnectionSource(conn, config=self.config)
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls, dsn: str | None = None, **options: Any
+    ) -> AsyncIterator[AsyncPostgresCheckpointer]:
+        """Open a checkpointer on ``dsn`` (None: ``HAIVE_DATABASE_URL``,
+        ``DATABASE_URL``, then the embedded server) and close it afterwards."""
+        config = options.pop("config", None) or PersistenceConfig()
+        resolved = await asyncio.to_thread(resolve_dsn, dsn, config=config)
+        saver = cls(resolved, config=config, **options)
+        try:
+            await saver._source.open()
+            yield saver
+        finally:
+            await saver.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool this instance opened (a lent connection or pool stays open)."""
+        await self._source.close()
+
+    async def setup(self) -> None:
+        """Create or upgrade the tables (idempotent; safe from many processes at once)."""
+        await self._source.run(lambda: migrate_op([S.COMPONENT], self.schema), transaction=True)
+
+    # -- async API --------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
+        thread_id, ns, cid = self._target(config)
+        row = await self._source.run(
+            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
+        )
+        return self._load_row(row) if row is not None else None
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Checkpoints newest first (see :meth:`PostgresCheckpointer.list`)."""
+        args = self._list_args(config, filter, before, limit)
+        rows, raw = await self._source.run(
+            lambda: ops.list_op(self._statements, self.tenant_id, **args), read=True
+        )
+        for tup in self._load_rows(rows, raw):
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint (one statement, one round trip)."""
+        thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
+        parent = self._parent_refs(config)
+        if parent is None and self._needs_parent(config, checkpoint, new_versions):
+            parent = await self._afetch_parent(config)
+        for attempt in range(2):
+            plan = self._plan_put(
+                config, checkpoint, metadata, new_versions, parent, self._family_of(thread_id)
+            )
+            try:
+                await self._source.run(lambda: ops.put_op(self._statements, plan.params))
+            except psycopg.Error as exc:
+                if not self._is_conflict(exc):
+                    raise
+                if attempt:
+                    raise ConcurrentUpdateError(
+                        f"could not store checkpoint {checkpoint['id']} of thread {thread_id!r}: "
+                        f"its stored values kept changing under it ({exc.diag.message_primary})"
+                    ) from exc
+                family = await self._source.run(
+                    lambda: ops.family_op(self._statements, self.tenant_id, thread_id), read=True
+                )
+                self._families.put(thread_id, family or thread_id)
+                parent = await self._afetch_parent(config)
+                continue
+            return self._stored(config, checkpoint, plan)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _afetch_parent(self, config: RunnableConfig) -> StoredRefs | None:
+        conf = config["configurable"]
+        if not conf.get("checkpoint_id"):
+            return None
+        thread_id, ns = text_id(conf["thread_id"], "thread_id"), str(conf.get("checkpoint_ns", ""))
+        cid = str(conf["checkpoint_id"])
+        row = await self._source.run(
+            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
+        )
+        if row is None:
+            return None
+        self._load_row(row)
+        return self._refs.get((thread_id, ns, cid))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes for the checkpoint ``config`` names."""
+        if not writes:
+            return
+        params, replace = self._plan_writes(config, writes, task_id, task_path)
+        await self._source.run(lambda: ops.put_writes_op(self._statements, params, replace))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete a thread's checkpoints and writes, and values no other thread shares."""
+        await self.adelete_threads([thread_id])
+
+    async def adelete_threads(self, thread_ids: Sequence[str]) -> ops.DeleteReport:
+        """Delete several threads in one transaction; returns what was removed."""
+        threads = self._prune_args(thread_ids, "delete")
+        report = await self._source.run(
+            lambda: ops.delete_threads_op(
+                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, threads
+            ),
+            transaction=True,
+        )
+        self._forget_threads(threads)
+        return report
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread to a new thread (values shared)."""
+        src = text_id(source_thread_id, "source_thread_id")
+        dst = text_id(target_thread_id, "target_thread_id")
+        await self._source.run(
+            lambda: ops.copy_thread_op(
+                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, src, dst
+            ),
+            transaction=True,
+        )
+        self._families.discard(dst)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) created by the given runs."""
+        if isinstance(run_ids, str):
+            raise TypeError("run_ids must be a sequence of run IDs, not a str")
+        runs = [text_id(r, "run_id") for r in run_ids]
+        if not runs:
+            return
+        await self._source.run(
+            lambda: ops.delete_for_runs_op(
+                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, runs
+            ),
+            transaction=True,
+        )
+        self._forget_threads([])
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads (see :meth:`PostgresCheckpointer.prune`)."""
+        threads = self._prune_args(thread_ids, strategy)
+        if not threads:
+            return
+        if strategy == "delete":
+            await self.adelete_threads(threads)
+            return
+        for th in threads:
+            await self._source.run(
+                lambda th=th: ops.prune_keep_latest_op(
+                    self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, th
+                ),
+                transaction=True,
+            )
+        self._forget_threads(threads)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Writes and seed of ``DeltaChannel`` channels along the parent chain, in one query."""
+        if not channels:
+            return {}
+        thread_id, ns, cid = self._target(config)
+        rows, raw = await self._source.run(
+            lambda: ops.delta_history_op(
+                self._statements, self.tenant_id, thread_id, ns, cid, channels
+            ),
+            read=True,
+        )
+        return self._delta_history(rows, list(channels), raw)
+
+    async def aget_thread(self, thread_id: str) -> ThreadInfo | None:
+        """Registry entry of a thread (no checkpoint is read), or ``None``."""
+        th = text_id(thread_id, "thread_id")
+        row = await self._source.run(
+            lambda: ops.get_thread_op(self._statements, self.tenant_id, th), read=True
+        )
+        return thread_info(row) if row is not None else None
+
+    async def alist_threads(
+        self,
+        filter: dict[str, Any] | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ThreadPage:
+        """Threads most recently updated first (see :meth:`PostgresCheckpointer.list_threads`)."""
+        after = decode_cursor(cursor) if cursor else None
+        rows = await self._source.run(
+            lambda: ops.list_threads_op(
+                self._statements, self.tenant_id, filter=filter, limit=limit, after=after
+            ),
+            read=True,
+        )
+        threads = [thread_info(r) for r in rows]
+        next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
+        return ThreadPage(threads, next_cursor)
+
+    # -- sync API (from other threads only) --------------------------------------------------
+
+    def _sync(self, coro: Coroutine[Any, Any, T], hint: str) -> T:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coro.close()
+            raise asyncio.InvalidStateError(
+                "Synchronous calls to AsyncPostgresCheckpointer are only allowed from a "
+                "different thread. From the main thread, use the async interface, "
+                f"for example `await checkpointer.{hint}(...)`."
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._sync(self.aget_tuple(config), "aget_tuple")
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        async def collect() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        yield from self._sync(collect(), "alist")
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._sync(self.aput(config, checkpoint, metadata, new_versions), "aput")
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._sync(self.aput_writes(config, writes, task_id, task_path), "aput_writes")
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._sync(self.adelete_thread(thread_id), "adelete_thread")
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._sync(self.acopy_thread(source_thread_id, target_thread_id), "acopy_thread")
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._sync(self.adelete_for_runs(run_ids), "adelete_for_runs")
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._sync(self.aprune(thread_ids, strategy=strategy), "aprune")
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._sync(
+            self.aget_delta_channel_history(config=config, channels=channels),
+            "aget_delta_channel_history",
+        )

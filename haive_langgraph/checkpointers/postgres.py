@@ -1,0 +1,376 @@
+"""``PostgresCheckpointer``: the synchronous LangGraph checkpointer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from haive_langgraph.checkpointers import _ops as ops
+from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._base import (
+    CheckpointerBase,
+    ThreadInfo,
+    ThreadPage,
+    decode_cursor,
+    encode_cursor,
+    text_id,
+    thread_info,
+)
+from haive_langgraph.codec import Codec
+from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
+from haive_langgraph.errors import ConcurrentUpdateError
+
+
+class PostgresCheckpointer(CheckpointerBase):
+    """LangGraph checkpointer on PostgreSQL (sync API; async methods run it in a thread).
+
+    Stores each value once: a conversation's storage grows with its length,
+    not with its square, while ``get_tuple`` still reads the latest state in
+    one round trip.
+
+    Args:
+        conn: A DSN (a pool is opened and owned), a psycopg ``Connection``
+            (autocommit; used one operation at a time) or a
+            ``ConnectionPool`` (borrowed per operation; no instance-wide lock).
+        serde: Serializer; LangGraph's ``JsonPlusSerializer`` by default.
+        codec: Frames (and optionally compresses and encrypts) stored values.
+        tenant_id: Tenant whose threads this instance reads and writes.
+        schema: Schema of the tables (default from the config: ``haive``).
+        config: Connection and server settings.
+        cache_size: Checkpoints whose stored references are remembered, so
+            the next checkpoint of a thread writes only what changed.
+
+    Example:
+        >>> with PostgresCheckpointer.from_conn_string() as saver:  # embedded server
+        ...     saver.setup()
+        ...     graph = builder.compile(checkpointer=saver)
+    """
+
+    def __init__(
+        self,
+        conn: str | Connection[Any] | ConnectionPool[Any],
+        *,
+        serde: SerializerProtocol | None = None,
+        codec: Codec | None = None,
+        tenant_id: str | None = None,
+        schema: str | None = None,
+        config: PersistenceConfig | None = None,
+        cache_size: int = 1024,
+    ) -> None:
+        super().__init__(serde=serde)
+        self._init_base(
+            config=config, schema=schema, tenant_id=tenant_id, codec=codec, cache_size=cache_size
+        )
+        self._source = ConnectionSource(conn, config=self.config)
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(
+        cls, dsn: str | None = None, **options: Any
+    ) -> Iterator[PostgresCheckpointer]:
+        """Open a checkpointer on ``dsn`` (None: ``HAIVE_DATABASE_URL``,
+        ``DATABASE_URL``, then the embedded server) and close it afterwards.
+
+        Args:
+            dsn: PostgreSQL DSN.
+            **options: Constructor options (``tenant_id``, ``schema``,
+                ``serde``, ``codec``, ``config`` ...).
+        """
+        config = options.pop("config", None) or PersistenceConfig()
+        saver = cls(resolve_dsn(dsn, config=config), config=config, **options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+    def close(self) -> None:
+        """Close the pool this instance opened (a lent connection or pool stays open)."""
+        self._source.close()
+
+    def setup(self) -> None:
+        """Create or upgrade the tables (idempotent; safe from many processes at once)."""
+        self._source.run(lambda: migrate_op([S.COMPONENT], self.schema), transaction=True)
+
+    # -- BaseCheckpointSaver --------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
+        thread_id, ns, cid = self._target(config)
+        row = self._source.run(
+            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
+        )
+        return self._load_row(row) if row is not None else None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, by thread/namespace, metadata ``filter``, ``before``, ``limit``.
+
+        Values are shared between the returned checkpoints (a message held by
+        200 checkpoints is decoded once): treat them as read-only.
+        """
+        args = self._list_args(config, filter, before, limit)
+        rows, raw = self._source.run(
+            lambda: ops.list_op(self._statements, self.tenant_id, **args), read=True
+        )
+        yield from self._load_rows(rows, raw)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint (one statement, one round trip)."""
+        thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
+        parent = self._parent_refs(config)
+        if parent is None and self._needs_parent(config, checkpoint, new_versions):
+            parent = self._fetch_parent(config)
+        for attempt in range(2):
+            plan = self._plan_put(
+                config, checkpoint, metadata, new_versions, parent, self._family_of(thread_id)
+            )
+            try:
+                self._source.run(lambda: ops.put_op(self._statements, plan.params))
+            except psycopg.Error as exc:
+                if not self._is_conflict(exc):
+                    raise
+                if attempt:
+                    raise ConcurrentUpdateError(
+                        f"could not store checkpoint {checkpoint['id']} of thread {thread_id!r}: "
+                        f"its stored values kept changing under it ({exc.diag.message_primary})"
+                    ) from exc
+                # Replan against what is stored now.
+                family = self._source.run(
+                    lambda: ops.family_op(self._statements, self.tenant_id, thread_id), read=True
+                )
+                self._families.put(thread_id, family or thread_id)
+                parent = self._fetch_parent(config)
+                continue
+            return self._stored(config, checkpoint, plan)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch_parent(self, config: RunnableConfig) -> Any:
+        conf = config["configurable"]
+        if not conf.get("checkpoint_id"):
+            return None
+        thread_id, ns = text_id(conf["thread_id"], "thread_id"), str(conf.get("checkpoint_ns", ""))
+        cid = str(conf["checkpoint_id"])
+        row = self._source.run(
+            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
+        )
+        if row is None:
+            return None
+        self._load_row(row)
+        return self._refs.get((thread_id, ns, cid))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes for the checkpoint ``config`` names."""
+        if not writes:
+            return
+        params, replace = self._plan_writes(config, writes, task_id, task_path)
+        self._source.run(lambda: ops.put_writes_op(self._statements, params, replace))
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread's checkpoints and writes, and values no other thread shares."""
+        self.delete_threads([thread_id])
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> ops.DeleteReport:
+        """Delete several threads in one transaction; returns what was removed."""
+        threads = self._prune_args(thread_ids, "delete")
+        report = self._source.run(
+            lambda: ops.delete_threads_op(
+                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, threads
+            ),
+            transaction=True,
+        )
+        self._forget_threads(threads)
+        return report
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread to a new thread.
+
+        Stored values are shared, not copied: a copy costs a row per
+        checkpoint and write. The target must not have checkpoints yet.
+        """
+        src = text_id(source_thread_id, "source_thread_id")
+        dst = text_id(target_thread_id, "target_thread_id")
+        self._source.run(
+            lambda: ops.copy_thread_op(
+                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, src, dst
+            ),
+            transaction=True,
+        )
+        self._families.discard(dst)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) created by the given runs."""
+        if isinstance(run_ids, str):
+            raise TypeError("run_ids must be a sequence of run IDs, not a str")
+        runs = [text_id(r, "run_id") for r in run_ids]
+        if not runs:
+            return
+        self._source.run(
+            lambda: ops.delete_for_runs_op(
+                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, runs
+            ),
+            transaction=True,
+        )
+        self._forget_threads([])
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: ``"keep_latest"`` keeps each namespace's latest checkpoint
+        (with its pending writes, and the ancestors a ``DeltaChannel`` needs to
+        rebuild it); ``"delete"`` removes the threads entirely.
+
+        Each thread is pruned in its own transaction, under its family's lock:
+        writers of that thread wait meanwhile, and values still used by a kept
+        checkpoint, a copy or a branch are kept.
+        """
+        threads = self._prune_args(thread_ids, strategy)
+        if not threads:
+            return
+        if strategy == "delete":
+            self.delete_threads(threads)
+            return
+        for th in threads:
+            self._source.run(
+                lambda th=th: ops.prune_keep_latest_op(
+                    self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, th
+                ),
+                transaction=True,
+            )
+        self._forget_threads(threads)
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Writes and seed of ``DeltaChannel`` channels along the parent chain, in one query."""
+        if not channels:
+            return {}
+        thread_id, ns, cid = self._target(config)
+        rows, raw = self._source.run(
+            lambda: ops.delta_history_op(
+                self._statements, self.tenant_id, thread_id, ns, cid, channels
+            ),
+            read=True,
+        )
+        return self._delta_history(rows, list(channels), raw)
+
+    # -- thread registry --------------------------------------------------------------
+
+    def get_thread(self, thread_id: str) -> ThreadInfo | None:
+        """Registry entry of a thread (no checkpoint is read), or ``None``."""
+        th = text_id(thread_id, "thread_id")
+        row = self._source.run(
+            lambda: ops.get_thread_op(self._statements, self.tenant_id, th), read=True
+        )
+        return thread_info(row) if row is not None else None
+
+    def list_threads(
+        self,
+        filter: dict[str, Any] | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> ThreadPage:
+        """Threads most recently updated first, optionally by metadata containment.
+
+        Args:
+            filter: Metadata the threads must contain, e.g. ``{"user_id": "u1"}``.
+            limit: Page size.
+            cursor: ``next_cursor`` of the previous page.
+        """
+        after = decode_cursor(cursor) if cursor else None
+        rows = self._source.run(
+            lambda: ops.list_threads_op(
+                self._statements, self.tenant_id, filter=filter, limit=limit, after=after
+            ),
+            read=True,
+        )
+        threads = [thread_info(r) for r in rows]
+        next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
+        return ThreadPage(threads, next_cursor)
+
+    # -- async API (runs the sync API in a worker thread) ---------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        tuples = await asyncio.to_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for tup in tuples:
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels)
+        )

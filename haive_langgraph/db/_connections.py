@@ -1,0 +1,362 @@
+"""Where connections come from: a DSN, a lent connection, or a pool.
+
+Every saver, store and history accepts any of the three and normalises it
+here (as LangGraph's ``_internal.get_connection`` does), so the classes above
+never care which they were given:
+
+* a DSN: we open and own a pool, sized and tuned by :class:`PersistenceConfig`;
+* a lent ``Connection``: used one operation at a time (a lock guards it); it
+  must be in autocommit mode, and we never commit a transaction the caller
+  owns;
+* a lent ``ConnectionPool``: borrowed per operation; no instance-wide lock,
+  so concurrency is the pool's job.
+
+Reads (idempotent operations) are retried once on a fresh connection when the
+first one turns out to be dead, for instance after a pooler restart or idle
+reaping. Writes are never retried blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, Connection
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._driver import OpFactory, arun, run
+from haive_langgraph.db._dsn import describe_dsn, parse_dsn, uses_transaction_pooler
+from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
+
+T = TypeVar("T")
+
+SyncConn = str | Connection[Any] | ConnectionPool[Any]
+AsyncConn = str | AsyncConnection[Any] | AsyncConnectionPool[Any]
+
+# A pooled connection idle for longer than this is pinged before use; busy
+# connections are not, so the hot path pays no extra round trip.
+PING_AFTER_IDLE_SECONDS = 30.0
+
+
+def connection_kwargs(dsn: str, config: PersistenceConfig) -> dict[str, Any]:
+    """Keyword arguments for ``psycopg.connect`` derived from the config.
+
+    A transaction-mode pooler gets ``prepare_threshold=None`` (no prepared
+    statements) and no startup ``options`` (PgBouncer refuses them); the
+    server settings are then left to the server's own configuration.
+    """
+    given = parse_dsn(dsn)
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if "application_name" not in given:
+        kwargs["application_name"] = config.application_name
+    if "connect_timeout" not in given:
+        kwargs["connect_timeout"] = max(1, math.ceil(config.connect_timeout))
+    if not given.get("host", "").startswith("/"):
+        # TCP keepalives notice a dead peer (a reaped or restarted pooler)
+        # within about a minute instead of at the next statement's timeout.
+        kwargs.setdefault("keepalives", 1)
+        kwargs.setdefault("keepalives_idle", 30)
+        kwargs.setdefault("keepalives_interval", 10)
+        kwargs.setdefault("keepalives_count", 3)
+    if uses_transaction_pooler(dsn, config.pooler_mode):
+        kwargs["prepare_threshold"] = None
+        return kwargs
+    settings = {
+        "statement_timeout": config.statement_timeout,
+        "lock_timeout": config.lock_timeout,
+        "idle_in_transaction_session_timeout": config.idle_in_transaction_session_timeout,
+    }
+    options = " ".join(f"-c {k}={v}" for k, v in settings.items() if v is not None)
+    if options:
+        kwargs["options"] = f"{given['options']} {options}" if given.get("options") else options
+    return kwargs
+
+
+def connect_error(dsn: str, exc: BaseException) -> ConnectionFailedError:
+    """A :class:`ConnectionFailedError` naming the server, never the password."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    password = parse_dsn(dsn).get("password")
+    if password:
+        detail = detail.replace(password, "***")
+    return ConnectionFailedError(f"could not connect to PostgreSQL at {describe_dsn(dsn)}: {detail}")
+
+
+def _check_lent_connection(conn: Connection[Any] | AsyncConnection[Any]) -> None:
+    if conn.closed:
+        raise ConfigurationError("the connection passed in is closed")
+    if not conn.autocommit:
+        raise ConfigurationError(
+            "the connection passed in is not in autocommit mode; open it with "
+            "autocommit=True (haive-langgraph runs its own transactions and never "
+            "commits one the caller owns)"
+        )
+
+
+def _is_dead(conn: Connection[Any] | AsyncConnection[Any], exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError) and (conn.closed or conn.broken)
+
+
+class _IdleTracker:
+    """Pool ``check``/``reset`` callbacks that ping only long-idle connections."""
+
+    def __init__(self) -> None:
+        self._last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def mark(self, conn: Any) -> None:
+        self._last[conn] = time.monotonic()
+
+    def idle_for(self, conn: Any) -> float:
+        last = self._last.get(conn)
+        return math.inf if last is None else time.monotonic() - last
+
+
+class ConnectionSource:
+    """Hands out sync connections from a DSN-owned pool, a lent pool or a lent connection."""
+
+    def __init__(self, conn: SyncConn, *, config: PersistenceConfig | None = None) -> None:
+        self.config = config or PersistenceConfig()
+        self._lock: threading.Lock | None = None
+        self._conn: Connection[Any] | None = None
+        self._pool: ConnectionPool[Any] | None = None
+        self._owned = False
+        self.dsn: str | None = None
+        if isinstance(conn, str):
+            self.dsn = conn
+            self._pool = self._open_pool(conn)
+            self._owned = True
+        elif isinstance(conn, Connection):
+            _check_lent_connection(conn)
+            self._conn = conn
+            self._lock = threading.Lock()
+        elif isinstance(conn, ConnectionPool):
+            self._pool = conn
+        else:
+            raise ConfigurationError(
+                "expected a DSN string, a psycopg Connection or a ConnectionPool, "
+                f"got {type(conn).__name__}"
+                + (" (use the Async class for async connections)" if _is_async(conn) else "")
+            )
+
+    def _open_pool(self, dsn: str) -> ConnectionPool[Any]:
+        kwargs = connection_kwargs(dsn, self.config)
+        # Fail fast, with the server named, instead of waiting out the pool timeout.
+        try:
+            psycopg.connect(dsn, **kwargs).close()
+        except psycopg.Error as exc:
+            raise connect_error(dsn, exc) from None
+        tracker = _IdleTracker()
+
+        def check(conn: Connection[Any]) -> None:
+            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS:
+                conn.execute("")
+            tracker.mark(conn)
+
+        cfg = self.config
+        return ConnectionPool(
+            dsn,
+            kwargs=kwargs,
+            min_size=cfg.pool_min_size,
+            max_size=cfg.pool_max_size,
+            timeout=cfg.pool_timeout,
+            max_idle=cfg.pool_max_idle,
+            check=check,
+            reset=tracker.mark,
+            name="haive-langgraph",
+            open=True,
+        )
+
+    @property
+    def is_pooled(self) -> bool:
+        return self._pool is not None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection[Any]]:
+        """Borrow a connection for one operation."""
+        if self._conn is not None:
+            assert self._lock is not None
+            with self._lock:
+                yield self._conn
+            return
+        assert self._pool is not None
+        try:
+            cm = self._pool.connection()
+            conn = cm.__enter__()
+        except PoolTimeout as exc:
+            raise self._pool_error(exc) from None
+        try:
+            yield conn
+        except BaseException as exc:
+            if not cm.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            cm.__exit__(None, None, None)
+
+    def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:
+        where = describe_dsn(self.dsn) if self.dsn else "the pool's server"
+        return ConnectionFailedError(
+            f"no connection to PostgreSQL at {where} within {self.config.pool_timeout:g}s "
+            f"(pool exhausted or server unreachable): {exc}"
+        )
+
+    def run(self, factory: OpFactory[T], *, transaction: bool = False, read: bool = False) -> T:
+        """Run the operation ``factory()`` builds on a borrowed connection.
+
+        Args:
+            factory: Builds a fresh operation generator (called again on retry).
+            transaction: Run all its statements in one transaction.
+            read: The operation only reads; retry it once on a dead connection.
+        """
+        attempts = 2 if read and self._pool is not None else 1
+        for attempt in range(attempts):
+            with self.connection() as conn:
+                try:
+                    if transaction:
+                        with conn.transaction():
+                            return run(conn, factory())
+                    return run(conn, factory())
+                except psycopg.OperationalError as exc:
+                    if attempt + 1 < attempts and _is_dead(conn, exc):
+                        continue
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        if self._owned and self._pool is not None:
+            self._pool.close()
+
+
+class AsyncConnectionSource:
+    """Async twin of :class:`ConnectionSource`."""
+
+    def __init__(self, conn: AsyncConn, *, config: PersistenceConfig | None = None) -> None:
+        self.config = config or PersistenceConfig()
+        self._lock: asyncio.Lock | None = None
+        self._conn: AsyncConnection[Any] | None = None
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._owned = False
+        self.dsn: str | None = None
+        if isinstance(conn, str):
+            self.dsn = conn
+            self._owned = True
+        elif isinstance(conn, AsyncConnection):
+            _check_lent_connection(conn)
+            self._conn = conn
+            self._lock = asyncio.Lock()
+        elif isinstance(conn, AsyncConnectionPool):
+            self._pool = conn
+        else:
+            raise ConfigurationError(
+                "expected a DSN string, a psycopg AsyncConnection or an AsyncConnectionPool, "
+                f"got {type(conn).__name__}"
+                + (" (use the sync class for sync connections)" if _is_sync(conn) else "")
+            )
+
+    async def open(self) -> None:
+        """Open the owned pool (DSN sources); a no-op for lent connections and pools."""
+        if self.dsn is None or self._pool is not None:
+            return
+        dsn = self.dsn
+        kwargs = connection_kwargs(dsn, self.config)
+        try:
+            await (await AsyncConnection.connect(dsn, **kwargs)).close()
+        except psycopg.Error as exc:
+            raise connect_error(dsn, exc) from None
+        tracker = _IdleTracker()
+
+        async def check(conn: AsyncConnection[Any]) -> None:
+            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS:
+                await conn.execute("")
+            tracker.mark(conn)
+
+        async def reset(conn: AsyncConnection[Any]) -> None:
+            tracker.mark(conn)
+
+        cfg = self.config
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn,
+            kwargs=kwargs,
+            min_size=cfg.pool_min_size,
+            max_size=cfg.pool_max_size,
+            timeout=cfg.pool_timeout,
+            max_idle=cfg.pool_max_idle,
+            check=check,
+            reset=reset,
+            name="haive-langgraph",
+            open=False,
+        )
+        await pool.open()
+        self._pool = pool
+
+    @property
+    def is_pooled(self) -> bool:
+        return self._pool is not None or self.dsn is not None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """Borrow a connection for one operation."""
+        if self._conn is not None:
+            assert self._lock is not None
+            async with self._lock:
+                yield self._conn
+            return
+        if self._pool is None:
+            await self.open()
+        assert self._pool is not None
+        try:
+            cm = self._pool.connection()
+            conn = await cm.__aenter__()
+        except PoolTimeout as exc:
+            raise self._pool_error(exc) from None
+        try:
+            yield conn
+        except BaseException as exc:
+            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await cm.__aexit__(None, None, None)
+
+    def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:
+        where = describe_dsn(self.dsn) if self.dsn else "the pool's server"
+        return ConnectionFailedError(
+            f"no connection to PostgreSQL at {where} within {self.config.pool_timeout:g}s "
+            f"(pool exhausted or server unreachable): {exc}"
+        )
+
+    async def run(
+        self, factory: OpFactory[T], *, transaction: bool = False, read: bool = False
+    ) -> T:
+        """Async twin of :meth:`ConnectionSource.run`."""
+        attempts = 2 if read and self._conn is None else 1
+        for attempt in range(attempts):
+            async with self.connection() as conn:
+                try:
+                    if transaction:
+                        async with conn.transaction():
+                            return await arun(conn, factory())
+                    return await arun(conn, factory())
+                except psycopg.OperationalError as exc:
+                    if attempt + 1 < attempts and _is_dead(conn, exc):
+                        continue
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        if self._owned and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def _is_async(conn: object) -> bool:
+    return isinstance(conn, AsyncConnection | AsyncConnectionPool)
+
+
+def _is_sync(conn: object) -> bool:
+    return isinstance(conn, Connection | ConnectionPool)

@@ -1,0 +1,90 @@
+"""Database operations as sans-I/O generators, and the two drivers that run them.
+
+An operation is written once, as a generator that yields :class:`Step`
+values (a statement, its parameters and what to fetch) and receives the
+fetched rows back. :func:`run` drives it on a psycopg ``Connection``,
+:func:`arun` on an ``AsyncConnection``; the sync and async classes only pick
+a driver. This keeps the two from drifting apart (see psycopg's own
+``generators.py`` for the pattern).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor, sql
+
+T = TypeVar("T")
+
+Query = str | sql.Composable
+Params = Sequence[Any] | Mapping[str, Any] | None
+Fetch = Literal["all", "one", "none", "rowcount"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One statement of an operation.
+
+    Attributes:
+        query: The statement; identifiers only through ``psycopg.sql``.
+        params: Its parameters (every value is a parameter).
+        fetch: ``"all"`` sends back a list of rows, ``"one"`` a row or None,
+            ``"rowcount"`` the number of affected rows, ``"none"`` None.
+        prepare: ``False`` to never prepare the statement server-side (for
+            statements whose best plan depends on their array parameters).
+    """
+
+    query: Query
+    params: Params = None
+    fetch: Fetch = "all"
+    prepare: bool | None = None
+
+
+Op = Generator[Step, Any, T]
+OpFactory = Callable[[], Op[T]]
+
+
+def _result(cur: Cursor[Any], fetch: Fetch) -> Any:
+    if fetch == "all":
+        return cur.fetchall()
+    if fetch == "one":
+        return cur.fetchone()
+    if fetch == "rowcount":
+        return cur.rowcount
+    return None
+
+
+async def _aresult(cur: AsyncCursor[Any], fetch: Fetch) -> Any:
+    if fetch == "all":
+        return await cur.fetchall()
+    if fetch == "one":
+        return await cur.fetchone()
+    if fetch == "rowcount":
+        return cur.rowcount
+    return None
+
+
+def run(conn: Connection[Any], op: Op[T]) -> T:
+    """Drive ``op`` to completion on ``conn`` and return its result."""
+    with conn.cursor(binary=True) as cur:
+        try:
+            step = next(op)
+            while True:
+                cur.execute(step.query, step.params, prepare=step.prepare)
+                step = op.send(_result(cur, step.fetch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+async def arun(conn: AsyncConnection[Any], op: Op[T]) -> T:
+    """Drive ``op`` to completion on ``conn`` and return its result."""
+    async with conn.cursor(binary=True) as cur:
+        try:
+            step = next(op)
+            while True:
+                await cur.execute(step.query, step.params, prepare=step.prepare)
+                step = op.send(await _aresult(cur, step.fetch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]

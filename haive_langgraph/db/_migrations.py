@@ -1,0 +1,201 @@
+"""One migration runner for every feature.
+
+Each feature (checkpoints, store, conversations ...) declares a
+:class:`Component`: an append-only list of migrations whose position is the
+version. The runner applies what is missing, in order, in one transaction
+under ``pg_advisory_xact_lock`` (so eight processes calling ``setup()`` at
+once apply each migration exactly once), records version and checksum of
+each, and refuses to continue when an applied migration's text has changed
+since, or when the database is ahead of this code.
+
+Migration SQL is written with a ``{schema}`` placeholder that is filled in
+with ``psycopg.sql.Identifier``; literal braces are doubled. The same
+statements can be printed as a plain SQL script (``haive-lg migrate --sql``)
+for teams that migrate outside the application.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.errors import MigrationError
+
+# Advisory lock namespace of haive-langgraph (two-key form: this, hash of schema).
+LOCK_CLASS_MIGRATIONS = 0x48560001
+
+MIGRATIONS_TABLE = "haive_migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema change: a description and its statements."""
+
+    description: str
+    statements: tuple[str, ...]
+
+    @property
+    def checksum(self) -> str:
+        text = "\n;\n".join(s.strip() for s in self.statements)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A feature's migrations, in order; version N is ``migrations[N - 1]``."""
+
+    name: str
+    migrations: tuple[Migration, ...]
+    requires: tuple[str, ...] = field(default=())
+
+    @property
+    def latest_version(self) -> int:
+        return len(self.migrations)
+
+
+def render(statement: str, schema: str) -> sql.Composed:
+    """Fill the ``{schema}`` placeholder of a migration statement."""
+    return sql.SQL(statement).format(schema=sql.Identifier(validate_identifier(schema)))
+
+
+def _bootstrap(schema: str) -> list[sql.Composed]:
+    return [
+        render("CREATE SCHEMA IF NOT EXISTS {schema}", schema),
+        render(
+            f"""
+            CREATE TABLE IF NOT EXISTS {{schema}}.{MIGRATIONS_TABLE} (
+                component   text COLLATE "C" NOT NULL,
+                version     integer NOT NULL,
+                checksum    text NOT NULL,
+                description text NOT NULL,
+                applied_at  timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (component, version)
+            )
+            """,
+            schema,
+        ),
+    ]
+
+
+def migrate_op(components: Sequence[Component], schema: str) -> Op[dict[str, list[int]]]:
+    """The migration operation; run it inside one transaction.
+
+    Returns:
+        The versions applied now, per component.
+    """
+    yield Step(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+        (LOCK_CLASS_MIGRATIONS, schema),
+        fetch="none",
+    )
+    for statement in _bootstrap(schema):
+        yield Step(statement, fetch="none")
+    applied_now: dict[str, list[int]] = {}
+    table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE))
+    for component in components:
+        rows = yield Step(
+            sql.SQL("SELECT version, checksum FROM {} WHERE component = %s ORDER BY version").format(
+                table
+            ),
+            (component.name,),
+        )
+        recorded = {int(v): str(c) for v, c in rows}
+        _verify(component, recorded)
+        applied_now[component.name] = []
+        for version, migration in enumerate(component.migrations, start=1):
+            if version in recorded:
+                continue
+            for statement in migration.statements:
+                yield Step(render(statement, schema), fetch="none", prepare=False)
+            yield Step(
+                sql.SQL(
+                    "INSERT INTO {} (component, version, checksum, description) "
+                    "VALUES (%s, %s, %s, %s)"
+                ).format(table),
+                (component.name, version, migration.checksum, migration.description),
+                fetch="none",
+            )
+            applied_now[component.name].append(version)
+    return applied_now
+
+
+def status_op(components: Sequence[Component], schema: str) -> Op[dict[str, tuple[int, int]]]:
+    """``{component: (applied version, latest version)}`` without changing anything."""
+    exists = yield Step(
+        "SELECT to_regclass(%s) IS NOT NULL",
+        (f"{schema}.{MIGRATIONS_TABLE}",),
+        fetch="one",
+    )
+    result: dict[str, tuple[int, int]] = {}
+    for component in components:
+        current = 0
+        if exists and exists[0]:
+            row = yield Step(
+                sql.SQL("SELECT coalesce(max(version), 0) FROM {}.{} WHERE component = %s").format(
+                    sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE)
+                ),
+                (component.name,),
+                fetch="one",
+            )
+            current = int(row[0])
+        result[component.name] = (current, component.latest_version)
+    return result
+
+
+def _verify(component: Component, recorded: dict[int, str]) -> None:
+    latest = component.latest_version
+    if recorded and max(recorded) > latest:
+        raise MigrationError(
+            f"the database has {component.name} schema version {max(recorded)}, newer than "
+            f"this haive-langgraph knows ({latest}); upgrade haive-langgraph"
+        )
+    for version, checksum in recorded.items():
+        expected = component.migrations[version - 1].checksum
+        if checksum != expected:
+            raise MigrationError(
+                f"{component.name} migration {version} "
+                f"({component.migrations[version - 1].description!r}) was applied with "
+                f"checksum {checksum}, but this code has {expected}: the migration changed "
+                "after it was applied. Migrations are append-only; restore the original text."
+            )
+
+
+def migration_script(components: Iterable[Component], schema: str, conn: Any = None) -> str:
+    """The full migration as a plain SQL script, for running outside the app.
+
+    Args:
+        components: What to include.
+        schema: Target schema.
+        conn: Any psycopg connection, used only to quote identifiers and
+            literals exactly as the server expects. Without one, identifiers
+            are quoted by psycopg's client-side rules.
+    """
+    validate_identifier(schema)
+    parts = [
+        "-- haive-langgraph schema migration",
+        "BEGIN;",
+        f"SELECT pg_advisory_xact_lock({LOCK_CLASS_MIGRATIONS}, hashtext({_literal(schema)}));",
+    ]
+    parts += [f"{s.as_string(conn).strip()};" for s in _bootstrap(schema)]
+    for component in components:
+        for version, migration in enumerate(component.migrations, start=1):
+            parts.append(f"\n-- {component.name} {version}: {migration.description}")
+            parts += [f"{render(s, schema).as_string(conn).strip()};" for s in migration.statements]
+            parts.append(
+                f"INSERT INTO {sql.Identifier(schema).as_string(conn)}.{MIGRATIONS_TABLE} "
+                "(component, version, checksum, description) VALUES ("
+                f"{_literal(component.name)}, {version}, {_literal(migration.checksum)}, "
+                f"{_literal(migration.description)}) ON CONFLICT DO NOTHING;"
+            )
+    parts.append("COMMIT;")
+    return "\n".join(parts) + "\n"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,1 @@
+"""Codec tests: pure Python, no database."""

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import random
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
@@ -30,6 +28,8 @@ from haive_langgraph.checkpointers._ops import RawLineages, Statements
 from haive_langgraph.checkpointers._values import (
     EMPTY_LINEAGE,
     Decoder,
+    LRU,
+    PayloadMemo,
     PutPlan,
     Row,
     StoredRefs,
@@ -41,41 +41,7 @@ from haive_langgraph.codec import Codec, default_codec
 from haive_langgraph.db import PersistenceConfig, validate_identifier
 from haive_langgraph.errors import ConfigurationError, CorruptDataError
 
-K = TypeVar("K")
-V = TypeVar("V")
-
 PRUNE_STRATEGIES = ("keep_latest", "delete")
-
-
-class LRU(Generic[K, V]):
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def discard(self, key: K) -> None:
-        with self._lock:
-            self._data.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +131,12 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         tenant_id: str | None,
         codec: Codec | None,
         cache_size: int,
+        cache_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.config = config or PersistenceConfig()
-        self.schema = validate_identifier(schema or self.config.schema_name, what="schema name")
+        self.schema = validate_identifier(
+            self.config.schema_name if schema is None else schema, what="schema name"
+        )
         tenant = self.config.tenant_id if tenant_id is None else tenant_id
         if not isinstance(tenant, str):
             raise ConfigurationError(f"tenant_id must be a string, got {type(tenant).__name__}")
@@ -178,6 +147,10 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         # writes only what changed; and which family each thread belongs to.
         self._refs: LRU[tuple[str, str, str], StoredRefs] = LRU(cache_size)
         self._families: LRU[str, str] = LRU(cache_size * 4)
+        self._memo = PayloadMemo(cache_bytes)
+        # Longest length seen of each lineage: appending to a shorter prefix
+        # of it (a fork) must start a new lineage.
+        self._tips: LRU[tuple[str, int], int] = LRU(cache_size * 4)
 
     # -- versions --------------------------------------------------------------
 
@@ -229,6 +202,8 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
         parent: StoredRefs | None,
         family: str,
+        *,
+        fresh_lists: bool = False,
     ) -> PutPlan:
         return plan_put(
             serde=self.serde,
@@ -241,6 +216,9 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             metadata=get_serializable_checkpoint_metadata(config, metadata),
             new_versions=new_versions,
             parent=parent,
+            memo=self._memo,
+            tips=self._tips,
+            fresh_lists=fresh_lists,
         )
 
     def _plan_writes(
@@ -267,8 +245,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         ns = str(conf.get("checkpoint_ns", ""))
-        self._refs.put((thread_id, ns, checkpoint["id"]), plan.refs)
-        self._families.put(thread_id, plan.refs.family)
+        self._remember(thread_id, ns, checkpoint["id"], plan.refs)
         return {
             "configurable": {
                 "thread_id": conf["thread_id"],
@@ -289,12 +266,19 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
     # -- decoding ----------------------------------------------------------------
 
     def _decoder(self, *, share: bool) -> Decoder:
-        return Decoder(self.serde, self.codec, self.tenant_id, share=share)
+        return Decoder(self.serde, self.codec, self.tenant_id, share=share, memo=self._memo)
+
+    def _remember(self, thread_id: str, ns: str, checkpoint_id: str, refs: StoredRefs) -> None:
+        self._refs.put((thread_id, ns, checkpoint_id), refs)
+        self._families.put(thread_id, refs.family)
+        for state in refs.lists.values():
+            key = (refs.family, state.lineage)
+            if state.length > (self._tips.get(key) or 0):
+                self._tips.put(key, state.length)
 
     def _load_row(self, row: Row) -> CheckpointTuple:
         tup, refs = decode_row(row, self._decoder(share=False))
-        self._refs.put((row.thread_id, row.checkpoint_ns, row.checkpoint_id), refs)
-        self._families.put(row.thread_id, row.family_id)
+        self._remember(row.thread_id, row.checkpoint_ns, row.checkpoint_id, refs)
         return tup
 
     def _load_rows(self, rows: list[Row], raw: RawLineages) -> Iterator[CheckpointTuple]:
@@ -308,7 +292,12 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             ]
             lineages[(family, lineage)] = (keys, items)
         for row in rows:
-            yield decode_row(row, decoder, lineages)[0]
+            tup, refs = decode_row(row, decoder, lineages)
+            for state in refs.lists.values():
+                key = (refs.family, state.lineage)
+                if state.length > (self._tips.get(key) or 0):
+                    self._tips.put(key, state.length)
+            yield tup
 
     # -- arguments ---------------------------------------------------------------
 

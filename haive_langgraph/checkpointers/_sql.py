@@ -296,10 +296,12 @@ _CHECKPOINT_COLUMNS = """
 # order with their value items flattened in the same order.
 _CHECKPOINT_LATERALS = """
 LEFT JOIN LATERAL (
-    SELECT array_agg(b.data ORDER BY u.ord) AS data
+    SELECT array_agg(
+        (SELECT b.data FROM {schema}.blobs AS b
+         WHERE b.tenant_id = c.tenant_id AND b.family_id = c.family_id AND b.key = u.key)
+        ORDER BY u.ord
+    ) AS data
     FROM unnest(c.value_keys) WITH ORDINALITY AS u(key, ord)
-    LEFT JOIN {schema}.blobs AS b
-        ON b.tenant_id = c.tenant_id AND b.family_id = c.family_id AND b.key = u.key
 ) AS v ON true
 LEFT JOIN LATERAL (
     SELECT
@@ -316,11 +318,13 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT
         array_agg(u.key ORDER BY x.task_path, x.task_id, x.idx, u.ord) AS keys,
-        array_agg(b.data ORDER BY x.task_path, x.task_id, x.idx, u.ord) AS data
+        array_agg(
+            (SELECT b.data FROM {schema}.blobs AS b
+             WHERE b.tenant_id = x.tenant_id AND b.family_id = x.family_id AND b.key = u.key)
+            ORDER BY x.task_path, x.task_id, x.idx, u.ord
+        ) AS data
     FROM {schema}.writes AS x
     CROSS JOIN LATERAL unnest(x.value_keys) WITH ORDINALITY AS u(key, ord)
-    LEFT JOIN {schema}.blobs AS b
-        ON b.tenant_id = x.tenant_id AND b.family_id = x.family_id AND b.key = u.key
     WHERE x.tenant_id = c.tenant_id AND x.thread_id = c.thread_id
       AND x.checkpoint_ns = c.checkpoint_ns AND x.checkpoint_id = c.checkpoint_id
 ) AS wv ON true
@@ -330,15 +334,19 @@ LEFT JOIN LATERAL (
 _LIST_ITEMS_LATERAL = """
 LEFT JOIN LATERAL (
     SELECT
-        array_agg(u.ord::int ORDER BY u.ord, li.seq) AS item_lists,
-        array_agg(li.key ORDER BY u.ord, li.seq) AS item_keys,
-        array_agg(b.data ORDER BY u.ord, li.seq) AS item_data
+        array_agg(x.ord ORDER BY x.ord, x.seq) AS item_lists,
+        array_agg(x.key ORDER BY x.ord, x.seq) AS item_keys,
+        array_agg(x.data ORDER BY x.ord, x.seq) AS item_data
     FROM unnest(c.list_lineages, c.list_lengths) WITH ORDINALITY AS u(lineage_id, length, ord)
-    JOIN {schema}.lineage_items AS li
-        ON li.tenant_id = c.tenant_id AND li.family_id = c.family_id
-       AND li.lineage_id = u.lineage_id AND li.seq < u.length
-    LEFT JOIN {schema}.blobs AS b
-        ON b.tenant_id = c.tenant_id AND b.family_id = c.family_id AND b.key = li.key
+    CROSS JOIN LATERAL (
+        SELECT u.ord::int AS ord, li.seq, li.key,
+               (SELECT b.data FROM {schema}.blobs AS b
+                WHERE b.tenant_id = c.tenant_id AND b.family_id = c.family_id
+                  AND b.key = li.key) AS data
+        FROM {schema}.lineage_items AS li
+        WHERE li.tenant_id = c.tenant_id AND li.family_id = c.family_id
+          AND li.lineage_id = u.lineage_id AND li.seq < u.length
+    ) AS x
 ) AS li ON true
 """
 
@@ -383,15 +391,18 @@ LIST_CHECKPOINTS = (
 )
 
 LINEAGE_ITEMS = """
-SELECT u.family_id, u.lineage_id, li.seq, li.key, b.data
+SELECT u.family_id, u.lineage_id, x.seq, x.key, x.data
 FROM unnest(%(families)s::text[], %(lineages)s::bigint[], %(lengths)s::int[])
     AS u(family_id, lineage_id, length)
-JOIN {schema}.lineage_items AS li
-    ON li.tenant_id = %(t)s AND li.family_id = u.family_id
-   AND li.lineage_id = u.lineage_id AND li.seq < u.length
-LEFT JOIN {schema}.blobs AS b
-    ON b.tenant_id = %(t)s AND b.family_id = u.family_id AND b.key = li.key
-ORDER BY u.family_id, u.lineage_id, li.seq
+CROSS JOIN LATERAL (
+    SELECT li.seq, li.key,
+           (SELECT b.data FROM {schema}.blobs AS b
+            WHERE b.tenant_id = %(t)s AND b.family_id = u.family_id AND b.key = li.key) AS data
+    FROM {schema}.lineage_items AS li
+    WHERE li.tenant_id = %(t)s AND li.family_id = u.family_id
+      AND li.lineage_id = u.lineage_id AND li.seq < u.length
+) AS x
+ORDER BY u.family_id, u.lineage_id, x.seq
 """
 
 # -- maintenance: delete, copy, prune, garbage collection ---------------------
@@ -582,11 +593,11 @@ UPDATE {schema}.threads AS th SET
 WHERE th.tenant_id = %(t)s AND th.thread_id = ANY(%(threads)s::text[])
 """
 
-# The head of each namespace, and for heads whose channels are rebuilt from
-# ancestor writes (a DeltaChannel: a version with no stored value) the chain
-# of ancestors back to where every such channel has a stored value. All of
-# these are kept by keep_latest; so are subgraph namespaces that the kept root
-# checkpoint may still need.
+# The head of each namespace, and for heads with DeltaChannel channels that are
+# rebuilt from ancestor writes (LangGraph lists them, with their update
+# counters, in the metadata key counters_since_delta_snapshot) the chain of
+# ancestors back to where every such channel has a stored value (a snapshot).
+# keep_latest keeps all of these.
 PRUNE_KEEP = """
 WITH RECURSIVE heads AS (
     SELECT DISTINCT ON (checkpoint_ns) checkpoint_ns, checkpoint_id
@@ -596,7 +607,9 @@ WITH RECURSIVE heads AS (
 ), walk AS (
     SELECT c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
            ARRAY(
-               SELECT k FROM jsonb_object_keys(c.checkpoint -> 'channel_versions') AS k
+               SELECT jsonb_object_keys(
+                   coalesce(c.metadata -> 'counters_since_delta_snapshot', '{{}}'::jsonb)
+               )
                EXCEPT SELECT unnest(c.value_channels)
                EXCEPT SELECT unnest(c.list_channels)
                EXCEPT SELECT jsonb_object_keys(c.checkpoint -> 'channel_values')

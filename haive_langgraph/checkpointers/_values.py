@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -44,6 +46,9 @@ from psycopg.types.json import Jsonb
 from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.errors import CorruptDataError, SerializationError
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Strings longer than this are stored as blobs (deduplicated) instead of inline.
 INLINE_STR_MAX = 256
@@ -128,37 +133,139 @@ def is_inline(value: Any) -> bool:
     return False
 
 
+class LRU(Generic[K, V]):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class PayloadMemo:
+    """Content key → payload, for payloads seen recently (bounded by bytes).
+
+    A content key is a function of its payload, so an entry is never stale.
+    ``plan_put`` uses it to recognise unchanged list items by comparing bytes
+    instead of hashing them again.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._data: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str, key: bytes) -> bytes | None:
+        with self._lock:
+            return self._data.get((tenant, key))
+
+    def put(self, tenant: str, key: bytes, payload: bytes) -> None:
+        if len(payload) > self._max // 8:
+            return
+        with self._lock:
+            k = (tenant, key)
+            old = self._data.pop(k, None)
+            if old is not None:
+                self._size -= len(old)
+            self._data[k] = payload
+            self._size += len(payload)
+            while self._size > self._max:
+                _, dropped = self._data.popitem(last=False)
+                self._size -= len(dropped)
+
+
 class _Encoder:
     """Serialises values of one put into content-keyed, framed blobs."""
 
-    __slots__ = ("blob_data", "blob_keys", "codec", "family", "seen", "serde", "tenant")
+    __slots__ = (
+        "blob_data",
+        "blob_keys",
+        "codec",
+        "family",
+        "memo",
+        "scope",
+        "seen",
+        "serde",
+        "tenant",
+    )
 
-    def __init__(self, serde: SerializerProtocol, codec: Codec, tenant: str, family: str) -> None:
+    def __init__(
+        self,
+        serde: SerializerProtocol,
+        codec: Codec,
+        tenant: str,
+        family: str,
+        memo: PayloadMemo | None,
+        scope: str,
+    ) -> None:
+        self.scope = scope
         self.serde = serde
         self.codec = codec
         self.tenant = tenant
         self.family = family
+        self.memo = memo
         self.blob_keys: list[bytes] = []
         self.blob_data: list[bytes] = []
         self.seen: set[bytes] = set()
 
-    def key_of(self, value: Any, what: str) -> bytes:
-        """Serialise ``value``, queue its blob for insertion, return its content key."""
+    def payload(self, value: Any, what: str) -> bytes:
+        """Serialise ``value`` (type tag, NUL, serde bytes)."""
         try:
             type_tag, data = self.serde.dumps_typed(value)
         except Exception as exc:
             raise SerializationError(
                 f"{what} holds a value of type {type(value).__module__}.{type(value).__qualname__} "
-                f"that cannot be serialised: {exc}. Nothing of this checkpoint was written."
+                f"that cannot be serialised ({exc}); nothing of {self.scope} was written"
             ) from exc
-        payload = payload_of(type_tag, data)
+        return payload_of(type_tag, data)
+
+    def key(self, payload: bytes, expect: bytes | None = None) -> bytes:
+        """Content key of ``payload``; free when it is ``expect``'s remembered payload."""
+        if expect is not None and self.memo is not None:
+            if self.memo.get(self.tenant, expect) == payload:
+                return expect
         key = self.codec.content_key(payload, self.tenant)
+        if self.memo is not None:
+            self.memo.put(self.tenant, key, payload)
+        return key
+
+    def queue(self, key: bytes, payload: bytes) -> None:
+        """Send ``payload`` for insertion (once per statement)."""
         if key not in self.seen:
             self.seen.add(key)
             self.blob_keys.append(key)
             self.blob_data.append(
                 self.codec.encode(payload, RowContext(self.tenant, self.family, Kind.BLOB, key))
             )
+
+    def key_of(self, value: Any, what: str, expect: bytes | None = None) -> bytes:
+        """Serialise ``value``, queue it for insertion, return its content key."""
+        payload = self.payload(value, what)
+        key = self.key(payload, expect)
+        self.queue(key, payload)
         return key
 
 
@@ -180,6 +287,9 @@ def plan_put(
     metadata: Mapping[str, Any],
     new_versions: ChannelVersions,
     parent: StoredRefs | None,
+    memo: PayloadMemo | None = None,
+    tips: LRU[tuple[str, int], int] | None = None,
+    fresh_lists: bool = False,
 ) -> PutPlan:
     """Plan one checkpoint write.
 
@@ -187,6 +297,11 @@ def plan_put(
     stored value (as LangGraph's savers read a value by its version); every
     other channel is stored from ``checkpoint["channel_values"]`` (a channel
     with a new version and no value is empty).
+
+    A list that extends the parent's list is appended to the parent's
+    lineage, unless that lineage is known (``tips``) to have grown past the
+    parent's length already (a fork), or ``fresh_lists`` is set (a retry
+    after a conflict): then the list starts a new lineage.
 
     Raises:
         SerializationError: naming the channel and the type of a value that
@@ -198,7 +313,9 @@ def plan_put(
     values: Mapping[str, Any] = checkpoint["channel_values"]
     versions: ChannelVersions = checkpoint["channel_versions"]
 
-    enc = _Encoder(serde, codec, tenant, family)
+    enc = _Encoder(
+        serde, codec, tenant, family, memo, f"checkpoint {checkpoint['id']} of thread {thread_id!r}"
+    )
     refs = StoredRefs(family=family, versions=dict(versions))
     inline: dict[str, Any] = {}
     check_keys: list[bytes] = []
@@ -240,31 +357,40 @@ def plan_put(
         if is_inline(value):
             inline[channel] = value
         elif type(value) is list:
+            base = parent.lists.get(channel) if parent is not None else None
+            n_base = base.length if base is not None and base.lineage != EMPTY_LINEAGE else 0
+            payloads = [
+                enc.payload(item, f"item {i} of channel {channel!r}") for i, item in enumerate(value)
+            ]
             keys = [
-                enc.key_of(item, f"item {i} of channel {channel!r}") for i, item in enumerate(value)
+                enc.key(p, base.key(i) if base is not None and i < n_base else None)
+                for i, p in enumerate(payloads)
             ]
             joined = b"".join(keys)
-            base = parent.lists.get(channel) if parent is not None else None
             if not keys:
                 refs.lists[channel] = ListState(EMPTY_LINEAGE, b"")
             elif (
                 base is not None
-                and base.lineage != EMPTY_LINEAGE
+                and n_base
+                and not fresh_lists
+                and (tips is None or (tips.get((family, base.lineage)) or 0) <= n_base)
                 and joined.startswith(base.keys)
             ):
                 # Extends (or equals) the parent's list: append to its lineage,
                 # if nobody appended since (checked in the statement).
-                n_base = base.length
                 upd_l.append(base.lineage)
                 upd_b.append(n_base)
                 upd_n.append(len(keys))
                 for seq in range(n_base, len(keys)):
+                    enc.queue(keys[seq], payloads[seq])
                     item_l.append(base.lineage)
                     item_s.append(seq)
                     item_k.append(keys[seq])
                 refs.lists[channel] = ListState(base.lineage, joined)
             else:
                 lineage = _new_lineage_id()
+                for key, payload in zip(keys, payloads, strict=True):
+                    enc.queue(key, payload)
                 new_l.append(lineage)
                 new_n.append(len(keys))
                 item_l.extend([lineage] * len(keys))
@@ -272,7 +398,8 @@ def plan_put(
                 item_k.extend(keys)
                 refs.lists[channel] = ListState(lineage, joined)
         else:
-            refs.values[channel] = enc.key_of(value, f"channel {channel!r}")
+            expect = parent.values.get(channel) if parent is not None else None
+            refs.values[channel] = enc.key_of(value, f"channel {channel!r}", expect)
 
     refs.inline = inline
     stored = {k: v for k, v in checkpoint.items() if k != "channel_values"}
@@ -333,7 +460,15 @@ def plan_writes(
     special channels (error, interrupt ...) replace, as in LangGraph's savers.
     """
     conf = config["configurable"]
-    enc = _Encoder(serde, codec, tenant, family)
+    enc = _Encoder(
+        serde,
+        codec,
+        tenant,
+        family,
+        None,
+        f"the writes of task {task_id} (thread {conf['thread_id']!r}, checkpoint "
+        f"{conf['checkpoint_id']})",
+    )
     idx: list[int] = []
     channels: list[str] = []
     is_list: list[bool] = []
@@ -441,15 +576,22 @@ class Decoder:
     a saver as immutable snapshots.
     """
 
-    __slots__ = ("cache", "codec", "serde", "share", "tenant")
+    __slots__ = ("cache", "codec", "memo", "serde", "share", "tenant")
 
     def __init__(
-        self, serde: SerializerProtocol, codec: Codec, tenant: str, *, share: bool
+        self,
+        serde: SerializerProtocol,
+        codec: Codec,
+        tenant: str,
+        *,
+        share: bool,
+        memo: PayloadMemo | None = None,
     ) -> None:
         self.serde = serde
         self.codec = codec
         self.tenant = tenant
         self.share = share
+        self.memo = memo
         self.cache: dict[tuple[str, bytes], Any] = {}
 
     def value(
@@ -461,6 +603,8 @@ class Decoder:
             raise CorruptDataError(f"{where}: its stored value (content key {key.hex()}) is missing")
         try:
             payload = self.codec.decode(bytes(data), RowContext(self.tenant, family, Kind.BLOB, key))
+            if self.memo is not None:
+                self.memo.put(self.tenant, key, payload)
             type_tag, raw = split_payload(payload)
             value = self.serde.loads_typed((type_tag, raw))
         except CorruptDataError as exc:

@@ -148,7 +148,13 @@ class AsyncPostgresCheckpointer(CheckpointerBase):
             parent = await self._afetch_parent(config)
         for attempt in range(2):
             plan = self._plan_put(
-                config, checkpoint, metadata, new_versions, parent, self._family_of(thread_id)
+                config,
+                checkpoint,
+                metadata,
+                new_versions,
+                parent,
+                self._family_of(thread_id),
+                fresh_lists=attempt > 0,
             )
             try:
                 await self._source.run(lambda: ops.put_op(self._statements, plan.params))

@@ -149,7 +149,13 @@ class PostgresCheckpointer(CheckpointerBase):
             parent = self._fetch_parent(config)
         for attempt in range(2):
             plan = self._plan_put(
-                config, checkpoint, metadata, new_versions, parent, self._family_of(thread_id)
+                config,
+                checkpoint,
+                metadata,
+                new_versions,
+                parent,
+                self._family_of(thread_id),
+                fresh_lists=attempt > 0,
             )
             try:
                 self._source.run(lambda: ops.put_op(self._statements, plan.params))

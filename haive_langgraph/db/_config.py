@@ -50,10 +50,10 @@ class PersistenceConfig(BaseSettings):
 
     database_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("database_url", "HAIVE_DATABASE_URL", "DATABASE_URL"),
+        validation_alias=AliasChoices("HAIVE_DATABASE_URL", "DATABASE_URL"),
     )
     schema_name: str = Field(
-        default="haive", validation_alias=AliasChoices("schema_name", "HAIVE_SCHEMA")
+        default="haive", validation_alias=AliasChoices("HAIVE_SCHEMA", "HAIVE_SCHEMA_NAME")
     )
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)

@@ -1,0 +1,165 @@
+"""Bad input gets a clear error naming what is wrong, and nothing is written."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+
+from haive_langgraph._demo import chat_graph
+from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
+from haive_langgraph.errors import (
+    ConfigurationError,
+    ConnectionFailedError,
+    CorruptDataError,
+    InvalidIdentifierError,
+    SerializationError,
+)
+
+from .conftest import Driver
+from .test_storage import stored
+
+
+def checkpoint_with(values: dict[str, Any]) -> Any:
+    cp = empty_checkpoint()
+    cp["channel_values"] = values
+    cp["channel_versions"] = dict.fromkeys(values, 1)
+    return cp
+
+
+async def test_unserialisable_value_names_channel_and_type(cp: Driver, dsn: str) -> None:
+    tid = f"bad-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
+    checkpoint = checkpoint_with({"good": ["fine"], "bad": [threading.Lock()]})
+    with pytest.raises(SerializationError) as info:
+        await cp.call("put", config, checkpoint, {"source": "input", "step": -1}, {"good": 1, "bad": 1})
+    message = str(info.value)
+    assert "'bad'" in message and "_thread.lock" in message
+    assert f"checkpoint {checkpoint['id']}" in message
+    assert isinstance(info.value, TypeError)
+    assert await cp.call("get_tuple", config) is None
+    assert stored(dsn, tid) == dict.fromkeys(stored(dsn, tid), 0)
+
+
+async def test_unserialisable_write_names_channel(cp: Driver, dsn: str) -> None:
+    tid = f"badw-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
+    saved = await cp.call("put", config, checkpoint_with({}), {"source": "input", "step": -1}, {})
+    with pytest.raises(SerializationError, match="'results'.*_thread.lock"):
+        await cp.call("put_writes", saved, [("ok", 1), ("results", threading.Lock())], "task-1")
+    tup = await cp.call("get_tuple", saved)
+    assert tup.pending_writes == []
+
+
+async def test_unserialisable_metadata_names_key(cp: Driver) -> None:
+    config = {"configurable": {"thread_id": f"m-{uuid.uuid4().hex[:8]}", "checkpoint_ns": ""}}
+    with pytest.raises(SerializationError, match="metadata key 'when'"):
+        await cp.call("put", config, checkpoint_with({}), {"when": object()}, {})
+    assert await cp.call("get_tuple", config) is None
+
+
+async def test_corrupt_stored_value_names_thread_checkpoint_and_channel(
+    cp: Driver, dsn: str
+) -> None:
+    graph = cp.compile(chat_graph())
+    tid = f"corrupt-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": tid}}
+    await cp.invoke(graph, {"messages": [HumanMessage(content="hello")]}, config)
+    latest = await cp.call("get_tuple", config)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE haive.blobs SET data = %s WHERE family_id = %s", (b"garbage", tid)
+        )
+    with pytest.raises(CorruptDataError) as info:
+        await cp.call("get_tuple", config)
+    message = str(info.value)
+    assert repr(tid) in message
+    assert latest.config["configurable"]["checkpoint_id"] in message
+    assert "'messages'" in message
+
+
+async def test_missing_thread_id_is_langgraphs_usual_error(cp: Driver) -> None:
+    graph = cp.compile(chat_graph())
+    with pytest.raises(ValueError, match="thread_id"):
+        await cp.invoke(graph, {"messages": [HumanMessage(content="x")]}, {"configurable": {}})
+
+
+def test_unreachable_server_names_host_and_port_not_password() -> None:
+    dsn = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
+    with pytest.raises(ConnectionFailedError) as info:
+        PostgresCheckpointer(dsn)
+    message = str(info.value)
+    assert "127.0.0.1:1" in message
+    assert "s3cret-pw" not in message and "s3cret-pw" not in repr(info.value.__cause__)
+    assert isinstance(info.value, ConnectionError)
+
+
+async def test_unreachable_server_async() -> None:
+    dsn = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
+    with pytest.raises(ConnectionFailedError, match=r"127\.0\.0\.1:1") as info:
+        async with AsyncPostgresCheckpointer.from_conn_string(dsn):
+            pass
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_missing_database_is_named(pg_server: str) -> None:
+    from psycopg import conninfo
+
+    dsn = conninfo.make_conninfo(pg_server, dbname="no_such_database_xyz")
+    with pytest.raises(ConnectionFailedError, match="no_such_database_xyz"):
+        PostgresCheckpointer(dsn)
+
+
+def test_lent_connection_without_autocommit_is_refused(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:  # autocommit off
+        with pytest.raises(ConfigurationError, match="autocommit"):
+            PostgresCheckpointer(conn)
+
+
+async def test_async_connection_given_to_sync_class_is_refused(dsn: str) -> None:
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    try:
+        with pytest.raises(ConfigurationError, match="Async class"):
+            PostgresCheckpointer(conn)  # type: ignore[arg-type]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "schema", ["bad-name", "Public", "x; drop table t", "", "1abc", "pg_catalog", "a" * 64]
+)
+def test_schema_must_be_a_plain_identifier(dsn: str, schema: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(InvalidIdentifierError, match="schema name"):
+            PostgresCheckpointer(conn, schema=schema)
+
+
+def test_tenant_must_be_a_string(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(ConfigurationError, match="tenant_id must be a string"):
+            PostgresCheckpointer(conn, tenant_id=42)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="NUL"):
+            PostgresCheckpointer(conn, tenant_id="a\x00b")
+
+
+async def test_sync_call_on_the_event_loop_thread_is_refused(async_saver: Any) -> None:
+    with pytest.raises(asyncio.InvalidStateError, match="aget_tuple"):
+        async_saver.get_tuple({"configurable": {"thread_id": "x"}})
+
+
+async def test_sync_call_from_another_thread_works(async_saver: Any) -> None:
+    result = await asyncio.to_thread(async_saver.get_tuple, {"configurable": {"thread_id": "none"}})
+    assert result is None
+
+
+async def test_prune_arguments_are_checked(cp: Driver) -> None:
+    with pytest.raises(TypeError, match="not a str"):
+        await cp.call("prune", "thread-1")
+    with pytest.raises(ValueError, match="unknown prune strategy 'everything'"):
+        await cp.call("prune", ["thread-1"], strategy="everything")

@@ -1,0 +1,225 @@
+"""Chat-graph checkpointer benchmark: haive-langgraph against LangGraph's savers.
+
+One command, one run, side by side on the same server (a fresh database per
+variant): a ``MessagesState`` chat graph with a deterministic model,
+THREADS threads x TURNS turns, for LangGraph's ``InMemorySaver``,
+``langgraph-checkpoint-postgres``'s ``PostgresSaver`` (ordinary state and
+``DeltaChannel`` state) and ``PostgresCheckpointer``.
+
+Reported per variant: invokes/s, ``get_state`` p50, the time to list a
+thread's full history (``get_state_history``), database bytes, and the
+ratios the core issue sets targets for.
+
+    python benchmarks/checkpointer.py                # 5 threads x 20 and x 80 turns
+    python benchmarks/checkpointer.py --turns 80 --threads 5
+
+``HAIVE_BENCH_DATABASE_URL`` points it at another server (it creates and
+drops its own databases there); otherwise an embedded PostgreSQL is started.
+Commits are durable (``synchronous_commit`` is left at the server's ``on``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    database_bytes,
+    fresh_database,
+    human_bytes,
+    p50,
+    print_table,
+    server,
+    server_settings,
+    timed,
+)
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage  # noqa: E402
+from langgraph.channels.delta import DeltaChannel  # noqa: E402
+from langgraph.checkpoint.base import BaseCheckpointSaver  # noqa: E402
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
+from langgraph.graph.message import _messages_delta_reducer  # noqa: E402
+
+WORDS = (
+    "the agent reads the thread and answers with care about memory storage checkpoint "
+    "postgres value list graph state message tool call result user question context "
+    "summary plan step retry branch fork history time travel index vector search"
+).split()
+
+
+def sentence(rng: random.Random, words: int = 140) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+class DeltaState(TypedDict):
+    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer)]
+
+
+def build_graph(delta: bool) -> StateGraph[Any]:
+    def model(state: dict[str, Any]) -> dict[str, Any]:
+        rng = random.Random(len(state["messages"]))
+        n = len(state["messages"])
+        return {"messages": [AIMessage(content="Reply: " + sentence(rng), id=f"ai-{n}")]}
+
+    builder: StateGraph[Any] = StateGraph(DeltaState if delta else MessagesState)
+    builder.add_node("model", model)
+    builder.add_edge(START, "model")
+    builder.add_edge("model", END)
+    return builder
+
+
+@dataclass
+class Result:
+    name: str
+    invokes_per_s: float
+    get_state_p50_ms: float
+    history_s: float
+    history_len: int
+    db_bytes: int | None
+    final_messages: list[str]
+
+
+def run_workload(
+    saver: BaseCheckpointSaver[Any], *, delta: bool, threads: int, turns: int, name: str
+) -> Result:
+    graph = build_graph(delta).compile(checkpointer=saver)
+    configs = [{"configurable": {"thread_id": f"thread-{t}"}} for t in range(threads)]
+    rngs = [random.Random(1000 + t) for t in range(threads)]
+    gc.collect()
+    start = time.perf_counter()
+    for turn in range(turns):
+        for t, cfg in enumerate(configs):
+            msg = HumanMessage(content=sentence(rngs[t]), id=f"human-{t}-{turn}")
+            graph.invoke({"messages": [msg]}, cfg)
+    elapsed = time.perf_counter() - start
+    cfg0 = configs[0]
+    get_state = timed(lambda: graph.get_state(cfg0), 50)
+    history: list[Any] = []
+
+    def list_history() -> None:
+        history[:] = list(graph.get_state_history(cfg0))
+
+    history_times = timed(list_history, 3)
+    final = [str(m.content)[:40] for m in graph.get_state(cfg0).values["messages"]]
+    return Result(
+        name=name,
+        invokes_per_s=threads * turns / elapsed,
+        get_state_p50_ms=p50(get_state) * 1000,
+        history_s=min(history_times),
+        history_len=len(history),
+        db_bytes=None,
+        final_messages=final,
+    )
+
+
+Variant = Callable[[str], Any]
+
+
+@contextmanager
+def inmemory(_: str) -> Iterator[BaseCheckpointSaver[Any]]:
+    yield InMemorySaver()
+
+
+@contextmanager
+def langgraph_postgres(dsn: str) -> Iterator[BaseCheckpointSaver[Any]]:
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(dsn) as saver:
+        saver.setup()
+        yield saver
+
+
+@contextmanager
+def haive(dsn: str) -> Iterator[BaseCheckpointSaver[Any]]:
+    from haive_langgraph.checkpointers import PostgresCheckpointer
+
+    with PostgresCheckpointer.from_conn_string(dsn) as saver:
+        saver.setup()
+        yield saver
+
+
+VARIANTS: list[tuple[str, Variant, bool, bool]] = [
+    # name, factory, uses DeltaChannel state, stores in the database
+    ("InMemorySaver", inmemory, False, False),
+    ("PostgresSaver", langgraph_postgres, False, True),
+    ("PostgresSaver+DeltaChannel", langgraph_postgres, True, True),
+    ("haive PostgresCheckpointer", haive, False, True),
+]
+
+
+def run(threads: int, turns: int, server_dsn: str) -> dict[str, Result]:
+    results: dict[str, Result] = {}
+    for name, factory, delta, in_db in VARIANTS:
+        with fresh_database(server_dsn, "cp") as dsn, factory(dsn) as saver:
+            res = run_workload(saver, delta=delta, threads=threads, turns=turns, name=name)
+            if in_db:
+                res.db_bytes = database_bytes(dsn)
+            results[name] = res
+    reference = results["InMemorySaver"].final_messages
+    for res in results.values():
+        if res.final_messages != reference:
+            raise SystemExit(f"{res.name} ended with a different conversation than InMemorySaver")
+    return results
+
+
+def report(threads: int, turns: int, results: dict[str, Result]) -> None:
+    ours = results["haive PostgresCheckpointer"]
+    mem = results["InMemorySaver"]
+    pg = results["PostgresSaver"]
+    delta = results["PostgresSaver+DeltaChannel"]
+    rows = []
+    for r in results.values():
+        rows.append(
+            [
+                r.name,
+                f"{r.invokes_per_s:.1f}",
+                f"{r.invokes_per_s / mem.invokes_per_s:.2f}x",
+                f"{r.get_state_p50_ms:.2f}",
+                f"{r.history_s * 1000:.1f} ({r.history_len})",
+                human_bytes(r.db_bytes) if r.db_bytes is not None else "-",
+            ]
+        )
+    print_table(
+        f"MessagesState chat graph, {threads} threads x {turns} turns",
+        ["variant", "invokes/s", "vs InMemory", "get_state p50 ms", "history ms (n)", "db bytes"],
+        rows,
+    )
+    assert ours.db_bytes and pg.db_bytes and delta.db_bytes
+    print(
+        "\nratios (haive vs reference):"
+        f"\n  invokes/s vs InMemorySaver           {ours.invokes_per_s / mem.invokes_per_s:.2f}x"
+        "   (target >= 0.75x)"
+        f"\n  db bytes PostgresSaver / haive       {pg.db_bytes / ours.db_bytes:.1f}x"
+        "   (target >= 10x)"
+        f"\n  db bytes DeltaChannel / haive        {delta.db_bytes / ours.db_bytes:.2f}x"
+        "   (target >= 1x)"
+        f"\n  history PostgresSaver / haive        {pg.history_s / ours.history_s:.1f}x"
+        "   (target >= 10x)"
+        f"\n  get_state p50 PostgresSaver / haive  {pg.get_state_p50_ms / ours.get_state_p50_ms:.2f}x"
+        "   (target >= 1x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=5)
+    parser.add_argument("--turns", type=int, nargs="+", default=[20, 80])
+    args = parser.parse_args()
+    with server() as server_dsn:
+        print("server:", server_settings(server_dsn))
+        for turns in args.turns:
+            report(args.threads, turns, run(args.threads, turns, server_dsn))
+
+
+if __name__ == "__main__":
+    main()

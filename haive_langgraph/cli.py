@@ -1,0 +1,276 @@
+"""``haive-lg``: the admin command line.
+
+Every command takes ``--dsn`` (default: ``HAIVE_DATABASE_URL``,
+``DATABASE_URL``, then the embedded server) and, where it prints data,
+``--json``. Exit codes: 0 success, 1 an error we explain, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from haive_langgraph.errors import HaiveError
+
+app = typer.Typer(
+    name="haive-lg",
+    help="haive-langgraph: PostgreSQL persistence for LangGraph.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option("--dsn", help="PostgreSQL DSN (default: HAIVE_DATABASE_URL, DATABASE_URL, embedded)."),
+]
+SchemaOption = Annotated[str | None, typer.Option("--schema", help="Schema of the tables (default haive).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="Tenant id (default '').")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def handled(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn our errors into a one-line message and exit code 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except HaiveError as exc:
+            _fail(str(exc))
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
+@contextmanager
+def _saver(dsn: str | None, schema: str | None, tenant: str | None) -> Iterator[Any]:
+    from haive_langgraph.checkpointers import PostgresCheckpointer
+
+    with PostgresCheckpointer.from_conn_string(dsn, schema=schema, tenant_id=tenant) as saver:
+        saver.setup()
+        yield saver
+
+
+def _schema_bytes(saver: Any) -> dict[str, int]:
+    """Total bytes (with indexes and TOAST) of each table in the saver's schema."""
+    import psycopg
+
+    assert saver._source.dsn is not None
+    from haive_langgraph.db import connection_kwargs
+
+    dsn = saver._source.dsn
+    with psycopg.connect(dsn, **connection_kwargs(dsn, saver.config)) as conn:
+        rows = conn.execute(
+            """
+            SELECT c.relname, pg_total_relation_size(c.oid)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind = 'r'
+            ORDER BY c.relname
+            """,
+            (saver.schema,),
+        ).fetchall()
+    return {str(name): int(size) for name, size in rows}
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+@app.command()
+@handled
+def demo(
+    dsn: DsnOption = None,
+    turns: Annotated[int, typer.Option(help="Conversation turns to run.")] = 6,
+    schema: SchemaOption = None,
+) -> None:
+    """Run a chat graph on PostgreSQL, show its history, fork it, print storage used."""
+    from langchain_core.messages import HumanMessage
+
+    from haive_langgraph._demo import chat_graph
+    from haive_langgraph.db import describe_dsn
+
+    if turns < 3:
+        _fail("--turns must be at least 3 (the demo forks from turn 2)", 2)
+    with console.status("starting PostgreSQL and creating the tables ..."):
+        ctx = _saver(dsn, schema, None)
+        saver = ctx.__enter__()
+    try:
+        console.print(
+            f"[bold]haive-langgraph demo[/] on {describe_dsn(saver._source.dsn)}, "
+            f"schema [cyan]{saver.schema}[/]"
+        )
+        graph = chat_graph().compile(checkpointer=saver)
+        thread_id = f"demo-{uuid.uuid4().hex[:8]}"
+        config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+        questions = [
+            "Where do my agent's checkpoints live?",
+            "How big does a long conversation get?",
+            "Can I go back in time?",
+            "What happens if the process crashes?",
+            "Can threads be copied?",
+            "How do I list my threads?",
+        ]
+        for i in range(turns):
+            text = questions[i % len(questions)]
+            graph.invoke({"messages": [HumanMessage(content=text)]}, config)
+        state = graph.get_state(config)
+        console.print(
+            f"\nRan {turns} turns on thread [cyan]{thread_id}[/]: "
+            f"{len(state.values['messages'])} messages."
+        )
+
+        history = list(graph.get_state_history(config))
+        table = Table(title=f"History of {thread_id} (newest first)")
+        for col in ("step", "source", "checkpoint", "messages", "last message"):
+            table.add_column(col)
+        for snap in history:
+            msgs = snap.values.get("messages", [])
+            last = f"{msgs[-1].type}: {str(msgs[-1].content)[:48]}" if msgs else ""
+            table.add_row(
+                str(snap.metadata.get("step")) if snap.metadata else "",
+                str(snap.metadata.get("source")) if snap.metadata else "",
+                snap.config["configurable"]["checkpoint_id"][-12:],
+                str(len(msgs)),
+                last,
+            )
+        console.print(table)
+
+        # Fork: go back to the state after turn 2 and continue differently.
+        after_turn_2 = next(
+            s for s in reversed(history) if len(s.values.get("messages", [])) == 4 and not s.next
+        )
+        forked = graph.invoke(
+            {"messages": [HumanMessage(content="Let's take another path from here.")]},
+            after_turn_2.config,
+        )
+        console.print(
+            f"\nForked from checkpoint …{after_turn_2.config['configurable']['checkpoint_id'][-12:]}"
+            f" (after turn 2): the fork has {len(forked['messages'])} messages, the main line "
+            f"{len(state.values['messages'])}; both stay in the thread's history."
+        )
+        for m in forked["messages"][-2:]:
+            console.print(f"  [dim]{m.type}:[/] {str(m.content)[:90]}")
+
+        sizes = _schema_bytes(saver)
+        info = saver.get_thread(thread_id)
+        table = Table(title="Storage used (tables with indexes)")
+        table.add_column("table")
+        table.add_column("bytes", justify="right")
+        for name, size in sizes.items():
+            table.add_row(name, _human(size))
+        table.add_row("[bold]total[/]", f"[bold]{_human(sum(sizes.values()))}[/]")
+        console.print(table)
+        if info is not None:
+            console.print(
+                f"Thread registry: {info.checkpoint_count} checkpoints, created "
+                f"{info.created_at:%Y-%m-%d %H:%M:%S}, updated {info.updated_at:%H:%M:%S}."
+            )
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+@app.command()
+@handled
+def migrate(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of applying it.")] = False,
+) -> None:
+    """Create or upgrade the tables (or print the migration SQL)."""
+    from haive_langgraph.db import PersistenceConfig, migration_script, validate_identifier
+    from haive_langgraph.ops import all_components
+
+    target = validate_identifier(schema or PersistenceConfig().schema_name, what="schema name")
+    if sql:
+        sys.stdout.write(migration_script(all_components(), target))
+        return
+    from haive_langgraph.ops import migrate_all
+
+    applied = migrate_all(dsn, schema=target)
+    for component, versions in applied.items():
+        if versions:
+            console.print(f"{component}: applied {', '.join(map(str, versions))}")
+        else:
+            console.print(f"{component}: up to date")
+
+
+@app.command()
+@handled
+def threads(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    tenant: TenantOption = None,
+    limit: Annotated[int, typer.Option(help="Threads to show.")] = 50,
+    filter: Annotated[
+        str | None, typer.Option("--filter", help='Metadata filter as JSON, e.g. {"user_id": "u1"}.')
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List threads, most recently updated first."""
+    try:
+        parsed = json.loads(filter) if filter else None
+    except json.JSONDecodeError as exc:
+        _fail(f"--filter is not valid JSON: {exc}", 2)
+    with _saver(dsn, schema, tenant) as saver:
+        page = saver.list_threads(parsed, limit=limit)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "thread_id": t.thread_id,
+                        "created_at": t.created_at.isoformat(),
+                        "updated_at": t.updated_at.isoformat(),
+                        "checkpoint_count": t.checkpoint_count,
+                        "metadata": t.metadata,
+                    }
+                    for t in page
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table(title="Threads")
+    for col in ("thread", "checkpoints", "updated", "created", "metadata"):
+        table.add_column(col)
+    for t in page:
+        table.add_row(
+            t.thread_id,
+            str(t.checkpoint_count),
+            f"{t.updated_at:%Y-%m-%d %H:%M:%S}",
+            f"{t.created_at:%Y-%m-%d %H:%M:%S}",
+            json.dumps(t.metadata)[:60],
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``haive-lg`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

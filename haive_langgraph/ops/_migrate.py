@@ -1,0 +1,31 @@
+"""Apply (or print) the migrations of every feature at once."""
+
+from __future__ import annotations
+
+from haive_langgraph.db import (
+    Component,
+    ConnectionSource,
+    PersistenceConfig,
+    migrate_op,
+    resolve_dsn,
+)
+
+
+def all_components() -> list[Component]:
+    """Every feature's migrations, in dependency order."""
+    from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
+
+    return [checkpoints]
+
+
+def migrate_all(
+    dsn: str | None = None, *, schema: str | None = None, config: PersistenceConfig | None = None
+) -> dict[str, list[int]]:
+    """Apply every feature's pending migrations; returns the versions applied now."""
+    config = config or PersistenceConfig()
+    target = schema or config.schema_name
+    source = ConnectionSource(resolve_dsn(dsn, config=config), config=config)
+    try:
+        return source.run(lambda: migrate_op(all_components(), target), transaction=True)
+    finally:
+        source.close()

@@ -21,14 +21,13 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
-from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._ops import RawLineages, Statements
 from haive_langgraph.checkpointers._values import (
     EMPTY_LINEAGE,
-    Decoder,
     LRU,
+    Decoder,
     PayloadMemo,
     PutPlan,
     Row,
@@ -151,6 +150,9 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         # Longest length seen of each lineage: appending to a shorter prefix
         # of it (a fork) must start a new lineage.
         self._tips: LRU[tuple[str, int], int] = LRU(cache_size * 4)
+        # The last checkpoint stored or read per (thread, namespace): the next
+        # read of that thread skips the data of list items we already hold.
+        self._last: LRU[tuple[str, str], StoredRefs] = LRU(cache_size)
 
     # -- versions --------------------------------------------------------------
 
@@ -270,13 +272,24 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
 
     def _remember(self, thread_id: str, ns: str, checkpoint_id: str, refs: StoredRefs) -> None:
         self._refs.put((thread_id, ns, checkpoint_id), refs)
+        self._last.put((thread_id, ns), refs)
         self._families.put(thread_id, refs.family)
         for state in refs.lists.values():
             key = (refs.family, state.lineage)
             if state.length > (self._tips.get(key) or 0):
                 self._tips.put(key, state.length)
 
+    def _known(self, thread_id: str, ns: str) -> tuple[str, list[tuple[int, int]]] | None:
+        """List items of this thread whose payloads we hold (see ``get_op``)."""
+        last = self._last.get((thread_id, ns))
+        if last is None or not last.lists:
+            return None
+        return last.family, [
+            (s.lineage, s.length) for s in last.lists.values() if s.lineage != EMPTY_LINEAGE
+        ]
+
     def _load_row(self, row: Row) -> CheckpointTuple:
+        """Decode a row; raises ``MissingValueError`` if a known item left the memo."""
         tup, refs = decode_row(row, self._decoder(share=False))
         self._remember(row.thread_id, row.checkpoint_ns, row.checkpoint_id, refs)
         return tup

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._values import EMPTY_LINEAGE, Row
 from haive_langgraph.db import Op, Step
+from haive_langgraph.db._arrays import BigintArray, IntArray, TextArray
 
 RawLineages = dict[tuple[str, int], tuple[list[bytes], list[bytes | None]]]
 
@@ -30,7 +31,7 @@ class Statements:
         def r(template: str) -> str:
             return S.q(template, schema).as_string(None)
 
-        self.put_checkpoint = r(S.PUT_CHECKPOINT)
+        self._put_checkpoint: dict[frozenset[str], str] = {}
         self.put_writes_keep = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_KEEP))
         self.put_writes_replace = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_UPSERT))
         self.thread_family = r(S.THREAD_FAMILY)
@@ -57,6 +58,14 @@ class Statements:
         self.delta_history = r(S.DELTA_HISTORY)
         self.get_thread = r(S.GET_THREAD)
         self.list_threads = r(S.LIST_THREADS)
+
+    def put_checkpoint(self, parts: frozenset[str]) -> str:
+        """The checkpoint write statement with the given parts (rendered once each)."""
+        query = self._put_checkpoint.get(parts)
+        if query is None:
+            query = S.q(S.put_checkpoint_template(parts), self.schema).as_string(None)
+            self._put_checkpoint[parts] = query
+        return query
 
     def list_checkpoints(self, where: Sequence[str], limit: bool) -> str:
         """The history query with the given WHERE fragments (fixed SQL, values as params)."""
@@ -95,8 +104,28 @@ class DeleteReport:
 # -- reads -------------------------------------------------------------------
 
 
-def get_op(st: Statements, t: str, th: str, ns: str, cid: str | None) -> Op[Row | None]:
-    params = {"t": t, "th": th, "ns": ns, "cid": cid}
+def get_op(
+    st: Statements,
+    t: str,
+    th: str,
+    ns: str,
+    cid: str | None,
+    known: tuple[str, Sequence[tuple[int, int]]] | None = None,
+) -> Op[Row | None]:
+    """One checkpoint (or the latest), with values, list items and pending writes.
+
+    ``known`` is (family, [(lineage, length) ...]): list items the caller holds
+    the payloads of, which are then returned without data.
+    """
+    params = {
+        "t": t,
+        "th": th,
+        "ns": ns,
+        "cid": cid,
+        "known_f": known[0] if known else None,
+        "known_l": BigintArray(k[0] for k in known[1]) if known else BigintArray(),
+        "known_n": IntArray(k[1] for k in known[1]) if known else IntArray(),
+    }
     row = yield Step(st.get_checkpoint if cid else st.get_latest_checkpoint, params, fetch="one")
     return Row.from_tuple(row) if row is not None else None
 
@@ -160,9 +189,9 @@ def lineage_items_op(
         st.lineage_items,
         {
             "t": t,
-            "families": [k[0] for k in longest],
-            "lineages": [k[1] for k in longest],
-            "lengths": list(longest.values()),
+            "families": TextArray(k[0] for k in longest),
+            "lineages": BigintArray(k[1] for k in longest),
+            "lengths": IntArray(longest.values()),
         },
     )
     for family, lineage, seq, key, data in items:
@@ -179,7 +208,7 @@ def delta_history_op(
     """The parent chain rows (oldest first) and the items of list seeds."""
     rows = yield Step(
         st.delta_history,
-        {"t": t, "th": th, "ns": ns, "cid": cid, "channels": list(channels)},
+        {"t": t, "th": th, "ns": ns, "cid": cid, "channels": TextArray(channels)},
         prepare=False,
     )
     chain = [tuple(r) for r in rows]
@@ -196,7 +225,18 @@ def delta_history_op(
 
 
 def put_op(st: Statements, params: dict[str, Any]) -> Op[None]:
-    yield Step(st.put_checkpoint, params, fetch="none")
+    parts = frozenset(
+        part
+        for part, param in (
+            ("blobs", "blob_keys"),
+            ("check", "check_keys"),
+            ("upd", "upd_l"),
+            ("new", "new_l"),
+            ("items", "item_l"),
+        )
+        if params[param]
+    )
+    yield Step(st.put_checkpoint(parts), params, fetch="none")
 
 
 def put_writes_op(st: Statements, params: dict[str, Any], replace: bool) -> Op[None]:
@@ -229,7 +269,7 @@ def gc_family_op(st: Statements, t: str, family: str) -> Op[GcReport]:
 
 
 def _families(st: Statements, t: str, threads: Sequence[str]) -> Op[dict[str, list[str]]]:
-    rows = yield Step(st.families_of_threads, {"t": t, "threads": list(threads)})
+    rows = yield Step(st.families_of_threads, {"t": t, "threads": TextArray(threads)})
     by_family: dict[str, list[str]] = {}
     for thread_id, family in rows:
         by_family.setdefault(str(family), []).append(str(thread_id))
@@ -275,7 +315,7 @@ def delete_for_runs_op(
     st: Statements, lock: int, t: str, runs: Sequence[str]
 ) -> Op[DeleteReport]:
     report = DeleteReport()
-    rows = yield Step(st.run_checkpoints, {"t": t, "runs": list(runs)})
+    rows = yield Step(st.run_checkpoints, {"t": t, "runs": TextArray(runs)})
     by_family: dict[str, list[str]] = {}
     for thread_id, family in rows:
         by_family.setdefault(str(family), []).append(str(thread_id))
@@ -283,11 +323,13 @@ def delete_for_runs_op(
         yield _lock(st, lock, t, family, exclusive=True)
     for family, members in sorted(by_family.items()):
         cps, ws = yield Step(
-            st.delete_runs, {"t": t, "threads": members, "runs": list(runs)}, fetch="one"
+            st.delete_runs,
+            {"t": t, "threads": TextArray(members), "runs": TextArray(runs)},
+            fetch="one",
         )
         report.checkpoints += int(cps)
         report.writes += int(ws)
-        yield Step(st.recount_threads, {"t": t, "threads": members}, fetch="none")
+        yield Step(st.recount_threads, {"t": t, "threads": TextArray(members)}, fetch="none")
         report.gc.add((yield from gc_family_op(st, t, family)))
     return report
 
@@ -311,15 +353,15 @@ def prune_keep_latest_op(st: Statements, lock: int, t: str, th: str) -> Op[Delet
         {
             "t": t,
             "th": th,
-            "keep_ns": [k[0] for k in keep],
-            "keep_ids": [k[1] for k in keep],
+            "keep_ns": TextArray(k[0] for k in keep),
+            "keep_ids": TextArray(k[1] for k in keep),
         },
         fetch="one",
         prepare=False,
     )
     report.checkpoints = int(cps)
     report.writes = int(ws)
-    yield Step(st.recount_threads, {"t": t, "threads": [th]}, fetch="none")
+    yield Step(st.recount_threads, {"t": t, "threads": TextArray([th])}, fetch="none")
     report.gc = yield from gc_family_op(st, t, family)
     return report
 

@@ -3,7 +3,10 @@
 Storage model (see ``docs/storage.md`` for the long story):
 
 * ``threads``: one row per thread (registry: timestamps, count, metadata,
-  and the *family* whose content the thread shares).
+  and the *family* whose content the thread shares). Every checkpoint
+  updates its thread's row; no index covers ``updated_at`` or the count, so
+  that update is a HOT update (no index writes, no index bloat), and
+  listing threads by recency sorts one tenant's rows.
 * ``checkpoints``: one row per checkpoint. Small values are inline in the
   ``checkpoint`` JSON; every other channel value is a reference: a content
   key into ``blobs`` (``value_channels``/``value_keys``), or, for list
@@ -63,10 +66,6 @@ MIGRATIONS = (
                 metadata         jsonb NOT NULL DEFAULT '{{}}',
                 PRIMARY KEY (tenant_id, thread_id)
             )
-            """,
-            """
-            CREATE INDEX IF NOT EXISTS threads_updated_at_idx
-                ON {schema}.threads (tenant_id, updated_at, thread_id)
             """,
             """
             CREATE INDEX IF NOT EXISTS threads_family_idx
@@ -165,7 +164,12 @@ def q(template: str, schema: str) -> sql.Composed:
 # committed rows (FOR KEY SHARE, UPDATE), not the statement's snapshot: a
 # garbage collection that committed meanwhile is seen, and the check fails
 # with HC409 instead of leaving a dangling reference.
-PUT_CHECKPOINT = """
+#
+# The statement is assembled from the parts a checkpoint needs (most carry
+# no lineage to create and no key to re-check); each assembly is a separate
+# prepared statement, and a smaller statement plans faster where statements
+# cannot be prepared (transaction-mode poolers).
+PUT_LOCK = """
 WITH lk AS (
     SELECT %(family)s::text AS family_id
     FROM (SELECT pg_advisory_xact_lock_shared(%(lock)s, hashtext(%(t)s || '/' || %(family)s))) AS l
@@ -174,33 +178,49 @@ WITH lk AS (
         (SELECT family_id FROM {schema}.threads WHERE tenant_id = %(t)s AND thread_id = %(th)s),
         %(th)s
     ) = %(family)s AS ok
-), ins_blobs AS (
+)"""
+
+PUT_PARTS = {
+    "blobs": """, ins_blobs AS (
     INSERT INTO {schema}.blobs (tenant_id, family_id, key, data)
     SELECT %(t)s, lk.family_id, b.key, b.data
     FROM lk, unnest(%(blob_keys)s::bytea[], %(blob_data)s::bytea[]) AS b(key, data)
     ON CONFLICT DO NOTHING
-), checked AS (
+)""",
+    "check": """, checked AS (
     SELECT count(*) AS n FROM (
         SELECT 1 FROM {schema}.blobs AS b, lk
         WHERE b.tenant_id = %(t)s AND b.family_id = lk.family_id
           AND b.key = ANY(%(check_keys)s::bytea[])
         FOR KEY SHARE OF b
     ) AS x
-), lin_upd AS (
+)""",
+    "upd": """, lin_upd AS (
     UPDATE {schema}.lineages AS l SET length = greatest(l.length, u.n)
     FROM lk, unnest(%(upd_l)s::bigint[], %(upd_b)s::int[], %(upd_n)s::int[]) AS u(l, b, n)
     WHERE l.tenant_id = %(t)s AND l.family_id = lk.family_id AND l.lineage_id = u.l
       AND (l.length = u.b OR (u.n = u.b AND l.length >= u.b))
     RETURNING 1
-), lin_new AS (
+)""",
+    "new": """, lin_new AS (
     INSERT INTO {schema}.lineages (tenant_id, family_id, lineage_id, length)
     SELECT %(t)s, lk.family_id, u.l, u.n
     FROM lk, unnest(%(new_l)s::bigint[], %(new_n)s::int[]) AS u(l, n)
-), items AS (
+)""",
+    "items": """, items AS (
     INSERT INTO {schema}.lineage_items (tenant_id, family_id, lineage_id, seq, key)
     SELECT %(t)s, lk.family_id, u.l, u.s, u.k
     FROM lk, unnest(%(item_l)s::bigint[], %(item_s)s::int[], %(item_k)s::bytea[]) AS u(l, s, k)
-), cp AS (
+)""",
+}
+
+# What the checkpoint insert checks, per part present.
+PUT_CHECKS = {
+    "check": "AND (SELECT n FROM checked) = cardinality(%(check_keys)s::bytea[])",
+    "upd": "AND (SELECT count(*) FROM lin_upd) = cardinality(%(upd_l)s::bigint[])",
+}
+
+PUT_TAIL = """, cp AS (
     INSERT INTO {schema}.checkpoints AS c (
         tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
         family_id, run_id, checkpoint, metadata,
@@ -212,9 +232,7 @@ WITH lk AS (
         %(vch)s::text[], %(vkeys)s::bytea[], %(lch)s::text[], %(llin)s::bigint[], %(llen)s::int[]
     FROM lk
     WHERE {schema}.haive_check(
-        (SELECT ok FROM fam_ok)
-        AND (SELECT n FROM checked) = cardinality(%(check_keys)s::bytea[])
-        AND (SELECT count(*) FROM lin_upd) = cardinality(%(upd_l)s::bigint[]),
+        (SELECT ok FROM fam_ok) {checks},
         'stored values of thread ' || %(th)s || ' changed while writing checkpoint ' || %(cid)s
     )
     ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
@@ -240,6 +258,14 @@ ON CONFLICT (tenant_id, thread_id) DO UPDATE SET
         ELSE th.metadata || excluded.metadata
     END
 """
+
+
+def put_checkpoint_template(parts: frozenset[str]) -> str:
+    """The checkpoint write statement with only the given parts."""
+    sql_ = PUT_LOCK + "".join(PUT_PARTS[p] for p in PUT_PARTS if p in parts)
+    checks = " ".join(PUT_CHECKS[p] for p in PUT_CHECKS if p in parts)
+    return sql_ + PUT_TAIL.replace("{checks}", checks)
+
 
 # Pending writes. Regular writes are first-write-wins (a task retried after a
 # crash must not change what it wrote); the special ones (error, interrupt,
@@ -331,6 +357,8 @@ LEFT JOIN LATERAL (
 """
 
 # A single checkpoint, with its list items too: one round trip for get_tuple.
+# Items of the lineage prefixes the reader says it already holds (known_*:
+# lineage ids and lengths of family known_f) come back without their data.
 _LIST_ITEMS_LATERAL = """
 LEFT JOIN LATERAL (
     SELECT
@@ -339,10 +367,17 @@ LEFT JOIN LATERAL (
         array_agg(x.data ORDER BY x.ord, x.seq) AS item_data
     FROM unnest(c.list_lineages, c.list_lengths) WITH ORDINALITY AS u(lineage_id, length, ord)
     CROSS JOIN LATERAL (
+        SELECT coalesce(max(k.n), 0) AS n
+        FROM unnest(%(known_l)s::bigint[], %(known_n)s::int[]) AS k(l, n)
+        WHERE k.l = u.lineage_id AND c.family_id = %(known_f)s
+    ) AS known
+    CROSS JOIN LATERAL (
         SELECT u.ord::int AS ord, li.seq, li.key,
-               (SELECT b.data FROM {schema}.blobs AS b
-                WHERE b.tenant_id = c.tenant_id AND b.family_id = c.family_id
-                  AND b.key = li.key) AS data
+               CASE WHEN li.seq >= known.n THEN
+                   (SELECT b.data FROM {schema}.blobs AS b
+                    WHERE b.tenant_id = c.tenant_id AND b.family_id = c.family_id
+                      AND b.key = li.key)
+               END AS data
         FROM {schema}.lineage_items AS li
         WHERE li.tenant_id = c.tenant_id AND li.family_id = c.family_id
           AND li.lineage_id = u.lineage_id AND li.seq < u.length

@@ -45,6 +45,7 @@ from psycopg.types.json import Jsonb
 
 from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
+from haive_langgraph.db._arrays import BigintArray, BoolArray, ByteaArray, IntArray, TextArray
 from haive_langgraph.errors import CorruptDataError, SerializationError
 
 K = TypeVar("K")
@@ -113,13 +114,6 @@ class PutPlan:
 def payload_of(type_tag: str, data: bytes) -> bytes:
     """The bytes a value is content-addressed and framed by: type tag, NUL, data."""
     return type_tag.encode() + b"\x00" + data
-
-
-def split_payload(payload: bytes) -> tuple[str, bytes]:
-    sep = payload.find(b"\x00")
-    if sep <= 0:
-        raise ValueError("payload has no type tag")
-    return payload[:sep].decode("ascii"), payload[sep + 1 :]
 
 
 def is_inline(value: Any) -> bool:
@@ -422,22 +416,22 @@ def plan_put(
         "checkpoint": Jsonb(stored),
         "metadata": Jsonb(meta),
         "thread_meta": Jsonb(thread_meta),
-        "blob_keys": enc.blob_keys,
-        "blob_data": enc.blob_data,
-        "check_keys": check,
-        "vch": list(refs.values),
-        "vkeys": list(refs.values.values()),
-        "lch": list(refs.lists),
-        "llin": [s.lineage for s in refs.lists.values()],
-        "llen": [s.length for s in refs.lists.values()],
-        "upd_l": upd_l,
-        "upd_b": upd_b,
-        "upd_n": upd_n,
-        "new_l": new_l,
-        "new_n": new_n,
-        "item_l": item_l,
-        "item_s": item_s,
-        "item_k": item_k,
+        "blob_keys": ByteaArray(enc.blob_keys),
+        "blob_data": ByteaArray(enc.blob_data),
+        "check_keys": ByteaArray(check),
+        "vch": TextArray(refs.values),
+        "vkeys": ByteaArray(refs.values.values()),
+        "lch": TextArray(refs.lists),
+        "llin": BigintArray(s.lineage for s in refs.lists.values()),
+        "llen": IntArray(s.length for s in refs.lists.values()),
+        "upd_l": BigintArray(upd_l),
+        "upd_b": IntArray(upd_b),
+        "upd_n": IntArray(upd_n),
+        "new_l": BigintArray(new_l),
+        "new_n": IntArray(new_n),
+        "item_l": BigintArray(item_l),
+        "item_s": IntArray(item_s),
+        "item_k": ByteaArray(item_k),
     }
     return PutPlan(params=params, refs=refs)
 
@@ -498,14 +492,14 @@ def plan_writes(
         "family": family,
         "task_id": task_id,
         "task_path": task_path,
-        "blob_keys": enc.blob_keys,
-        "blob_data": enc.blob_data,
-        "keys": keys,
-        "idx": idx,
-        "channels": channels,
-        "is_list": is_list,
-        "first": first,
-        "last": last,
+        "blob_keys": ByteaArray(enc.blob_keys),
+        "blob_data": ByteaArray(enc.blob_data),
+        "keys": ByteaArray(keys),
+        "idx": IntArray(idx),
+        "channels": TextArray(channels),
+        "is_list": BoolArray(is_list),
+        "first": IntArray(first),
+        "last": IntArray(last),
     }
     replace = all(w[0] in WRITES_IDX_MAP for w in writes)
     return params, replace
@@ -594,26 +588,51 @@ class Decoder:
         self.memo = memo
         self.cache: dict[tuple[str, bytes], Any] = {}
 
-    def value(
-        self, family: str, key: bytes, data: bytes | None, where: str, row: Row | None = None
-    ) -> Any:
+    def value(self, family: str, key: bytes, data: bytes | None, where: str | Where) -> Any:
+        """Decode one stored value; ``data`` None means "the memo has its payload"."""
         if self.share and (family, key) in self.cache:
             return self.cache[(family, key)]
-        if data is None:
-            raise CorruptDataError(f"{where}: its stored value (content key {key.hex()}) is missing")
         try:
-            payload = self.codec.decode(bytes(data), RowContext(self.tenant, family, Kind.BLOB, key))
-            if self.memo is not None:
-                self.memo.put(self.tenant, key, payload)
-            type_tag, raw = split_payload(payload)
-            value = self.serde.loads_typed((type_tag, raw))
+            if data is None:
+                payload = self.memo.get(self.tenant, key) if self.memo is not None else None
+                if payload is None:
+                    raise MissingValueError(key)
+            else:
+                payload = self.codec.decode(
+                    data, RowContext(self.tenant, family, Kind.BLOB, key)
+                )
+                if self.memo is not None:
+                    self.memo.put(self.tenant, key, payload)
+            sep = payload.find(b"\x00")
+            if sep <= 0:
+                raise ValueError("payload has no type tag")
+            value = self.serde.loads_typed((payload[:sep].decode("ascii"), payload[sep + 1 :]))
+        except MissingValueError:
+            raise
         except CorruptDataError as exc:
-            raise type(exc)(f"{where}: {exc}") from exc
+            raise type(exc)(f"{_text(where)}: {exc}") from exc
         except Exception as exc:
-            raise CorruptDataError(f"{where}: the stored value cannot be decoded ({exc})") from exc
+            raise CorruptDataError(
+                f"{_text(where)}: the stored value cannot be decoded ({exc})"
+            ) from exc
         if self.share:
             self.cache[(family, key)] = value
         return value
+
+
+class MissingValueError(LookupError):
+    """A value sent without data (known to the reader) is not in its memo any more."""
+
+
+# Error context, built only when an error is raised.
+Where = tuple[Any, ...]
+
+
+def _text(where: str | Where) -> str:
+    if isinstance(where, str):
+        return where
+    fn, *args = where
+    return str(fn(*args))
 
 
 def _where(row: Row, what: str) -> str:
@@ -646,9 +665,10 @@ def decode_row(
     for i, (channel, key) in enumerate(zip(row.value_channels, row.value_keys, strict=True)):
         key = bytes(key)
         refs.values[channel] = key
-        channel_values[channel] = decoder.value(
-            family, key, data[i] if i < len(data) else None, _where(row, f"channel {channel!r}")
-        )
+        blob = data[i] if i < len(data) else None
+        if blob is None:
+            raise CorruptDataError(_where(row, f"channel {channel!r}: its stored value is missing"))
+        channel_values[channel] = decoder.value(family, key, blob, (_where, row, f"channel {channel!r}"))
     if row.list_channels:
         per_list: list[tuple[list[bytes], list[bytes | None]]] = [
             ([], []) for _ in row.list_channels
@@ -663,7 +683,7 @@ def decode_row(
         for i, (channel, lineage, length) in enumerate(
             zip(row.list_channels, row.list_lineages, row.list_lengths, strict=True)
         ):
-            where = _where(row, f"channel {channel!r}")
+            where = (_where, row, f"channel {channel!r}")
             if lists is not None:
                 if lineage == EMPTY_LINEAGE:
                     keys, items = [], []
@@ -673,12 +693,12 @@ def decode_row(
             else:
                 keys = per_list[i][0]
                 items = [
-                    decoder.value(family, k, d, f"{where} item {j}")
-                    for j, (k, d) in enumerate(zip(keys, per_list[i][1], strict=True))
+                    decoder.value(family, k, d, where)
+                    for k, d in zip(keys, per_list[i][1], strict=True)
                 ]
             if len(keys) != length:
                 raise CorruptDataError(
-                    f"{where}: the stored list should have {length} items but "
+                    f"{_text(where)}: the stored list should have {length} items but "
                     f"{len(keys)} were found"
                 )
             refs.lists[channel] = ListState(lineage, b"".join(keys))
@@ -697,10 +717,13 @@ def decode_row(
             row.write_key_counts or [],
             strict=True,
         ):
-            where = _where(row, f"pending write of task {task_id} to channel {channel!r}")
+            where = (_where, row, f"pending write of task {task_id} to channel {channel!r}")
+            chunk = wdata[pos : pos + count]
+            if any(d is None for d in chunk):
+                raise CorruptDataError(f"{_text(where)}: its stored value is missing")
             decoded = [
                 decoder.value(family, bytes(k), d, where)
-                for k, d in zip(wkeys[pos : pos + count], wdata[pos : pos + count], strict=True)
+                for k, d in zip(wkeys[pos : pos + count], chunk, strict=True)
             ]
             pos += count
             pending.append((task_id, channel, decoded if is_list else decoded[0]))

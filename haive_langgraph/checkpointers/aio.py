@@ -31,7 +31,7 @@ from haive_langgraph.checkpointers._base import (
     text_id,
     thread_info,
 )
-from haive_langgraph.checkpointers._values import StoredRefs
+from haive_langgraph.checkpointers._values import MissingValueError, StoredRefs
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
 from haive_langgraph.errors import ConcurrentUpdateError
@@ -113,10 +113,20 @@ class AsyncPostgresCheckpointer(CheckpointerBase):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
         thread_id, ns, cid = self._target(config)
-        row = await self._source.run(
-            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
-        )
-        return self._load_row(row) if row is not None else None
+        known = self._known(thread_id, ns)
+        while True:
+            row = await self._source.run(
+                lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid, known),
+                read=True,
+            )
+            if row is None:
+                return None
+            try:
+                return self._load_row(row)
+            except MissingValueError:
+                if known is None:
+                    raise
+                known = None  # a payload left the memo meanwhile: read it all
 
     async def alist(
         self,

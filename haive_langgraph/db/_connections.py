@@ -105,7 +105,7 @@ def _is_dead(conn: Connection[Any] | AsyncConnection[Any], exc: BaseException) -
 
 
 class _IdleTracker:
-    """Pool ``check``/``reset`` callbacks that ping only long-idle connections."""
+    """When each pooled connection was last used, so ``check`` pings only idle ones."""
 
     def __init__(self) -> None:
         self._last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -127,6 +127,7 @@ class ConnectionSource:
         self._conn: Connection[Any] | None = None
         self._pool: ConnectionPool[Any] | None = None
         self._owned = False
+        self._idle = _IdleTracker()
         self.dsn: str | None = None
         if isinstance(conn, str):
             self.dsn = conn
@@ -152,14 +153,15 @@ class ConnectionSource:
             psycopg.connect(dsn, **kwargs).close()
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from None
-        tracker = _IdleTracker()
+        tracker = self._idle
 
         def check(conn: Connection[Any]) -> None:
             if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS:
                 conn.execute("")
-            tracker.mark(conn)
 
         cfg = self.config
+        # No `reset` callback: with one, psycopg_pool returns every connection
+        # through a worker thread, which costs a thread hop per operation.
         return ConnectionPool(
             dsn,
             kwargs=kwargs,
@@ -168,7 +170,6 @@ class ConnectionSource:
             timeout=cfg.pool_timeout,
             max_idle=cfg.pool_max_idle,
             check=check,
-            reset=tracker.mark,
             name="haive-langgraph",
             open=True,
         )
@@ -197,6 +198,7 @@ class ConnectionSource:
             if not cm.__exit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
+            self._idle.mark(conn)
             cm.__exit__(None, None, None)
 
     def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:
@@ -242,6 +244,7 @@ class AsyncConnectionSource:
         self._conn: AsyncConnection[Any] | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._owned = False
+        self._idle = _IdleTracker()
         self.dsn: str | None = None
         if isinstance(conn, str):
             self.dsn = conn
@@ -269,15 +272,11 @@ class AsyncConnectionSource:
             await (await AsyncConnection.connect(dsn, **kwargs)).close()
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from None
-        tracker = _IdleTracker()
+        tracker = self._idle
 
         async def check(conn: AsyncConnection[Any]) -> None:
             if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS:
                 await conn.execute("")
-            tracker.mark(conn)
-
-        async def reset(conn: AsyncConnection[Any]) -> None:
-            tracker.mark(conn)
 
         cfg = self.config
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -288,7 +287,6 @@ class AsyncConnectionSource:
             timeout=cfg.pool_timeout,
             max_idle=cfg.pool_max_idle,
             check=check,
-            reset=reset,
             name="haive-langgraph",
             open=False,
         )
@@ -321,6 +319,7 @@ class AsyncConnectionSource:
             if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
+            self._idle.mark(conn)
             await cm.__aexit__(None, None, None)
 
     def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:

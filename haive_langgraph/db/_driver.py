@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor, sql
 
+from haive_langgraph.db._arrays import ensure_arrays
+
 T = TypeVar("T")
 
 Query = str | sql.Composable
@@ -68,6 +70,7 @@ async def _aresult(cur: AsyncCursor[Any], fetch: Fetch) -> Any:
 
 def run(conn: Connection[Any], op: Op[T]) -> T:
     """Drive ``op`` to completion on ``conn`` and return its result."""
+    ensure_arrays(conn)
     with conn.cursor(binary=True) as cur:
         try:
             step = next(op)
@@ -80,6 +83,7 @@ def run(conn: Connection[Any], op: Op[T]) -> T:
 
 async def arun(conn: AsyncConnection[Any], op: Op[T]) -> T:
     """Drive ``op`` to completion on ``conn`` and return its result."""
+    ensure_arrays(conn)
     async with conn.cursor(binary=True) as cur:
         try:
             step = next(op)

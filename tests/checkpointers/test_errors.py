@@ -76,8 +76,10 @@ async def test_corrupt_stored_value_names_thread_checkpoint_and_channel(
         conn.execute(
             "UPDATE haive.blobs SET data = %s WHERE family_id = %s", (b"garbage", tid)
         )
-    with pytest.raises(CorruptDataError) as info:
-        await cp.call("get_tuple", config)
+        # A reader that has not seen the values (another process) decodes every row.
+        fresh = PostgresCheckpointer(conn)
+        with pytest.raises(CorruptDataError) as info:
+            fresh.get_tuple(config)
     message = str(info.value)
     assert repr(tid) in message
     assert latest.config["configurable"]["checkpoint_id"] in message

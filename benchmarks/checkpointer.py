@@ -11,7 +11,7 @@ thread's full history (``get_state_history``), database bytes, and the
 ratios the core issue sets targets for.
 
     python benchmarks/checkpointer.py                # 5 threads x 20 and x 80 turns
-    python benchmarks/checkpointer.py --turns 80 --threads 5
+    python benchmarks/checkpointer.py --turns 80 --threads 5 --rounds 5
 
 ``HAIVE_BENCH_DATABASE_URL`` points it at another server (it creates and
 drops its own databases there); otherwise an embedded PostgreSQL is started.
@@ -33,7 +33,7 @@ from typing import Annotated, Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     database_bytes,
     fresh_database,
     human_bytes,
@@ -43,18 +43,52 @@ from _common import (  # noqa: E402
     server_settings,
     timed,
 )
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage  # noqa: E402
-from langgraph.channels.delta import DeltaChannel  # noqa: E402
-from langgraph.checkpoint.base import BaseCheckpointSaver  # noqa: E402
-from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
-from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
-from langgraph.graph.message import _messages_delta_reducer  # noqa: E402
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.channels.delta import DeltaChannel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.message import _messages_delta_reducer
 
-WORDS = (
-    "the agent reads the thread and answers with care about memory storage checkpoint "
-    "postgres value list graph state message tool call result user question context "
-    "summary plan step retry branch fork history time travel index vector search"
-).split()
+WORDS = [
+    "the",
+    "agent",
+    "reads",
+    "the",
+    "thread",
+    "and",
+    "answers",
+    "with",
+    "care",
+    "about",
+    "memory",
+    "storage",
+    "checkpoint",
+    "postgres",
+    "value",
+    "list",
+    "graph",
+    "state",
+    "message",
+    "tool",
+    "call",
+    "result",
+    "user",
+    "question",
+    "context",
+    "summary",
+    "plan",
+    "step",
+    "retry",
+    "branch",
+    "fork",
+    "history",
+    "time",
+    "travel",
+    "index",
+    "vector",
+    "search",
+]
 
 
 def sentence(rng: random.Random, words: int = 140) -> str:
@@ -157,14 +191,27 @@ VARIANTS: list[tuple[str, Variant, bool, bool]] = [
 ]
 
 
-def run(threads: int, turns: int, server_dsn: str) -> dict[str, Result]:
+def run(threads: int, turns: int, server_dsn: str, rounds: int) -> dict[str, Result]:
+    """Each variant ``rounds`` times, interleaved; the best round of each counts.
+
+    This machine's speed drifts between runs (shared cores and disk), so
+    variants take turns and each keeps its best invokes/s, get_state and
+    history times.
+    """
     results: dict[str, Result] = {}
-    for name, factory, delta, in_db in VARIANTS:
-        with fresh_database(server_dsn, "cp") as dsn, factory(dsn) as saver:
-            res = run_workload(saver, delta=delta, threads=threads, turns=turns, name=name)
-            if in_db:
-                res.db_bytes = database_bytes(dsn)
-            results[name] = res
+    for _ in range(rounds):
+        for name, factory, delta, in_db in VARIANTS:
+            with fresh_database(server_dsn, "cp") as dsn, factory(dsn) as saver:
+                res = run_workload(saver, delta=delta, threads=threads, turns=turns, name=name)
+                if in_db:
+                    res.db_bytes = database_bytes(dsn)
+            best = results.get(name)
+            if best is None:
+                results[name] = res
+                continue
+            best.invokes_per_s = max(best.invokes_per_s, res.invokes_per_s)
+            best.get_state_p50_ms = min(best.get_state_p50_ms, res.get_state_p50_ms)
+            best.history_s = min(best.history_s, res.history_s)
     reference = results["InMemorySaver"].final_messages
     for res in results.values():
         if res.final_messages != reference:
@@ -214,11 +261,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=5)
     parser.add_argument("--turns", type=int, nargs="+", default=[20, 80])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best counts")
     args = parser.parse_args()
     with server() as server_dsn:
         print("server:", server_settings(server_dsn))
         for turns in args.turns:
-            report(args.threads, turns, run(args.threads, turns, server_dsn))
+            report(args.threads, turns, run(args.threads, turns, server_dsn, args.rounds))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,30 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-_VOCABULARY = ["memory", "checkpoint", "thread", "branch", "history", "state", "postgres", "durable", "linear", "storage", "agent", "graph", "message", "reply", "resume", "fork", "restore", "tag", "diff", "value", "answer", "context"]
+_VOCABULARY = [
+    "memory",
+    "checkpoint",
+    "thread",
+    "branch",
+    "history",
+    "state",
+    "postgres",
+    "durable",
+    "linear",
+    "storage",
+    "agent",
+    "graph",
+    "message",
+    "reply",
+    "resume",
+    "fork",
+    "restore",
+    "tag",
+    "diff",
+    "value",
+    "answer",
+    "context",
+]
 
 
 class DemoChatModel(BaseChatModel):

@@ -34,9 +34,13 @@ T = TypeVar("T")
 
 DsnOption = Annotated[
     str | None,
-    typer.Option("--dsn", help="PostgreSQL DSN (default: HAIVE_DATABASE_URL, DATABASE_URL, embedded)."),
+    typer.Option(
+        "--dsn", help="PostgreSQL DSN (default: HAIVE_DATABASE_URL, DATABASE_URL, embedded)."
+    ),
 ]
-SchemaOption = Annotated[str | None, typer.Option("--schema", help="Schema of the tables (default haive).")]
+SchemaOption = Annotated[
+    str | None, typer.Option("--schema", help="Schema of the tables (default haive).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 TenantOption = Annotated[str | None, typer.Option("--tenant", help="Tenant id (default '').")]
 
@@ -108,6 +112,7 @@ def demo(
 ) -> None:
     """Run a chat graph on PostgreSQL, show its history, fork it, print storage used."""
     from langchain_core.messages import HumanMessage
+    from langchain_core.runnables import RunnableConfig
 
     from haive_langgraph._demo import chat_graph
     from haive_langgraph.db import describe_dsn
@@ -124,7 +129,7 @@ def demo(
         )
         graph = chat_graph().compile(checkpointer=saver)
         thread_id = f"demo-{uuid.uuid4().hex[:8]}"
-        config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         questions = [
             "Where do my agent's checkpoints live?",
             "How big does a long conversation get?",
@@ -197,7 +202,9 @@ def demo(
 def migrate(
     dsn: DsnOption = None,
     schema: SchemaOption = None,
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of applying it.")] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of applying it.")
+    ] = False,
 ) -> None:
     """Create or upgrade the tables (or print the migration SQL)."""
     from haive_langgraph.db import PersistenceConfig, migration_script, validate_identifier
@@ -225,7 +232,8 @@ def threads(
     tenant: TenantOption = None,
     limit: Annotated[int, typer.Option(help="Threads to show.")] = 50,
     filter: Annotated[
-        str | None, typer.Option("--filter", help='Metadata filter as JSON, e.g. {"user_id": "u1"}.')
+        str | None,
+        typer.Option("--filter", help='Metadata filter as JSON, e.g. {"user_id": "u1"}.'),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

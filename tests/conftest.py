@@ -46,7 +46,9 @@ def create_database(server_dsn: str, prefix: str = "haive_test") -> str:
 def drop_database(server_dsn: str, dsn: str) -> None:
     name = conninfo.conninfo_to_dict(dsn)["dbname"]
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+        )
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,11 @@ from haive_langgraph.checkpointers._values import (
     Row,
     StoredRefs,
     decode_row,
+    encrypts,
     plan_put,
     plan_writes,
 )
-from haive_langgraph.codec import Codec, default_codec
+from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.db import PersistenceConfig, validate_identifier
 from haive_langgraph.errors import ConfigurationError, CorruptDataError
 
@@ -130,6 +131,10 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         tenant_id: str | None,
         codec: Codec | None,
         cache_size: int,
+        compression: bool | None = None,
+        keyring: KeyRing | None = None,
+        require_encryption: bool | None = None,
+        encrypt_metadata: Sequence[str] = (),
         cache_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.config = config or PersistenceConfig()
@@ -140,7 +145,22 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         if not isinstance(tenant, str):
             raise ConfigurationError(f"tenant_id must be a string, got {type(tenant).__name__}")
         self.tenant_id = text_id(tenant, "tenant_id")
-        self.codec = codec or default_codec()
+        if codec is not None and (
+            compression is not None or keyring is not None or require_encryption is not None
+        ):
+            raise ConfigurationError(
+                "pass either codec= or the compression=/keyring=/require_encryption= options, "
+                "not both"
+            )
+        self.codec = codec or codec_from_config(
+            compression=compression, keyring=keyring, require_encryption=require_encryption
+        )
+        self.encrypt_metadata = frozenset(encrypt_metadata)
+        if self.encrypt_metadata and not encrypts(self.codec):
+            raise ConfigurationError(
+                "encrypt_metadata needs an encrypting codec: pass keyring= or set "
+                "HAIVE_ENCRYPTION_KEYS"
+            )
         self._statements = Statements(self.schema)
         # What we stored or read last, so that the next checkpoint of a thread
         # writes only what changed; and which family each thread belongs to.
@@ -221,6 +241,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             memo=self._memo,
             tips=self._tips,
             fresh_lists=fresh_lists,
+            encrypt_metadata=self.encrypt_metadata,
         )
 
     def _plan_writes(
@@ -243,7 +264,9 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             task_path=task_path,
         )
 
-    def _stored(self, config: RunnableConfig, checkpoint: Checkpoint, plan: PutPlan) -> RunnableConfig:
+    def _stored(
+        self, config: RunnableConfig, checkpoint: Checkpoint, plan: PutPlan
+    ) -> RunnableConfig:
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         ns = str(conf.get("checkpoint_ns", ""))
@@ -415,7 +438,9 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             ):
                 vals = [
                     decoder.value(family, bytes(k), d, f"{where}: write of task {task_id}")
-                    for k, d in zip(keys_w[pos : pos + count], data_w[pos : pos + count], strict=True)
+                    for k, d in zip(
+                        keys_w[pos : pos + count], data_w[pos : pos + count], strict=True
+                    )
                 ]
                 pos += count
                 writes[ch].append((task_id, ch, vals if is_list else vals[0]))

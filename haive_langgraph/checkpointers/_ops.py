@@ -311,9 +311,7 @@ def copy_thread_op(st: Statements, lock: int, t: str, src: str, dst: str) -> Op[
     return int(cps)
 
 
-def delete_for_runs_op(
-    st: Statements, lock: int, t: str, runs: Sequence[str]
-) -> Op[DeleteReport]:
+def delete_for_runs_op(st: Statements, lock: int, t: str, runs: Sequence[str]) -> Op[DeleteReport]:
     report = DeleteReport()
     rows = yield Step(st.run_checkpoints, {"t": t, "runs": TextArray(runs)})
     by_family: dict[str, list[str]] = {}

@@ -24,6 +24,7 @@ place is stored as it is at ``put`` time, as with LangGraph's own savers.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -238,9 +239,12 @@ class _Encoder:
 
     def key(self, payload: bytes, expect: bytes | None = None) -> bytes:
         """Content key of ``payload``; free when it is ``expect``'s remembered payload."""
-        if expect is not None and self.memo is not None:
-            if self.memo.get(self.tenant, expect) == payload:
-                return expect
+        if (
+            expect is not None
+            and self.memo is not None
+            and self.memo.get(self.tenant, expect) == payload
+        ):
+            return expect
         key = self.codec.content_key(payload, self.tenant)
         if self.memo is not None:
             self.memo.put(self.tenant, key, payload)
@@ -284,6 +288,7 @@ def plan_put(
     memo: PayloadMemo | None = None,
     tips: LRU[tuple[str, int], int] | None = None,
     fresh_lists: bool = False,
+    encrypt_metadata: frozenset[str] = frozenset(),
 ) -> PutPlan:
     """Plan one checkpoint write.
 
@@ -291,6 +296,10 @@ def plan_put(
     stored value (as LangGraph's savers read a value by its version); every
     other channel is stored from ``checkpoint["channel_values"]`` (a channel
     with a new version and no value is empty).
+
+    With an encrypting codec nothing is kept inline (short strings would
+    otherwise sit in plain text in the checkpoint JSON), and the metadata keys
+    in ``encrypt_metadata`` are stored encrypted (and so not filterable).
 
     A list that extends the parent's list is appended to the parent's
     lineage, unless that lineage is known (``tips``) to have grown past the
@@ -310,6 +319,7 @@ def plan_put(
     enc = _Encoder(
         serde, codec, tenant, family, memo, f"checkpoint {checkpoint['id']} of thread {thread_id!r}"
     )
+    inline_ok = not encrypts(codec)
     refs = StoredRefs(family=family, versions=dict(versions))
     inline: dict[str, Any] = {}
     check_keys: list[bytes] = []
@@ -348,13 +358,14 @@ def plan_put(
         if channel not in values:
             continue  # a new version without a value: the channel is empty
         value = values[channel]
-        if is_inline(value):
+        if inline_ok and is_inline(value):
             inline[channel] = value
         elif type(value) is list:
             base = parent.lists.get(channel) if parent is not None else None
             n_base = base.length if base is not None and base.lineage != EMPTY_LINEAGE else 0
             payloads = [
-                enc.payload(item, f"item {i} of channel {channel!r}") for i, item in enumerate(value)
+                enc.payload(item, f"item {i} of channel {channel!r}")
+                for i, item in enumerate(value)
             ]
             keys = [
                 enc.key(p, base.key(i) if base is not None and i < n_base else None)
@@ -400,8 +411,12 @@ def plan_put(
     stored["channel_values"] = inline
     meta = metadata_json(metadata)
     thread_meta = (
-        {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA} if ns == "" else {}
+        {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA and k not in encrypt_metadata}
+        if ns == ""
+        else {}
     )
+    if encrypt_metadata:
+        meta = seal_metadata(meta, encrypt_metadata, codec, tenant, thread_id, ns, checkpoint["id"])
     run_id = meta.get("run_id")
     check = [k for k in dict.fromkeys(check_keys) if k not in enc.seen]
     params: dict[str, Any] = {
@@ -525,6 +540,64 @@ def metadata_json(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Marker of an encrypted metadata value: {"$haive_sealed": "<base64 frame>"}.
+SEALED = "$haive_sealed"
+
+
+def encrypts(codec: Codec) -> bool:
+    """Whether ``codec`` encrypts what it encodes."""
+    return getattr(codec, "keyring", None) is not None
+
+
+def _metadata_context(
+    tenant: str, thread_id: str, ns: str, checkpoint_id: str, key: str
+) -> RowContext:
+    return RowContext(tenant, thread_id, Kind.METADATA, f"{checkpoint_id}/{key}", ns)
+
+
+def seal_metadata(
+    meta: dict[str, Any],
+    keys: frozenset[str],
+    codec: Codec,
+    tenant: str,
+    thread_id: str,
+    ns: str,
+    checkpoint_id: str,
+) -> dict[str, Any]:
+    """Encrypt the values of ``keys`` in checkpoint metadata, bound to the checkpoint."""
+    out = dict(meta)
+    for key in keys & meta.keys():
+        frame = codec.encode(
+            json.dumps(meta[key]).encode(),
+            _metadata_context(tenant, thread_id, ns, checkpoint_id, key),
+        )
+        out[key] = {SEALED: base64.b64encode(frame).decode("ascii")}
+    return out
+
+
+def open_metadata(
+    meta: dict[str, Any], codec: Codec, tenant: str, thread_id: str, ns: str, checkpoint_id: str
+) -> dict[str, Any]:
+    """Decrypt sealed values of checkpoint metadata (see :func:`seal_metadata`)."""
+    out = dict(meta)
+    for key, value in meta.items():
+        if isinstance(value, dict) and len(value) == 1 and SEALED in value:
+            ctx = _metadata_context(tenant, thread_id, ns, checkpoint_id, key)
+            try:
+                frame = base64.b64decode(value[SEALED], validate=True)
+                out[key] = json.loads(codec.decode(frame, ctx))
+            except CorruptDataError as exc:
+                raise type(exc)(
+                    f"thread {thread_id!r}, checkpoint {checkpoint_id}, metadata key {key!r}: {exc}"
+                ) from exc
+            except ValueError as exc:
+                raise CorruptDataError(
+                    f"thread {thread_id!r}, checkpoint {checkpoint_id}, metadata key {key!r}: "
+                    f"the sealed value is malformed ({exc})"
+                ) from exc
+    return out
+
+
 # -- decoding ----------------------------------------------------------------
 
 
@@ -598,9 +671,7 @@ class Decoder:
                 if payload is None:
                     raise MissingValueError(key)
             else:
-                payload = self.codec.decode(
-                    data, RowContext(self.tenant, family, Kind.BLOB, key)
-                )
+                payload = self.codec.decode(data, RowContext(self.tenant, family, Kind.BLOB, key))
                 if self.memo is not None:
                     self.memo.put(self.tenant, key, payload)
             sep = payload.find(b"\x00")
@@ -668,7 +739,9 @@ def decode_row(
         blob = data[i] if i < len(data) else None
         if blob is None:
             raise CorruptDataError(_where(row, f"channel {channel!r}: its stored value is missing"))
-        channel_values[channel] = decoder.value(family, key, blob, (_where, row, f"channel {channel!r}"))
+        channel_values[channel] = decoder.value(
+            family, key, blob, (_where, row, f"channel {channel!r}")
+        )
     if row.list_channels:
         per_list: list[tuple[list[bytes], list[bytes | None]]] = [
             ([], []) for _ in row.list_channels
@@ -744,12 +817,21 @@ def decode_row(
         if row.parent_checkpoint_id
         else None
     )
+    metadata = row.metadata
+    if any(isinstance(v, dict) and SEALED in v for v in metadata.values()):
+        metadata = open_metadata(
+            metadata,
+            decoder.codec,
+            decoder.tenant,
+            row.thread_id,
+            row.checkpoint_ns,
+            row.checkpoint_id,
+        )
     tup = CheckpointTuple(
         config={"configurable": conf},
         checkpoint=cast(Checkpoint, checkpoint),
-        metadata=cast(Any, row.metadata),
+        metadata=cast(Any, metadata),
         parent_config=parent_config,
         pending_writes=pending,
     )
     return tup, refs
-

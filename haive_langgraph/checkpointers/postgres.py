@@ -32,7 +32,7 @@ from haive_langgraph.checkpointers._base import (
     thread_info,
 )
 from haive_langgraph.checkpointers._values import MissingValueError
-from haive_langgraph.codec import Codec
+from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
 from haive_langgraph.errors import ConcurrentUpdateError
 
@@ -49,7 +49,14 @@ class PostgresCheckpointer(CheckpointerBase):
             (autocommit; used one operation at a time) or a
             ``ConnectionPool`` (borrowed per operation; no instance-wide lock).
         serde: Serializer; LangGraph's ``JsonPlusSerializer`` by default.
-        codec: Frames (and optionally compresses and encrypts) stored values.
+        codec: Frames, compresses and encrypts stored values. Default: a
+            codec from ``HAIVE_*`` settings (zstd on; AES-256-GCM when
+            ``HAIVE_ENCRYPTION_KEYS`` is set). Exclusive with the next three.
+        compression: Compress values above 512 bytes with zstd (default on).
+        keyring: Encrypt values with these keys (see ``docs/codec.md``).
+        require_encryption: Refuse to read unencrypted values.
+        encrypt_metadata: Checkpoint metadata keys stored encrypted (needs an
+            encrypting codec; those keys can then not be used in filters).
         tenant_id: Tenant whose threads this instance reads and writes.
         schema: Schema of the tables (default from the config: ``haive``).
         config: Connection and server settings.
@@ -68,6 +75,10 @@ class PostgresCheckpointer(CheckpointerBase):
         *,
         serde: SerializerProtocol | None = None,
         codec: Codec | None = None,
+        compression: bool | None = None,
+        keyring: KeyRing | None = None,
+        require_encryption: bool | None = None,
+        encrypt_metadata: Sequence[str] = (),
         tenant_id: str | None = None,
         schema: str | None = None,
         config: PersistenceConfig | None = None,
@@ -75,7 +86,15 @@ class PostgresCheckpointer(CheckpointerBase):
     ) -> None:
         super().__init__(serde=serde)
         self._init_base(
-            config=config, schema=schema, tenant_id=tenant_id, codec=codec, cache_size=cache_size
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            cache_size=cache_size,
+            compression=compression,
+            keyring=keyring,
+            require_encryption=require_encryption,
+            encrypt_metadata=encrypt_metadata,
         )
         self._source = ConnectionSource(conn, config=self.config)
 
@@ -115,7 +134,9 @@ class PostgresCheckpointer(CheckpointerBase):
         known = self._known(thread_id, ns)
         while True:
             row = self._source.run(
-                lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid, known),
+                lambda known=known: ops.get_op(  # type: ignore[misc]
+                    self._statements, self.tenant_id, thread_id, ns, cid, known
+                ),
                 read=True,
             )
             if row is None:
@@ -169,7 +190,7 @@ class PostgresCheckpointer(CheckpointerBase):
                 fresh_lists=attempt > 0,
             )
             try:
-                self._source.run(lambda: ops.put_op(self._statements, plan.params))
+                self._source.run(lambda plan=plan: ops.put_op(self._statements, plan.params))  # type: ignore[misc]
             except psycopg.Error as exc:
                 if not self._is_conflict(exc):
                     raise
@@ -279,7 +300,7 @@ class PostgresCheckpointer(CheckpointerBase):
             return
         for th in threads:
             self._source.run(
-                lambda th=th: ops.prune_keep_latest_op(
+                lambda th=th: ops.prune_keep_latest_op(  # type: ignore[misc]
                     self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, th
                 ),
                 transaction=True,

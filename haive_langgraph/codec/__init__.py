@@ -11,8 +11,10 @@ Content addressing also goes through the codec (:meth:`Codec.content_key`):
 a plain codec hashes the payload, an encrypting one uses a keyed hash so that
 stored keys reveal nothing about the content.
 
-:func:`default_codec` frames only; :func:`codec_from_env` builds a
-:class:`HaiveCodec` from the ``HAIVE_*`` variables. See ``docs/codec.md``.
+:func:`default_codec` is what every saver, store and history uses when
+given no codec: a :class:`HaiveCodec` configured by the ``HAIVE_*``
+variables (zstd compression on; encryption when ``HAIVE_ENCRYPTION_KEYS`` is
+set). :class:`PlainCodec` frames only. See ``docs/codec.md``.
 """
 
 from __future__ import annotations
@@ -57,5 +59,9 @@ __all__ = [
 
 
 def default_codec() -> Codec:
-    """The codec used when none is configured: framing only."""
-    return PlainCodec()
+    """The codec used when none is configured: :func:`codec_from_env`.
+
+    Compression is on unless ``HAIVE_COMPRESSION=off``; values are encrypted
+    when ``HAIVE_ENCRYPTION_KEYS`` is set.
+    """
+    return codec_from_env()

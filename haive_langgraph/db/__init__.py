@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 
-def connect(dsn: str | None = None, *, config: PersistenceConfig | None = None) -> psycopg.Connection[Any]:
+def connect(
+    dsn: str | None = None, *, config: PersistenceConfig | None = None
+) -> psycopg.Connection[Any]:
     """Open one autocommit connection to the resolved server.
 
     ``dsn`` wins over ``HAIVE_DATABASE_URL`` and ``DATABASE_URL``; with none of

@@ -79,7 +79,9 @@ def _encode(obj: _TypedArray) -> bytes:
             append(_NULL if x is None else _INT4.pack(4, x))
     elif elem == 16:
         for x in obj:
-            append(_NULL if x is None else (b"\x00\x00\x00\x01\x01" if x else b"\x00\x00\x00\x01\x00"))
+            append(
+                _NULL if x is None else (b"\x00\x00\x00\x01\x01" if x else b"\x00\x00\x00\x01\x00")
+            )
     else:
         for x in obj:
             if x is None:

@@ -86,7 +86,9 @@ def connect_error(dsn: str, exc: BaseException) -> ConnectionFailedError:
     password = parse_dsn(dsn).get("password")
     if password:
         detail = detail.replace(password, "***")
-    return ConnectionFailedError(f"could not connect to PostgreSQL at {describe_dsn(dsn)}: {detail}")
+    return ConnectionFailedError(
+        f"could not connect to PostgreSQL at {describe_dsn(dsn)}: {detail}"
+    )
 
 
 def _check_lent_connection(conn: Connection[Any] | AsyncConnection[Any]) -> None:

@@ -20,7 +20,7 @@ from haive_langgraph.db._arrays import ensure_arrays
 
 T = TypeVar("T")
 
-Query = str | sql.Composable
+Query = str | sql.SQL | sql.Composed
 Params = Sequence[Any] | Mapping[str, Any] | None
 Fetch = Literal["all", "one", "none", "rowcount"]
 

@@ -94,15 +94,15 @@ def migrate_op(components: Sequence[Component], schema: str) -> Op[dict[str, lis
         (LOCK_CLASS_MIGRATIONS, schema),
         fetch="none",
     )
-    for statement in _bootstrap(schema):
-        yield Step(statement, fetch="none")
+    for bootstrap in _bootstrap(schema):
+        yield Step(bootstrap, fetch="none")
     applied_now: dict[str, list[int]] = {}
     table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE))
     for component in components:
         rows = yield Step(
-            sql.SQL("SELECT version, checksum FROM {} WHERE component = %s ORDER BY version").format(
-                table
-            ),
+            sql.SQL(
+                "SELECT version, checksum FROM {} WHERE component = %s ORDER BY version"
+            ).format(table),
             (component.name,),
         )
         recorded = {int(v): str(c) for v, c in rows}
@@ -187,8 +187,10 @@ def migration_script(components: Iterable[Component], schema: str, conn: Any = N
         for version, migration in enumerate(component.migrations, start=1):
             parts.append(f"\n-- {component.name} {version}: {migration.description}")
             parts += [f"{render(s, schema).as_string(conn).strip()};" for s in migration.statements]
+            # A printed script has no parameters: identifier quoted by psycopg,
+            # literals by _literal (our own constants, quotes doubled).
             parts.append(
-                f"INSERT INTO {sql.Identifier(schema).as_string(conn)}.{MIGRATIONS_TABLE} "
+                f"INSERT INTO {sql.Identifier(schema).as_string(conn)}.{MIGRATIONS_TABLE} "  # noqa: S608
                 "(component, version, checksum, description) VALUES ("
                 f"{_literal(component.name)}, {version}, {_literal(migration.checksum)}, "
                 f"{_literal(migration.description)}) ON CONFLICT DO NOTHING;"

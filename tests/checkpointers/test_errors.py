@@ -38,7 +38,9 @@ async def test_unserialisable_value_names_channel_and_type(cp: Driver, dsn: str)
     config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
     checkpoint = checkpoint_with({"good": ["fine"], "bad": [threading.Lock()]})
     with pytest.raises(SerializationError) as info:
-        await cp.call("put", config, checkpoint, {"source": "input", "step": -1}, {"good": 1, "bad": 1})
+        await cp.call(
+            "put", config, checkpoint, {"source": "input", "step": -1}, {"good": 1, "bad": 1}
+        )
     message = str(info.value)
     assert "'bad'" in message and "_thread.lock" in message
     assert f"checkpoint {checkpoint['id']}" in message
@@ -51,7 +53,7 @@ async def test_unserialisable_write_names_channel(cp: Driver, dsn: str) -> None:
     tid = f"badw-{uuid.uuid4().hex[:8]}"
     config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
     saved = await cp.call("put", config, checkpoint_with({}), {"source": "input", "step": -1}, {})
-    with pytest.raises(SerializationError, match="'results'.*_thread.lock"):
+    with pytest.raises(SerializationError, match=r"'results'.*_thread\.lock"):
         await cp.call("put_writes", saved, [("ok", 1), ("results", threading.Lock())], "task-1")
     tup = await cp.call("get_tuple", saved)
     assert tup.pending_writes == []
@@ -73,9 +75,7 @@ async def test_corrupt_stored_value_names_thread_checkpoint_and_channel(
     await cp.invoke(graph, {"messages": [HumanMessage(content="hello")]}, config)
     latest = await cp.call("get_tuple", config)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE haive.blobs SET data = %s WHERE family_id = %s", (b"garbage", tid)
-        )
+        conn.execute("UPDATE haive.blobs SET data = %s WHERE family_id = %s", (b"garbage", tid))
         # A reader that has not seen the values (another process) decodes every row.
         fresh = PostgresCheckpointer(conn)
         with pytest.raises(CorruptDataError) as info:
@@ -119,9 +119,8 @@ def test_missing_database_is_named(pg_server: str) -> None:
 
 
 def test_lent_connection_without_autocommit_is_refused(dsn: str) -> None:
-    with psycopg.connect(dsn) as conn:  # autocommit off
-        with pytest.raises(ConfigurationError, match="autocommit"):
-            PostgresCheckpointer(conn)
+    with psycopg.connect(dsn) as conn, pytest.raises(ConfigurationError, match="autocommit"):
+        PostgresCheckpointer(conn)  # the connection is not in autocommit mode
 
 
 async def test_async_connection_given_to_sync_class_is_refused(dsn: str) -> None:
@@ -137,9 +136,11 @@ async def test_async_connection_given_to_sync_class_is_refused(dsn: str) -> None
     "schema", ["bad-name", "Public", "x; drop table t", "", "1abc", "pg_catalog", "a" * 64]
 )
 def test_schema_must_be_a_plain_identifier(dsn: str, schema: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        with pytest.raises(InvalidIdentifierError, match="schema name"):
-            PostgresCheckpointer(conn, schema=schema)
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(InvalidIdentifierError, match="schema name"),
+    ):
+        PostgresCheckpointer(conn, schema=schema)
 
 
 def test_tenant_must_be_a_string(dsn: str) -> None:

@@ -137,7 +137,9 @@ async def test_subgraph_checkpoints_in_their_namespace(
         final = await driver.invoke(graph, Command(resume="the moon"), config)
         outcomes.append(final)
         # the subgraph's checkpoints are stored under its namespace
-        stored = await driver.call("list", {"configurable": {**config["configurable"], "checkpoint_ns": ns}})
+        stored = await driver.call(
+            "list", {"configurable": {**config["configurable"], "checkpoint_ns": ns}}
+        )
         assert stored and all(t.config["configurable"]["checkpoint_ns"] == ns for t in stored)
     assert outcomes[0] == outcomes[1] == {"topic": "tides", "answer": "TIDES WITH THE MOON"}
 
@@ -193,9 +195,13 @@ async def test_fork_from_a_past_checkpoint(cp: Driver, memory: Driver, thread: A
         graph = driver.compile(chat_graph())
         config = thread()
         for i in range(3):
-            await driver.invoke(graph, {"messages": [HumanMessage(content=f"q{i}", id=f"q{i}")]}, config)
+            await driver.invoke(
+                graph, {"messages": [HumanMessage(content=f"q{i}", id=f"q{i}")]}, config
+            )
         history = await driver.history(graph, config)
-        after_first = next(s for s in reversed(history) if len(s.values["messages"]) == 2 and not s.next)
+        after_first = next(
+            s for s in reversed(history) if len(s.values["messages"]) == 2 and not s.next
+        )
         forked = await driver.invoke(
             graph, {"messages": [HumanMessage(content="other", id="other")]}, after_first.config
         )
@@ -203,7 +209,11 @@ async def test_fork_from_a_past_checkpoint(cp: Driver, memory: Driver, thread: A
         assert forked["messages"][2].content == "other"
         latest = await driver.get_state(graph, config)
         # The fork is now the thread's latest state; the old line stays in history.
-        assert [m.id for m in latest.values["messages"]][:3] == ["q0", forked["messages"][1].id, "other"]
+        assert [m.id for m in latest.values["messages"]][:3] == [
+            "q0",
+            forked["messages"][1].id,
+            "other",
+        ]
         full = await driver.history(graph, config)
         assert len(full) == len(history) + 3
         outcomes.append((_values(latest.values), shape(full)))
@@ -217,7 +227,10 @@ async def test_update_state_as_node(cp: Driver, memory: Driver, thread: Any) -> 
         config = thread()
         await driver.invoke(graph, {"messages": [HumanMessage(content="hi", id="h")]}, config)
         new_config = await driver.update_state(
-            graph, config, {"messages": [AIMessage(content="edited by a human", id="x")]}, as_node="assistant"
+            graph,
+            config,
+            {"messages": [AIMessage(content="edited by a human", id="x")]},
+            as_node="assistant",
         )
         assert new_config["configurable"]["checkpoint_id"]
         state = await driver.get_state(graph, config)
@@ -227,7 +240,7 @@ async def test_update_state_as_node(cp: Driver, memory: Driver, thread: Any) -> 
         state_before = await driver.get_state(graph, config)
         await driver.update_state(graph, config, {"messages": [HumanMessage(content="HI", id="h")]})
         after = await driver.get_state(graph, config)
-        assert [m.content for m in after.values["messages"]][0] == "HI"
+        assert after.values["messages"][0].content == "HI"
         assert len(after.values["messages"]) == len(state_before.values["messages"])
         outcomes.append((_values(after.values), shape(await driver.history(graph, config))))
     assert outcomes[0] == outcomes[1]
@@ -239,7 +252,9 @@ async def test_history_filter_before_limit(cp: Driver, memory: Driver, thread: A
         graph = driver.compile(chat_graph())
         config = thread()
         for i in range(4):
-            await driver.invoke(graph, {"messages": [HumanMessage(content=f"q{i}", id=f"q{i}")]}, config)
+            await driver.invoke(
+                graph, {"messages": [HumanMessage(content=f"q{i}", id=f"q{i}")]}, config
+            )
         full = await driver.history(graph, config)
         loops = await driver.history(graph, config, filter={"source": "loop"})
         assert loops and all(s.metadata["source"] == "loop" for s in loops)
@@ -283,7 +298,7 @@ class Mixed(TypedDict, total=False):
 
 
 MIXED: dict[str, Any] = {
-    "when": dt.datetime(2026, 11, 23, 12, 30, 5, 123456, tzinfo=dt.timezone.utc),
+    "when": dt.datetime(2026, 11, 23, 12, 30, 5, 123456, tzinfo=dt.UTC),
     "day": dt.date(2026, 1, 2),
     "price": Decimal("12345.6789"),
     "raw": b"\x00\x01binary\xff",
@@ -299,7 +314,9 @@ MIXED: dict[str, Any] = {
         AIMessage(
             content=[{"type": "text", "text": "calling"}],
             id="2",
-            tool_calls=[{"name": "search", "args": {"q": "x"}, "id": "call-1", "type": "tool_call"}],
+            tool_calls=[
+                {"name": "search", "args": {"q": "x"}, "id": "call-1", "type": "tool_call"}
+            ],
         ),
         ToolMessage(content="result", tool_call_id="call-1", id="3"),
     ],

@@ -49,7 +49,9 @@ async def run_turns(driver: Driver, graph: Any, config: Any, start: int, stop: i
         await driver.invoke(graph, {"messages": [msg]}, config)
 
 
-async def test_storage_grows_linearly_with_the_conversation(cp: Driver, dsn: str, thread: Any) -> None:
+async def test_storage_grows_linearly_with_the_conversation(
+    cp: Driver, dsn: str, thread: Any
+) -> None:
     graph = cp.compile(long_chat())
     config = thread()
     tid = config["configurable"]["thread_id"]
@@ -117,7 +119,9 @@ async def test_prune_keep_latest_keeps_state_and_collects_garbage(
     latest = await cp.get_state(graph, config)
     # a fork leaves a second lineage and messages only the fork uses
     history = await cp.history(graph, config)
-    branch_point = next(s for s in reversed(history) if len(s.values["messages"]) == 4 and not s.next)
+    branch_point = next(
+        s for s in reversed(history) if len(s.values["messages"]) == 4 and not s.next
+    )
     await cp.invoke(graph, {"messages": [HumanMessage(content="fork " * 200)]}, branch_point.config)
     latest = await cp.get_state(graph, config)
     before = stored(dsn, tid)
@@ -132,7 +136,10 @@ async def test_prune_keep_latest_keeps_state_and_collects_garbage(
     assert pruned.parent_config is None
     # the thread goes on from its latest state
     await run_turns(cp, graph, config, 6, 7)
-    assert len((await cp.get_state(graph, config)).values["messages"]) == len(latest.values["messages"]) + 2
+    assert (
+        len((await cp.get_state(graph, config)).values["messages"])
+        == len(latest.values["messages"]) + 2
+    )
     info = await (cp.saver.aget_thread(tid) if cp.is_async else cp.call("get_thread", tid))
     assert info.checkpoint_count == 4
 
@@ -159,7 +166,9 @@ async def test_delete_for_runs_keeps_other_runs(cp: Driver, dsn: str, thread: An
         # LangGraph records config["metadata"]["run_id"] in checkpoint metadata
         # (LangGraph Platform sets it for every run).
         await cp.invoke(
-            graph, {"messages": [HumanMessage(content=f"q{i}")]}, {**config, "metadata": {"run_id": run_id}}
+            graph,
+            {"messages": [HumanMessage(content=f"q{i}")]},
+            {**config, "metadata": {"run_id": run_id}},
         )
     history = await cp.history(graph, config)
     assert {s.metadata["run_id"] for s in history} == set(run_ids)
@@ -172,7 +181,9 @@ async def test_delete_for_runs_keeps_other_runs(cp: Driver, dsn: str, thread: An
 
 
 class DeltaState(TypedDict):
-    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=3)]
+    messages: Annotated[
+        list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=3)
+    ]
 
 
 def delta_graph() -> StateGraph[Any]:
@@ -194,7 +205,9 @@ async def test_delta_channel_threads(cp: Driver, memory: Driver, thread: Any) ->
         graph = driver.compile(delta_graph())
         config = thread()
         for i in range(7):
-            await driver.invoke(graph, {"messages": [HumanMessage(content=f"q{i}", id=f"q{i}")]}, config)
+            await driver.invoke(
+                graph, {"messages": [HumanMessage(content=f"q{i}", id=f"q{i}")]}, config
+            )
         state = await driver.get_state(graph, config)
         history = await driver.history(graph, config)
         delta = await driver.call(
@@ -239,13 +252,9 @@ async def test_thread_registry(cp: Driver, thread: Any) -> None:
         config["metadata"] = {"user_id": user, "rank": i}
         for _ in range(i + 1):
             await cp.invoke(graph, {"messages": [HumanMessage(content="hi")]}, config)
-    get_thread = (
-        cp.saver.aget_thread if cp.is_async else lambda t: cp.call("get_thread", t)
-    )
+    get_thread = cp.saver.aget_thread if cp.is_async else lambda t: cp.call("get_thread", t)
     list_threads = (
-        cp.saver.alist_threads
-        if cp.is_async
-        else lambda *a, **k: cp.call("list_threads", *a, **k)
+        cp.saver.alist_threads if cp.is_async else lambda *a, **k: cp.call("list_threads", *a, **k)
     )
     info = await get_thread(configs[2]["configurable"]["thread_id"])
     assert info.checkpoint_count == 9

@@ -111,7 +111,7 @@ def test_exports() -> None:
         assert name in codec_pkg.__all__
     for name in codec_pkg.__all__:
         assert hasattr(codec_pkg, name)
-    assert isinstance(default_codec(), PlainCodec)
+    assert isinstance(default_codec(), HaiveCodec)
     assert isinstance(codec_from_env({}), HaiveCodec)
 
 

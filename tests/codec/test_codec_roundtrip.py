@@ -85,7 +85,7 @@ def test_plain_frames_match_plain_codec(ctx: RowContext) -> None:
 
 
 def test_plain_codec_unchanged(ctx: RowContext) -> None:
-    assert isinstance(default_codec(), PlainCodec)
+    assert isinstance(default_codec(), HaiveCodec)
     assert PlainCodec().encode(b"abc", ctx) == b"HV\x01\x00abc"
     assert PlainCodec().content_key(b"abc", "t") == bytes.fromhex(
         "ba7816bf8f01cfea414140de5dae2223"

@@ -26,7 +26,9 @@ def test_embedded_default_starts_once_and_is_reused(
             version = conn.execute("SHOW server_version_num").fetchone()
             assert version is not None and int(version[0]) >= 180000
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            assert conn.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector").fetchone() == (1.0,)
+            assert conn.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector").fetchone() == (
+                1.0,
+            )
         assert (tmp_path / "pg" / "PG_VERSION").exists()
         # another handle on the same directory attaches to the running server
         again = start_embedded(tmp_path / "pg")

@@ -35,9 +35,9 @@ def _setup_in_process(dsn: str, schema: str, barrier: Any) -> None:
 def recorded(dsn: str, schema: str) -> list[tuple[str, int, str]]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            sql.SQL("SELECT component, version, checksum FROM {}.haive_migrations ORDER BY 1, 2").format(
-                sql.Identifier(schema)
-            )
+            sql.SQL(
+                "SELECT component, version, checksum FROM {}.haive_migrations ORDER BY 1, 2"
+            ).format(sql.Identifier(schema))
         ).fetchall()
     return [(str(c), int(v), str(s)) for c, v, s in rows]
 

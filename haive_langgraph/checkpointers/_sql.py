@@ -1,6 +1,6 @@
 """Schema, migrations and statements of the checkpointer.
 
-Storage model (see ``docs/storage.md`` for the long story):
+Storage model (see ``docs/architecture.md``):
 
 * ``threads``: one row per thread (registry: timestamps, count, metadata,
   and the *family* whose content the thread shares). Every checkpoint

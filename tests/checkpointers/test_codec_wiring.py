@@ -124,8 +124,7 @@ async def test_encrypted_thread_leaves_no_plaintext(kind: str, dsn: str) -> None
         # nothing is inline in the checkpoint JSON under encryption
         with psycopg.connect(dsn) as conn:
             inline = conn.execute(
-                "SELECT DISTINCT checkpoint -> 'channel_values' FROM haive.checkpoints "
-                "WHERE thread_id = %s",
+                "SELECT DISTINCT inline_values FROM haive.checkpoints WHERE thread_id = %s",
                 (config["configurable"]["thread_id"],),
             ).fetchall()
         assert inline == [({},)]
@@ -166,8 +165,12 @@ async def test_ciphertext_moved_to_another_thread_or_row_fails(kind: str, dsn: s
         await close_driver(reader)
     with psycopg.connect(dsn, autocommit=True) as conn:
         # swap two values inside thread A (another row of the same family)
+        # the two messages of the thread's list, both read by get_tuple
         rows = conn.execute(
-            "SELECT key, data FROM haive.blobs WHERE family_id = %s ORDER BY key", (tid_a,)
+            "SELECT b.key, b.data FROM haive.blobs b JOIN haive.lineage_items li "
+            "ON li.family_id = b.family_id AND li.key = b.key "
+            "WHERE b.family_id = %s ORDER BY li.seq",
+            (tid_a,),
         ).fetchall()
         assert len(rows) >= 2
         (k1, d1), (k2, d2) = rows[0], rows[1]

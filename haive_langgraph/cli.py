@@ -275,6 +275,112 @@ def threads(
     console.print(table)
 
 
+keys_app = typer.Typer(
+    help="Encryption keys: rotation, status, crypto-shredding.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _env_codec() -> Any:
+    from haive_langgraph.codec import codec_from_env
+
+    codec = codec_from_env()
+    if codec.keyring is None:
+        _fail("no encryption keys: set HAIVE_ENCRYPTION_KEYS (new primary key first)")
+    return codec
+
+
+@keys_app.command("rotate")
+@handled
+def keys_rotate(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per transaction.")] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-encrypt every stored value under the current primary key (resumable)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.ops.keys import rotate_keys
+
+    codec = _env_codec()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), console=err, disable=as_json
+    ) as bar:
+        task = bar.add_task("rotating", total=None)
+
+        def progress(table: str, scanned: int, rewritten: int) -> None:
+            bar.update(task, description=f"{table}: {scanned} rows scanned, {rewritten} rewritten")
+
+        report = rotate_keys(
+            resolve_dsn(dsn), codec, schema=schema, batch_size=batch_size, progress=progress
+        )
+    if as_json:
+        print(json.dumps({"scanned": report.scanned, "rewritten": report.rewritten}, indent=2))
+        return
+    table = Table(title=f"Key rotation to {codec.keyring.primary_key_id()}")
+    for col in ("table", "rows scanned", "rows rewritten", "resumed"):
+        table.add_column(col)
+    for name, scanned in report.scanned.items():
+        table.add_row(
+            name, str(scanned), str(report.rewritten[name]), "yes" if report.resumed[name] else ""
+        )
+    console.print(table)
+
+
+@keys_app.command("status")
+@handled
+def keys_status(
+    dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False
+) -> None:
+    """How many stored values each key id protects, per table."""
+    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.ops.keys import frames_by_key
+
+    counts = frames_by_key(resolve_dsn(dsn), schema=schema)
+    if as_json:
+        print(json.dumps(counts, indent=2))
+        return
+    table = Table(title="Stored values by key id")
+    for col in ("table", "key id", "values"):
+        table.add_column(col)
+    for name, by_key in counts.items():
+        for key_id, n in by_key.items():
+            table.add_row(name, key_id, str(n))
+    console.print(table)
+
+
+@keys_app.command("forget-tenant")
+@handled
+def keys_forget_tenant(
+    tenant: Annotated[str, typer.Argument(help="Tenant whose keys are destroyed.")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Crypto-shred a tenant: destroy its keys so none of its rows can be read again."""
+    from haive_langgraph.codec import KeyRing
+    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.ops.keys import PostgresTenantKeyStore, forget_tenant_key
+
+    if not yes:
+        _fail(f"this destroys tenant {tenant!r}'s keys for good; add --yes to confirm", 2)
+    store = PostgresTenantKeyStore(resolve_dsn(dsn), schema=schema)
+    try:
+        store.setup()
+        keyring = KeyRing.from_env(tenant_store=store)
+        if keyring is None:
+            _fail("no encryption keys: set HAIVE_ENCRYPTION_KEYS")
+        assert keyring is not None
+        destroyed = forget_tenant_key(keyring, tenant)
+    finally:
+        store.close()
+    console.print(
+        f"tenant {tenant!r}: {destroyed} key(s) destroyed; its rows can no longer be read"
+    )
+
+
 def main() -> None:
     """Entry point of the ``haive-lg`` script."""
     app()

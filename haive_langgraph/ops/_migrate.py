@@ -14,8 +14,9 @@ from haive_langgraph.db import (
 def all_components() -> list[Component]:
     """Every feature's migrations, in dependency order."""
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
+    from haive_langgraph.ops.keys import COMPONENT as keys
 
-    return [checkpoints]
+    return [checkpoints, keys]
 
 
 def migrate_all(

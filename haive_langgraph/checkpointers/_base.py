@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
@@ -21,9 +22,16 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
+from langgraph.checkpoint.base.id import uuid6
 
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._ops import RawLineages, Statements
+from haive_langgraph.checkpointers._timetravel import (
+    BranchInfo,
+    CheckpointSummary,
+    TimeBound,
+    time_bound,
+)
 from haive_langgraph.checkpointers._values import (
     EMPTY_LINEAGE,
     LRU,
@@ -33,13 +41,17 @@ from haive_langgraph.checkpointers._values import (
     Row,
     StoredRefs,
     decode_row,
+    encode_body,
     encrypts,
+    is_inline,
+    metadata_json,
+    payload_of,
     plan_put,
     plan_writes,
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.db import PersistenceConfig, validate_identifier
-from haive_langgraph.errors import ConfigurationError, CorruptDataError
+from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
@@ -459,3 +471,148 @@ __all__ = [
     "ThreadInfo",
     "ThreadPage",
 ]
+
+
+class TimeTravelMixin(CheckpointerBase):
+    """Argument checks and result building for the time-travel API (no I/O)."""
+
+    @staticmethod
+    def _checkpoint_of(config: RunnableConfig, what: str) -> tuple[str, str, str]:
+        conf = config.get("configurable", {})
+        cid = conf.get("checkpoint_id")
+        if "thread_id" not in conf or not cid:
+            raise ConfigurationError(
+                f"{what} needs a config naming a checkpoint: "
+                '{"configurable": {"thread_id": ..., "checkpoint_id": ...}}'
+            )
+        return (
+            text_id(conf["thread_id"], "thread_id"),
+            text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns"),
+            str(cid),
+        )
+
+    @staticmethod
+    def _tags(tags: Sequence[str]) -> list[str]:
+        if not tags or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise ConfigurationError("tags must be one or more non-empty strings")
+        return sorted({t.strip() for t in tags})
+
+    def _state_filters(
+        self, state_matching: Mapping[str, Any] | None
+    ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+        """Split ``state_matching`` into inline-JSON and content-key conditions."""
+        inline: dict[str, Any] = {}
+        keyed: list[tuple[str, bytes]] = []
+        for channel, value in (state_matching or {}).items():
+            if isinstance(value, list):
+                raise ConfigurationError(
+                    f"state_matching compares single values; channel {channel!r} is given a "
+                    "list (match lists by their messages with diff or get_tuple instead)"
+                )
+            if not encrypts(self.codec) and is_inline(value):
+                inline[channel] = value
+            else:
+                type_tag, data = self.serde.dumps_typed(value)
+                keyed.append(
+                    (channel, self.codec.content_key(payload_of(type_tag, data), self.tenant_id))
+                )
+        return inline, keyed
+
+    def _find_args(
+        self,
+        tags: Sequence[str] | None,
+        metadata: dict[str, Any] | None,
+        before: TimeBound,
+        after: TimeBound,
+        state_matching: Mapping[str, Any] | None,
+        limit: int | None,
+    ) -> dict[str, Any]:
+        """Keyword arguments of ``find_op`` from ``find_checkpoints``'s."""
+        inline, keyed = self._state_filters(state_matching)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigurationError(f"limit must be a positive integer, got {limit!r}")
+        return {
+            "tags": self._tags(tags) if tags else [],
+            "metadata": metadata,
+            "inline": inline,
+            "keyed": keyed,
+            "before": time_bound(before, "before"),
+            "after": time_bound(after, "after"),
+            "limit": limit,
+        }
+
+    @staticmethod
+    def _summaries(thread_id: str, rows: list[tuple[Any, ...]]) -> list[CheckpointSummary]:
+        out = []
+        for cid, ns, parent, created_at, metadata, tags in rows:
+            conf = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}
+            parent_config: RunnableConfig | None = (
+                {"configurable": {**conf, "checkpoint_id": parent}} if parent else None
+            )
+            out.append(
+                CheckpointSummary(
+                    config={"configurable": conf},
+                    created_at=created_at,
+                    metadata=dict(metadata or {}),
+                    tags=list(tags or []),
+                    parent_config=parent_config,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _branch_args(
+        config: RunnableConfig, name: str, thread_id: str | None
+    ) -> tuple[str, str | None, str]:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError("a branch needs a non-empty name")
+        conf = config.get("configurable", {})
+        if "thread_id" not in conf:
+            raise ConfigurationError("create_branch needs a config with a thread_id")
+        if conf.get("checkpoint_ns"):
+            raise ConfigurationError(
+                "branches start from a root-graph checkpoint, not from a subgraph's "
+                f"(checkpoint_ns {conf['checkpoint_ns']!r})"
+            )
+        dst = text_id(thread_id, "thread_id") if thread_id else f"branch-{uuid.uuid4()}"
+        return text_id(conf["thread_id"], "thread_id"), conf.get("checkpoint_id"), dst
+
+    @staticmethod
+    def _branch_error(reason: str, thread_id: str, cid: str, name: str, dst: str) -> HaiveError:
+        if reason == "missing":
+            return NotFoundError(f"checkpoint {cid} not found in thread {thread_id!r}")
+        if reason == "name":
+            return ConfigurationError(
+                f"branch name {name!r} is already used in thread {thread_id!r}"
+            )
+        return ConfigurationError(f"thread {dst!r} already exists; pick another thread_id")
+
+    @staticmethod
+    def _branches(thread_id: str, rows: list[tuple[Any, ...]]) -> list[BranchInfo]:
+        return [
+            BranchInfo(
+                name=str(name),
+                thread_id=str(tid),
+                branch_point={
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": "",
+                        "checkpoint_id": point,
+                    }
+                },
+                created_at=created,
+                updated_at=updated,
+                checkpoint_count=int(count),
+                metadata=dict(meta or {}),
+            )
+            for tid, name, point, created, updated, count, meta in rows
+        ]
+
+    def _restore_args(self, source: CheckpointTuple) -> tuple[str, bytes, dict[str, Any]]:
+        new_id = str(uuid6(clock_seq=-2))
+        checkpoint = dict(source.checkpoint)
+        checkpoint["ts"] = datetime.now(UTC).isoformat()
+        body = encode_body(self.serde, cast(Checkpoint, checkpoint))
+        meta = {k: v for k, v in source.metadata.items() if k not in ("run_id", "writes")}
+        meta.update(source="fork", restored_from=source.config["configurable"]["checkpoint_id"])
+        return new_id, body, metadata_json(meta)

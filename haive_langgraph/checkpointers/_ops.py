@@ -57,6 +57,13 @@ class Statements:
         self.prune_delete = r(S.PRUNE_DELETE)
         self.delta_history = r(S.DELTA_HISTORY)
         self.get_thread = r(S.GET_THREAD)
+        self.tag = r(S.TAG)
+        self.untag = r(S.UNTAG)
+        self.branch_check = r(S.BRANCH_CHECK)
+        self.create_branch = r(S.CREATE_BRANCH)
+        self.list_branches = r(S.LIST_BRANCHES)
+        self.restore = r(S.RESTORE)
+        self.detach_branches = r(S.DETACH_BRANCHES)
         self.list_threads = r(S.LIST_THREADS)
 
     def put_checkpoint(self, parts: frozenset[str]) -> str:
@@ -67,10 +74,16 @@ class Statements:
             self._put_checkpoint[parts] = query
         return query
 
-    def list_checkpoints(self, where: Sequence[str], limit: bool) -> str:
-        """The history query with the given WHERE fragments (fixed SQL, values as params)."""
-        template = self.list_template.replace("{where}", " AND ".join(where)).replace(
-            "{limit}", "LIMIT %(limit)s" if limit else ""
+    def list_checkpoints(self, where: Sequence[str], limit: bool, *, thread: bool) -> str:
+        """The history query with the given WHERE fragments (fixed SQL, values as params).
+
+        With ``thread``, the thread's branch ancestry is included (``CHAIN``).
+        """
+        template = (
+            self.list_template.replace("{where}", " AND ".join(where))
+            .replace("{limit}", "LIMIT %(limit)s" if limit else "")
+            .replace("{chain}", S.CHAIN if thread else "")
+            .replace("{visible}", S.VISIBLE if thread else "")
         )
         return S.q(template, self.schema).as_string(None)
 
@@ -147,10 +160,7 @@ def list_op(
     limit: int | None,
 ) -> Op[tuple[list[Row], RawLineages]]:
     where = ["c.tenant_id = %(t)s"]
-    params: dict[str, Any] = {"t": t}
-    if thread_id is not None:
-        where.append("c.thread_id = %(th)s")
-        params["th"] = thread_id
+    params: dict[str, Any] = {"t": t, "th": thread_id}
     if checkpoint_ns is not None:
         where.append("c.checkpoint_ns = %(ns)s")
         params["ns"] = checkpoint_ns
@@ -165,7 +175,9 @@ def list_op(
         params["before"] = before_id
     if limit is not None:
         params["limit"] = limit
-    rows = yield Step(st.list_checkpoints(where, limit is not None), params)
+    rows = yield Step(
+        st.list_checkpoints(where, limit is not None, thread=thread_id is not None), params
+    )
     decoded = [Row.from_tuple(r) for r in rows]
     longest: dict[tuple[str, int], int] = {}
     for row in decoded:
@@ -233,6 +245,7 @@ def put_op(st: Statements, params: dict[str, Any]) -> Op[None]:
             ("upd", "upd_l"),
             ("new", "new_l"),
             ("items", "item_l"),
+            ("tags", "tags"),
         )
         if params[param]
     )
@@ -285,6 +298,7 @@ def delete_threads_op(
         yield _lock(st, lock, t, family, exclusive=True)
     for family, members in sorted(by_family.items()):
         for th in members:
+            yield Step(st.detach_branches, {"t": t, "th": th}, fetch="none", prepare=False)
             cps, ws = yield Step(st.delete_thread_rows, {"t": t, "th": th}, fetch="one")
             report.checkpoints += int(cps)
             report.writes += int(ws)
@@ -337,6 +351,7 @@ def prune_keep_latest_op(st: Statements, lock: int, t: str, th: str) -> Op[Delet
     report = DeleteReport()
     family = (yield from _families(st, t, [th])).popitem()[0]
     yield _lock(st, lock, t, family, exclusive=True)
+    yield Step(st.detach_branches, {"t": t, "th": th}, fetch="none", prepare=False)
     kept = yield Step(st.prune_keep, {"t": t, "th": th}, prepare=False)
     keep = {(str(ns), str(cid)) for ns, cid in kept}
     root_kept = {cid for ns, cid in keep if ns == ""}
@@ -394,3 +409,131 @@ def list_threads_op(
 
 
 __all__ = ["DeleteReport", "GcReport", "Statements", "sql"]
+
+
+# -- time travel ---------------------------------------------------------------
+
+
+def tag_op(
+    st: Statements, t: str, th: str, ns: str, cid: str, tags: Sequence[str], *, remove: bool
+) -> Op[tuple[bool, int]]:
+    """Tag (or untag) a checkpoint: (checkpoint found, tags changed)."""
+    found, changed = yield Step(
+        st.untag if remove else st.tag,
+        {"t": t, "th": th, "ns": ns, "cid": cid, "tags": TextArray(tags)},
+        fetch="one",
+    )
+    return bool(found), int(changed)
+
+
+def find_op(
+    st: Statements,
+    t: str,
+    th: str,
+    ns: str,
+    *,
+    tags: Sequence[str],
+    metadata: dict[str, Any] | None,
+    inline: dict[str, Any],
+    keyed: Sequence[tuple[str, bytes]],
+    before: tuple[str, Any] | None,
+    after: tuple[str, Any] | None,
+    limit: int | None,
+) -> Op[list[tuple[Any, ...]]]:
+    """Checkpoints of a thread (and the history it inherits), newest first."""
+    params: dict[str, Any] = {"t": t, "th": th, "ns": ns, "tags": TextArray(tags)}
+    where = ["c.tenant_id = %(t)s", "c.checkpoint_ns = %(ns)s"]
+    if metadata:
+        where.append("c.metadata @> %(meta)s")
+        params["meta"] = Jsonb(metadata)
+    if inline:
+        where.append("c.inline_values @> %(inline)s")
+        params["inline"] = Jsonb(inline)
+    for i, (channel, key) in enumerate(keyed):
+        params[f"kch{i}"], params[f"kkey{i}"] = channel, key
+        where.append(
+            f"c.value_keys[array_position(c.value_channels, %(kch{i})s::text)] = %(kkey{i})s"
+        )
+    for bound, op, name in ((before, "<", "before"), (after, ">", "after")):
+        if bound is None:
+            continue
+        kind, value = bound
+        column = "c.checkpoint_id" if kind == "id" else "c.created_at"
+        where.append(f"{column} {op} %({name})s")
+        params[name] = value
+    query = (
+        S.CHAIN
+        + S.FIND_SELECT
+        + (S.FIND_TAGGED if tags else "")
+        + S.VISIBLE
+        + " WHERE "
+        + " AND ".join(where)
+        + " ORDER BY c.checkpoint_id DESC"
+        + (" LIMIT %(limit)s" if limit is not None else "")
+    )
+    params["limit"] = limit
+    rows = yield Step(S.q(query, st.schema).as_string(None), params)
+    return [tuple(r) for r in rows]
+
+
+class BranchError(Exception):
+    """Raised inside create_branch_op; turned into the public errors by the caller."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def create_branch_op(
+    st: Statements,
+    lock: int,
+    t: str,
+    th: str,
+    cid: str,
+    name: str,
+    dst: str,
+    meta: dict[str, Any],
+) -> Op[None]:
+    params = {"t": t, "th": th, "ns": "", "cid": cid, "dst": dst, "name": name}
+    owner, family, dst_exists, name_taken = yield Step(st.branch_check, params, fetch="one")
+    if owner is None:
+        raise BranchError("missing")
+    if name_taken:
+        raise BranchError("name")
+    if dst_exists:
+        raise BranchError("thread")
+    yield _lock(st, lock, t, str(family), exclusive=False)
+    yield Step(st.create_branch, {**params, "owner": owner, "meta": Jsonb(meta)}, fetch="one")
+
+
+def list_branches_op(st: Statements, t: str, th: str) -> Op[list[tuple[Any, ...]]]:
+    rows = yield Step(st.list_branches, {"t": t, "th": th})
+    return [tuple(r) for r in rows]
+
+
+def restore_op(
+    st: Statements,
+    lock: int,
+    t: str,
+    th: str,
+    ns: str,
+    cid: str,
+    new_id: str,
+    body: bytes,
+    meta: dict[str, Any],
+) -> Op[bool]:
+    inserted, _ = yield Step(
+        st.restore,
+        {
+            "t": t,
+            "th": th,
+            "ns": ns,
+            "cid": cid,
+            "new_id": new_id,
+            "body": body,
+            "meta": Jsonb(meta),
+            "lock": lock,
+        },
+        fetch="one",
+    )
+    return bool(inserted)

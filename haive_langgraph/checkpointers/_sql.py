@@ -22,6 +22,11 @@ Storage model (see ``docs/architecture.md``):
 * ``writes``: pending writes, whose values are content keys too (a list
   written by a node is stored as its items, shared with the list value the
   next checkpoint holds).
+* ``checkpoint_tags``: tags on checkpoints, keyed for lookup by tag.
+* Branches: a branch is a thread whose registry row names its parent thread
+  and branch point. It owns a copy of the branch-point checkpoint row and
+  sees the parent's checkpoints older than that point as its own history
+  (``VISIBLE`` below): a branch of a 1,000-checkpoint thread costs two rows.
 
 Every table leads its primary key with ``tenant_id``, then the thread or
 family: a tenant's rows are one key range, ready for row-level security and
@@ -65,7 +70,31 @@ MIGRATIONS = (
                 updated_at       timestamptz NOT NULL DEFAULT now(),
                 checkpoint_count bigint NOT NULL DEFAULT 0,
                 metadata         jsonb NOT NULL DEFAULT '{{}}',
+                parent_thread_id text COLLATE "C",
+                branch_point     text COLLATE "C",
+                branch_name      text,
                 PRIMARY KEY (tenant_id, thread_id)
+            )
+            """,
+            """
+            CREATE UNIQUE INDEX IF NOT EXISTS threads_branch_name_idx
+                ON {schema}.threads (tenant_id, parent_thread_id, branch_name)
+                WHERE branch_name IS NOT NULL
+            """,
+            """
+            CREATE INDEX IF NOT EXISTS threads_parent_idx
+                ON {schema}.threads (tenant_id, parent_thread_id)
+                WHERE parent_thread_id IS NOT NULL
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS {schema}.checkpoint_tags (
+                tenant_id     text COLLATE "C" NOT NULL DEFAULT '',
+                thread_id     text COLLATE "C" NOT NULL,
+                tag           text COLLATE "C" NOT NULL,
+                checkpoint_ns text COLLATE "C" NOT NULL DEFAULT '',
+                checkpoint_id text COLLATE "C" NOT NULL,
+                created_at    timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (tenant_id, thread_id, tag, checkpoint_ns, checkpoint_id)
             )
             """,
             """
@@ -214,6 +243,12 @@ PUT_PARTS = {
     SELECT %(t)s, lk.family_id, u.l, u.s, u.k
     FROM lk, unnest(%(item_l)s::bigint[], %(item_s)s::int[], %(item_k)s::bytea[]) AS u(l, s, k)
 )""",
+    "tags": """, tags AS (
+    INSERT INTO {schema}.checkpoint_tags (tenant_id, thread_id, tag, checkpoint_ns, checkpoint_id)
+    SELECT %(t)s, %(th)s, u.tag, %(ns)s, %(cid)s
+    FROM lk, unnest(%(tags)s::text[]) AS u(tag)
+    ON CONFLICT DO NOTHING
+)""",
 }
 
 # What the checkpoint insert checks, per part present.
@@ -312,8 +347,29 @@ SELECT family_id FROM {schema}.threads WHERE tenant_id = %s AND thread_id = %s
 # -- reading ---------------------------------------------------------------
 
 # Columns every checkpoint read returns, in this order (see _codec.Row).
+# The thread asked for, then the threads it branched from, each with the id
+# below which its checkpoints belong to the asking thread's history. A
+# branch owns a copy of its branch point, so the bounds are exclusive and
+# every checkpoint id is visible from exactly one thread of the chain.
+CHAIN = """
+WITH RECURSIVE chain(thread_id, upto, depth) AS (
+    SELECT %(th)s::text COLLATE "C", NULL::text COLLATE "C", 0
+    UNION ALL
+    SELECT t.parent_thread_id,
+           CASE WHEN chain.upto IS NULL OR t.branch_point < chain.upto
+                THEN t.branch_point ELSE chain.upto END,
+           chain.depth + 1
+    FROM chain JOIN {schema}.threads AS t
+      ON t.tenant_id = %(t)s AND t.thread_id = chain.thread_id
+    WHERE t.parent_thread_id IS NOT NULL AND chain.depth < 64
+)"""
+
+VISIBLE = """JOIN chain ON chain.thread_id = c.thread_id
+    AND (chain.upto IS NULL OR c.checkpoint_id < chain.upto)"""
+
+# Rows are reported under the thread asked for (inherited ones included).
 _CHECKPOINT_COLUMNS = """
-    c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.family_id,
+    coalesce(%(th)s::text, c.thread_id), c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.family_id,
     c.checkpoint, c.inline_values, c.metadata,
     c.value_channels, c.value_keys, v.data AS value_data,
     c.list_channels, c.list_lineages, c.list_lengths,
@@ -389,15 +445,19 @@ LEFT JOIN LATERAL (
 """
 
 GET_CHECKPOINT = (
-    "SELECT"
+    CHAIN
+    + "SELECT"
     + _CHECKPOINT_COLUMNS
-    + ", li.item_lists, li.item_keys, li.item_data FROM {schema}.checkpoints AS c"
+    + ", li.item_lists, li.item_keys, li.item_data FROM ("
+    + """
+    SELECT c.* FROM {schema}.checkpoints AS c """
+    + VISIBLE
+    + """
+    WHERE c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s AND c.checkpoint_id = %(cid)s
+    ORDER BY chain.depth LIMIT 1
+) AS c"""
     + _CHECKPOINT_LATERALS
     + _LIST_ITEMS_LATERAL
-    + """
-WHERE c.tenant_id = %(t)s AND c.thread_id = %(th)s AND c.checkpoint_ns = %(ns)s
-  AND c.checkpoint_id = %(cid)s
-"""
 )
 
 GET_LATEST_CHECKPOINT = (
@@ -416,11 +476,11 @@ GET_LATEST_CHECKPOINT = (
 # History: checkpoint rows first (list values as references), then the items
 # of every lineage they use, once each, in a second statement.
 LIST_CHECKPOINTS = (
-    "SELECT"
+    "{chain} SELECT"
     + _CHECKPOINT_COLUMNS
     + ", NULL::int[], NULL::bytea[], NULL::bytea[] FROM ("
     + """
-    SELECT * FROM {schema}.checkpoints AS c
+    SELECT c.* FROM {schema}.checkpoints AS c {visible}
     WHERE {where}
     ORDER BY c.checkpoint_id DESC {limit}
 ) AS c"""
@@ -465,6 +525,8 @@ WITH c AS (
     DELETE FROM {schema}.checkpoints WHERE tenant_id = %(t)s AND thread_id = %(th)s RETURNING 1
 ), w AS (
     DELETE FROM {schema}.writes WHERE tenant_id = %(t)s AND thread_id = %(th)s RETURNING 1
+), g AS (
+    DELETE FROM {schema}.checkpoint_tags WHERE tenant_id = %(t)s AND thread_id = %(th)s
 ), r AS (
     DELETE FROM {schema}.threads WHERE tenant_id = %(t)s AND thread_id = %(th)s RETURNING 1
 )
@@ -617,6 +679,10 @@ WITH gone AS (
     WHERE w.tenant_id = %(t)s AND w.thread_id = gone.thread_id
       AND w.checkpoint_ns = gone.checkpoint_ns AND w.checkpoint_id = gone.checkpoint_id
     RETURNING 1
+), g AS (
+    DELETE FROM {schema}.checkpoint_tags AS g USING gone
+    WHERE g.tenant_id = %(t)s AND g.thread_id = gone.thread_id
+      AND g.checkpoint_ns = gone.checkpoint_ns AND g.checkpoint_id = gone.checkpoint_id
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM w)
 """
@@ -706,6 +772,13 @@ WITH keep AS (
           WHERE keep.checkpoint_ns = w.checkpoint_ns AND keep.checkpoint_id = w.checkpoint_id
       )
     RETURNING 1
+), g AS (
+    DELETE FROM {schema}.checkpoint_tags AS g
+    WHERE g.tenant_id = %(t)s AND g.thread_id = %(th)s
+      AND NOT EXISTS (
+          SELECT 1 FROM keep
+          WHERE keep.checkpoint_ns = g.checkpoint_ns AND keep.checkpoint_id = g.checkpoint_id
+      )
 ), orphans AS (
     UPDATE {schema}.checkpoints AS c SET parent_checkpoint_id = NULL
     FROM keep
@@ -727,14 +800,17 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM w)
 # as long as some requested channel has no stored value yet; each row carries
 # the channels still wanted there (`need`), its writes to those channels and
 # the stored values (seeds) of the wanted channels it holds.
-DELTA_HISTORY = """
-WITH RECURSIVE target AS (
-    SELECT parent_checkpoint_id FROM {schema}.checkpoints
-    WHERE tenant_id = %(t)s AND thread_id = %(th)s AND checkpoint_ns = %(ns)s
-      AND (%(cid)s::text IS NULL OR checkpoint_id = %(cid)s)
-    ORDER BY checkpoint_id DESC LIMIT 1
+DELTA_HISTORY = (
+    CHAIN
+    + """, target AS (
+    SELECT c.parent_checkpoint_id FROM {schema}.checkpoints AS c """
+    + VISIBLE
+    + """
+    WHERE c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s
+      AND (%(cid)s::text IS NULL OR c.checkpoint_id = %(cid)s)
+    ORDER BY c.checkpoint_id DESC LIMIT 1
 ), walk AS (
-    SELECT c.checkpoint_id, c.parent_checkpoint_id, 1 AS depth,
+    SELECT c.thread_id, c.checkpoint_id, c.parent_checkpoint_id, 1 AS depth,
            %(channels)s::text[] AS need,
            ARRAY(
                SELECT unnest(%(channels)s::text[])
@@ -743,10 +819,12 @@ WITH RECURSIVE target AS (
                EXCEPT SELECT jsonb_object_keys(c.inline_values)
            ) AS need_after
     FROM target JOIN {schema}.checkpoints AS c
-      ON c.tenant_id = %(t)s AND c.thread_id = %(th)s AND c.checkpoint_ns = %(ns)s
-     AND c.checkpoint_id = target.parent_checkpoint_id
+      ON c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s
+     AND c.checkpoint_id = target.parent_checkpoint_id """
+    + VISIBLE
+    + """
     UNION ALL
-    SELECT c.checkpoint_id, c.parent_checkpoint_id, w.depth + 1, w.need_after,
+    SELECT c.thread_id, c.checkpoint_id, c.parent_checkpoint_id, w.depth + 1, w.need_after,
            ARRAY(
                SELECT unnest(w.need_after)
                EXCEPT SELECT unnest(c.value_channels)
@@ -754,8 +832,10 @@ WITH RECURSIVE target AS (
                EXCEPT SELECT jsonb_object_keys(c.inline_values)
            )
     FROM walk AS w JOIN {schema}.checkpoints AS c
-      ON c.tenant_id = %(t)s AND c.thread_id = %(th)s AND c.checkpoint_ns = %(ns)s
-     AND c.checkpoint_id = w.parent_checkpoint_id
+      ON c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s
+     AND c.checkpoint_id = w.parent_checkpoint_id """
+    + VISIBLE
+    + """
     WHERE cardinality(w.need_after) > 0
 )
 SELECT walk.depth, walk.need, c.family_id, c.inline_values,
@@ -764,8 +844,12 @@ SELECT walk.depth, walk.need, c.family_id, c.inline_values,
        ws.task_ids, ws.channels, ws.is_lists, ws.key_counts, wv.keys, wv.data
 FROM walk
 JOIN {schema}.checkpoints AS c
-  ON c.tenant_id = %(t)s AND c.thread_id = %(th)s AND c.checkpoint_ns = %(ns)s
+  ON c.tenant_id = %(t)s AND c.thread_id = walk.thread_id AND c.checkpoint_ns = %(ns)s
  AND c.checkpoint_id = walk.checkpoint_id
+"""
+)
+
+_DELTA_LATERALS = """
 LEFT JOIN LATERAL (
     SELECT array_agg(u.channel) AS channels, array_agg(u.key) AS keys, array_agg(b.data) AS data
     FROM unnest(c.value_channels, c.value_keys) AS u(channel, key)
@@ -805,6 +889,8 @@ LEFT JOIN LATERAL (
 ORDER BY walk.depth DESC
 """
 
+DELTA_HISTORY = DELTA_HISTORY + _DELTA_LATERALS
+
 # -- thread registry ----------------------------------------------------------
 
 THREAD_COLUMNS = """
@@ -828,3 +914,233 @@ ORDER BY updated_at DESC, thread_id DESC
 LIMIT %(limit)s
 """
 )
+
+# -- time travel: tags, find, branches, restore --------------------------------
+
+# Tags go to the thread that owns the checkpoint (the parent thread, for a
+# checkpoint a branch inherits): a tag is on the checkpoint, seen from every
+# thread that shares it.
+_OWNER = (
+    CHAIN
+    + """, owner AS (
+    SELECT c.thread_id FROM {schema}.checkpoints AS c """
+    + VISIBLE
+    + """
+    WHERE c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s AND c.checkpoint_id = %(cid)s
+    ORDER BY chain.depth LIMIT 1
+)"""
+)
+
+TAG = (
+    _OWNER
+    + """, ins AS (
+    INSERT INTO {schema}.checkpoint_tags (tenant_id, thread_id, tag, checkpoint_ns, checkpoint_id)
+    SELECT %(t)s, owner.thread_id, u.tag, %(ns)s, %(cid)s
+    FROM owner, unnest(%(tags)s::text[]) AS u(tag)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM ins)
+"""
+)
+
+UNTAG = (
+    _OWNER
+    + """, del AS (
+    DELETE FROM {schema}.checkpoint_tags AS g USING owner
+    WHERE g.tenant_id = %(t)s AND g.thread_id = owner.thread_id AND g.tag = ANY(%(tags)s::text[])
+      AND g.checkpoint_ns = %(ns)s AND g.checkpoint_id = %(cid)s
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM del)
+"""
+)
+
+# find_checkpoints: assembled from fragments (see _ops.find_op).
+FIND_SELECT = """
+SELECT c.checkpoint_id, c.checkpoint_ns, c.parent_checkpoint_id, c.created_at, c.metadata,
+       ARRAY(
+           SELECT g.tag FROM {schema}.checkpoint_tags AS g
+           WHERE g.tenant_id = c.tenant_id AND g.thread_id = c.thread_id
+             AND g.checkpoint_ns = c.checkpoint_ns AND g.checkpoint_id = c.checkpoint_id
+           ORDER BY g.tag
+       ) AS tags
+FROM {schema}.checkpoints AS c
+"""
+
+# Driven from the tag index when tags are asked for: the checkpoints of the
+# chain's threads that carry every tag.
+FIND_TAGGED = """
+JOIN (
+    SELECT g.thread_id, g.checkpoint_id FROM {schema}.checkpoint_tags AS g
+    WHERE g.tenant_id = %(t)s AND g.thread_id IN (SELECT thread_id FROM chain)
+      AND g.tag = ANY(%(tags)s::text[]) AND g.checkpoint_ns = %(ns)s
+    GROUP BY g.thread_id, g.checkpoint_id
+    HAVING count(*) = cardinality(%(tags)s::text[])
+) AS tagged ON tagged.thread_id = c.thread_id AND tagged.checkpoint_id = c.checkpoint_id
+    AND c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s
+"""
+
+BRANCH_CHECK = (
+    _OWNER
+    + """
+SELECT
+    (SELECT thread_id FROM owner),
+    (SELECT family_id FROM {schema}.threads WHERE tenant_id = %(t)s AND thread_id = %(th)s),
+    EXISTS (SELECT 1 FROM {schema}.threads WHERE tenant_id = %(t)s AND thread_id = %(dst)s),
+    EXISTS (SELECT 1 FROM {schema}.threads
+            WHERE tenant_id = %(t)s AND parent_thread_id = %(th)s AND branch_name = %(name)s)
+"""
+)
+
+# A branch: its registry row, a copy of the branch-point checkpoint with its
+# pending writes, and the heads of subgraph calls started from that point.
+CREATE_BRANCH = """
+WITH reg AS (
+    INSERT INTO {schema}.threads (
+        tenant_id, thread_id, family_id, checkpoint_count, metadata,
+        parent_thread_id, branch_point, branch_name
+    )
+    SELECT %(t)s, %(dst)s, s.family_id, 1, s.metadata || %(meta)s, %(th)s, %(cid)s, %(name)s
+    FROM {schema}.threads AS s WHERE s.tenant_id = %(t)s AND s.thread_id = %(th)s
+    RETURNING 1
+), calls AS (
+    SELECT DISTINCT ON (c.checkpoint_ns) c.checkpoint_ns, c.checkpoint_id
+    FROM {schema}.checkpoints AS c
+    WHERE c.tenant_id = %(t)s AND c.thread_id = %(owner)s AND c.checkpoint_ns <> ''
+      AND c.metadata -> 'parents' ->> '' = %(cid)s
+    ORDER BY c.checkpoint_ns, c.checkpoint_id DESC
+), rows AS (
+    SELECT c.* FROM {schema}.checkpoints AS c
+    WHERE c.tenant_id = %(t)s AND c.thread_id = %(owner)s
+      AND ((c.checkpoint_ns = '' AND c.checkpoint_id = %(cid)s)
+           OR (c.checkpoint_ns, c.checkpoint_id) IN (SELECT checkpoint_ns, checkpoint_id FROM calls))
+), cps AS (
+    INSERT INTO {schema}.checkpoints (
+        tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        family_id, run_id, created_at, checkpoint, inline_values, metadata,
+        value_channels, value_keys, list_channels, list_lineages, list_lengths
+    )
+    SELECT tenant_id, %(dst)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        family_id, run_id, created_at, checkpoint, inline_values, metadata,
+        value_channels, value_keys, list_channels, list_lineages, list_lengths
+    FROM rows
+    RETURNING 1
+), ws AS (
+    INSERT INTO {schema}.writes (
+        tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx,
+        channel, task_path, family_id, is_list, value_keys
+    )
+    SELECT w.tenant_id, %(dst)s, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx,
+        w.channel, w.task_path, w.family_id, w.is_list, w.value_keys
+    FROM {schema}.writes AS w JOIN rows AS r
+      ON w.tenant_id = r.tenant_id AND w.thread_id = r.thread_id
+     AND w.checkpoint_ns = r.checkpoint_ns AND w.checkpoint_id = r.checkpoint_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM reg), (SELECT count(*) FROM cps), (SELECT count(*) FROM ws)
+"""
+
+LIST_BRANCHES = """
+SELECT thread_id, branch_name, branch_point, created_at, updated_at, checkpoint_count, metadata
+FROM {schema}.threads
+WHERE tenant_id = %(t)s AND parent_thread_id = %(th)s
+ORDER BY created_at, thread_id
+"""
+
+# restore: a new head with the values and references of an earlier checkpoint
+# (no value is copied); history before it is kept. Its pending writes are not
+# carried over: they include what happened after it (task results, answers
+# to its interrupts), so the tasks that follow it run again.
+RESTORE = (
+    CHAIN
+    + """, src AS (
+    SELECT c.* FROM {schema}.checkpoints AS c """
+    + VISIBLE
+    + """
+    WHERE c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s AND c.checkpoint_id = %(cid)s
+    ORDER BY chain.depth LIMIT 1
+), head AS (
+    SELECT checkpoint_id FROM {schema}.checkpoints
+    WHERE tenant_id = %(t)s AND thread_id = %(th)s AND checkpoint_ns = %(ns)s
+    ORDER BY checkpoint_id DESC LIMIT 1
+), lk AS (
+    SELECT src.family_id FROM src, (
+        SELECT pg_advisory_xact_lock_shared(%(lock)s, hashtext(%(t)s || '/' || src.family_id))
+        FROM src
+    ) AS l
+), cp AS (
+    INSERT INTO {schema}.checkpoints (
+        tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        family_id, run_id, checkpoint, inline_values, metadata,
+        value_channels, value_keys, list_channels, list_lineages, list_lengths
+    )
+    SELECT src.tenant_id, %(th)s, src.checkpoint_ns, %(new_id)s, (SELECT checkpoint_id FROM head),
+        src.family_id, NULL, %(body)s, src.inline_values, %(meta)s,
+        src.value_channels, src.value_keys, src.list_channels, src.list_lineages, src.list_lengths
+    FROM src, lk
+    RETURNING 1
+), reg AS (
+    UPDATE {schema}.threads SET
+        checkpoint_count = checkpoint_count + (SELECT count(*) FROM cp), updated_at = now()
+    WHERE tenant_id = %(t)s AND thread_id = %(th)s
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM cp), (SELECT count(*) FROM reg)
+"""
+)
+
+# Before a thread's checkpoints are deleted or pruned, its branches take a
+# copy of the checkpoints they inherit from it (rows, writes, tags; values are
+# shared) and inherit from its own parent instead: a branch's history never
+# depends on what happens to the thread it came from.
+DETACH_BRANCHES = """
+WITH p AS (
+    SELECT parent_thread_id, branch_point FROM {schema}.threads
+    WHERE tenant_id = %(t)s AND thread_id = %(th)s
+), br AS (
+    SELECT thread_id, branch_point FROM {schema}.threads
+    WHERE tenant_id = %(t)s AND parent_thread_id = %(th)s
+    FOR UPDATE
+), cps AS (
+    INSERT INTO {schema}.checkpoints (
+        tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        family_id, run_id, created_at, checkpoint, inline_values, metadata,
+        value_channels, value_keys, list_channels, list_lineages, list_lengths
+    )
+    SELECT c.tenant_id, br.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
+        c.family_id, c.run_id, c.created_at, c.checkpoint, c.inline_values, c.metadata,
+        c.value_channels, c.value_keys, c.list_channels, c.list_lineages, c.list_lengths
+    FROM {schema}.checkpoints AS c JOIN br ON c.checkpoint_id < br.branch_point
+    WHERE c.tenant_id = %(t)s AND c.thread_id = %(th)s
+    ON CONFLICT DO NOTHING
+    RETURNING thread_id
+), ws AS (
+    INSERT INTO {schema}.writes (
+        tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx,
+        channel, task_path, family_id, is_list, value_keys
+    )
+    SELECT w.tenant_id, br.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx,
+        w.channel, w.task_path, w.family_id, w.is_list, w.value_keys
+    FROM {schema}.writes AS w JOIN br ON w.checkpoint_id < br.branch_point
+    WHERE w.tenant_id = %(t)s AND w.thread_id = %(th)s
+    ON CONFLICT DO NOTHING
+), tg AS (
+    INSERT INTO {schema}.checkpoint_tags (tenant_id, thread_id, tag, checkpoint_ns, checkpoint_id)
+    SELECT g.tenant_id, br.thread_id, g.tag, g.checkpoint_ns, g.checkpoint_id
+    FROM {schema}.checkpoint_tags AS g JOIN br ON g.checkpoint_id < br.branch_point
+    WHERE g.tenant_id = %(t)s AND g.thread_id = %(th)s
+    ON CONFLICT DO NOTHING
+), counts AS (
+    SELECT thread_id, count(*) AS n FROM cps GROUP BY thread_id
+)
+UPDATE {schema}.threads AS t SET
+    parent_thread_id = p.parent_thread_id,
+    branch_point = CASE WHEN p.parent_thread_id IS NULL THEN NULL
+                        ELSE least(t.branch_point, p.branch_point) END,
+    branch_name = CASE WHEN p.parent_thread_id IS NULL THEN t.branch_name END,
+    checkpoint_count = t.checkpoint_count + coalesce(
+        (SELECT n FROM counts WHERE counts.thread_id = t.thread_id), 0)
+FROM p
+WHERE t.tenant_id = %(t)s AND t.thread_id IN (SELECT thread_id FROM br)
+"""

@@ -417,6 +417,7 @@ def plan_put(
     if encrypt_metadata:
         meta = seal_metadata(meta, encrypt_metadata, codec, tenant, thread_id, ns, checkpoint["id"])
     run_id = meta.get("run_id")
+    tags = tags_of(meta.get("tags"))
     check = [k for k in dict.fromkeys(check_keys) if k not in enc.seen]
     params: dict[str, Any] = {
         "lock": lock_class,
@@ -447,8 +448,23 @@ def plan_put(
         "item_l": BigintArray(item_l),
         "item_s": IntArray(item_s),
         "item_k": ByteaArray(item_k),
+        "tags": TextArray(tags),
     }
     return PutPlan(params=params, refs=refs)
+
+
+def tags_of(value: Any) -> list[str]:
+    """Tags given at write time in metadata ``tags``: a list, or a comma-separated string
+    (LangGraph copies only scalar ``config["metadata"]`` values into checkpoint metadata)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(t, str) for t in items):
+        raise SerializationError(
+            f"checkpoint metadata 'tags' must be a list of strings or a comma-separated "
+            f"string, got {type(value).__name__}"
+        )
+    return sorted({t.strip() for t in items if t.strip()})
 
 
 def plan_writes(

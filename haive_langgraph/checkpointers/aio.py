@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -23,23 +24,30 @@ from psycopg_pool import AsyncConnectionPool
 from haive_langgraph.checkpointers import _ops as ops
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._base import (
-    CheckpointerBase,
     ThreadInfo,
     ThreadPage,
+    TimeTravelMixin,
     decode_cursor,
     encode_cursor,
     text_id,
     thread_info,
 )
-from haive_langgraph.checkpointers._values import MissingValueError, StoredRefs
+from haive_langgraph.checkpointers._timetravel import (
+    BranchInfo,
+    CheckpointDiff,
+    CheckpointSummary,
+    TimeBound,
+    diff_tuples,
+)
+from haive_langgraph.checkpointers._values import MissingValueError, StoredRefs, metadata_json
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
-from haive_langgraph.errors import ConcurrentUpdateError
+from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 T = TypeVar("T")
 
 
-class AsyncPostgresCheckpointer(CheckpointerBase):
+class AsyncPostgresCheckpointer(TimeTravelMixin):
     """LangGraph checkpointer on PostgreSQL for asyncio (``graph.ainvoke`` ...).
 
     Same storage and behaviour as :class:`PostgresCheckpointer`; statements
@@ -334,6 +342,129 @@ class AsyncPostgresCheckpointer(CheckpointerBase):
         threads = [thread_info(r) for r in rows]
         next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
         return ThreadPage(threads, next_cursor)
+
+    # -- time travel ----------------------------------------------------------------------
+
+    async def atag(self, config: RunnableConfig, *tags: str) -> None:
+        """Tag the checkpoint ``config`` names (see :meth:`PostgresCheckpointer.tag`)."""
+        th, ns, cid = self._checkpoint_of(config, "tag")
+        names = self._tags(tags)
+        found, _ = await self._source.run(
+            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=False)
+        )
+        if not found:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+
+    async def auntag(self, config: RunnableConfig, *tags: str) -> None:
+        """Remove tags from the checkpoint ``config`` names."""
+        th, ns, cid = self._checkpoint_of(config, "untag")
+        names = self._tags(tags)
+        found, _ = await self._source.run(
+            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=True)
+        )
+        if not found:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+
+    async def afind_checkpoints(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        before: TimeBound = None,
+        after: TimeBound = None,
+        state_matching: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[CheckpointSummary]:
+        """Checkpoints matching every condition, newest first
+        (see :meth:`PostgresCheckpointer.find_checkpoints`)."""
+        th = text_id(thread_id, "thread_id")
+        args = self._find_args(tags, metadata, before, after, state_matching, limit)
+        rows = await self._source.run(
+            lambda: ops.find_op(self._statements, self.tenant_id, th, checkpoint_ns, **args),
+            read=True,
+        )
+        return self._summaries(th, rows)
+
+    async def acreate_branch(
+        self,
+        config: RunnableConfig,
+        name: str,
+        *,
+        thread_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunnableConfig:
+        """Branch a thread at a checkpoint (see :meth:`PostgresCheckpointer.create_branch`)."""
+        th, cid, dst = self._branch_args(config, name, thread_id)
+        if cid is None:
+            latest = await self.aget_tuple({"configurable": {"thread_id": th, "checkpoint_ns": ""}})
+            if latest is None:
+                raise NotFoundError(f"thread {th!r} has no checkpoint to branch from")
+            cid = str(latest.config["configurable"]["checkpoint_id"])
+        point = cid
+        try:
+            await self._source.run(
+                lambda: ops.create_branch_op(
+                    self._statements,
+                    S.LOCK_CLASS_FAMILY,
+                    self.tenant_id,
+                    th,
+                    point,
+                    name,
+                    dst,
+                    metadata_json(metadata or {}),
+                ),
+                transaction=True,
+            )
+        except ops.BranchError as exc:
+            raise self._branch_error(exc.reason, th, point, name, dst) from None
+        except psycopg.errors.UniqueViolation:
+            raise self._branch_error("name", th, point, name, dst) from None
+        return {"configurable": {"thread_id": dst, "checkpoint_ns": "", "checkpoint_id": point}}
+
+    async def alist_branches(self, thread_id: str) -> builtins.list[BranchInfo]:
+        """The named branches made from a thread, oldest first."""
+        th = text_id(thread_id, "thread_id")
+        rows = await self._source.run(
+            lambda: ops.list_branches_op(self._statements, self.tenant_id, th), read=True
+        )
+        return self._branches(th, rows)
+
+    async def adiff(self, config_a: RunnableConfig, config_b: RunnableConfig) -> CheckpointDiff:
+        """Per-channel differences between two checkpoints (see :meth:`PostgresCheckpointer.diff`)."""
+        tuples = []
+        for config in (config_a, config_b):
+            th, _, cid = self._checkpoint_of(config, "diff")
+            tup = await self.aget_tuple(config)
+            if tup is None:
+                raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+            tuples.append(tup)
+        return diff_tuples(tuples[0], tuples[1])
+
+    async def arestore(self, config: RunnableConfig) -> RunnableConfig:
+        """Make a checkpoint the head of its thread again (see :meth:`PostgresCheckpointer.restore`)."""
+        th, ns, cid = self._checkpoint_of(config, "restore")
+        source = await self.aget_tuple(config)
+        if source is None:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        new_id, body, meta = self._restore_args(source)
+        done = await self._source.run(
+            lambda: ops.restore_op(
+                self._statements,
+                S.LOCK_CLASS_FAMILY,
+                self.tenant_id,
+                th,
+                ns,
+                cid,
+                new_id,
+                body,
+                meta,
+            )
+        )
+        if not done:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        return {"configurable": {"thread_id": th, "checkpoint_ns": ns, "checkpoint_id": new_id}}
 
     # -- sync API (from other threads only) --------------------------------------------------
 

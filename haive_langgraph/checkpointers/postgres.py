@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,21 +24,28 @@ from psycopg_pool import ConnectionPool
 from haive_langgraph.checkpointers import _ops as ops
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._base import (
-    CheckpointerBase,
     ThreadInfo,
     ThreadPage,
+    TimeTravelMixin,
     decode_cursor,
     encode_cursor,
     text_id,
     thread_info,
 )
-from haive_langgraph.checkpointers._values import MissingValueError
+from haive_langgraph.checkpointers._timetravel import (
+    BranchInfo,
+    CheckpointDiff,
+    CheckpointSummary,
+    TimeBound,
+    diff_tuples,
+)
+from haive_langgraph.checkpointers._values import MissingValueError, metadata_json
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
-from haive_langgraph.errors import ConcurrentUpdateError
+from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 
-class PostgresCheckpointer(CheckpointerBase):
+class PostgresCheckpointer(TimeTravelMixin):
     """LangGraph checkpointer on PostgreSQL (sync API; async methods run it in a thread).
 
     Stores each value once: a conversation's storage grows with its length,
@@ -356,6 +364,168 @@ class PostgresCheckpointer(CheckpointerBase):
         threads = [thread_info(r) for r in rows]
         next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
         return ThreadPage(threads, next_cursor)
+
+    # -- time travel ----------------------------------------------------------------------
+
+    def tag(self, config: RunnableConfig, *tags: str) -> None:
+        """Tag the checkpoint ``config`` names (a branch may tag inherited checkpoints).
+
+        Raises:
+            NotFoundError: The checkpoint does not exist in that thread.
+        """
+        th, ns, cid = self._checkpoint_of(config, "tag")
+        names = self._tags(tags)
+        found, _ = self._source.run(
+            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=False)
+        )
+        if not found:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+
+    def untag(self, config: RunnableConfig, *tags: str) -> None:
+        """Remove tags from the checkpoint ``config`` names."""
+        th, ns, cid = self._checkpoint_of(config, "untag")
+        names = self._tags(tags)
+        found, _ = self._source.run(
+            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=True)
+        )
+        if not found:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+
+    def find_checkpoints(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str = "",
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        before: TimeBound = None,
+        after: TimeBound = None,
+        state_matching: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[CheckpointSummary]:
+        """Checkpoints of a thread matching every condition given, newest first.
+
+        Args:
+            thread_id: The thread (a branch includes the history it inherits).
+            checkpoint_ns: Namespace (root graph by default).
+            tags: Tags every result carries.
+            metadata: Metadata every result contains (JSON containment).
+            before: A timezone-aware datetime or a checkpoint config.
+            after: A timezone-aware datetime or a checkpoint config.
+            state_matching: Channel values to match exactly, e.g.
+                ``{"status": "completed"}``; matched through the stored
+                references and inline values, no value is decoded.
+            limit: Most results to return.
+        """
+        th = text_id(thread_id, "thread_id")
+        args = self._find_args(tags, metadata, before, after, state_matching, limit)
+        rows = self._source.run(
+            lambda: ops.find_op(self._statements, self.tenant_id, th, checkpoint_ns, **args),
+            read=True,
+        )
+        return self._summaries(th, rows)
+
+    def create_branch(
+        self,
+        config: RunnableConfig,
+        name: str,
+        *,
+        thread_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunnableConfig:
+        """Branch a thread at a checkpoint (its latest if ``config`` names none).
+
+        The branch is a new thread that shares the source's history up to that
+        checkpoint (no value is copied) and continues from it: invoke the graph
+        with the returned config.
+
+        Raises:
+            NotFoundError: The checkpoint does not exist.
+            ConfigurationError: ``name`` is already a branch of this thread, or
+                ``thread_id`` exists.
+        """
+        th, cid, dst = self._branch_args(config, name, thread_id)
+        if cid is None:
+            latest = self.get_tuple({"configurable": {"thread_id": th, "checkpoint_ns": ""}})
+            if latest is None:
+                raise NotFoundError(f"thread {th!r} has no checkpoint to branch from")
+            cid = str(latest.config["configurable"]["checkpoint_id"])
+        point = cid
+        try:
+            self._source.run(
+                lambda: ops.create_branch_op(
+                    self._statements,
+                    S.LOCK_CLASS_FAMILY,
+                    self.tenant_id,
+                    th,
+                    point,
+                    name,
+                    dst,
+                    metadata_json(metadata or {}),
+                ),
+                transaction=True,
+            )
+        except ops.BranchError as exc:
+            raise self._branch_error(exc.reason, th, point, name, dst) from None
+        except psycopg.errors.UniqueViolation:
+            raise self._branch_error("name", th, point, name, dst) from None
+        return {"configurable": {"thread_id": dst, "checkpoint_ns": "", "checkpoint_id": point}}
+
+    def list_branches(self, thread_id: str) -> builtins.list[BranchInfo]:
+        """The named branches made from a thread, oldest first."""
+        th = text_id(thread_id, "thread_id")
+        rows = self._source.run(
+            lambda: ops.list_branches_op(self._statements, self.tenant_id, th), read=True
+        )
+        return self._branches(th, rows)
+
+    def diff(self, config_a: RunnableConfig, config_b: RunnableConfig) -> CheckpointDiff:
+        """Per-channel differences between two checkpoints (messages compared by id).
+
+        The checkpoints may be in different threads; the result says so.
+        """
+        tuples = []
+        for config in (config_a, config_b):
+            th, _, cid = self._checkpoint_of(config, "diff")
+            tup = self.get_tuple(config)
+            if tup is None:
+                raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+            tuples.append(tup)
+        return diff_tuples(tuples[0], tuples[1])
+
+    def restore(self, config: RunnableConfig) -> RunnableConfig:
+        """Make the checkpoint ``config`` names the head of its thread again.
+
+        Writes a new checkpoint with its values and references (no value is
+        copied); the history before it is kept. Its pending writes are not
+        carried over (they record what happened after it), so
+        ``graph.invoke(None, thread_config)`` runs the tasks that follow it
+        again: an interrupt asks again, a finished step is redone.
+
+        Returns:
+            Config of the new head.
+        """
+        th, ns, cid = self._checkpoint_of(config, "restore")
+        source = self.get_tuple(config)
+        if source is None:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        new_id, body, meta = self._restore_args(source)
+        done = self._source.run(
+            lambda: ops.restore_op(
+                self._statements,
+                S.LOCK_CLASS_FAMILY,
+                self.tenant_id,
+                th,
+                ns,
+                cid,
+                new_id,
+                body,
+                meta,
+            )
+        )
+        if not done:
+            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        return {"configurable": {"thread_id": th, "checkpoint_ns": ns, "checkpoint_id": new_id}}
 
     # -- async API (runs the sync API in a worker thread) ---------------------------------
 

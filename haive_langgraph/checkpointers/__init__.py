@@ -4,14 +4,32 @@ from __future__ import annotations
 
 from haive_langgraph.checkpointers._base import ThreadInfo, ThreadPage
 from haive_langgraph.checkpointers._ops import DeleteReport, GcReport
+from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
+from haive_langgraph.checkpointers._sweeper import AsyncRetentionSweeper, RetentionSweeper
+from haive_langgraph.checkpointers._timetravel import (
+    BranchInfo,
+    ChannelChange,
+    CheckpointDiff,
+    CheckpointSummary,
+    MessageListDiff,
+)
 from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
 from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
 
 __all__ = [
     "AsyncPostgresCheckpointer",
+    "AsyncRetentionSweeper",
+    "BranchInfo",
+    "ChannelChange",
+    "CheckpointDiff",
+    "CheckpointSummary",
     "DeleteReport",
     "GcReport",
+    "MessageListDiff",
     "PostgresCheckpointer",
+    "RetentionPolicy",
+    "RetentionReport",
+    "RetentionSweeper",
     "ThreadInfo",
     "ThreadPage",
 ]

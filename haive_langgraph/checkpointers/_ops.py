@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport, doomed
 from haive_langgraph.checkpointers._values import EMPTY_LINEAGE, Row
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BigintArray, IntArray, TextArray
@@ -64,6 +65,10 @@ class Statements:
         self.list_branches = r(S.LIST_BRANCHES)
         self.restore = r(S.RESTORE)
         self.detach_branches = r(S.DETACH_BRANCHES)
+        self.keep_closure = r(S.KEEP_CLOSURE)
+        self.retention_rows = r(S.RETENTION_ROWS)
+        self.retention_threads = r(S.RETENTION_THREADS)
+        self.try_lock_family = r(S.TRY_LOCK_FAMILY)
         self.list_threads = r(S.LIST_THREADS)
 
     def put_checkpoint(self, parts: frozenset[str]) -> str:
@@ -537,3 +542,89 @@ def restore_op(
         fetch="one",
     )
     return bool(inserted)
+
+
+# -- retention -------------------------------------------------------------------
+
+
+def retention_threads_op(
+    st: Statements,
+    t: str,
+    policy: RetentionPolicy,
+    threads: Sequence[str] | None,
+    now: Any,
+) -> Op[list[tuple[str, str, bool]]]:
+    """(thread, family, past thread_ttl) of the threads retention looks at."""
+    expired = now - policy.thread_ttl if policy.thread_ttl is not None else None
+    rows = yield Step(
+        st.retention_threads,
+        {
+            "t": t,
+            "expired": expired,
+            "threads": TextArray(threads) if threads is not None else None,
+        },
+    )
+    return [(str(th), str(family), bool(old)) for th, family, old in rows]
+
+
+def retain_thread_op(
+    st: Statements,
+    lock: int,
+    t: str,
+    th: str,
+    family: str,
+    expired: bool,
+    policy: RetentionPolicy,
+    now: Any,
+    report: RetentionReport,
+) -> Op[None]:
+    """Apply ``policy`` to one thread, in the caller's transaction; skip it if busy."""
+    (got,) = yield Step(st.try_lock_family, {"lock": lock, "t": t, "family": family}, fetch="one")
+    if not got:
+        report.skipped.append(th)
+        return
+    if expired:
+        yield Step(st.detach_branches, {"t": t, "th": th}, fetch="none", prepare=False)
+        cps, ws = yield Step(st.delete_thread_rows, {"t": t, "th": th}, fetch="one")
+        report.threads_deleted += 1
+        report.checkpoints += int(cps)
+        report.writes += int(ws)
+    else:
+        if policy.max_checkpoints_per_thread is None and policy.retention_days is None:
+            return
+        rows = yield Step(st.retention_rows, {"t": t, "th": th})
+        keep, remove = doomed(policy, rows, now)
+        if not remove:
+            return
+        needed = yield Step(
+            st.keep_closure,
+            {
+                "t": t,
+                "th": th,
+                "keep_ns": TextArray(k[0] for k in keep),
+                "keep_ids": TextArray(k[1] for k in keep),
+            },
+            prepare=False,
+        )
+        keep |= {(str(ns), str(cid)) for ns, cid in needed}
+        if len(keep) == len(rows):
+            return
+        yield Step(st.detach_branches, {"t": t, "th": th}, fetch="none", prepare=False)
+        cps, ws = yield Step(
+            st.prune_delete,
+            {
+                "t": t,
+                "th": th,
+                "keep_ns": TextArray(k[0] for k in keep),
+                "keep_ids": TextArray(k[1] for k in keep),
+            },
+            fetch="one",
+            prepare=False,
+        )
+        yield Step(st.recount_threads, {"t": t, "threads": TextArray([th])}, fetch="none")
+        report.threads_trimmed += 1
+        report.checkpoints += int(cps)
+        report.writes += int(ws)
+    gc = yield from gc_family_op(st, t, family)
+    report.blobs += gc.blobs
+    report.bytes += gc.blob_bytes

@@ -702,12 +702,8 @@ WHERE th.tenant_id = %(t)s AND th.thread_id = ANY(%(threads)s::text[])
 # counters, in the metadata key counters_since_delta_snapshot) the chain of
 # ancestors back to where every such channel has a stored value (a snapshot).
 # keep_latest keeps all of these.
-PRUNE_KEEP = """
-WITH RECURSIVE heads AS (
-    SELECT DISTINCT ON (checkpoint_ns) checkpoint_ns, checkpoint_id
-    FROM {schema}.checkpoints
-    WHERE tenant_id = %(t)s AND thread_id = %(th)s
-    ORDER BY checkpoint_ns, checkpoint_id DESC
+_KEEP_CLOSURE = """
+WITH RECURSIVE starts AS ({starts}
 ), walk AS (
     SELECT c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
            ARRAY(
@@ -718,7 +714,7 @@ WITH RECURSIVE heads AS (
                EXCEPT SELECT unnest(c.list_channels)
                EXCEPT SELECT jsonb_object_keys(c.inline_values)
            ) AS need
-    FROM heads h JOIN {schema}.checkpoints AS c
+    FROM starts h JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s
      AND c.checkpoint_ns = h.checkpoint_ns AND c.checkpoint_id = h.checkpoint_id
     UNION ALL
@@ -734,7 +730,55 @@ WITH RECURSIVE heads AS (
      AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.parent_checkpoint_id
     WHERE cardinality(w.need) > 0
 )
-SELECT checkpoint_ns, checkpoint_id FROM walk
+SELECT DISTINCT checkpoint_ns, checkpoint_id FROM walk
+"""
+
+PRUNE_KEEP = _KEEP_CLOSURE.replace(
+    "{starts}",
+    """
+    SELECT DISTINCT ON (checkpoint_ns) checkpoint_ns, checkpoint_id
+    FROM {schema}.checkpoints
+    WHERE tenant_id = %(t)s AND thread_id = %(th)s
+    ORDER BY checkpoint_ns, checkpoint_id DESC""",
+)
+
+# Retention: the given checkpoints, and the ancestors their DeltaChannel
+# channels are rebuilt from.
+KEEP_CLOSURE = _KEEP_CLOSURE.replace(
+    "{starts}",
+    """
+    SELECT * FROM unnest(%(keep_ns)s::text[], %(keep_ids)s::text[]) AS k(checkpoint_ns, checkpoint_id)""",
+)
+
+# Every checkpoint of a thread, with what retention decides by.
+RETENTION_ROWS = """
+SELECT c.checkpoint_ns, c.checkpoint_id, c.created_at,
+       c.metadata -> 'parents' ->> '' AS root,
+       EXISTS (
+           SELECT 1 FROM {schema}.checkpoint_tags AS g
+           WHERE g.tenant_id = c.tenant_id AND g.thread_id = c.thread_id
+             AND g.checkpoint_ns = c.checkpoint_ns AND g.checkpoint_id = c.checkpoint_id
+       ) AS tagged,
+       EXISTS (
+           SELECT 1 FROM {schema}.writes AS w
+           WHERE w.tenant_id = c.tenant_id AND w.thread_id = c.thread_id
+             AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
+             AND w.channel = '__error__'
+       ) AS failed
+FROM {schema}.checkpoints AS c
+WHERE c.tenant_id = %(t)s AND c.thread_id = %(th)s
+ORDER BY c.checkpoint_ns, c.checkpoint_id DESC
+"""
+
+RETENTION_THREADS = """
+SELECT thread_id, family_id, updated_at < %(expired)s AS expired
+FROM {schema}.threads
+WHERE tenant_id = %(t)s AND (%(threads)s::text[] IS NULL OR thread_id = ANY(%(threads)s::text[]))
+ORDER BY thread_id
+"""
+
+TRY_LOCK_FAMILY = """
+SELECT pg_try_advisory_xact_lock(%(lock)s, hashtext(%(t)s || '/' || %(family)s))
 """
 
 # Heads of subgraph-call namespaces ("name:task_id") with the root checkpoint

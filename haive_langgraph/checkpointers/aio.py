@@ -6,6 +6,7 @@ import asyncio
 import builtins
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -32,6 +33,7 @@ from haive_langgraph.checkpointers._base import (
     text_id,
     thread_info,
 )
+from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
 from haive_langgraph.checkpointers._timetravel import (
     BranchInfo,
     CheckpointDiff,
@@ -465,6 +467,42 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         if not done:
             raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
         return {"configurable": {"thread_id": th, "checkpoint_ns": ns, "checkpoint_id": new_id}}
+
+    async def aapply_retention(
+        self,
+        policy: RetentionPolicy,
+        *,
+        dry_run: bool = False,
+        thread_ids: Sequence[str] | None = None,
+    ) -> RetentionReport:
+        """Remove what ``policy`` does not keep (see :meth:`PostgresCheckpointer.apply_retention`)."""
+        now = datetime.now(UTC)
+        report = RetentionReport(dry_run=dry_run)
+        threads = await self._source.run(
+            lambda: ops.retention_threads_op(
+                self._statements, self.tenant_id, policy, thread_ids, now
+            ),
+            read=True,
+        )
+        for th, family, expired in threads:
+            await self._source.run(
+                lambda th=th, family=family, expired=expired: ops.retain_thread_op(  # type: ignore[misc]
+                    self._statements,
+                    S.LOCK_CLASS_FAMILY,
+                    self.tenant_id,
+                    th,
+                    family,
+                    expired,
+                    policy,
+                    now,
+                    report,
+                ),
+                transaction=True,
+                rollback=dry_run,
+            )
+        if not dry_run:
+            self._forget_threads([t[0] for t in threads])
+        return report
 
     # -- sync API (from other threads only) --------------------------------------------------
 

@@ -210,21 +210,32 @@ class ConnectionSource:
             f"(pool exhausted or server unreachable): {exc}"
         )
 
-    def run(self, factory: OpFactory[T], *, transaction: bool = False, read: bool = False) -> T:
+    def run(
+        self,
+        factory: OpFactory[T],
+        *,
+        transaction: bool = False,
+        read: bool = False,
+        rollback: bool = False,
+    ) -> T:
         """Run the operation ``factory()`` builds on a borrowed connection.
 
         Args:
             factory: Builds a fresh operation generator (called again on retry).
             transaction: Run all its statements in one transaction.
             read: The operation only reads; retry it once on a dead connection.
+            rollback: Run it in a transaction and roll that back (a dry run).
         """
         attempts = 2 if read and self._pool is not None else 1
         for attempt in range(attempts):
             with self.connection() as conn:
                 try:
-                    if transaction:
-                        with conn.transaction():
-                            return run(conn, factory())
+                    if transaction or rollback:
+                        with conn.transaction() as tx:
+                            result = run(conn, factory())
+                            if rollback:
+                                raise psycopg.Rollback(tx)
+                        return result
                     return run(conn, factory())
                 except psycopg.OperationalError as exc:
                     if attempt + 1 < attempts and _is_dead(conn, exc):
@@ -332,16 +343,24 @@ class AsyncConnectionSource:
         )
 
     async def run(
-        self, factory: OpFactory[T], *, transaction: bool = False, read: bool = False
+        self,
+        factory: OpFactory[T],
+        *,
+        transaction: bool = False,
+        read: bool = False,
+        rollback: bool = False,
     ) -> T:
         """Async twin of :meth:`ConnectionSource.run`."""
         attempts = 2 if read and self._conn is None else 1
         for attempt in range(attempts):
             async with self.connection() as conn:
                 try:
-                    if transaction:
-                        async with conn.transaction():
-                            return await arun(conn, factory())
+                    if transaction or rollback:
+                        async with conn.transaction() as tx:
+                            result = await arun(conn, factory())
+                            if rollback:
+                                raise psycopg.Rollback(tx)
+                        return result
                     return await arun(conn, factory())
                 except psycopg.OperationalError as exc:
                     if attempt + 1 < attempts and _is_dead(conn, exc):

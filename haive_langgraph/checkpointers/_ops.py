@@ -84,11 +84,14 @@ class Statements:
 
         With ``thread``, the thread's branch ancestry is included (``CHAIN``).
         """
+        limit_sql = "LIMIT %(limit)s" if limit else ""
+        source = (S.CHAIN_SOURCE if thread else S.PLAIN_SOURCE).replace(
+            "{where}", " AND ".join(where)
+        )
         template = (
-            self.list_template.replace("{where}", " AND ".join(where))
-            .replace("{limit}", "LIMIT %(limit)s" if limit else "")
+            self.list_template.replace("{source}", source.replace("{limit}", limit_sql))
+            .replace("{limit}", limit_sql)
             .replace("{chain}", S.CHAIN if thread else "")
-            .replace("{visible}", S.VISIBLE if thread else "")
         )
         return S.q(template, self.schema).as_string(None)
 
@@ -441,13 +444,13 @@ def find_op(
     metadata: dict[str, Any] | None,
     inline: dict[str, Any],
     keyed: Sequence[tuple[str, bytes]],
-    before: tuple[str, Any] | None,
-    after: tuple[str, Any] | None,
+    before: str | None,
+    after: str | None,
     limit: int | None,
 ) -> Op[list[tuple[Any, ...]]]:
     """Checkpoints of a thread (and the history it inherits), newest first."""
     params: dict[str, Any] = {"t": t, "th": th, "ns": ns, "tags": TextArray(tags)}
-    where = ["c.tenant_id = %(t)s", "c.checkpoint_ns = %(ns)s"]
+    where = ["true"]
     if metadata:
         where.append("c.metadata @> %(meta)s")
         params["meta"] = Jsonb(metadata)
@@ -460,21 +463,13 @@ def find_op(
             f"c.value_keys[array_position(c.value_channels, %(kch{i})s::text)] = %(kkey{i})s"
         )
     for bound, op, name in ((before, "<", "before"), (after, ">", "after")):
-        if bound is None:
-            continue
-        kind, value = bound
-        column = "c.checkpoint_id" if kind == "id" else "c.created_at"
-        where.append(f"{column} {op} %({name})s")
-        params[name] = value
-    query = (
-        S.CHAIN
-        + S.FIND_SELECT
-        + (S.FIND_TAGGED if tags else "")
-        + S.VISIBLE
-        + " WHERE "
-        + " AND ".join(where)
-        + " ORDER BY c.checkpoint_id DESC"
-        + (" LIMIT %(limit)s" if limit is not None else "")
+        if bound is not None:
+            where.append(f"c.checkpoint_id {op} %({name})s")
+            params[name] = bound
+    query = S.CHAIN + (
+        S.FIND_SELECT.replace("{tagged}", S.FIND_TAGGED if tags else "")
+        .replace("{where}", " AND ".join(where))
+        .replace("{limit}", "LIMIT %(limit)s" if limit is not None else "")
     )
     params["limit"] = limit
     rows = yield Step(S.q(query, st.schema).as_string(None), params)

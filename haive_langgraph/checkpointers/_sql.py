@@ -480,13 +480,23 @@ LIST_CHECKPOINTS = (
     + _CHECKPOINT_COLUMNS
     + ", NULL::int[], NULL::bytea[], NULL::bytea[] FROM ("
     + """
-    SELECT c.* FROM {schema}.checkpoints AS c {visible}
-    WHERE {where}
+    SELECT c.* FROM {source}
     ORDER BY c.checkpoint_id DESC {limit}
 ) AS c"""
     + _CHECKPOINT_LATERALS
     + "ORDER BY c.checkpoint_id DESC"
 )
+
+# The checkpoints a thread sees, newest first: one index range per thread of
+# its branch chain (a join with the chain would sort the whole thread).
+CHAIN_SOURCE = """chain CROSS JOIN LATERAL (
+    SELECT c.* FROM {schema}.checkpoints AS c
+    WHERE c.thread_id = chain.thread_id
+      AND (chain.upto IS NULL OR c.checkpoint_id < chain.upto) AND {where}
+    ORDER BY c.checkpoint_id DESC {limit}
+) AS c"""
+
+PLAIN_SOURCE = """{schema}.checkpoints AS c WHERE {where}"""
 
 LINEAGE_ITEMS = """
 SELECT u.family_id, u.lineage_id, x.seq, x.key, x.data
@@ -1002,27 +1012,32 @@ SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM del)
 
 # find_checkpoints: assembled from fragments (see _ops.find_op).
 FIND_SELECT = """
-SELECT c.checkpoint_id, c.checkpoint_ns, c.parent_checkpoint_id, c.created_at, c.metadata,
-       ARRAY(
-           SELECT g.tag FROM {schema}.checkpoint_tags AS g
-           WHERE g.tenant_id = c.tenant_id AND g.thread_id = c.thread_id
-             AND g.checkpoint_ns = c.checkpoint_ns AND g.checkpoint_id = c.checkpoint_id
-           ORDER BY g.tag
-       ) AS tags
-FROM {schema}.checkpoints AS c
+SELECT x.* FROM chain CROSS JOIN LATERAL (
+    SELECT c.checkpoint_id, c.checkpoint_ns, c.parent_checkpoint_id, c.created_at, c.metadata,
+           ARRAY(
+               SELECT g.tag FROM {schema}.checkpoint_tags AS g
+               WHERE g.tenant_id = c.tenant_id AND g.thread_id = c.thread_id
+                 AND g.checkpoint_ns = c.checkpoint_ns AND g.checkpoint_id = c.checkpoint_id
+               ORDER BY g.tag
+           ) AS tags
+    FROM {schema}.checkpoints AS c {tagged}
+    WHERE c.tenant_id = %(t)s AND c.thread_id = chain.thread_id AND c.checkpoint_ns = %(ns)s
+      AND (chain.upto IS NULL OR c.checkpoint_id < chain.upto) AND {where}
+    ORDER BY c.checkpoint_id DESC {limit}
+) AS x
+ORDER BY x.checkpoint_id DESC {limit}
 """
 
 # Driven from the tag index when tags are asked for: the checkpoints of the
 # chain's threads that carry every tag.
 FIND_TAGGED = """
-JOIN (
-    SELECT g.thread_id, g.checkpoint_id FROM {schema}.checkpoint_tags AS g
-    WHERE g.tenant_id = %(t)s AND g.thread_id IN (SELECT thread_id FROM chain)
-      AND g.tag = ANY(%(tags)s::text[]) AND g.checkpoint_ns = %(ns)s
-    GROUP BY g.thread_id, g.checkpoint_id
-    HAVING count(*) = cardinality(%(tags)s::text[])
-) AS tagged ON tagged.thread_id = c.thread_id AND tagged.checkpoint_id = c.checkpoint_id
-    AND c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s
+    JOIN (
+        SELECT g.checkpoint_id FROM {schema}.checkpoint_tags AS g
+        WHERE g.tenant_id = %(t)s AND g.thread_id = chain.thread_id
+          AND g.tag = ANY(%(tags)s::text[]) AND g.checkpoint_ns = %(ns)s
+        GROUP BY g.checkpoint_id
+        HAVING count(*) = cardinality(%(tags)s::text[])
+    ) AS tagged ON tagged.checkpoint_id = c.checkpoint_id
 """
 
 BRANCH_CHECK = (

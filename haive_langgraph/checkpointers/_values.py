@@ -174,8 +174,19 @@ class PayloadMemo:
         self._lock = threading.Lock()
 
     def get(self, tenant: str, key: bytes) -> bytes | None:
-        with self._lock:
-            return self._data.get((tenant, key))
+        # No lock: a dict lookup is atomic under the GIL, and entries are
+        # immutable. Eviction is in insertion order.
+        return self._data.get((tenant, key))
+
+    def holds(self, tenant: str, key: bytes, prefix: bytes, data: bytes) -> bool:
+        """Whether ``key``'s remembered payload is ``prefix + data`` (no copy made)."""
+        payload = self._data.get((tenant, key))
+        return (
+            payload is not None
+            and len(payload) == len(prefix) + len(data)
+            and payload.startswith(prefix)
+            and memoryview(payload)[len(prefix) :] == data
+        )
 
     def put(self, tenant: str, key: bytes, payload: bytes) -> None:
         if len(payload) > self._max // 8:
@@ -226,8 +237,8 @@ class _Encoder:
         self.blob_data: list[bytes] = []
         self.seen: set[bytes] = set()
 
-    def payload(self, value: Any, what: str) -> bytes:
-        """Serialise ``value`` (type tag, NUL, serde bytes)."""
+    def serialize(self, value: Any, what: str) -> tuple[bytes, bytes]:
+        """Serialise ``value``: (type tag and NUL, serde bytes)."""
         try:
             type_tag, data = self.serde.dumps_typed(value)
         except Exception as exc:
@@ -235,20 +246,27 @@ class _Encoder:
                 f"{what} holds a value of type {type(value).__module__}.{type(value).__qualname__} "
                 f"that cannot be serialised ({exc}); nothing of {self.scope} was written"
             ) from exc
-        return payload_of(type_tag, data)
+        return _PREFIXES.get(type_tag) or type_tag.encode() + b"\x00", data
 
-    def key(self, payload: bytes, expect: bytes | None = None) -> bytes:
-        """Content key of ``payload``; free when it is ``expect``'s remembered payload."""
+    def key(
+        self, prefix: bytes, data: bytes, expect: bytes | None = None
+    ) -> tuple[bytes, bytes | None]:
+        """Content key of ``prefix + data``, and the payload when it had to be built.
+
+        Free when ``expect``'s remembered payload is the same bytes (an
+        unchanged list item): no hash, no copy.
+        """
         if (
             expect is not None
             and self.memo is not None
-            and self.memo.get(self.tenant, expect) == payload
+            and self.memo.holds(self.tenant, expect, prefix, data)
         ):
-            return expect
+            return expect, None
+        payload = prefix + data
         key = self.codec.content_key(payload, self.tenant)
         if self.memo is not None:
             self.memo.put(self.tenant, key, payload)
-        return key
+        return key, payload
 
     def queue(self, key: bytes, payload: bytes) -> None:
         """Send ``payload`` for insertion (once per statement)."""
@@ -261,10 +279,20 @@ class _Encoder:
 
     def key_of(self, value: Any, what: str, expect: bytes | None = None) -> bytes:
         """Serialise ``value``, queue it for insertion, return its content key."""
-        payload = self.payload(value, what)
-        key = self.key(payload, expect)
-        self.queue(key, payload)
+        prefix, data = self.serialize(value, what)
+        key, payload = self.key(prefix, data, expect)
+        self.queue(key, payload if payload is not None else prefix + data)
         return key
+
+
+# Type tag prefixes, built once.
+_PREFIXES = {
+    tag: tag.encode() + b"\x00" for tag in ("msgpack", "json", "bytes", "bytearray", "null")
+}
+
+
+def _payload(parts: tuple[bytes, bytes], built: bytes | None) -> bytes:
+    return built if built is not None else parts[0] + parts[1]
 
 
 def _new_lineage_id() -> int:
@@ -363,14 +391,15 @@ def plan_put(
         elif type(value) is list:
             base = parent.lists.get(channel) if parent is not None else None
             n_base = base.length if base is not None and base.lineage != EMPTY_LINEAGE else 0
-            payloads = [
-                enc.payload(item, f"item {i} of channel {channel!r}")
+            serialized = [
+                enc.serialize(item, f"item {i} of channel {channel!r}")
                 for i, item in enumerate(value)
             ]
-            keys = [
-                enc.key(p, base.key(i) if base is not None and i < n_base else None)
-                for i, p in enumerate(payloads)
+            keyed = [
+                enc.key(prefix, data, base.key(i) if base is not None and i < n_base else None)
+                for i, (prefix, data) in enumerate(serialized)
             ]
+            keys = [k for k, _ in keyed]
             joined = b"".join(keys)
             if not keys:
                 refs.lists[channel] = ListState(EMPTY_LINEAGE, b"")
@@ -387,15 +416,15 @@ def plan_put(
                 upd_b.append(n_base)
                 upd_n.append(len(keys))
                 for seq in range(n_base, len(keys)):
-                    enc.queue(keys[seq], payloads[seq])
+                    enc.queue(keys[seq], _payload(serialized[seq], keyed[seq][1]))
                     item_l.append(base.lineage)
                     item_s.append(seq)
                     item_k.append(keys[seq])
                 refs.lists[channel] = ListState(base.lineage, joined)
             else:
                 lineage = _new_lineage_id()
-                for key, payload in zip(keys, payloads, strict=True):
-                    enc.queue(key, payload)
+                for (key, built), parts in zip(keyed, serialized, strict=True):
+                    enc.queue(key, _payload(parts, built))
                 new_l.append(lineage)
                 new_n.append(len(keys))
                 item_l.extend([lineage] * len(keys))

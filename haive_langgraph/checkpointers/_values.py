@@ -44,7 +44,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg.types.json import Jsonb
 
-from haive_langgraph.codec import Codec, Kind, RowContext
+from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
+from haive_langgraph.codec._guard import check_payload
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.db._arrays import BigintArray, BoolArray, ByteaArray, IntArray, TextArray
 from haive_langgraph.errors import CorruptDataError, SerializationError
@@ -70,6 +71,7 @@ _VOLATILE_METADATA = frozenset(
         "thread_id",
         "checkpoint_ns",
         "checkpoint_id",
+        "tags",
     }
 )
 
@@ -742,11 +744,14 @@ class Decoder:
                     raise MissingValueError(key)
             else:
                 payload = self.codec.decode(data, RowContext(self.tenant, family, Kind.BLOB, key))
-                if self.memo is not None:
-                    self.memo.put(self.tenant, key, payload)
             sep = payload.find(b"\x00")
             if sep <= 0:
                 raise ValueError("payload has no type tag")
+            if data is not None:
+                if frame_key_id(data) is None:  # plaintext can be forged by a database writer
+                    check_payload(payload[:sep].decode("ascii"), payload[sep + 1 :])
+                if self.memo is not None:
+                    self.memo.put(self.tenant, key, payload)
             value = self.serde.loads_typed((payload[:sep].decode("ascii"), payload[sep + 1 :]))
         except MissingValueError:
             raise

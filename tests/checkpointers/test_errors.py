@@ -166,3 +166,56 @@ async def test_prune_arguments_are_checked(cp: Driver) -> None:
         await cp.call("prune", "thread-1")
     with pytest.raises(ValueError, match="unknown prune strategy 'everything'"):
         await cp.call("prune", ["thread-1"], strategy="everything")
+
+
+async def test_forged_value_that_would_run_a_command_is_refused(
+    cp: Driver, dsn: str, tmp_path: Any
+) -> None:
+    """A database writer who forges a plaintext value naming ``os.system`` gets nothing run."""
+    import ormsgpack
+
+    from haive_langgraph.codec import Kind, RowContext
+    from haive_langgraph.codec._guard import UnsafeValueError
+
+    tid = f"forged-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
+    saved = await cp.call(
+        "put",
+        config,
+        checkpoint_with({"notes": "x" * 400}),
+        {"source": "input", "step": -1},
+        {"notes": 1},
+    )
+    marker = tmp_path / "pwned"
+    record = ormsgpack.packb(("os", "system", f"touch {marker}"))
+    payload = b"msgpack\x00" + ormsgpack.packb(ormsgpack.Ext(0, record))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (key,) = conn.execute("SELECT key FROM haive.blobs WHERE family_id = %s", (tid,)).fetchone()
+        frame = cp.saver.codec.encode(payload, RowContext("", tid, Kind.BLOB, key))
+        conn.execute("UPDATE haive.blobs SET data = %s WHERE family_id = %s", (frame, tid))
+        with pytest.raises(UnsafeValueError, match=r"os\.system") as info:
+            PostgresCheckpointer(conn).get_tuple(saved)
+    assert isinstance(info.value, CorruptDataError)
+    assert "'notes'" in str(info.value)
+    assert not marker.exists()
+
+
+async def test_values_langgraph_registers_as_safe_still_load(cp: Driver, dsn: str) -> None:
+    import datetime
+    import pathlib
+
+    tid = f"safe-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": tid, "checkpoint_ns": ""}}
+    value = {
+        "when": datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC),
+        "where": pathlib.Path("/tmp/x"),
+        "seen": {1, 2, 3},
+        "pad": "y" * 400,
+    }
+    saved = await cp.call(
+        "put", config, checkpoint_with({"v": value}), {"source": "input", "step": -1}, {"v": 1}
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a fresh reader decodes every row
+        loaded = PostgresCheckpointer(conn).get_tuple(saved)
+    assert loaded is not None
+    assert loaded.checkpoint["channel_values"]["v"] == value

@@ -249,7 +249,7 @@ async def test_thread_registry(cp: Driver, thread: Any) -> None:
     user = f"user-{uuid.uuid4().hex[:6]}"
     configs = [thread() for _ in range(3)]
     for i, config in enumerate(configs):
-        config["metadata"] = {"user_id": user, "rank": i}
+        config["metadata"] = {"user_id": user, "rank": i, "tags": f"turn-{i}"}
         for _ in range(i + 1):
             await cp.invoke(graph, {"messages": [HumanMessage(content="hi")]}, config)
     get_thread = cp.saver.aget_thread if cp.is_async else lambda t: cp.call("get_thread", t)
@@ -258,7 +258,7 @@ async def test_thread_registry(cp: Driver, thread: Any) -> None:
     )
     info = await get_thread(configs[2]["configurable"]["thread_id"])
     assert info.checkpoint_count == 9
-    assert info.metadata == {"user_id": user, "rank": 2}
+    assert info.metadata == {"user_id": user, "rank": 2}  # tags belong to checkpoints
     assert info.created_at <= info.updated_at
     assert await get_thread("no-such-thread") is None
     page1 = await list_threads({"user_id": user}, limit=2)

@@ -381,6 +381,10 @@ def keys_forget_tenant(
     )
 
 
+# The time-travel commands (history, show, diff, tag, find, branch, restore, prune).
+from haive_langgraph import _cli_timetravel as _cli_timetravel  # noqa: E402
+
+
 def main() -> None:
     """Entry point of the ``haive-lg`` script."""
     app()

@@ -205,6 +205,14 @@ def migrate(
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL instead of applying it.")
     ] = False,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions",
+            help="Create the checkpoint, write and message tables hash-partitioned "
+            "into N partitions (fresh schema only).",
+        ),
+    ] = None,
 ) -> None:
     """Create or upgrade the tables (or print the migration SQL)."""
     from haive_langgraph.db import PersistenceConfig, migration_script, validate_identifier
@@ -212,11 +220,13 @@ def migrate(
 
     target = validate_identifier(schema or PersistenceConfig().schema_name, what="schema name")
     if sql:
-        sys.stdout.write(migration_script(all_components(), target))
+        sys.stdout.write(migration_script(all_components(), target, partitions=partitions))
         return
     from haive_langgraph.ops import migrate_all
 
-    applied = migrate_all(dsn, schema=target)
+    applied = migrate_all(dsn, schema=target, partitions=partitions)
+    if partitions:
+        console.print(f"partitioned tables: {partitions} hash partitions each")
     for component, versions in applied.items():
         if versions:
             console.print(f"{component}: applied {', '.join(map(str, versions))}")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -32,7 +33,9 @@ class Statements:
         def r(template: str) -> str:
             return S.q(template, schema).as_string(None)
 
-        self._put_checkpoint: dict[frozenset[str], str] = {}
+        self._put_checkpoint: dict[tuple[frozenset[str], bool], str] = {}
+        # Set once a write finds the checkpoints table partitioned.
+        self.partitioned = False
         self.put_writes_keep = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_KEEP))
         self.put_writes_replace = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_UPSERT))
         self.thread_family = r(S.THREAD_FAMILY)
@@ -73,11 +76,26 @@ class Statements:
 
     def put_checkpoint(self, parts: frozenset[str]) -> str:
         """The checkpoint write statement with the given parts (rendered once each)."""
-        query = self._put_checkpoint.get(parts)
+        key = (parts, self.partitioned)
+        query = self._put_checkpoint.get(key)
         if query is None:
-            query = S.q(S.put_checkpoint_template(parts), self.schema).as_string(None)
-            self._put_checkpoint[parts] = query
+            template = S.put_checkpoint_template(parts, partitioned=self.partitioned)
+            query = S.q(template, self.schema).as_string(None)
+            self._put_checkpoint[key] = query
         return query
+
+    def learn_partitioned(self, exc: BaseException) -> bool:
+        """Switch to the partitioned-table write if ``exc`` asks for it; whether it did.
+
+        The layout is learned from the first write it fails (one failed
+        statement per instance) rather than asked for on every start. The
+        SQLSTATE decides, not the message, which the server may translate;
+        the partitioned form is valid on any table of PostgreSQL 18.
+        """
+        if self.partitioned or not isinstance(exc, psycopg.errors.FeatureNotSupported):
+            return False
+        self.partitioned = True
+        return True
 
     def list_checkpoints(self, where: Sequence[str], limit: bool, *, thread: bool) -> str:
         """The history query with the given WHERE fragments (fixed SQL, values as params).

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from haive_langgraph.db import Component, Migration
+from haive_langgraph.db import Component, Migration, PartitionKey
 
 # Advisory lock namespace for content of a thread family: writers take it
 # shared, garbage collection exclusive.
@@ -178,7 +178,18 @@ MIGRATIONS = (
     ),
 )
 
-COMPONENT = Component(name="checkpoints", migrations=MIGRATIONS)
+# The tables with the most rows, which `haive-lg migrate --partitions N`
+# creates hash-partitioned: a thread's checkpoints and writes by thread, a
+# family's values and list items by family (a thread is its own family
+# unless copied or branched, so they usually share a partition number).
+PARTITIONED = (
+    PartitionKey("checkpoints", ("tenant_id", "thread_id")),
+    PartitionKey("writes", ("tenant_id", "thread_id")),
+    PartitionKey("blobs", ("tenant_id", "family_id")),
+    PartitionKey("lineage_items", ("tenant_id", "family_id")),
+)
+
+COMPONENT = Component(name="checkpoints", migrations=MIGRATIONS, partitioned=PARTITIONED)
 
 
 def q(template: str, schema: str) -> sql.Composed:
@@ -298,11 +309,18 @@ ON CONFLICT (tenant_id, thread_id) DO UPDATE SET
 """
 
 
-def put_checkpoint_template(parts: frozenset[str]) -> str:
+# A partitioned checkpoints table has no system columns to return; there
+# the insert is told from the update by the old row (PostgreSQL 18+).
+INSERTED_XMAX = "RETURNING (xmax = 0) AS inserted"
+INSERTED_OLD = "RETURNING (old.checkpoint_id IS NULL) AS inserted"
+
+
+def put_checkpoint_template(parts: frozenset[str], *, partitioned: bool = False) -> str:
     """The checkpoint write statement with only the given parts."""
     sql_ = PUT_LOCK + "".join(PUT_PARTS[p] for p in PUT_PARTS if p in parts)
     checks = " ".join(PUT_CHECKS[p] for p in PUT_CHECKS if p in parts)
-    return sql_ + PUT_TAIL.replace("{checks}", checks)
+    tail = PUT_TAIL.replace("{checks}", checks)
+    return sql_ + (tail.replace(INSERTED_XMAX, INSERTED_OLD) if partitioned else tail)
 
 
 # Pending writes. Regular writes are first-write-wins (a task retried after a

@@ -45,8 +45,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg.types.json import Jsonb
 
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
-from haive_langgraph.codec._guard import check_payload
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
+from haive_langgraph.codec._guard import check_payload
 from haive_langgraph.db._arrays import BigintArray, BoolArray, ByteaArray, IntArray, TextArray
 from haive_langgraph.errors import CorruptDataError, SerializationError
 

@@ -41,7 +41,12 @@ from haive_langgraph.checkpointers._timetravel import (
     TimeBound,
     diff_tuples,
 )
-from haive_langgraph.checkpointers._values import MissingValueError, StoredRefs, metadata_json
+from haive_langgraph.checkpointers._values import (
+    MissingValueError,
+    PutPlan,
+    StoredRefs,
+    metadata_json,
+)
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
 from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
@@ -75,6 +80,8 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         schema: Schema of the tables (default from the config: ``haive``).
         config: Connection and server settings.
         cache_size: Checkpoints whose stored references are remembered.
+        replicas: DSNs of streaming read replicas (default:
+            ``HAIVE_REPLICA_URLS``); see :class:`PostgresCheckpointer`.
 
     Example:
         >>> async with AsyncPostgresCheckpointer.from_conn_string() as saver:
@@ -97,6 +104,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         schema: str | None = None,
         config: PersistenceConfig | None = None,
         cache_size: int = 1024,
+        replicas: Sequence[str] | None = None,
     ) -> None:
         super().__init__(serde=serde)
         self._init_base(
@@ -110,7 +118,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
             require_encryption=require_encryption,
             encrypt_metadata=encrypt_metadata,
         )
-        self._source = AsyncConnectionSource(conn, config=self.config)
+        self._source = AsyncConnectionSource(conn, config=self.config, replicas=replicas)
         self.loop = asyncio.get_running_loop()
 
     @classmethod
@@ -149,6 +157,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
                     self._statements, self.tenant_id, thread_id, ns, cid, known
                 ),
                 read=True,
+                route="fresh",
             )
             if row is None:
                 return None
@@ -170,7 +179,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         """Checkpoints newest first (see :meth:`PostgresCheckpointer.list`)."""
         args = self._list_args(config, filter, before, limit)
         rows, raw = await self._source.run(
-            lambda: ops.list_op(self._statements, self.tenant_id, **args), read=True
+            lambda: ops.list_op(self._statements, self.tenant_id, **args),
+            read=True,
+            route="replica",
         )
         for tup in self._load_rows(rows, raw):
             yield tup
@@ -198,7 +209,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
                 fresh_lists=attempt > 0,
             )
             try:
-                await self._source.run(lambda plan=plan: ops.put_op(self._statements, plan.params))  # type: ignore[misc]
+                await self._write_checkpoint(plan)
             except psycopg.Error as exc:
                 if not self._is_conflict(exc):
                     raise
@@ -215,6 +226,14 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
                 continue
             return self._stored(config, checkpoint, plan)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_checkpoint(self, plan: PutPlan) -> None:
+        try:
+            await self._source.run(lambda: ops.put_op(self._statements, plan.params))
+        except psycopg.errors.FeatureNotSupported as exc:
+            if not self._statements.learn_partitioned(exc):
+                raise
+            await self._source.run(lambda: ops.put_op(self._statements, plan.params))
 
     async def _afetch_parent(self, config: RunnableConfig) -> StoredRefs | None:
         conf = config["configurable"]
@@ -315,6 +334,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
                 self._statements, self.tenant_id, thread_id, ns, cid, channels
             ),
             read=True,
+            route="fresh",
         )
         return self._delta_history(rows, list(channels), raw)
 
@@ -322,7 +342,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         """Registry entry of a thread (no checkpoint is read), or ``None``."""
         th = text_id(thread_id, "thread_id")
         row = await self._source.run(
-            lambda: ops.get_thread_op(self._statements, self.tenant_id, th), read=True
+            lambda: ops.get_thread_op(self._statements, self.tenant_id, th),
+            read=True,
+            route="fresh",
         )
         return thread_info(row) if row is not None else None
 
@@ -340,6 +362,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
                 self._statements, self.tenant_id, filter=filter, limit=limit, after=after
             ),
             read=True,
+            route="replica",
         )
         threads = [thread_info(r) for r in rows]
         next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
@@ -386,6 +409,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         rows = await self._source.run(
             lambda: ops.find_op(self._statements, self.tenant_id, th, checkpoint_ns, **args),
             read=True,
+            route="replica",
         )
         return self._summaries(th, rows)
 
@@ -429,7 +453,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         """The named branches made from a thread, oldest first."""
         th = text_id(thread_id, "thread_id")
         rows = await self._source.run(
-            lambda: ops.list_branches_op(self._statements, self.tenant_id, th), read=True
+            lambda: ops.list_branches_op(self._statements, self.tenant_id, th),
+            read=True,
+            route="replica",
         )
         return self._branches(th, rows)
 

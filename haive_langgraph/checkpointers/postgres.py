@@ -41,7 +41,7 @@ from haive_langgraph.checkpointers._timetravel import (
     TimeBound,
     diff_tuples,
 )
-from haive_langgraph.checkpointers._values import MissingValueError, metadata_json
+from haive_langgraph.checkpointers._values import MissingValueError, PutPlan, metadata_json
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
 from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
@@ -72,6 +72,11 @@ class PostgresCheckpointer(TimeTravelMixin):
         config: Connection and server settings.
         cache_size: Checkpoints whose stored references are remembered, so
             the next checkpoint of a thread writes only what changed.
+        replicas: DSNs of streaming read replicas (default:
+            ``HAIVE_REPLICA_URLS``). History, search and thread listing read
+            from them (they may lag by up to ``max_replica_lag``);
+            ``get_tuple`` reads from one only once it has replayed this
+            instance's writes, else from the primary. See ``docs/scaling.md``.
 
     Example:
         >>> with PostgresCheckpointer.from_conn_string() as saver:  # embedded server
@@ -93,6 +98,7 @@ class PostgresCheckpointer(TimeTravelMixin):
         schema: str | None = None,
         config: PersistenceConfig | None = None,
         cache_size: int = 1024,
+        replicas: Sequence[str] | None = None,
     ) -> None:
         super().__init__(serde=serde)
         self._init_base(
@@ -106,7 +112,7 @@ class PostgresCheckpointer(TimeTravelMixin):
             require_encryption=require_encryption,
             encrypt_metadata=encrypt_metadata,
         )
-        self._source = ConnectionSource(conn, config=self.config)
+        self._source = ConnectionSource(conn, config=self.config, replicas=replicas)
 
     @classmethod
     @contextmanager
@@ -148,6 +154,7 @@ class PostgresCheckpointer(TimeTravelMixin):
                     self._statements, self.tenant_id, thread_id, ns, cid, known
                 ),
                 read=True,
+                route="fresh",
             )
             if row is None:
                 return None
@@ -173,7 +180,9 @@ class PostgresCheckpointer(TimeTravelMixin):
         """
         args = self._list_args(config, filter, before, limit)
         rows, raw = self._source.run(
-            lambda: ops.list_op(self._statements, self.tenant_id, **args), read=True
+            lambda: ops.list_op(self._statements, self.tenant_id, **args),
+            read=True,
+            route="replica",
         )
         yield from self._load_rows(rows, raw)
 
@@ -200,7 +209,7 @@ class PostgresCheckpointer(TimeTravelMixin):
                 fresh_lists=attempt > 0,
             )
             try:
-                self._source.run(lambda plan=plan: ops.put_op(self._statements, plan.params))  # type: ignore[misc]
+                self._write_checkpoint(plan)
             except psycopg.Error as exc:
                 if not self._is_conflict(exc):
                     raise
@@ -218,6 +227,14 @@ class PostgresCheckpointer(TimeTravelMixin):
                 continue
             return self._stored(config, checkpoint, plan)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write_checkpoint(self, plan: PutPlan) -> None:
+        try:
+            self._source.run(lambda: ops.put_op(self._statements, plan.params))
+        except psycopg.errors.FeatureNotSupported as exc:
+            if not self._statements.learn_partitioned(exc):
+                raise
+            self._source.run(lambda: ops.put_op(self._statements, plan.params))
 
     def _fetch_parent(self, config: RunnableConfig) -> Any:
         conf = config["configurable"]
@@ -329,6 +346,7 @@ class PostgresCheckpointer(TimeTravelMixin):
                 self._statements, self.tenant_id, thread_id, ns, cid, channels
             ),
             read=True,
+            route="fresh",
         )
         return self._delta_history(rows, list(channels), raw)
 
@@ -338,7 +356,9 @@ class PostgresCheckpointer(TimeTravelMixin):
         """Registry entry of a thread (no checkpoint is read), or ``None``."""
         th = text_id(thread_id, "thread_id")
         row = self._source.run(
-            lambda: ops.get_thread_op(self._statements, self.tenant_id, th), read=True
+            lambda: ops.get_thread_op(self._statements, self.tenant_id, th),
+            read=True,
+            route="fresh",
         )
         return thread_info(row) if row is not None else None
 
@@ -362,6 +382,7 @@ class PostgresCheckpointer(TimeTravelMixin):
                 self._statements, self.tenant_id, filter=filter, limit=limit, after=after
             ),
             read=True,
+            route="replica",
         )
         threads = [thread_info(r) for r in rows]
         next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
@@ -424,6 +445,7 @@ class PostgresCheckpointer(TimeTravelMixin):
         rows = self._source.run(
             lambda: ops.find_op(self._statements, self.tenant_id, th, checkpoint_ns, **args),
             read=True,
+            route="replica",
         )
         return self._summaries(th, rows)
 
@@ -477,7 +499,9 @@ class PostgresCheckpointer(TimeTravelMixin):
         """The named branches made from a thread, oldest first."""
         th = text_id(thread_id, "thread_id")
         rows = self._source.run(
-            lambda: ops.list_branches_op(self._statements, self.tenant_id, th), read=True
+            lambda: ops.list_branches_op(self._statements, self.tenant_id, th),
+            read=True,
+            route="replica",
         )
         return self._branches(th, rows)
 

@@ -24,6 +24,8 @@ from haive_langgraph.db._migrations import (
     migration_script,
     status_op,
 )
+from haive_langgraph.db._partitions import PartitionKey
+from haive_langgraph.db._replicas import ReplicaStats, Route
 
 __all__ = [
     "AsyncConnectionSource",
@@ -31,8 +33,11 @@ __all__ = [
     "ConnectionSource",
     "Migration",
     "Op",
+    "PartitionKey",
     "PersistenceConfig",
     "PoolerMode",
+    "ReplicaStats",
+    "Route",
     "Step",
     "arun",
     "connect",

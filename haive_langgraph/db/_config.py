@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from haive_langgraph.db._identifiers import validate_identifier
 
 PoolerMode = Literal["auto", "none", "session", "transaction"]
+
+# Where one replica DSN of a comma-separated list ends: at a comma followed by
+# the start of another DSN (a URI or a key=value pair), so that the host lists
+# of multi-host DSNs ("postgresql://h1,h2/db", "host=h1,h2") stay whole.
+_NEXT_DSN = re.compile(r",\s*(?=postgres(?:ql)?://|[A-Za-z_]+\s*=)")
 
 
 class PersistenceConfig(BaseSettings):
@@ -39,6 +46,18 @@ class PersistenceConfig(BaseSettings):
             pooler safety (no prepared statements, no session state),
             ``"session"`` or ``"none"`` turn it off.
         tenant_id: Default tenant for savers and stores built from this config.
+        replica_urls: DSNs of streaming read replicas of ``database_url``
+            (``HAIVE_REPLICA_URLS``: comma-separated, or a JSON list). Reads
+            that may lag go to them; see ``docs/scaling.md``.
+        max_replica_lag: Seconds a replica may be behind before reads skip it.
+        replica_wait: Seconds a read that must see this instance's own
+            writes waits for a replica to replay them before it goes to the
+            primary instead.
+        replica_retry_after: Seconds a replica that failed is left alone
+            before it is tried again (also the period of its warning).
+        replica_timeout: Seconds to wait for a replica connection before
+            skipping that replica: what a replica that stops costs the one
+            read that finds it gone.
     """
 
     model_config = SettingsConfigDict(
@@ -66,6 +85,24 @@ class PersistenceConfig(BaseSettings):
     application_name: str = "haive-langgraph"
     pooler_mode: PoolerMode = "auto"
     tenant_id: str = ""
+    replica_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    max_replica_lag: float = Field(default=10.0, gt=0)
+    replica_wait: float = Field(default=0.5, ge=0)
+    replica_retry_after: float = Field(default=30.0, gt=0)
+    replica_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_replicas(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"HAIVE_REPLICA_URLS is not a valid JSON list: {exc}") from None
+        return tuple(part.strip() for part in _NEXT_DSN.split(text) if part.strip())
 
     @field_validator("schema_name")
     @classmethod

@@ -12,6 +12,11 @@ Migration SQL is written with a ``{schema}`` placeholder that is filled in
 with ``psycopg.sql.Identifier``; literal braces are doubled. The same
 statements can be printed as a plain SQL script (``haive-lg migrate --sql``)
 for teams that migrate outside the application.
+
+A component may let deployments hash-partition some of its tables
+(``partitioned=``, see :mod:`haive_langgraph.db._partitions`); the runner
+then rewrites their ``CREATE TABLE`` as it applies it, without touching the
+recorded checksums.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ from psycopg import sql
 
 from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.db._partitions import (
+    LAYOUT,
+    PartitionKey,
+    check_count,
+    check_partition_keys,
+    choose_partitions,
+    creates_partitionable,
+    expand,
+)
 from haive_langgraph.errors import MigrationError
 
 # Advisory lock namespace of haive-langgraph (two-key form: this, hash of schema).
@@ -48,11 +62,26 @@ class Migration:
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """A feature's migrations, in order; version N is ``migrations[N - 1]``."""
+    """A feature's migrations, in order; version N is ``migrations[N - 1]``.
+
+    Attributes:
+        name: The feature, as recorded in the migrations table.
+        migrations: Append-only; the position is the version.
+        requires: Components to migrate first.
+        partitioned: Tables a deployment may hash-partition by their
+            leading key columns (``haive-lg migrate --partitions N``).
+    """
 
     name: str
     migrations: tuple[Migration, ...]
     requires: tuple[str, ...] = field(default=())
+    partitioned: tuple[PartitionKey, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.partitioned:
+            check_partition_keys(
+                self.name, self.partitioned, (s for m in self.migrations for s in m.statements)
+            )
 
     @property
     def latest_version(self) -> int:
@@ -83,12 +112,27 @@ def _bootstrap(schema: str) -> list[sql.Composed]:
     ]
 
 
-def migrate_op(components: Sequence[Component], schema: str) -> Op[dict[str, list[int]]]:
+def migrate_op(
+    components: Sequence[Component], schema: str, *, partitions: int | None = None
+) -> Op[dict[str, list[int]]]:
     """The migration operation; run it inside one transaction.
+
+    Args:
+        components: What to migrate.
+        schema: Target schema.
+        partitions: Hash-partition the components' partitionable tables
+            into this many partitions (a fresh schema only). Without it, a
+            schema already partitioned keeps its count for new tables.
 
     Returns:
         The versions applied now, per component.
+
+    Raises:
+        MigrationError: an applied migration changed, the database is
+            newer, or partitions cannot be chosen for this schema.
     """
+    if partitions is not None:
+        check_count(partitions)
     yield Step(
         "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
         (LOCK_CLASS_MIGRATIONS, schema),
@@ -98,6 +142,7 @@ def migrate_op(components: Sequence[Component], schema: str) -> Op[dict[str, lis
         yield Step(bootstrap, fetch="none")
     applied_now: dict[str, list[int]] = {}
     table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE))
+    pending: list[tuple[Component, list[tuple[int, Migration]]]] = []
     for component in components:
         rows = yield Step(
             sql.SQL(
@@ -107,12 +152,25 @@ def migrate_op(components: Sequence[Component], schema: str) -> Op[dict[str, lis
         )
         recorded = {int(v): str(c) for v, c in rows}
         _verify(component, recorded)
+        todo = [(v, m) for v, m in enumerate(component.migrations, start=1) if v not in recorded]
+        pending.append((component, todo))
+    keys = [k for c in components for k in c.partitioned]
+    creates = any(
+        creates_partitionable(s, c.partitioned)
+        for c, todo in pending
+        for _, m in todo
+        for s in m.statements
+    )
+    chosen: int | None = None
+    if partitions is not None or (keys and creates):
+        layout = yield Step(LAYOUT, (schema,))
+        chosen = choose_partitions(schema, keys, layout, partitions)
+    for component, todo in pending:
         applied_now[component.name] = []
-        for version, migration in enumerate(component.migrations, start=1):
-            if version in recorded:
-                continue
+        for version, migration in todo:
             for statement in migration.statements:
-                yield Step(render(statement, schema), fetch="none", prepare=False)
+                for part in expand(statement, component.partitioned, chosen):
+                    yield Step(render(part, schema), fetch="none", prepare=False)
             yield Step(
                 sql.SQL(
                     "INSERT INTO {} (component, version, checksum, description) "
@@ -166,7 +224,13 @@ def _verify(component: Component, recorded: dict[int, str]) -> None:
             )
 
 
-def migration_script(components: Iterable[Component], schema: str, conn: Any = None) -> str:
+def migration_script(
+    components: Iterable[Component],
+    schema: str,
+    conn: Any = None,
+    *,
+    partitions: int | None = None,
+) -> str:
     """The full migration as a plain SQL script, for running outside the app.
 
     Args:
@@ -175,8 +239,13 @@ def migration_script(components: Iterable[Component], schema: str, conn: Any = N
         conn: Any psycopg connection, used only to quote identifiers and
             literals exactly as the server expects. Without one, identifiers
             are quoted by psycopg's client-side rules.
+        partitions: Create the partitionable tables hash-partitioned into
+            this many partitions (for a fresh schema: on one whose tables
+            exist unpartitioned, the script stops at the first partition).
     """
     validate_identifier(schema)
+    if partitions is not None:
+        check_count(partitions)
     parts = [
         "-- haive-langgraph schema migration",
         "BEGIN;",
@@ -186,7 +255,11 @@ def migration_script(components: Iterable[Component], schema: str, conn: Any = N
     for component in components:
         for version, migration in enumerate(component.migrations, start=1):
             parts.append(f"\n-- {component.name} {version}: {migration.description}")
-            parts += [f"{render(s, schema).as_string(conn).strip()};" for s in migration.statements]
+            parts += [
+                f"{render(p, schema).as_string(conn).strip()};"
+                for s in migration.statements
+                for p in expand(s, component.partitioned, partitions)
+            ]
             # A printed script has no parameters: identifier quoted by psycopg,
             # literals by _literal (our own constants, quotes doubled).
             parts.append(

@@ -20,13 +20,23 @@ def all_components() -> list[Component]:
 
 
 def migrate_all(
-    dsn: str | None = None, *, schema: str | None = None, config: PersistenceConfig | None = None
+    dsn: str | None = None,
+    *,
+    schema: str | None = None,
+    config: PersistenceConfig | None = None,
+    partitions: int | None = None,
 ) -> dict[str, list[int]]:
-    """Apply every feature's pending migrations; returns the versions applied now."""
+    """Apply every feature's pending migrations; returns the versions applied now.
+
+    ``partitions`` hash-partitions the tables with the most rows (a fresh
+    schema only; see ``docs/scaling.md``).
+    """
     config = config or PersistenceConfig()
     target = schema or config.schema_name
     source = ConnectionSource(resolve_dsn(dsn, config=config), config=config)
     try:
-        return source.run(lambda: migrate_op(all_components(), target), transaction=True)
+        return source.run(
+            lambda: migrate_op(all_components(), target, partitions=partitions), transaction=True
+        )
     finally:
         source.close()

@@ -13,7 +13,6 @@ from haive_langgraph.codec import (
     HaiveCodec,
     InMemoryTenantKeyStore,
     KeyRing,
-    PlainCodec,
     RowContext,
     codec_from_config,
     codec_from_env,

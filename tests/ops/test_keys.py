@@ -66,7 +66,12 @@ def test_rotation_through_three_keys_while_writing_loses_nothing(dsn: str) -> No
             stop = threading.Event()
             written: list[str] = []
 
-            def writer(app_saver: PostgresCheckpointer = app_saver) -> None:
+            def writer(
+                app_saver: PostgresCheckpointer = app_saver,
+                stop: threading.Event = stop,
+                primary: str = primary,
+                written: list[str] = written,
+            ) -> None:
                 i = 0
                 while not stop.is_set():
                     t = f"live-{primary}-{i}"
@@ -142,9 +147,11 @@ def test_tenant_keys_and_crypto_shredding(dsn: str) -> None:
     assert forget_tenant_key(keys, "acme") == 1
     # a fresh process, with the master key and the store, cannot read acme any more
     later = ring(master, tenant_store=PostgresTenantKeyStore(dsn))
-    with PostgresCheckpointer.from_conn_string(dsn, keyring=later, tenant_id="acme") as saver:
-        with pytest.raises(DecryptionError, match="acme"):
-            contents(saver, "shared-thread-id")
+    with (
+        PostgresCheckpointer.from_conn_string(dsn, keyring=later, tenant_id="acme") as saver,
+        pytest.raises(DecryptionError, match="acme"),
+    ):
+        contents(saver, "shared-thread-id")
     with PostgresCheckpointer.from_conn_string(dsn, keyring=later, tenant_id="globex") as saver:
         assert len(contents(saver, "shared-thread-id")) == 4
     with psycopg.connect(dsn) as conn:

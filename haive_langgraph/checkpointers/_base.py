@@ -51,6 +51,7 @@ from haive_langgraph.checkpointers._values import (
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.db import PersistenceConfig, validate_identifier
+from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
@@ -204,6 +205,11 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         return f"{int(head) + 1:032}.{random.random():016}"
 
     # -- planning ---------------------------------------------------------------
+
+    def _scope(self) -> TenantScope:
+        """This saver's tenant, bound for row-level security where it applies."""
+        table = S.q(f"{{schema}}.{S.SCOPE_TABLE}", self.schema).as_string(None)
+        return TenantScope(table, self.tenant_id)
 
     def _family_of(self, thread_id: str) -> str:
         return self._families.get(thread_id) or thread_id

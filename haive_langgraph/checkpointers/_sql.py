@@ -38,6 +38,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from haive_langgraph.db import Component, Migration, PartitionKey
+from haive_langgraph.db._tenancy import tenant_policy_statements
 
 # Advisory lock namespace for content of a thread family: writers take it
 # shared, garbage collection exclusive.
@@ -45,6 +46,19 @@ LOCK_CLASS_FAMILY = 0x48560002
 
 # SQLSTATE our checks raise when rows a writer relied on changed under it.
 CONCURRENT_UPDATE_SQLSTATE = "HC409"
+
+# Every table of the checkpointer; each carries tenant_id first in its key.
+TENANT_TABLES = (
+    "threads",
+    "checkpoint_tags",
+    "checkpoints",
+    "writes",
+    "blobs",
+    "lineages",
+    "lineage_items",
+)
+# The table whose row security tells whether a connection must bind its tenant.
+SCOPE_TABLE = "checkpoints"
 
 MIGRATIONS = (
     Migration(
@@ -174,6 +188,12 @@ MIGRATIONS = (
                 PRIMARY KEY (tenant_id, family_id, lineage_id, seq)
             )
             """,
+        ),
+    ),
+    Migration(
+        "row-level security: each tenant sees only its own rows",
+        tuple(
+            statement for table in TENANT_TABLES for statement in tenant_policy_statements(table)
         ),
     ),
 )

@@ -118,7 +118,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
             require_encryption=require_encryption,
             encrypt_metadata=encrypt_metadata,
         )
-        self._source = AsyncConnectionSource(conn, config=self.config, replicas=replicas)
+        self._source = AsyncConnectionSource(
+            conn, config=self.config, replicas=replicas, scope=self._scope()
+        )
         self.loop = asyncio.get_running_loop()
 
     @classmethod

@@ -112,7 +112,9 @@ class PostgresCheckpointer(TimeTravelMixin):
             require_encryption=require_encryption,
             encrypt_metadata=encrypt_metadata,
         )
-        self._source = ConnectionSource(conn, config=self.config, replicas=replicas)
+        self._source = ConnectionSource(
+            conn, config=self.config, replicas=replicas, scope=self._scope()
+        )
 
     @classmethod
     @contextmanager

@@ -26,6 +26,7 @@ from haive_langgraph.db._migrations import (
 )
 from haive_langgraph.db._partitions import PartitionKey
 from haive_langgraph.db._replicas import ReplicaStats, Route
+from haive_langgraph.db._tenancy import TenantScope
 
 __all__ = [
     "AsyncConnectionSource",
@@ -39,6 +40,7 @@ __all__ = [
     "ReplicaStats",
     "Route",
     "Step",
+    "TenantScope",
     "arun",
     "connect",
     "connection_kwargs",

@@ -38,9 +38,10 @@ from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from haive_langgraph.db._config import PersistenceConfig
-from haive_langgraph.db._driver import OpFactory, arun, run
+from haive_langgraph.db._driver import OpFactory, Step, arun, run
 from haive_langgraph.db._dsn import describe_dsn, parse_dsn, uses_transaction_pooler
 from haive_langgraph.db._replicas import ROUTES, AsyncReplicaSet, ReplicaSet, Route
+from haive_langgraph.db._tenancy import TenantScope, row_security_step
 from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
 
 T = TypeVar("T")
@@ -162,6 +163,23 @@ class _IdleTracker:
         return math.inf if last is None else time.monotonic() - last
 
 
+class _RowSecurity:
+    """Whether row-level security applies to a connection's role on a table (asked once)."""
+
+    def __init__(self) -> None:
+        self._known: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+
+    def known(self, conn: Any, table: str) -> bool | None:
+        return self._known.get(conn, {}).get(table)
+
+    def learn(self, conn: Any, table: str, row: Any) -> bool:
+        if row is None or row[0] is None:
+            return False  # the table is not there yet: ask again next time
+        active = bool(row[0])
+        self._known.setdefault(conn, {})[table] = active
+        return active
+
+
 class ConnectionSource:
     """Hands out sync connections from a DSN-owned pool, a lent pool or a lent connection.
 
@@ -170,6 +188,10 @@ class ConnectionSource:
         config: Settings.
         replicas: DSNs of read replicas of the primary (default:
             ``config.replica_urls``); pools to them are opened on first use.
+        scope: The tenant calls act for, unless a call names another (see
+            :class:`TenantScope`): where row-level security applies to the
+            connection's role, each statement is sent with the setting that
+            binds its transaction to that tenant, in the same round trip.
     """
 
     def __init__(
@@ -178,8 +200,11 @@ class ConnectionSource:
         *,
         config: PersistenceConfig | None = None,
         replicas: Sequence[str] | None = None,
+        scope: TenantScope | None = None,
     ) -> None:
         self.config = config or PersistenceConfig()
+        self.scope = scope
+        self._row_security = _RowSecurity()
         dsns = self.config.replica_urls if replicas is None else replicas
         # Checked before the primary's pool opens, so a bad replica DSN leaks nothing.
         self.replicas: ReplicaSet | None = (
@@ -288,6 +313,7 @@ class ConnectionSource:
         read: bool = False,
         rollback: bool = False,
         route: Route = "primary",
+        scope: TenantScope | None = None,
     ) -> T:
         """Run the operation ``factory()`` builds on a borrowed connection.
 
@@ -300,7 +326,9 @@ class ConnectionSource:
                 ``"primary"``; ``"replica"`` (any usable replica, may lag);
                 ``"fresh"`` (a replica that has replayed this source's
                 writes, else the primary). Needs ``read=True``.
+            scope: The tenant this call acts for (default: the source's).
         """
+        scope = scope or self.scope
         if route != "primary":
             _check_route(route, read)
             if self.replicas is not None:
@@ -310,33 +338,55 @@ class ConnectionSource:
                     transaction=transaction,
                     rollback=rollback,
                     fresh=route == "fresh",
+                    scope=scope,
                 )
                 if routed:
                     return result  # type: ignore[return-value]
         if read or self.replicas is None:
-            return self._run(factory, transaction=transaction, read=read, rollback=rollback)
+            return self._run(
+                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
+            )
         try:
-            return self._run(factory, transaction=transaction, read=read, rollback=rollback)
+            return self._run(
+                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
+            )
         finally:
             self.replicas.wrote()
 
-    def _run(self, factory: OpFactory[T], *, transaction: bool, read: bool, rollback: bool) -> T:
+    def _run(
+        self,
+        factory: OpFactory[T],
+        *,
+        transaction: bool,
+        read: bool,
+        rollback: bool,
+        scope: TenantScope | None,
+    ) -> T:
         attempts = 2 if read and self._pool is not None else 1
         for attempt in range(attempts):
             with self.connection() as conn:
                 try:
+                    prelude = self._prelude(conn, scope) if scope is not None else ()
                     if transaction or rollback:
                         with conn.transaction() as tx:
-                            result = run(conn, factory())
+                            result = run(conn, factory(), prelude=prelude)
                             if rollback:
                                 raise psycopg.Rollback(tx)
                         return result
-                    return run(conn, factory())
+                    return run(conn, factory(), prelude=prelude, every=True)
                 except psycopg.OperationalError as exc:
                     if attempt + 1 < attempts and _is_dead(conn, exc):
                         continue
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _prelude(self, conn: Connection[Any], scope: TenantScope) -> tuple[Step, ...]:
+        active = self._row_security.known(conn, scope.table)
+        if active is None:
+            step = row_security_step(scope.table)
+            row = conn.execute(step.query, step.params).fetchone()
+            active = self._row_security.learn(conn, scope.table, row)
+        return scope.prelude(active)
 
     def close(self) -> None:
         if self.replicas is not None:
@@ -354,8 +404,11 @@ class AsyncConnectionSource:
         *,
         config: PersistenceConfig | None = None,
         replicas: Sequence[str] | None = None,
+        scope: TenantScope | None = None,
     ) -> None:
         self.config = config or PersistenceConfig()
+        self.scope = scope
+        self._row_security = _RowSecurity()
         self._lock: asyncio.Lock | None = None
         self._conn: AsyncConnection[Any] | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -461,8 +514,10 @@ class AsyncConnectionSource:
         read: bool = False,
         rollback: bool = False,
         route: Route = "primary",
+        scope: TenantScope | None = None,
     ) -> T:
         """Async twin of :meth:`ConnectionSource.run`."""
+        scope = scope or self.scope
         if route != "primary":
             _check_route(route, read)
             if self.replicas is not None:
@@ -472,35 +527,55 @@ class AsyncConnectionSource:
                     transaction=transaction,
                     rollback=rollback,
                     fresh=route == "fresh",
+                    scope=scope,
                 )
                 if routed:
                     return result  # type: ignore[return-value]
         if read or self.replicas is None:
-            return await self._run(factory, transaction=transaction, read=read, rollback=rollback)
+            return await self._run(
+                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
+            )
         try:
-            return await self._run(factory, transaction=transaction, read=read, rollback=rollback)
+            return await self._run(
+                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
+            )
         finally:
             self.replicas.wrote()
 
     async def _run(
-        self, factory: OpFactory[T], *, transaction: bool, read: bool, rollback: bool
+        self,
+        factory: OpFactory[T],
+        *,
+        transaction: bool,
+        read: bool,
+        rollback: bool,
+        scope: TenantScope | None,
     ) -> T:
         attempts = 2 if read and self._conn is None else 1
         for attempt in range(attempts):
             async with self.connection() as conn:
                 try:
+                    prelude = await self._prelude(conn, scope) if scope is not None else ()
                     if transaction or rollback:
                         async with conn.transaction() as tx:
-                            result = await arun(conn, factory())
+                            result = await arun(conn, factory(), prelude=prelude)
                             if rollback:
                                 raise psycopg.Rollback(tx)
                         return result
-                    return await arun(conn, factory())
+                    return await arun(conn, factory(), prelude=prelude, every=True)
                 except psycopg.OperationalError as exc:
                     if attempt + 1 < attempts and _is_dead(conn, exc):
                         continue
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _prelude(self, conn: AsyncConnection[Any], scope: TenantScope) -> tuple[Step, ...]:
+        active = self._row_security.known(conn, scope.table)
+        if active is None:
+            step = row_security_step(scope.table)
+            cur = await conn.execute(step.query, step.params)
+            active = self._row_security.learn(conn, scope.table, await cur.fetchone())
+        return scope.prelude(active)
 
     async def close(self) -> None:
         if self.replicas is not None:

@@ -68,9 +68,24 @@ async def _aresult(cur: AsyncCursor[Any], fetch: Fetch) -> Any:
     return None
 
 
-def run(conn: Connection[Any], op: Op[T]) -> T:
-    """Drive ``op`` to completion on ``conn`` and return its result."""
+def run(
+    conn: Connection[Any], op: Op[T], *, prelude: Sequence[Step] = (), every: bool = False
+) -> T:
+    """Drive ``op`` to completion on ``conn`` and return its result.
+
+    Args:
+        conn: The connection.
+        op: The operation.
+        prelude: Statements (``fetch="none"``) sent in the same round trip and
+            the same transaction as the first statement of ``op``, or of each
+            one with ``every`` (for settings local to a transaction, such as
+            the tenant that row-level security reads).
+        every: Repeat the prelude before every statement (when ``op`` runs
+            outside an explicit transaction, each statement is its own).
+    """
     ensure_arrays(conn)
+    if prelude:
+        return _run_with_prelude(conn, op, prelude, every)
     with conn.cursor(binary=True) as cur:
         try:
             step = next(op)
@@ -81,14 +96,56 @@ def run(conn: Connection[Any], op: Op[T]) -> T:
             return stop.value  # type: ignore[no-any-return]
 
 
-async def arun(conn: AsyncConnection[Any], op: Op[T]) -> T:
-    """Drive ``op`` to completion on ``conn`` and return its result."""
+def _run_with_prelude(conn: Connection[Any], op: Op[T], prelude: Sequence[Step], every: bool) -> T:
+    # Pipeline mode: the prelude and the statement go out together, and the
+    # statements before one Sync share one (implicit) transaction.
+    with conn.pipeline() as pipeline, conn.cursor(binary=True) as cur:
+        try:
+            step = next(op)
+            first = True
+            while True:
+                if first or every:
+                    for p in prelude:
+                        conn.execute(p.query, p.params, prepare=p.prepare)
+                    first = False
+                cur.execute(step.query, step.params, prepare=step.prepare)
+                pipeline.sync()
+                step = op.send(_result(cur, step.fetch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+async def arun(
+    conn: AsyncConnection[Any], op: Op[T], *, prelude: Sequence[Step] = (), every: bool = False
+) -> T:
+    """Drive ``op`` to completion on ``conn`` and return its result (see :func:`run`)."""
     ensure_arrays(conn)
+    if prelude:
+        return await _arun_with_prelude(conn, op, prelude, every)
     async with conn.cursor(binary=True) as cur:
         try:
             step = next(op)
             while True:
                 await cur.execute(step.query, step.params, prepare=step.prepare)
+                step = op.send(await _aresult(cur, step.fetch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+async def _arun_with_prelude(
+    conn: AsyncConnection[Any], op: Op[T], prelude: Sequence[Step], every: bool
+) -> T:
+    async with conn.pipeline() as pipeline, conn.cursor(binary=True) as cur:
+        try:
+            step = next(op)
+            first = True
+            while True:
+                if first or every:
+                    for p in prelude:
+                        await conn.execute(p.query, p.params, prepare=p.prepare)
+                    first = False
+                await cur.execute(step.query, step.params, prepare=step.prepare)
+                await pipeline.sync()
                 step = op.send(await _aresult(cur, step.fetch))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]

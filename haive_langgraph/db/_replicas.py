@@ -52,6 +52,7 @@ from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
 
 if TYPE_CHECKING:
     from haive_langgraph.db._connections import AsyncConnectionSource, ConnectionSource
+    from haive_langgraph.db._tenancy import TenantScope
 
 T = TypeVar("T")
 
@@ -434,6 +435,7 @@ class ReplicaSet:
         transaction: bool,
         rollback: bool,
         fresh: bool,
+        scope: TenantScope | None = None,
     ) -> tuple[bool, T | None]:
         """Run a read on a replica: ``(True, result)``, or ``(False, None)`` for the primary."""
         router = self.router
@@ -458,6 +460,7 @@ class ReplicaSet:
                     transaction=transaction,
                     rollback=rollback,
                     read=True,
+                    scope=scope,
                 )
             except (psycopg.Error, ConnectionFailedError) as exc:
                 if server_gone(exc):
@@ -547,6 +550,7 @@ class AsyncReplicaSet:
         transaction: bool,
         rollback: bool,
         fresh: bool,
+        scope: TenantScope | None = None,
     ) -> tuple[bool, T | None]:
         """Async twin of :meth:`ReplicaSet.run`."""
         router = self.router
@@ -571,6 +575,7 @@ class AsyncReplicaSet:
                     transaction=transaction,
                     rollback=rollback,
                     read=True,
+                    scope=scope,
                 )
             except (psycopg.Error, ConnectionFailedError) as exc:
                 if server_gone(exc):

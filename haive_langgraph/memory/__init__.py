@@ -1,1 +1,78 @@
-"""memory."""
+"""Conversation memory: LangChain chat histories, conversations with token usage
+and cost, sessions (TTL, limits, branches, merges, participants) and automatic
+tracking of model calls.
+
+Everything lives in the ``conversations``, ``conversation_messages`` and
+``conversation_participants`` tables (migrations component ``"conversations"``);
+a history's ``session_id``, a conversation id and a session id name the same
+kind of row. See ``docs/conversations.md``.
+"""
+
+from __future__ import annotations
+
+from haive_langgraph.memory._history_types import (
+    Conversation,
+    ConversationExistsError,
+    ConversationMetadata,
+    ConversationNotFoundError,
+    ConversationPage,
+    ErasureReport,
+    InvalidMessageError,
+    MessagePage,
+    MessageTooLargeError,
+    ModelPrice,
+    Permission,
+    PermissionDeniedError,
+    QuotaExceededError,
+    Session,
+    SessionExpiredError,
+    SessionPage,
+    StoredMessage,
+    TokenUsage,
+    UsageTotals,
+)
+from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
+from haive_langgraph.memory.history import (
+    AsyncChatHistoryFactory,
+    AsyncPostgresChatMessageHistory,
+    ChatHistoryFactory,
+    PostgresChatMessageHistory,
+    async_history_factory,
+    history_factory,
+)
+from haive_langgraph.memory.sessions import AsyncSessionManager, SessionManager
+from haive_langgraph.memory.tracking import AsyncConversationTracker, ConversationTracker
+
+__all__ = [
+    "AsyncChatHistoryFactory",
+    "AsyncConversationStore",
+    "AsyncConversationTracker",
+    "AsyncPostgresChatMessageHistory",
+    "AsyncSessionManager",
+    "ChatHistoryFactory",
+    "Conversation",
+    "ConversationExistsError",
+    "ConversationMetadata",
+    "ConversationNotFoundError",
+    "ConversationPage",
+    "ConversationStore",
+    "ConversationTracker",
+    "ErasureReport",
+    "InvalidMessageError",
+    "MessagePage",
+    "MessageTooLargeError",
+    "ModelPrice",
+    "Permission",
+    "PermissionDeniedError",
+    "PostgresChatMessageHistory",
+    "QuotaExceededError",
+    "Session",
+    "SessionExpiredError",
+    "SessionManager",
+    "SessionPage",
+    "StoredMessage",
+    "TokenUsage",
+    "UsageTotals",
+    "async_history_factory",
+    "history_factory",
+]

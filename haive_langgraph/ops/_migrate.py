@@ -14,9 +14,10 @@ from haive_langgraph.db import (
 def all_components() -> list[Component]:
     """Every feature's migrations, in dependency order."""
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
+    from haive_langgraph.memory._history_sql import COMPONENT as conversations
     from haive_langgraph.ops.keys import COMPONENT as keys
 
-    return [checkpoints, keys]
+    return [checkpoints, keys, conversations]
 
 
 def migrate_all(

@@ -46,7 +46,7 @@ from haive_langgraph.db import (
     migrate_op,
     validate_identifier,
 )
-from haive_langgraph.db._arrays import ByteaArray, TextArray
+from haive_langgraph.db._arrays import BigintArray, ByteaArray, TextArray
 from haive_langgraph.errors import ConfigurationError
 
 __all__ = [
@@ -207,8 +207,8 @@ class FramedTable:
 
     Attributes:
         name: Table name (in the schema).
-        key_columns: Primary key columns and their types (``text`` or
-            ``bytea``), in order; the scan's cursor.
+        key_columns: Primary key columns and their types (``text``,
+            ``bytea`` or ``bigint``), in order; the scan's cursor.
         context: Builds a frame's row context from the key values (and, for
             a JSON column, the JSON key the sealed value sits under).
         frame_column: The bytea column holding one frame per row.
@@ -232,6 +232,14 @@ def _metadata_context(
     return RowContext(tenant, thread, Kind.METADATA, f"{checkpoint_id}/{json_key}", ns)
 
 
+def _message_context(tenant: str, conversation: str, seq: int) -> RowContext:
+    return RowContext(tenant, conversation, Kind.MESSAGE, "messages")
+
+
+def _details_context(tenant: str, conversation: str) -> RowContext:
+    return RowContext(tenant, conversation, Kind.METADATA, "details")
+
+
 FRAMED_TABLES: list[FramedTable] = [
     FramedTable(
         "blobs",
@@ -249,6 +257,18 @@ FRAMED_TABLES: list[FramedTable] = [
         ),
         _metadata_context,
         json_column="metadata",
+    ),
+    FramedTable(
+        "conversation_messages",
+        (("tenant_id", "text"), ("conversation_id", "text"), ("seq", "bigint")),
+        _message_context,
+        frame_column="body",
+    ),
+    FramedTable(
+        "conversations",
+        (("tenant_id", "text"), ("conversation_id", "text")),
+        _details_context,
+        frame_column="details",
     ),
 ]
 
@@ -273,13 +293,18 @@ def _cursor_out(values: Sequence[Any]) -> list[str]:
     return [
         "b" + base64.b64encode(bytes(v)).decode()
         if isinstance(v, bytes | memoryview)
+        else f"i{v}"
+        if isinstance(v, int)
         else "s" + str(v)
         for v in values
     ]
 
 
 def _cursor_in(values: Sequence[str]) -> list[Any]:
-    return [base64.b64decode(v[1:]) if v[0] == "b" else v[1:] for v in values]
+    return [
+        base64.b64decode(v[1:]) if v[0] == "b" else int(v[1:]) if v[0] == "i" else v[1:]
+        for v in values
+    ]
 
 
 def _reencoded(
@@ -287,6 +312,8 @@ def _reencoded(
 ) -> Any | None:
     """The row's value with its frames under the current keys, or None if unchanged."""
     tenant = str(pk[0])
+    if value is None:
+        return None  # a nullable frame column with nothing in it
     if table.frame_column is not None:
         frame = bytes(value)
         if not codec.needs_reencrypt(frame, tenant):
@@ -342,10 +369,16 @@ def _batch_op(
         # One statement per batch, compare-and-set on the old value: a row
         # changed since it was read (rewritten by a writer, with the new
         # keys) is left alone and not counted.
-        arrays: list[ByteaArray | TextArray] = []
+        arrays: list[ByteaArray | TextArray | BigintArray] = []
         for i, (_, kind) in enumerate(table.key_columns):
             values = [c[0][i] for c in changes]
-            arrays.append(ByteaArray(map(bytes, values)) if kind == "bytea" else TextArray(values))
+            arrays.append(
+                ByteaArray(map(bytes, values))
+                if kind == "bytea"
+                else BigintArray(values)
+                if kind == "bigint"
+                else TextArray(values)
+            )
         old: ByteaArray | TextArray
         new: ByteaArray | TextArray
         if table.frame_column is not None:

@@ -48,6 +48,7 @@ from haive_langgraph.checkpointers._values import (
     payload_of,
     plan_put,
     plan_writes,
+    seal_metadata,
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.db import PersistenceConfig, validate_identifier
@@ -119,12 +120,59 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ConfigurationError(f"invalid list_threads cursor {cursor!r}") from exc
 
 
+# Longest identifier (thread id, namespace, tag, task id ...), in UTF-8 bytes:
+# several of them make up one index entry, which PostgreSQL caps at 2704 bytes.
+MAX_ID_BYTES = 512
+
+
 def text_id(value: Any, what: str) -> str:
-    """A thread id, namespace or tenant as text, rejecting what PostgreSQL cannot store."""
+    """A thread id, namespace, tag or task id as text; what PostgreSQL cannot store is refused."""
     text = value if isinstance(value, str) else str(value)
     if "\x00" in text:
-        raise ConfigurationError(f"{what} {text!r} contains a NUL character")
+        raise ConfigurationError(f"{what} {text[:80]!r} contains a NUL character")
+    if len(text) > MAX_ID_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ConfigurationError(
+            f"{what} {text[:40]!r}... is {len(text.encode('utf-8', 'surrogatepass'))} bytes "
+            f"long; at most {MAX_ID_BYTES} bytes (UTF-8) are allowed"
+        )
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise ConfigurationError(f"{what} {text[:80]!r} contains a lone surrogate (not UTF-8)")
     return text
+
+
+def json_filter(value: Any, what: str) -> dict[str, Any] | None:
+    """A metadata filter that PostgreSQL JSON can hold, or an error naming the bad part."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{what} must be a dict, got {type(value).__name__}")
+
+    def walk(item: Any, path: str) -> None:
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= c <= "\udfff" for c in item):
+                raise ConfigurationError(
+                    f"{what} {path} holds {item[:40]!r}, with a character PostgreSQL JSON "
+                    "cannot store (NUL or a lone surrogate)"
+                )
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ConfigurationError(f"{what} {path} is {item!r}: JSON has no such number")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise ConfigurationError(f"{what} {path} has a non-string key {k!r}")
+                walk(k, f"{path} key {k[:40]!r}")
+                walk(v, f"{path}[{k[:40]!r}]")
+        elif isinstance(item, list | tuple):
+            for i, v in enumerate(item):
+                walk(v, f"{path}[{i}]")
+        elif item is not None and not isinstance(item, bool | int):
+            raise ConfigurationError(
+                f"{what} {path} holds a {type(item).__name__}; filters compare JSON values"
+            )
+
+    walk(value, "")
+    return value
 
 
 class CheckpointerBase(BaseCheckpointSaver[int]):
@@ -245,6 +293,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         *,
         fresh_lists: bool = False,
     ) -> PutPlan:
+        text_id(config["configurable"].get("checkpoint_ns", ""), "checkpoint_ns")
         return plan_put(
             serde=self.serde,
             codec=self.codec,
@@ -270,6 +319,11 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         task_path: str,
     ) -> tuple[dict[str, Any], bool]:
         thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
+        text_id(config["configurable"].get("checkpoint_ns", ""), "checkpoint_ns")
+        task_id = text_id(task_id, "task_id")
+        task_path = text_id(task_path, "task_path")
+        for channel, _ in writes:
+            text_id(channel, "channel")
         return plan_writes(
             serde=self.serde,
             codec=self.codec,
@@ -309,7 +363,14 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
     # -- decoding ----------------------------------------------------------------
 
     def _decoder(self, *, share: bool) -> Decoder:
-        return Decoder(self.serde, self.codec, self.tenant_id, share=share, memo=self._memo)
+        return Decoder(
+            self.serde,
+            self.codec,
+            self.tenant_id,
+            share=share,
+            memo=self._memo,
+            sealed=self.encrypt_metadata,
+        )
 
     def _remember(self, thread_id: str, ns: str, checkpoint_id: str, refs: StoredRefs) -> None:
         self._refs.put((thread_id, ns, checkpoint_id), refs)
@@ -378,7 +439,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             "thread_id": text_id(thread_id, "thread_id") if thread_id is not None else None,
             "checkpoint_ns": text_id(ns, "checkpoint_ns") if ns is not None else None,
             "checkpoint_id": conf.get("checkpoint_id") if config else None,
-            "filter": filter,
+            "filter": json_filter(filter, "filter"),
             "before_id": get_checkpoint_id(before) if before else None,
             "limit": int(limit) if limit is not None else None,
         }
@@ -501,7 +562,7 @@ class TimeTravelMixin(CheckpointerBase):
     def _tags(tags: Sequence[str]) -> list[str]:
         if not tags or not all(isinstance(t, str) and t.strip() for t in tags):
             raise ConfigurationError("tags must be one or more non-empty strings")
-        return sorted({t.strip() for t in tags})
+        return sorted({text_id(t.strip(), "tag") for t in tags})
 
     def _state_filters(
         self, state_matching: Mapping[str, Any] | None
@@ -539,7 +600,7 @@ class TimeTravelMixin(CheckpointerBase):
             raise ConfigurationError(f"limit must be a positive integer, got {limit!r}")
         return {
             "tags": self._tags(tags) if tags else [],
-            "metadata": metadata,
+            "metadata": json_filter(metadata, "metadata filter"),
             "inline": inline,
             "keyed": keyed,
             "before": time_bound(before, "before"),
@@ -572,6 +633,7 @@ class TimeTravelMixin(CheckpointerBase):
     ) -> tuple[str, str | None, str]:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError("a branch needs a non-empty name")
+        text_id(name, "branch name")
         conf = config.get("configurable", {})
         if "thread_id" not in conf:
             raise ConfigurationError("create_branch needs a config with a thread_id")
@@ -615,10 +677,27 @@ class TimeTravelMixin(CheckpointerBase):
         ]
 
     def _restore_args(self, source: CheckpointTuple) -> tuple[str, bytes, dict[str, Any]]:
+        conf = source.config["configurable"]
+        th, ns, cid = (
+            str(conf["thread_id"]),
+            str(conf.get("checkpoint_ns", "")),
+            conf["checkpoint_id"],
+        )
+        # The new checkpoint takes the source row's family (get_tuple just cached it).
+        refs = self._refs.get((th, ns, cid))
+        family = refs.family if refs is not None else self._family_of(th)
         new_id = str(uuid6(clock_seq=-2))
         checkpoint = dict(source.checkpoint)
+        checkpoint["id"] = new_id
         checkpoint["ts"] = datetime.now(UTC).isoformat()
-        body = encode_body(self.serde, cast(Checkpoint, checkpoint))
+        body = encode_body(
+            self.serde, self.codec, self.tenant_id, family, ns, cast(Checkpoint, checkpoint)
+        )
         meta = {k: v for k, v in source.metadata.items() if k not in ("run_id", "writes")}
-        meta.update(source="fork", restored_from=source.config["configurable"]["checkpoint_id"])
-        return new_id, body, metadata_json(meta)
+        meta.update(source="fork", restored_from=cid)
+        meta = metadata_json(meta)
+        if self.encrypt_metadata:
+            meta = seal_metadata(
+                meta, self.encrypt_metadata, self.codec, self.tenant_id, family, ns, new_id
+            )
+        return new_id, body, meta

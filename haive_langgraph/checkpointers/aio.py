@@ -30,6 +30,7 @@ from haive_langgraph.checkpointers._base import (
     TimeTravelMixin,
     decode_cursor,
     encode_cursor,
+    json_filter,
     text_id,
     thread_info,
 )
@@ -361,7 +362,11 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
         after = decode_cursor(cursor) if cursor else None
         rows = await self._source.run(
             lambda: ops.list_threads_op(
-                self._statements, self.tenant_id, filter=filter, limit=limit, after=after
+                self._statements,
+                self.tenant_id,
+                filter=json_filter(filter, "filter"),
+                limit=limit,
+                after=after,
             ),
             read=True,
             route="replica",

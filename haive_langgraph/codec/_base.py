@@ -28,6 +28,7 @@ class Kind(StrEnum):
     BLOB = "blob"
     WRITE = "write"
     METADATA = "metadata"
+    CHECKPOINT = "checkpoint"
     STORE_VALUE = "store"
     MESSAGE = "message"
     MEMORY = "memory"

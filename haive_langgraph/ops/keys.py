@@ -27,7 +27,7 @@ from psycopg import Connection, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.checkpointers._values import SEALED
+from haive_langgraph.checkpointers._values import SEALED, body_context, metadata_context
 from haive_langgraph.codec import (
     HaiveCodec,
     KeyRing,
@@ -213,6 +213,10 @@ class FramedTable:
             a JSON column, the JSON key the sealed value sits under).
         frame_column: The bytea column holding one frame per row.
         json_column: Or: a JSONB column whose values may be sealed frames.
+        extra_columns: Columns read along and passed to ``context`` after
+            the key values (what a frame is bound to besides its key).
+        label: Name of this entry in reports and the progress table
+            (default: the table's name; two entries may share a table).
     """
 
     name: str
@@ -220,6 +224,12 @@ class FramedTable:
     context: Callable[..., RowContext]
     frame_column: str | None = None
     json_column: str | None = None
+    extra_columns: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 def _blob_context(tenant: str, family: str, key: bytes) -> RowContext:
@@ -227,9 +237,13 @@ def _blob_context(tenant: str, family: str, key: bytes) -> RowContext:
 
 
 def _metadata_context(
-    tenant: str, thread: str, ns: str, checkpoint_id: str, json_key: str
+    tenant: str, thread: str, ns: str, checkpoint_id: str, family: str, json_key: str
 ) -> RowContext:
-    return RowContext(tenant, thread, Kind.METADATA, f"{checkpoint_id}/{json_key}", ns)
+    return metadata_context(tenant, family, ns, checkpoint_id, json_key)
+
+
+def _body_context(tenant: str, thread: str, ns: str, checkpoint_id: str, family: str) -> RowContext:
+    return body_context(tenant, family, ns, checkpoint_id)
 
 
 def _message_context(tenant: str, conversation: str, seq: int) -> RowContext:
@@ -257,6 +271,20 @@ FRAMED_TABLES: list[FramedTable] = [
         ),
         _metadata_context,
         json_column="metadata",
+        extra_columns=("family_id",),
+    ),
+    FramedTable(
+        "checkpoints",
+        (
+            ("tenant_id", "text"),
+            ("thread_id", "text"),
+            ("checkpoint_ns", "text"),
+            ("checkpoint_id", "text"),
+        ),
+        _body_context,
+        frame_column="checkpoint",
+        extra_columns=("family_id",),
+        label="checkpoint_bodies",
     ),
     FramedTable(
         "conversation_messages",
@@ -310,6 +338,7 @@ def _cursor_in(values: Sequence[str]) -> list[Any]:
 def _reencoded(
     table: FramedTable, codec: HaiveCodec, pk: tuple[Any, ...], value: Any
 ) -> Any | None:
+    """``pk``: the key values, then the extra columns."""
     """The row's value with its frames under the current keys, or None if unchanged."""
     tenant = str(pk[0])
     if value is None:
@@ -342,7 +371,7 @@ def _batch_op(
     column = sql.Identifier(table.frame_column or table.json_column or "")
     state = yield Step(
         sql.SQL("SELECT cursor FROM {} WHERE table_name = %s FOR UPDATE").format(progress_table),
-        (table.name,),
+        (table.key,),
         fetch="one",
     )
     cursor = state[0] if state else None
@@ -353,9 +382,10 @@ def _batch_op(
             keys, sql.SQL(", ").join(sql.Placeholder() * len(names))
         )
         params = _cursor_in(cursor)
+    selected = sql.SQL(", ").join(map(sql.Identifier, [*names, *table.extra_columns]))
     rows = yield Step(
-        sql.SQL("SELECT {keys}, {col} FROM {t} {where} ORDER BY {keys} LIMIT %s").format(
-            keys=keys, col=column, t=ident, where=where
+        sql.SQL("SELECT {sel}, {col} FROM {t} {where} ORDER BY {keys} LIMIT %s").format(
+            sel=selected, keys=keys, col=column, t=ident, where=where
         ),
         [*params, batch_size],
     )
@@ -415,7 +445,7 @@ def _batch_op(
     if finished:
         yield Step(
             sql.SQL("DELETE FROM {} WHERE table_name = %s").format(progress_table),
-            (table.name,),
+            (table.key,),
             fetch="none",
         )
     else:
@@ -425,7 +455,7 @@ def _batch_op(
                 "ON CONFLICT (table_name) DO UPDATE SET cursor = excluded.cursor, "
                 "rewritten = {p}.rewritten + excluded.rewritten, updated_at = now()"
             ).format(p=progress_table),
-            (table.name, Jsonb(_cursor_out(rows[-1][: len(names)])), rewritten),
+            (table.key, Jsonb(_cursor_out(rows[-1][: len(names)])), rewritten),
             fetch="none",
         )
     return len(rows), rewritten, finished
@@ -487,7 +517,7 @@ def rotate_keys(
         for table in FRAMED_TABLES:
             if table.name not in present or (tables is not None and table.name not in tables):
                 continue
-            report.resumed[table.name] = _in_progress(source, target, table.name)
+            report.resumed[table.key] = _in_progress(source, target, table.key)
             scanned = rewritten = 0
             while True:
                 n, w, done = source.run(
@@ -497,11 +527,11 @@ def rotate_keys(
                 scanned += n
                 rewritten += w
                 if progress is not None:
-                    progress(table.name, scanned, rewritten)
+                    progress(table.key, scanned, rewritten)
                 if done:
                     break
-            report.scanned[table.name] = scanned
-            report.rewritten[table.name] = rewritten
+            report.scanned[table.key] = scanned
+            report.rewritten[table.key] = rewritten
     finally:
         source.close()
     return report
@@ -544,10 +574,10 @@ def frames_by_key(
                     sql.SQL(
                         "SELECT CASE WHEN get_byte({c}, 3) & 2 = 2 "
                         "THEN convert_from(substring({c} from 6 for get_byte({c}, 4)), 'UTF8') "
-                        "END, count(*) FROM {t} GROUP BY 1 ORDER BY 1"
+                        "END, count(*) FROM {t} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 1"
                     ).format(c=col, t=sql.Identifier(target, table.name)),
                 )
-                out[table.name] = {
+                out[table.key] = {
                     str(k) if k is not None else "(unencrypted)": int(n) for k, n in rows
                 }
             return out

@@ -1,0 +1,188 @@
+"""Pluggable workloads for the load scenario, and the runner that mixes them.
+
+A :class:`Workload` names its operations with weights and runs one operation
+at a time; the :func:`run_load` runner keeps ``concurrency`` workers busy with
+a weighted mix of every registered workload's operations for a fixed time,
+timing each operation and sampling the client's memory.
+
+The checkpointer workload is here; the store and conversation memory add
+theirs to :data:`WORKLOADS` (a factory taking the DSN) and join the mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psutil  # type: ignore[import-untyped]
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+
+from haive_langgraph._demo import chat_graph
+from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
+from haive_langgraph.db import PersistenceConfig
+
+
+class Workload(Protocol):
+    """One component's share of the load mix."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Create tables and seed data."""
+
+    def operations(self) -> Mapping[str, float]:
+        """Operation names and their relative weights."""
+
+    async def run(self, op: str, rng: random.Random) -> None:
+        """Run one operation."""
+
+    async def stop(self) -> None:
+        """Release connections."""
+
+
+class CheckpointerWorkload:
+    """Chat turns, state reads, history pages and thread listings on the async checkpointer.
+
+    Conversations grow to ``turns`` turns, then their thread is deleted and a
+    new one started, so the data set (and each operation's cost) reaches a
+    steady state instead of growing for as long as the load runs.
+    """
+
+    name = "checkpointer"
+
+    def __init__(self, dsn: str, *, threads: int = 24, turns: int = 12) -> None:
+        # More conversations than workers, so a turn always finds a free one.
+        self.saver = AsyncPostgresCheckpointer(
+            dsn, config=PersistenceConfig(pool_max_size=8, application_name="load-checkpointer")
+        )
+        self.graph = chat_graph().compile(checkpointer=self.saver)
+        self.turns = turns
+        self.generation = [0] * threads
+        self.busy = [False] * threads
+
+    def _thread(self, slot: int) -> str:
+        return f"load-{slot}-{self.generation[slot]}"
+
+    async def start(self) -> None:
+        await self.saver.setup()
+
+    def operations(self) -> Mapping[str, float]:
+        return {"turn": 5.0, "get_state": 3.0, "history": 1.0, "list_threads": 0.5}
+
+    async def run(self, op: str, rng: random.Random) -> None:
+        if op == "turn":  # one writer per conversation at a time: a free slot
+            slot = rng.choice([i for i, busy in enumerate(self.busy) if not busy])
+        else:
+            slot = rng.randrange(len(self.generation))
+        config: RunnableConfig = {"configurable": {"thread_id": self._thread(slot)}}
+        if op == "turn":
+            self.busy[slot] = True
+            try:
+                state = await self.graph.aget_state(config)
+                n = len(state.values.get("messages", []))
+                if n >= 2 * self.turns:
+                    await self.saver.adelete_thread(self._thread(slot))
+                    self.generation[slot] += 1
+                    config = {"configurable": {"thread_id": self._thread(slot)}}
+                text = f"question {n // 2} " + "lorem ipsum " * rng.randrange(1, 60)
+                await self.graph.ainvoke({"messages": [HumanMessage(content=text)]}, config)
+            finally:
+                self.busy[slot] = False
+        elif op == "get_state":
+            await self.graph.aget_state(config)
+        elif op == "history":
+            _ = [t async for t in self.saver.alist(config, limit=10)]
+        elif op == "list_threads":
+            await self.saver.alist_threads(limit=20)
+        else:  # pragma: no cover - a typo in operations()
+            raise ValueError(op)
+
+    async def stop(self) -> None:
+        await self.saver.aclose()
+
+
+WORKLOADS: dict[str, Callable[[str], Workload]] = {
+    "checkpointer": CheckpointerWorkload,
+    # "store": StoreWorkload,          -- added with the store's scenarios
+    # "messages": MessagesWorkload,    -- added with conversation memory's
+}
+
+
+@dataclass
+class LoadResult:
+    seconds: float
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[BaseException] = field(default_factory=list)
+    rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
+
+    @property
+    def operations(self) -> int:
+        return sum(len(v) for v in self.latencies.values())
+
+    def percentile(self, op: str, q: float) -> float:
+        values = sorted(self.latencies[op])
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    def rss_at(self, fraction: float) -> int:
+        """RSS sampled closest to ``fraction`` of the run."""
+        t = fraction * self.seconds
+        return min(self.rss, key=lambda s: abs(s[0] - t))[1]
+
+
+async def run_load(
+    workloads: list[Workload], *, seconds: float, concurrency: int, seed: int = 5
+) -> LoadResult:
+    """Run the weighted mix of every workload's operations for ``seconds``."""
+    mix: list[tuple[Workload, str]] = []
+    weights: list[float] = []
+    for w in workloads:
+        for op, weight in w.operations().items():
+            mix.append((w, op))
+            weights.append(weight)
+    result = LoadResult(seconds=seconds)
+    process = psutil.Process()
+    start = time.monotonic()
+    deadline = start + seconds
+
+    async def worker(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        while time.monotonic() < deadline:
+            (w, op) = rng.choices(mix, weights)[0]
+            t0 = time.perf_counter()
+            try:
+                await w.run(op, rng)
+            except Exception as exc:  # counted; the scenario asserts there are none
+                result.errors.append(exc)
+                continue
+            result.latencies.setdefault(f"{w.name}.{op}", []).append(time.perf_counter() - t0)
+
+    async def sample() -> None:
+        while time.monotonic() < deadline:
+            await asyncio.to_thread(gc.collect)
+            result.rss.append((time.monotonic() - start, process.memory_info().rss))
+            await asyncio.sleep(max(0.5, seconds / 40))
+
+    sampler = asyncio.create_task(sample())
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    await sampler
+    result.rss.append((time.monotonic() - start, process.memory_info().rss))
+    return result
+
+
+def describe(result: LoadResult) -> dict[str, Any]:
+    """Throughput and latency figures per operation."""
+    return {
+        op: {
+            "n": len(v),
+            "per_s": len(v) / result.seconds,
+            "p50_ms": 1000 * result.percentile(op, 0.50),
+            "p99_ms": 1000 * result.percentile(op, 0.99),
+        }
+        for op, v in sorted(result.latencies.items())
+    }

@@ -5,8 +5,9 @@ at a time; the :func:`run_load` runner keeps ``concurrency`` workers busy with
 a weighted mix of every registered workload's operations for a fixed time,
 timing each operation and sampling the client's memory.
 
-The checkpointer workload is here; the store and conversation memory add
-theirs to :data:`WORKLOADS` (a factory taking the DSN) and join the mix.
+The checkpointer's and conversation memory's workloads are here; a
+component adds its own to :data:`WORKLOADS` (a factory taking the DSN) and
+joins the mix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
 from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.memory import AsyncChatHistoryFactory
 
 
 class Workload(Protocol):
@@ -107,10 +109,72 @@ class CheckpointerWorkload:
         await self.saver.aclose()
 
 
+class MessagesWorkload:
+    """Chat histories: appends (one message or a batch), reads of the last messages and pages.
+
+    Like the checkpointer's, sessions are cleared after ``limit`` messages so
+    the data set reaches a steady state. Each append is checked on the next
+    read of the same session: the last message read is the last one written.
+    """
+
+    name = "messages"
+
+    def __init__(self, dsn: str, *, sessions: int = 24, limit: int = 60) -> None:
+        self.factory = AsyncChatHistoryFactory(
+            dsn, config=PersistenceConfig(pool_max_size=4, application_name="load-messages")
+        )
+        self.limit = limit
+        self.sessions = sessions
+        self.counts = [0] * sessions
+        self.last: list[str | None] = [None] * sessions
+        self.busy = [False] * sessions
+
+    async def start(self) -> None:
+        await self.factory.asetup()
+
+    def operations(self) -> Mapping[str, float]:
+        return {"append": 3.0, "append_batch": 1.0, "last": 3.0, "page": 1.0}
+
+    async def run(self, op: str, rng: random.Random) -> None:
+        free = [i for i, busy in enumerate(self.busy) if not busy]
+        slot = rng.choice(free)  # one writer per session at a time
+        history = self.factory(f"load-session-{slot}")
+        self.busy[slot] = True
+        try:
+            if op in ("append", "append_batch"):
+                if self.counts[slot] >= self.limit:
+                    await history.aclear()
+                    self.counts[slot], self.last[slot] = 0, None
+                n = 1 if op == "append" else rng.randrange(2, 20)
+                texts = [
+                    f"m{self.counts[slot] + i} " + "lorem " * rng.randrange(1, 40) for i in range(n)
+                ]
+                await history.aadd_messages([HumanMessage(content=t) for t in texts])
+                self.counts[slot] += n
+                self.last[slot] = texts[-1]
+            elif op == "last":
+                got = await history.alast(5)
+                expected = self.last[slot]
+                seen = got[-1].content if got else None
+                if seen != expected:
+                    raise AssertionError(
+                        f"session {slot}: last message {seen!r:.40}, wrote {expected!r:.40}"
+                    )
+            elif op == "page":
+                await history.apage(limit=20)
+            else:  # pragma: no cover - a typo in operations()
+                raise ValueError(op)
+        finally:
+            self.busy[slot] = False
+
+    async def stop(self) -> None:
+        await self.factory.aclose()
+
+
 WORKLOADS: dict[str, Callable[[str], Workload]] = {
     "checkpointer": CheckpointerWorkload,
+    "messages": MessagesWorkload,
     # "store": StoreWorkload,          -- added with the store's scenarios
-    # "messages": MessagesWorkload,    -- added with conversation memory's
 }
 
 

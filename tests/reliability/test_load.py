@@ -1,7 +1,7 @@
 """Scenario 5: a sustained mixed workload for a bounded time.
 
-Every workload in ``_workloads.WORKLOADS`` (the checkpointer's now; the
-store's and conversation memory's join later) runs as one weighted mix on 8
+Every workload in ``_workloads.WORKLOADS`` (checkpointer, chat histories,
+store) runs as one weighted mix on 8
 concurrent workers: 20 s in CI, 10 minutes in soak mode. Throughput and p50 /
 p99 latency per operation are reported (not asserted: speed belongs to the
 benchmarks). Asserted: no operation fails, and the client's memory stays

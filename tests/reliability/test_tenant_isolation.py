@@ -14,8 +14,9 @@ attack returns nothing, works on the attacker's own rows only, or raises
 :class:`~haive_langgraph.errors.NotFoundError` /
 :class:`~haive_langgraph.errors.ConfigurationError`.
 
-Raw SQL on the attacker's session awaits row-level security on the
-checkpointer tables (see ``docs/reliability.md``).
+Raw SQL on a session bound to the attacker is refused by row-level
+security: ``tests/checkpointers/test_row_security.py`` for the checkpointer
+tables, ``test_tenant_isolation_memory.py`` for conversation memory.
 """
 
 from __future__ import annotations

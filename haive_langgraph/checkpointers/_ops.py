@@ -201,18 +201,36 @@ def list_op(
         params["before"] = before_id
     if limit is not None:
         params["limit"] = limit
-    rows = yield Step(
-        st.list_checkpoints(where, limit is not None, thread=thread_id is not None), params
-    )
-    decoded = [Row.from_tuple(r) for r in rows]
-    longest: dict[tuple[str, int], int] = {}
-    for row in decoded:
-        for lineage, length in zip(row.list_lineages, row.list_lengths, strict=True):
-            key = (row.family_id, lineage)
-            if length > longest.get(key, 0):
-                longest[key] = length
-    lineages = yield from lineage_items_op(st, t, longest)
+    query = st.list_checkpoints(where, limit is not None, thread=thread_id is not None)
+    for attempt in range(CONSISTENT_READ_ATTEMPTS):
+        rows = yield Step(query, params)
+        decoded = [Row.from_tuple(r) for r in rows]
+        longest: dict[tuple[str, int], int] = {}
+        for row in decoded:
+            for lineage, length in zip(row.list_lineages, row.list_lengths, strict=True):
+                key = (row.family_id, lineage)
+                if length > longest.get(key, 0):
+                    longest[key] = length
+        lineages = yield from lineage_items_op(st, t, longest)
+        if _complete(longest, lineages) or attempt == CONSISTENT_READ_ATTEMPTS - 1:
+            break
     return decoded, lineages
+
+
+# Reads of checkpoints and then of their list items are two statements, each
+# with its own snapshot: a thread deleted (or pruned) in between leaves rows
+# whose items are gone. Such a read is run again (the deleted rows are then
+# gone too); items missing on the last attempt are reported as corruption.
+CONSISTENT_READ_ATTEMPTS = 3
+
+
+def _complete(longest: dict[tuple[str, int], int], lineages: RawLineages) -> bool:
+    """Whether every lineage read has at least the items the checkpoints use."""
+    return all(
+        len(lineages.get(key, ((), ()))[0]) >= n
+        for key, n in longest.items()
+        if key[1] != EMPTY_LINEAGE and n > 0
+    )
 
 
 def lineage_items_op(
@@ -244,18 +262,18 @@ def delta_history_op(
     st: Statements, t: str, th: str, ns: str, cid: str | None, channels: Sequence[str]
 ) -> Op[tuple[list[tuple[Any, ...]], RawLineages]]:
     """The parent chain rows (oldest first) and the items of list seeds."""
-    rows = yield Step(
-        st.delta_history,
-        {"t": t, "th": th, "ns": ns, "cid": cid, "channels": TextArray(channels)},
-        prepare=False,
-    )
-    chain = [tuple(r) for r in rows]
-    longest: dict[tuple[str, int], int] = {}
-    for row in chain:
-        for lineage, length in zip(row[8] or [], row[9] or [], strict=True):
-            key = (str(row[2]), int(lineage))
-            longest[key] = max(longest.get(key, 0), int(length))
-    lineages = yield from lineage_items_op(st, t, longest)
+    params = {"t": t, "th": th, "ns": ns, "cid": cid, "channels": TextArray(channels)}
+    for attempt in range(CONSISTENT_READ_ATTEMPTS):
+        rows = yield Step(st.delta_history, params, prepare=False)
+        chain = [tuple(r) for r in rows]
+        longest: dict[tuple[str, int], int] = {}
+        for row in chain:
+            for lineage, length in zip(row[8] or [], row[9] or [], strict=True):
+                key = (str(row[2]), int(lineage))
+                longest[key] = max(longest.get(key, 0), int(length))
+        lineages = yield from lineage_items_op(st, t, longest)
+        if _complete(longest, lineages) or attempt == CONSISTENT_READ_ATTEMPTS - 1:
+            break
     return chain, lineages
 
 

@@ -7,6 +7,7 @@ import threading
 import uuid
 from typing import Any
 
+import psycopg
 from langchain_core.messages import HumanMessage
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -69,3 +70,63 @@ def test_threads_of_a_process_share_one_sync_checkpointer(dsn: str) -> None:
         assert errors == []
         assert sorted(results) == list(range(16))
         assert all(len(msgs) == 6 for msgs in results.values())
+
+
+def test_a_listing_racing_a_delete_never_sees_half_a_thread(dsn: str) -> None:
+    """A history read is two statements; a delete between them must not look like corruption.
+
+    The listing's statements run on a real connection; right after its first
+    statement (the checkpoint rows), another connection deletes the thread and
+    every list item with it. The listing then reads again and returns what is
+    there now: nothing of the deleted thread, and no ``CorruptDataError``.
+    """
+    from haive_langgraph.checkpointers import _ops as ops
+    from haive_langgraph.db import run
+
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        psycopg.connect(dsn, autocommit=True) as other,
+    ):
+        saver = PostgresCheckpointer(conn)
+        saver.setup()
+        thread_id = f"race-{uuid.uuid4().hex[:8]}"
+        graph = chat_graph().compile(checkpointer=saver)
+        graph.invoke({"messages": [HumanMessage(content="hello")]}, _config(thread_id))
+        assert len(list(saver.list(_config(thread_id)))) > 1
+
+        def racing() -> Any:
+            op = ops.list_op(
+                saver._statements, "", thread_id=thread_id, checkpoint_ns=None,
+                checkpoint_id=None, filter=None, before_id=None, limit=None,
+            )  # fmt: skip
+            statements = 0
+
+            def interleaved() -> Any:
+                nonlocal statements
+                result = None
+                try:
+                    step = op.send(None)
+                    while True:
+                        result = run(conn, _one(step))
+                        statements += 1
+                        if statements == 1:
+                            PostgresCheckpointer(other).delete_thread(thread_id)
+                        step = op.send(result)
+                except StopIteration as stop:
+                    return stop.value
+
+            return interleaved(), statements
+
+        (rows, lineages), statements = racing()
+        assert statements > 2, "the listing did not read again after the delete"
+        assert rows == [] and lineages == {}
+        assert list(saver.list(_config(thread_id))) == []
+
+
+def _one(step: Any) -> Any:
+    """An operation of one step (to drive another operation's steps one by one)."""
+    return (yield step)
+
+
+def _config(thread_id: str) -> Any:
+    return {"configurable": {"thread_id": thread_id}}

@@ -6,6 +6,11 @@ fetched rows back. :func:`run` drives it on a psycopg ``Connection``,
 :func:`arun` on an ``AsyncConnection``; the sync and async classes only pick
 a driver. This keeps the two from drifting apart (see psycopg's own
 ``generators.py`` for the pattern).
+
+An operation may also yield a *round*: a list of steps sent together in one
+pipeline (one round trip, one implicit transaction outside an explicit one);
+it receives the list of their results. Settings a round sets with
+``set_config(..., true)`` hold for the statements after them in that round.
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ class Step:
     prepare: bool | None = None
 
 
-Op = Generator[Step, Any, T]
+Request = Step | list[Step]
+"""What an operation yields: one step, or a round of steps sent together."""
+
+Op = Generator[Request, Any, T]
 OpFactory = Callable[[], Op[T]]
 
 
@@ -90,10 +98,26 @@ def run(
         try:
             step = next(op)
             while True:
+                if isinstance(step, list):
+                    step = op.send(_round(conn, step, ()))
+                    continue
                 cur.execute(step.query, step.params, prepare=step.prepare)
                 step = op.send(_result(cur, step.fetch))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+
+
+def _round(conn: Connection[Any], steps: list[Step], prelude: Sequence[Step]) -> list[Any]:
+    """Send ``prelude`` and ``steps`` in one pipeline; their results once it is synced."""
+    cursors = []
+    with conn.pipeline():
+        for p in prelude:
+            conn.execute(p.query, p.params, prepare=p.prepare)
+        for step in steps:
+            cur = conn.cursor(binary=True)
+            cur.execute(step.query, step.params, prepare=step.prepare)
+            cursors.append(cur)
+    return [_result(cur, step.fetch) for cur, step in zip(cursors, steps, strict=True)]
 
 
 def _run_with_prelude(conn: Connection[Any], op: Op[T], prelude: Sequence[Step], every: bool) -> T:
@@ -104,6 +128,11 @@ def _run_with_prelude(conn: Connection[Any], op: Op[T], prelude: Sequence[Step],
             step = next(op)
             first = True
             while True:
+                if isinstance(step, list):
+                    results = _round(conn, step, prelude if first or every else ())
+                    first = False
+                    step = op.send(results)
+                    continue
                 if first or every:
                     for p in prelude:
                         conn.execute(p.query, p.params, prepare=p.prepare)
@@ -126,10 +155,28 @@ async def arun(
         try:
             step = next(op)
             while True:
+                if isinstance(step, list):
+                    step = op.send(await _around(conn, step, ()))
+                    continue
                 await cur.execute(step.query, step.params, prepare=step.prepare)
                 step = op.send(await _aresult(cur, step.fetch))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+
+
+async def _around(
+    conn: AsyncConnection[Any], steps: list[Step], prelude: Sequence[Step]
+) -> list[Any]:
+    """Async twin of :func:`_round`."""
+    cursors = []
+    async with conn.pipeline():
+        for p in prelude:
+            await conn.execute(p.query, p.params, prepare=p.prepare)
+        for step in steps:
+            cur = conn.cursor(binary=True)
+            await cur.execute(step.query, step.params, prepare=step.prepare)
+            cursors.append(cur)
+    return [await _aresult(cur, step.fetch) for cur, step in zip(cursors, steps, strict=True)]
 
 
 async def _arun_with_prelude(
@@ -140,6 +187,11 @@ async def _arun_with_prelude(
             step = next(op)
             first = True
             while True:
+                if isinstance(step, list):
+                    results = await _around(conn, step, prelude if first or every else ())
+                    first = False
+                    step = op.send(results)
+                    continue
                 if first or every:
                     for p in prelude:
                         await conn.execute(p.query, p.params, prepare=p.prepare)

@@ -16,8 +16,9 @@ def all_components() -> list[Component]:
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
     from haive_langgraph.memory._history_sql import COMPONENT as conversations
     from haive_langgraph.ops.keys import COMPONENT as keys
+    from haive_langgraph.stores._sql import COMPONENT as store
 
-    return [checkpoints, keys, conversations]
+    return [checkpoints, store, keys, conversations]
 
 
 def migrate_all(

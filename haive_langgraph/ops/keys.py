@@ -48,6 +48,7 @@ from haive_langgraph.db import (
 )
 from haive_langgraph.db._arrays import BigintArray, ByteaArray, TextArray
 from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.stores._values import row_context as store_row_context
 
 __all__ = [
     "COMPONENT",
@@ -208,7 +209,7 @@ class FramedTable:
     Attributes:
         name: Table name (in the schema).
         key_columns: Primary key columns and their types (``text``,
-            ``bytea`` or ``bigint``), in order; the scan's cursor.
+            ``bytea``, ``bigint`` or ``text[]``), in order; the scan's cursor.
         context: Builds a frame's row context from the key values (and, for
             a JSON column, the JSON key the sealed value sits under).
         frame_column: The bytea column holding one frame per row.
@@ -252,6 +253,10 @@ def _message_context(tenant: str, conversation: str, seq: int) -> RowContext:
 
 def _details_context(tenant: str, conversation: str) -> RowContext:
     return RowContext(tenant, conversation, Kind.METADATA, "details")
+
+
+def _store_context(tenant: str, namespace: list[str], key: str) -> RowContext:
+    return store_row_context(tenant, tuple(namespace), key)
 
 
 FRAMED_TABLES: list[FramedTable] = [
@@ -298,6 +303,12 @@ FRAMED_TABLES: list[FramedTable] = [
         _details_context,
         frame_column="details",
     ),
+    FramedTable(
+        "store_items",
+        (("tenant_id", "text"), ("namespace", "text[]"), ("key", "text")),
+        _store_context,
+        frame_column="value",
+    ),
 ]
 
 
@@ -323,6 +334,8 @@ def _cursor_out(values: Sequence[Any]) -> list[str]:
         if isinstance(v, bytes | memoryview)
         else f"i{v}"
         if isinstance(v, int)
+        else "j" + json.dumps(list(v))
+        if isinstance(v, list)
         else "s" + str(v)
         for v in values
     ]
@@ -330,9 +343,21 @@ def _cursor_out(values: Sequence[Any]) -> list[str]:
 
 def _cursor_in(values: Sequence[str]) -> list[Any]:
     return [
-        base64.b64decode(v[1:]) if v[0] == "b" else int(v[1:]) if v[0] == "i" else v[1:]
+        base64.b64decode(v[1:])
+        if v[0] == "b"
+        else int(v[1:])
+        if v[0] == "i"
+        else json.loads(v[1:])
+        if v[0] == "j"
+        else v[1:]
         for v in values
     ]
+
+
+def _array_literal(values: Sequence[str]) -> str:
+    """A ``text[]`` value as its input literal (a text parameter cast on the server)."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
 
 
 def _reencoded(
@@ -407,6 +432,8 @@ def _batch_op(
                 if kind == "bytea"
                 else BigintArray(values)
                 if kind == "bigint"
+                else TextArray(map(_array_literal, values))
+                if kind == "text[]"
                 else TextArray(values)
             )
         old: ByteaArray | TextArray
@@ -421,8 +448,10 @@ def _batch_op(
             cast = "jsonb"
         cols = [sql.Identifier(f"k{i}") for i in range(len(names))]
         match = sql.SQL(" AND ").join(
-            sql.SQL("t.{} = u.{}").format(sql.Identifier(n), c)
-            for n, c in zip(names, cols, strict=True)
+            sql.SQL("t.{} = u.{}::text[]" if kind == "text[]" else "t.{} = u.{}").format(
+                sql.Identifier(n), c
+            )
+            for (n, kind), c in zip(table.key_columns, cols, strict=True)
         )
         count = yield Step(
             sql.SQL(

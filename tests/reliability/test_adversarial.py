@@ -174,6 +174,7 @@ class Arena:
     loop: LoopThread
     admin: psycopg.Connection[Any]
     stats: dict[str, int] = field(default_factory=dict)
+    tables: tuple[str, ...] = TABLES  # where the victim's rows are
 
     def saver(self, flavour: str, tenant: str) -> Any:
         if flavour == "async":
@@ -197,11 +198,13 @@ class Arena:
         out = getattr(saver, method)(*args, **kwargs)
         return list(out) if method == "list" else out
 
-    def attempt(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+    def attempt(
+        self, fn: Callable[[], Any], documented: tuple[type[Exception], ...] = (HaiveError,)
+    ) -> tuple[bool, Any]:
         """(True, result), or (False, error) for a documented error; anything else propagates."""
         try:
             result = fn()
-        except HaiveError as exc:
+        except documented as exc:
             name = type(exc).__name__
             self.stats[name] = self.stats.get(name, 0) + 1
             return False, exc
@@ -209,9 +212,9 @@ class Arena:
         return True, result
 
     def rows_of(self, tenant: str) -> int:
-        """Rows of ``tenant`` in every checkpointer table."""
+        """Rows of ``tenant`` in every table of the component under test."""
         total = 0
-        for table in TABLES:
+        for table in self.tables:
             stmt = psycopg.sql.SQL("SELECT count(*) FROM haive.{} WHERE tenant_id = %s").format(
                 psycopg.sql.Identifier(table)
             )
@@ -222,7 +225,7 @@ class Arena:
 
     def victim_digest(self) -> str:
         h = hashlib.sha256()
-        for table in TABLES:
+        for table in self.tables:
             stmt = psycopg.sql.SQL(
                 "SELECT t::text FROM haive.{} AS t WHERE tenant_id = %s ORDER BY t::text"
             ).format(psycopg.sql.Identifier(table))

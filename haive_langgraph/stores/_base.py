@@ -1,0 +1,372 @@
+"""What the sync and async stores share: configuration, validation and planning (no I/O)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from langchain_core.embeddings import Embeddings
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    InvalidNamespaceError,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    SearchOp,
+    TTLConfig,
+    get_text_at_path,
+    validate_op_namespace,
+)
+from psycopg import sql
+
+from haive_langgraph.codec import Codec, HaiveCodec, PlainCodec, default_codec
+from haive_langgraph.db import PersistenceConfig, Route, TenantScope, validate_identifier
+from haive_langgraph.db._tenancy import validate_tenant_id
+from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.stores import _sql as S
+from haive_langgraph.stores._config import (
+    PostgresIndexConfig,
+    ResourceQuota,
+    VectorIndexSpec,
+    check_ttl,
+    normalize_index,
+    normalize_ttl,
+    tokenize_fields,
+)
+from haive_langgraph.stores._filters import FilterCompiler
+from haive_langgraph.stores._ops import (
+    BatchPlan,
+    Context,
+    PutPlan,
+    ScopeSizes,
+    SearchPlan,
+    Statements,
+    VectorTypes,
+)
+from haive_langgraph.stores._values import (
+    Namespace,
+    PgvectorParam,
+    VectorEncoder,
+    check_address,
+    check_document,
+    check_key,
+    dump_json,
+    encode_value,
+    ns_text,
+    project,
+    row_context,
+)
+
+# Below this many pending vectors, index_pending adds them one batch at a time.
+REBUILD_MIN_PENDING = 10_000
+
+
+def _encrypts(codec: Codec) -> bool:
+    if isinstance(codec, PlainCodec):
+        return False
+    if isinstance(codec, HaiveCodec):
+        return codec.keyring is not None
+    return True  # an unknown codec may protect content: keep nothing in plaintext
+
+
+@dataclass(slots=True)
+class Shared:
+    """State shared by a store and the tenant-bound stores derived from it."""
+
+    vector_types: VectorTypes | None = None
+    scopes: ScopeSizes = field(default_factory=ScopeSizes)
+    sweeper: Any = None
+    stop: Any = None
+
+
+@dataclass(slots=True)
+class EmbedRequest:
+    """What a batch needs embedded, before any connection is taken."""
+
+    texts: list[str] = field(default_factory=list)
+    # For each put vector: (namespace, key, field, index into texts, filter document).
+    slots: list[tuple[Namespace, str, str, int, bytes | None]] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+
+
+class StoreBase(BaseStore):
+    """Configuration and pure logic shared by both store classes."""
+
+    supports_ttl: bool = True
+
+    config: PersistenceConfig
+    schema: str
+    tenant_id: str
+    codec: Codec
+    index_config: PostgresIndexConfig | None
+    embeddings: Embeddings | None
+    ttl_config: TTLConfig | None
+    _spec: VectorIndexSpec | None
+    _encoder: VectorEncoder | None
+    _filter_paths: tuple[tuple[str, ...], ...] | None
+    _statements: Statements
+    _scope_table: str
+    _shared: Shared
+    # Tenant-bound stores share their parent's connections: closing one of
+    # them leaves the parent's pool open.
+    _derived: bool = False
+
+    def _init_base(
+        self,
+        *,
+        config: PersistenceConfig | None,
+        schema: str | None,
+        tenant_id: str | None,
+        codec: Codec | None,
+        index: PostgresIndexConfig | Mapping[str, Any] | None,
+        ttl: TTLConfig | None,
+        filter_fields: Sequence[str] | None,
+    ) -> None:
+        self.config = config or PersistenceConfig()
+        self.schema = validate_identifier(
+            self.config.schema_name if schema is None else schema, what="schema name"
+        )
+        self.tenant_id = validate_tenant_id(
+            self.config.tenant_id if tenant_id is None else tenant_id, allow_default=True
+        )
+        self.codec = codec or default_codec()
+        self.ttl_config = normalize_ttl(ttl)
+        if index is not None:
+            self.embeddings, self._spec = normalize_index(index)
+            self.index_config = PostgresIndexConfig(**index)  # type: ignore[typeddict-item]
+            self._encoder = VectorEncoder(self._spec.dims, self._spec.vector_type)
+        else:
+            self.embeddings, self._spec, self.index_config, self._encoder = None, None, None, None
+        if filter_fields is None:
+            self._filter_paths = () if _encrypts(self.codec) else None
+        else:
+            if isinstance(filter_fields, str) or not all(
+                isinstance(f, str) and f and all(f.split(".")) for f in filter_fields
+            ):
+                raise ConfigurationError(
+                    f"filter_fields must be a list of dotted paths such as 'meta.kind', got {filter_fields!r}"
+                )
+            self._filter_paths = tuple(tuple(f.split(".")) for f in filter_fields)
+        self._statements = Statements(self.schema)
+        self._scope_table = sql.Identifier(self.schema, S.ITEMS).as_string(None)
+        self._shared = Shared()
+
+    # -- tenants -------------------------------------------------------------------
+
+    def for_tenant(self, tenant_id: str) -> Self:
+        """A store bound to ``tenant_id``, sharing this store's connections and settings.
+
+        Every row it reads or writes belongs to that tenant. Under row-level
+        security (an application role that does not own the tables) the
+        database enforces the same boundary for any SQL in its transactions.
+
+        A store already bound to a tenant cannot be rebound to another one:
+        derive tenant stores from an unbound (admin) store.
+
+        Raises:
+            ConfigurationError: ``tenant_id`` is not a plain, non-empty
+                string, or this store is bound to another tenant.
+        """
+        tenant = self._own_tenant(validate_tenant_id(tenant_id))
+        bound = copy.copy(self)
+        bound.tenant_id = tenant
+        bound._derived = True
+        return bound
+
+    def _own_tenant(self, tenant_id: str | None) -> str:
+        """The tenant a tenant-addressed method acts on; a bound store only reaches its own."""
+        if tenant_id is None:
+            return self.tenant_id
+        tenant = validate_tenant_id(tenant_id)
+        if self.tenant_id and tenant != self.tenant_id:
+            raise ConfigurationError(
+                f"this store is bound to tenant {self.tenant_id!r} and cannot act on tenant "
+                f"{tenant!r}; use an unbound (admin) store"
+            )
+        return tenant
+
+    def _erasable(self, tenant_id: str) -> str:
+        """The tenant ``delete_tenant`` may erase: named explicitly, and this store's own if bound."""
+        tenant = validate_tenant_id(tenant_id)
+        return self._own_tenant(tenant)
+
+    @staticmethod
+    def _rebuild_wanted(pending: int, total: int, rebuild: bool | None) -> bool:
+        if rebuild is not None:
+            return rebuild
+        return pending >= REBUILD_MIN_PENDING and pending >= total - pending
+
+    @staticmethod
+    def _check_quota(quota: object) -> None:
+        if quota is not None and not isinstance(quota, ResourceQuota):
+            raise TypeError(f"quota must be a ResourceQuota or None, got {type(quota).__name__}")
+
+    # -- planning --------------------------------------------------------------------
+
+    def _context(self) -> Context:
+        return Context(
+            statements=self._statements,
+            tenant_id=self.tenant_id,
+            codec=self.codec,
+            spec=self._spec,
+            vector_types=self._shared.vector_types,
+            filter_paths=self._filter_paths,
+            scopes=self._shared.scopes,
+        )
+
+    def _plan(self, ops: Iterable[Op]) -> tuple[BatchPlan, EmbedRequest]:
+        """Validate and sort a batch; nothing is sent and nothing is embedded yet."""
+        ops = list(ops)
+        plan = BatchPlan(size=len(ops))
+        request = EmbedRequest()
+        puts: dict[tuple[Namespace, str], PutOp] = {}
+        queries: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            if not isinstance(op, GetOp | SearchOp | PutOp | ListNamespacesOp):
+                raise ConfigurationError(f"unknown store operation {type(op).__name__}")
+            validate_op_namespace(op)
+            if isinstance(op, GetOp):
+                plan.gets.append(
+                    (i, op._replace(namespace=tuple(op.namespace), key=check_key(op.key)))
+                )
+            elif isinstance(op, SearchOp):
+                self._check_search(op)
+                sop = op._replace(namespace_prefix=tuple(op.namespace_prefix))
+                plan.searches.append(SearchPlan(index=i, op=sop, vector=None))
+                if op.query and self._spec is not None and op.query not in queries:
+                    queries[op.query] = len(queries)
+            elif isinstance(op, ListNamespacesOp):
+                plan.lists.append((i, op))
+            else:
+                ns = tuple(op.namespace)
+                if not ns:
+                    raise InvalidNamespaceError("Namespace cannot be empty.")
+                key = check_key(op.key)
+                if op.value is not None:
+                    check_address(ns, key)
+                puts[(ns, key)] = op._replace(namespace=ns, key=key)
+        request.queries = list(queries)
+        if puts:
+            plan.put = self._plan_puts(puts, request)
+        return plan, request
+
+    def _check_search(self, op: SearchOp) -> None:
+        for name in ("limit", "offset"):
+            value = getattr(op, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(
+                    f"search {name} must be a non-negative integer, got {value!r}"
+                )
+        # Compile once here so a bad filter fails before anything is embedded.
+        FilterCompiler(allowed=self._filter_paths).compile(op.filter)
+
+    def _plan_puts(
+        self, puts: Mapping[tuple[Namespace, str], PutOp], request: EmbedRequest
+    ) -> PutPlan:
+        plan = PutPlan()
+        texts: dict[str, int] = {}
+        spec = self._spec
+        # Rows are written (and locked) in the order of these arrays: one order
+        # for every batch, so concurrent batches over the same keys wait for
+        # each other instead of deadlocking.
+        for (ns, key), op in sorted(puts.items(), key=lambda entry: entry[0]):
+            if op.value is None:
+                plan.del_ns.append(ns_text(ns))
+                plan.del_keys.append(key)
+                continue
+            payload = encode_value(op.value, ns, key)
+            ttl = check_ttl(op.ttl)
+            plan.ns.append(ns_text(ns))
+            plan.keys.append(key)
+            plan.values.append(self.codec.encode(payload, row_context(self.tenant_id, ns, key)))
+            doc: bytes | None = None
+            if self._filter_paths is None:
+                doc = payload
+                check_document(doc, op.value, ns, key)
+            elif self._filter_paths:
+                searchable = project(op.value, self._filter_paths)
+                doc = dump_json(searchable)
+                check_document(doc, searchable, ns, key)
+            plan.docs.append(doc)
+            plan.ttls.append(None if ttl is None else repr(ttl))
+            if spec is None or op.index is False:
+                continue
+            fields = spec.fields if op.index is None else tokenize_fields(op.index, "put index")
+            for path, tokens in fields:
+                found = get_text_at_path(op.value, tokens)
+                for n, text in enumerate(found):
+                    name = f"{path}.{n}" if len(found) > 1 else path
+                    slot = texts.setdefault(text, len(texts))
+                    request.slots.append((ns, key, name, slot, doc))
+        request.texts = list(texts)
+        return plan
+
+    def _attach_vectors(
+        self,
+        plan: BatchPlan,
+        request: EmbedRequest,
+        doc_vectors: Sequence[Sequence[float]],
+        query_vectors: Sequence[Sequence[float]],
+    ) -> None:
+        """Put the embeddings where the statements expect them (dims checked)."""
+        encoder = self._encoder
+        if encoder is None:
+            return
+        if len(doc_vectors) != len(request.texts):
+            raise ConfigurationError(
+                f"the embedder returned {len(doc_vectors)} vectors for {len(request.texts)} texts"
+            )
+        for n, vec in enumerate(doc_vectors):
+            encoder.check(vec, f"the text {request.texts[n][:60]!r}")
+        bodies = encoder.bodies(doc_vectors)
+        if plan.put is not None:
+            put = plan.put
+            for ns, key, name, slot, doc in request.slots:
+                put.v_ns.append(ns_text(ns))
+                put.v_keys.append(key)
+                put.v_fields.append(name)
+                put.v_docs.append(doc)
+                put.v_emb.append(bodies[slot])
+        if request.queries:
+            types = self._shared.vector_types
+            assert types is not None
+            by_text: dict[str, PgvectorParam] = {}
+            for text, vec in zip(request.queries, query_vectors, strict=True):
+                encoder.check(vec, f"the query {text[:60]!r}")
+                by_text[text] = PgvectorParam(encoder.body(vec), types.oid)
+            for sp in plan.searches:
+                if sp.op.query:
+                    sp.vector = by_text.get(sp.op.query)
+
+    def _needs_vector_types(self, request: EmbedRequest) -> bool:
+        return (
+            self._spec is not None
+            and self._shared.vector_types is None
+            and bool(request.queries or request.slots)
+        )
+
+    def _scope(self, tenant_id: str | None = None) -> TenantScope:
+        """The tenant a call acts for (default: this store's), bound for row-level security."""
+        return TenantScope(self._scope_table, self.tenant_id if tenant_id is None else tenant_id)
+
+    @staticmethod
+    def _route(plan: BatchPlan) -> Route:
+        """Where a batch may run when read replicas are configured.
+
+        Writes, and reads that refresh a TTL (an update), go to the primary;
+        gets to a replica that has replayed this store's writes ("fresh");
+        searches and namespace listings to any replica.
+        """
+        if plan.put is not None:
+            return "primary"
+        if any(op.refresh_ttl for _, op in plan.gets) or any(
+            sp.op.refresh_ttl for sp in plan.searches
+        ):
+            return "primary"
+        return "fresh" if plan.gets else "replica"
+
+
+__all__ = ["EmbedRequest", "Shared", "StoreBase"]

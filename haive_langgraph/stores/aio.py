@@ -1,0 +1,306 @@
+"""``AsyncPostgresStore``: LangGraph's ``BaseStore`` on PostgreSQL for asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from langgraph.store.base import Op, Result, TTLConfig
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from haive_langgraph.codec import Codec
+from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, Route, arun, resolve_dsn
+from haive_langgraph.db._driver import OpFactory
+from haive_langgraph.stores import _ops as ops
+from haive_langgraph.stores._base import StoreBase
+from haive_langgraph.stores._config import PostgresIndexConfig, ResourceQuota, TenantUsage
+from haive_langgraph.stores._errors import quota_error
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class AsyncPostgresStore(StoreBase):
+    """LangGraph store on PostgreSQL for asyncio (``graph.ainvoke`` ...).
+
+    Same storage and behaviour as :class:`PostgresStore`; statements run on
+    psycopg's ``AsyncConnection``. The sync methods work from other threads
+    (they run on this store's event loop) and raise
+    ``asyncio.InvalidStateError`` on the loop's own thread, as LangGraph's
+    async stores do.
+
+    Args:
+        conn: A DSN (an async pool is opened on first use and owned), an
+            ``AsyncConnection`` (autocommit; one operation at a time) or an
+            ``AsyncConnectionPool`` (no instance-wide lock).
+        index: Vector search configuration (see :class:`PostgresStore`).
+        ttl: LangGraph's ``TTLConfig``.
+        codec: Frames (and optionally compresses and encrypts) stored values.
+        filter_fields: Dotted paths of values kept in plaintext for filters.
+        tenant_id: Tenant of this store (default ``""``).
+        schema: Schema of the tables (default ``haive``).
+        config: Connection and server settings.
+        replicas: DSNs of streaming read replicas (see :class:`PostgresStore`).
+
+    Example:
+        >>> async with AsyncPostgresStore.from_conn_string(index=index) as store:
+        ...     await store.setup()
+        ...     await store.aput(("users", "u1"), "m1", {"text": "likes tea"})
+    """
+
+    def __init__(
+        self,
+        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any],
+        *,
+        index: PostgresIndexConfig | Mapping[str, Any] | None = None,
+        ttl: TTLConfig | None = None,
+        codec: Codec | None = None,
+        filter_fields: Sequence[str] | None = None,
+        tenant_id: str | None = None,
+        schema: str | None = None,
+        config: PersistenceConfig | None = None,
+        replicas: Sequence[str] | None = None,
+    ) -> None:
+        self._init_base(
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            index=index,
+            ttl=ttl,
+            filter_fields=filter_fields,
+        )
+        self._source = AsyncConnectionSource(conn, config=self.config, replicas=replicas)
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls,
+        dsn: str | None = None,
+        *,
+        index: PostgresIndexConfig | Mapping[str, Any] | None = None,
+        ttl: TTLConfig | None = None,
+        **options: Any,
+    ) -> AsyncIterator[AsyncPostgresStore]:
+        """Open a store on ``dsn`` (None: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+        then the embedded server) and close it afterwards."""
+        config = options.pop("config", None) or PersistenceConfig()
+        resolved = await asyncio.to_thread(resolve_dsn, dsn, config=config)
+        store = cls(resolved, index=index, ttl=ttl, config=config, **options)
+        try:
+            await store._source.open()
+            yield store
+        finally:
+            await store.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the sweeper and close the pool this store opened (a lent one stays open).
+
+        A store from :meth:`for_tenant` shares its parent's connections:
+        closing it does nothing; close the parent.
+        """
+        if self._derived:
+            return
+        await self.stop_ttl_sweeper()
+        await self._source.close()
+
+    async def setup(self) -> None:
+        """Create or upgrade the tables, and the vector table and index when configured.
+
+        Idempotent and safe from many processes at once (see
+        :meth:`PostgresStore.setup`).
+        """
+        await self._source.run(lambda: ops.setup_op(self.schema, self._spec), transaction=True)
+
+    async def _run(
+        self,
+        factory: OpFactory[T],
+        *,
+        read: bool = False,
+        transaction: bool = False,
+        route: Route = "primary",
+        tenant_id: str | None = None,
+    ) -> T:
+        """Async twin of :meth:`PostgresStore._run`."""
+        try:
+            return await self._source.run(
+                factory,
+                read=read,
+                transaction=transaction,
+                route=route,
+                scope=self._scope(tenant_id),
+            )
+        except psycopg.Error as exc:
+            quota = quota_error(exc)
+            if quota is None:
+                raise
+            raise quota from None
+
+    # -- BaseStore ----------------------------------------------------------------------
+
+    async def abatch(self, ops_: Iterable[Op]) -> list[Result]:
+        """Run a batch: reads first (one round trip), then every write in one statement.
+
+        Embeddings are computed before a connection is taken.
+        """
+        plan, request = self._plan(ops_)
+        doc_vectors: list[list[float]] = []
+        query_vectors: list[list[float]] = []
+        if self.embeddings is not None:
+            if request.texts:
+                doc_vectors = await self.embeddings.aembed_documents(request.texts)
+            if request.queries:
+                query_vectors = list(
+                    await asyncio.gather(
+                        *(self.embeddings.aembed_query(q) for q in request.queries)
+                    )
+                )
+        if self._needs_vector_types(request):
+            self._shared.vector_types = await self._run(
+                lambda: ops.vector_types_op(self._spec.vector_type),  # type: ignore[union-attr]
+                read=True,
+            )
+        self._attach_vectors(plan, request, doc_vectors, query_vectors)
+        ctx = self._context()
+        return await self._run(
+            lambda: ops.batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
+        )
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T], name: str) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coro.close()
+            raise asyncio.InvalidStateError(
+                f"a synchronous call to AsyncPostgresStore ({name}, under get/put/search/delete/"
+                "list_namespaces) on its own event loop would block it: use the async methods "
+                "(`await store.aput(...)`, `aget`, `asearch`, `adelete`, `alist_namespaces`, `abatch`)"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def batch(self, ops_: Iterable[Op]) -> list[Result]:
+        """Sync :meth:`abatch`, for use from other threads."""
+        return self._on_loop(self.abatch(list(ops_)), "batch")
+
+    # -- TTL -----------------------------------------------------------------------------
+
+    async def sweep_ttl(self, *, batch_size: int = 1000) -> int:
+        """Delete expired items in batches; returns how many (see :meth:`PostgresStore.sweep_ttl`)."""
+        tenant = self.tenant_id or None
+        total = 0
+        while True:
+            n = await self._run(lambda: ops.sweep_op(self._statements, tenant, batch_size))
+            total += n
+            if n < batch_size:
+                return total
+
+    async def start_ttl_sweeper(
+        self, sweep_interval_minutes: float | None = None
+    ) -> asyncio.Task[None]:
+        """Sweep expired items every ``sweep_interval_minutes`` in a background task."""
+        shared = self._shared
+        if shared.sweeper is not None and not shared.sweeper.done():
+            return shared.sweeper  # type: ignore[no-any-return]
+        interval = float(
+            sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
+        )
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval * 60)
+                try:
+                    swept = await self.sweep_ttl()
+                    if swept:
+                        logger.info("store TTL sweep deleted %d expired items", swept)
+                    if self._spec is not None and self._spec.deferred:
+                        await self.index_pending(rebuild=False)
+                except Exception:
+                    logger.exception("store TTL sweep failed")
+
+        shared.sweeper = asyncio.create_task(loop(), name="haive-store-ttl-sweeper")
+        return shared.sweeper  # type: ignore[no-any-return]
+
+    async def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Stop the sweeper task; ``True`` when it is not running any more.
+
+        (``timeout`` keeps the signature of LangGraph's async store.)
+        """
+        shared = self._shared
+        task = shared.sweeper
+        if task is None:
+            return True
+        task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except (asyncio.CancelledError, TimeoutError):
+            pass
+        if not task.done():
+            return False
+        shared.sweeper = None
+        return True
+
+    async def index_pending(
+        self,
+        *,
+        batch_size: int = 1000,
+        rebuild: bool | None = None,
+        maintenance_work_mem: str = "512MB",
+    ) -> int:
+        """Add deferred vectors to the ANN index (see :meth:`PostgresStore.index_pending`)."""
+        spec = self._spec
+        if spec is None or spec.kind == "flat":
+            return 0
+        st = self._statements
+        pending, total = await self._run(lambda: ops.count_vectors_op(st), read=True)
+        if not pending:
+            return 0
+        if self._rebuild_wanted(pending, total, rebuild):
+            async with self._source.connection() as conn:
+                if not await arun(conn, ops.rebuild_lock_op(st)):
+                    return 0
+                try:
+                    return await arun(conn, ops.rebuild_index_op(st, spec, maintenance_work_mem))
+                finally:
+                    await arun(conn, ops.rebuild_cleanup_op(st))
+        done = 0
+        while True:
+            n = await self._run(lambda: ops.index_pending_op(st, batch_size))
+            done += n
+            if n < batch_size:
+                return done
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    async def delete_tenant(self, tenant_id: str) -> dict[str, int]:
+        """Erase every row of a tenant (see :meth:`PostgresStore.delete_tenant`)."""
+        tenant = self._erasable(tenant_id)
+        return await self._run(
+            lambda: ops.delete_tenant_op(self._statements, tenant),
+            transaction=True,
+            tenant_id=tenant,
+        )
+
+    async def set_quota(self, quota: ResourceQuota | None, *, tenant_id: str | None = None) -> None:
+        """Set (or with ``None`` remove) a tenant's quota (see :meth:`PostgresStore.set_quota`)."""
+        tenant = self._own_tenant(tenant_id)
+        self._check_quota(quota)
+        await self._run(
+            lambda: ops.set_quota_op(self._statements, tenant, quota),
+            transaction=True,
+            tenant_id=tenant,
+        )
+
+    async def get_usage(self, *, tenant_id: str | None = None) -> TenantUsage:
+        """What a tenant holds, and its quota."""
+        tenant = self._own_tenant(tenant_id)
+        return await self._run(
+            lambda: ops.usage_op(self._statements, tenant), read=True, tenant_id=tenant
+        )

@@ -1,0 +1,306 @@
+"""Scenarios 4 and 8 for the store: concurrent upserts, and tenant isolation under attack.
+
+Concurrency: 50 async tasks on one async store and 4 writer processes put
+values under the *same* keys (and batches of overlapping keys in opposite
+orders, the classic deadlock shape) at the same time. Afterwards every key
+holds exactly one row, whose value is one of those written to it; no writer
+saw an error or a deadlock.
+
+Isolation: tenant ``globex`` (the victim) holds items carrying a secret;
+tenant ``acme`` calls every public method of the store with the victim's
+namespaces, keys and field values: get, search (with filters on the secret),
+list_namespaces (prefix, suffix, depth), put, delete, batch, usage, quota,
+TTL sweep and delete_tenant. Then raw SQL from a role under row-level
+security, bound to ``acme`` or to no tenant, reads, updates and deletes the
+victim's rows directly. Expected: 0 successes; the victim's rows
+byte-identical after every attack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
+from psycopg import conninfo, sql
+
+from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.errors import HaiveError
+from haive_langgraph.stores import AsyncPostgresStore, PostgresStore, ResourceQuota
+from haive_langgraph.stores._sql import STORE_TABLES
+
+from .conftest import Budget, Figures
+
+VICTIM, ATTACKER = "globex", "acme"
+SECRET = "globex-secret-5521"
+SHARED_KEYS = [f"k{i}" for i in range(5)]
+NS = ("shared", "contested")
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    from haive_langgraph.stores import PostgresStore
+    dsn, writer, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    keys = json.loads(sys.argv[4])
+    written = []
+    with PostgresStore.from_conn_string(dsn) as store:
+        for r in range(rounds):
+            for key in (keys if r % 2 else list(reversed(keys))):
+                value = {"writer": writer, "round": r}
+                store.put(("shared", "contested"), key, value)
+                written.append([key, value])
+            # A batch touching every key, in this writer's order: deadlock bait.
+            order = keys if int(writer[-1]) % 2 else list(reversed(keys))
+            from langgraph.store.base import PutOp
+            batch = [PutOp(("shared", "contested"), k, {"writer": writer, "round": r, "batch": True})
+                     for k in order]
+            store.batch(batch)
+            written += [[op.key, op.value] for op in batch]
+    print(json.dumps(written))
+    """
+)
+
+
+def tables_present(dsn: str) -> tuple[str, ...]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return tuple(
+            t
+            for t in STORE_TABLES
+            if conn.execute("SELECT to_regclass(%s)", (f"haive.{t}",)).fetchone()[0]  # type: ignore[index]
+        )
+
+
+def digest(dsn: str, tenant: str) -> str:
+    h = hashlib.sha256()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in tables_present(dsn):
+            stmt = sql.SQL(
+                "SELECT t::text FROM haive.{} AS t WHERE tenant_id = %s ORDER BY t::text"
+            ).format(sql.Identifier(table))
+            for (text,) in conn.execute(stmt, (tenant,)):
+                h.update(text.encode())
+    return h.hexdigest()
+
+
+def test_concurrent_upserts_end_with_one_written_value(
+    dsn: str, budget: Budget, figures: Figures
+) -> None:
+    rounds = budget.pick(6, 60)
+    with PostgresStore.from_conn_string(dsn) as admin:
+        admin.setup()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, dsn, f"proc{i}", str(rounds), json.dumps(SHARED_KEYS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    written: dict[str, list[Any]] = {k: [] for k in SHARED_KEYS}
+    errors: list[BaseException] = []
+
+    async def tasks() -> None:
+        config = PersistenceConfig(pool_max_size=10)
+        async with AsyncPostgresStore.from_conn_string(dsn, config=config) as store:
+
+            async def one(i: int) -> None:
+                for r in range(rounds):
+                    keys = SHARED_KEYS if (i + r) % 2 else SHARED_KEYS[::-1]
+                    try:
+                        if r % 3 == 2:
+                            ops = [
+                                PutOp(NS, k, {"task": i, "round": r, "batch": True}) for k in keys
+                            ]
+                            await store.abatch(ops)
+                            for op in ops:
+                                written[op.key].append(op.value)
+                        else:
+                            for k in keys:
+                                value = {"task": i, "round": r}
+                                await store.aput(NS, k, value)
+                                written[k].append(value)
+                    except Exception as exc:
+                        errors.append(exc)
+
+            await asyncio.gather(*(one(i) for i in range(50)))
+
+    start = time.monotonic()
+    asyncio.run(tasks())
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        for key, value in json.loads(out):
+            written[key].append(value)
+    elapsed = time.monotonic() - start
+    assert not errors, f"{len(errors)} writes failed, e.g. {errors[0]!r}"
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        deadlocks = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()[0]  # type: ignore[index]
+    with PostgresStore.from_conn_string(dsn) as store:
+        for key in SHARED_KEYS:
+            item = store.get(NS, key)
+            assert item is not None, f"{key} vanished"
+            assert item.value in written[key], f"{key} ends with a value nobody wrote: {item.value}"
+        rows = len(store.search(NS, limit=100))
+    assert rows == len(SHARED_KEYS)
+    assert deadlocks == 0
+    total = sum(len(v) for v in written.values())
+    figures.record(
+        "4 concurrency (store)",
+        f"50 async tasks + 4 processes, {total} acknowledged upserts of {len(SHARED_KEYS)} shared "
+        f"keys (single puts and batches in opposite key orders) in {elapsed:.1f}s: 0 errors, "
+        f"0 deadlocks; each key one row holding one of the values written to it",
+    )
+
+
+# -- isolation ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def victim(dsn: str) -> None:
+    with PostgresStore.from_conn_string(dsn) as admin:
+        admin.setup()
+        store = admin.for_tenant(VICTIM)
+        for ns in (("docs",), ("users", "alice"), ("users", "alice", "prefs")):
+            for key in ("a", "shared", "'"):
+                store.put(ns, key, {"text": SECRET, "owner": "alice", "n": 10})
+        admin.for_tenant(ATTACKER).put(("docs",), "own", {"text": "acme's own", "n": 1})
+
+
+@pytest.fixture(scope="module")
+def app_dsn(dsn: str, victim: None) -> Iterator[str]:
+    role = f"haive_attacker_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        for grant in (
+            "GRANT USAGE ON SCHEMA haive TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA haive TO {r}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA haive TO {r}",
+        ):
+            conn.execute(sql.SQL(grant).format(r=sql.Identifier(role)))
+    yield conninfo.make_conninfo(dsn, user=role)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def attacks(store: PostgresStore) -> list[tuple[str, Callable[[], Any]]]:
+    out: list[tuple[str, Callable[[], Any]]] = []
+    for ns in (("docs",), ("users", "alice"), ("users", "alice", "prefs")):
+        for key in ("a", "shared", "'"):
+            out.append((f"get {ns}/{key}", lambda ns=ns, key=key: store.get(ns, key)))
+        out += [
+            (f"search {ns}", lambda ns=ns: store.search(ns, limit=100)),
+            (
+                f"search {ns} filter",
+                lambda ns=ns: store.search(ns, filter={"text": SECRET}, limit=100),
+            ),
+            (f"delete {ns}/a", lambda ns=ns: store.delete(ns, "a")),
+            (f"put {ns}/shared", lambda ns=ns: store.put(ns, "shared", {"text": "overwrite"})),
+        ]
+    out += [
+        ("search all", lambda: store.search((), limit=1000)),
+        ("search owner filter", lambda: store.search((), filter={"owner": "alice"}, limit=1000)),
+        ("search $ne", lambda: store.search((), filter={"text": {"$ne": "x"}}, limit=1000)),
+        ("search $exists", lambda: store.search((), filter={"owner": {"$exists": True}})),
+        ("search $gt", lambda: store.search((), filter={"n": {"$gt": 5}}, limit=1000)),
+        ("list_namespaces", lambda: store.list_namespaces(limit=1000)),
+        ("list prefix", lambda: store.list_namespaces(prefix=("users",), limit=1000)),
+        ("list suffix", lambda: store.list_namespaces(suffix=("prefs",), limit=1000)),
+        ("list depth", lambda: store.list_namespaces(max_depth=1, limit=1000)),
+        (
+            "batch",
+            lambda: store.batch(
+                [
+                    GetOp(("docs",), "a"),
+                    SearchOp(("users",), filter={"text": SECRET}),
+                    ListNamespacesOp(),
+                    PutOp(("docs",), "a", None),
+                ]
+            ),
+        ),
+        ("usage", lambda: store.get_usage()),
+        ("usage of victim", lambda: store.get_usage(tenant_id=VICTIM)),
+        ("quota for victim", lambda: store.set_quota(ResourceQuota(max_items=0), tenant_id=VICTIM)),
+        ("sweep", lambda: store.sweep_ttl()),
+        ("delete_tenant victim", lambda: store.delete_tenant(VICTIM)),
+        ("rebind to victim", lambda: store.for_tenant(VICTIM).search((), limit=1000)),
+    ]
+    return out
+
+
+def test_store_attacker_reaches_nothing_of_the_victim(
+    dsn: str, victim: None, figures: Figures
+) -> None:
+    before = digest(dsn, VICTIM)
+    outcomes = {"refused": 0, "nothing": 0, "own rows": 0}
+    successes: list[str] = []
+    with PostgresStore.from_conn_string(dsn, tenant_id=ATTACKER) as store:
+        planned = attacks(store)
+        for name, attack in planned:
+            try:
+                result = attack()
+            except HaiveError:
+                outcomes["refused"] += 1
+            else:
+                if SECRET in repr(result):
+                    successes.append(f"{name}: returned the victim's data")
+                elif not result:
+                    outcomes["nothing"] += 1
+                else:
+                    outcomes["own rows"] += 1
+            after = digest(dsn, VICTIM)
+            if after != before:
+                successes.append(f"{name}: changed the victim's rows")
+                before = after
+    assert not successes, successes
+    figures.record(
+        "8 tenant isolation (store)",
+        f"{len(planned)} attacks through the store's public API on the victim's namespaces, keys "
+        f"and values: 0 successes ({outcomes['refused']} refused with a HaiveError, "
+        f"{outcomes['nothing']} returned nothing, {outcomes['own rows']} acted on the "
+        "attacker's own rows only); victim rows byte-identical",
+    )
+
+
+def test_store_raw_sql_bound_to_the_attacker_reaches_nothing(
+    dsn: str, app_dsn: str, figures: Figures
+) -> None:
+    before = digest(dsn, VICTIM)
+    statements = 0
+    tables = tables_present(dsn)
+    with psycopg.connect(app_dsn) as conn:
+        for table in tables:
+            for bind in (ATTACKER, None):
+                for text in (
+                    "SELECT count(*) FROM haive.{t} WHERE tenant_id = %s",
+                    "UPDATE haive.{t} SET tenant_id = tenant_id WHERE tenant_id = %s",
+                    "DELETE FROM haive.{t} WHERE tenant_id = %s",
+                ):
+                    with conn.transaction(force_rollback=True):
+                        if bind is not None:
+                            conn.execute("SELECT set_config('haive.tenant_id', %s, true)", (bind,))
+                        cur = conn.execute(sql.SQL(text).format(t=sql.Identifier(table)), (VICTIM,))
+                        seen = cur.fetchone()[0] if text.startswith("SELECT") else cur.rowcount  # type: ignore[index]
+                    statements += 1
+                    assert seen == 0, f"{text} on {table} (bound to {bind}) reached {seen} rows"
+    assert digest(dsn, VICTIM) == before
+    figures.record(
+        "8 tenant isolation (raw SQL, store)",
+        f"{statements} SELECT/UPDATE/DELETE statements on the victim's rows in {len(tables)} "
+        "store tables from a role under row-level security, bound to the attacker or to no "
+        "tenant: 0 rows reached",
+    )

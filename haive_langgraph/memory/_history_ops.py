@@ -278,9 +278,11 @@ class HistoryOps:
         self.read_bodies = r(
             chain.replace("{columns}", S.BODY_COLUMNS).replace("{live}", S.READ_LIVE)
         )
+        self.read_bodies_any = r(chain.replace("{columns}", S.BODY_COLUMNS).replace("{live}", ""))
         self.read_ids = r(chain.replace("{columns}", S.ID_COLUMNS).replace("{live}", ""))
         self.read_records = r(chain.replace("{columns}", S.RECORD_COLUMNS).replace("{live}", ""))
         self.get_conversation = r(S.GET_CONVERSATION)
+        self.version_chain = r(S.VERSION_CHAIN)
         self.lock_conversations = r(S.LOCK_CONVERSATIONS)
         self.pin_conversation = r(S.PIN_CONVERSATION)
         self.create_conversation = r(S.CREATE_CONVERSATION)
@@ -690,9 +692,12 @@ class HistoryOps:
         lo: int = 0,
         hi: int = MAX_SEQ,
         last: int | None = None,
+        live: bool = True,
     ) -> Op[list[BaseMessage]]:
-        """The visible messages of a conversation in order (none if it does not exist)."""
-        rows = yield Step(self.read_bodies, self._bounds(conversation_id, lo, hi, last))
+        """The visible messages of a conversation in order (none if it does not exist,
+        or with ``live`` if it expired)."""
+        statement = self.read_bodies if live else self.read_bodies_any
+        rows = yield Step(statement, self._bounds(conversation_id, lo, hi, last))
         unpack = self.messages.items
         out: list[BaseMessage] = []
         append = out.append
@@ -703,6 +708,14 @@ class HistoryOps:
             for item in items[a if a > 0 else 0 : b if b < n else n]:
                 append(build_message(item[0]))
         return out
+
+    def version(self, conversation_id: str) -> Op[tuple[int, ...] | None]:
+        """The conversation's version and its ancestors' (see ``VERSION_CHAIN``);
+        ``None`` if it does not exist or has expired (a history shows no messages)."""
+        rows = yield Step(self.version_chain, {"t": self.tenant_id, "c": conversation_id})
+        if not rows or not rows[0][1]:
+            return None
+        return tuple(int(r[0]) for r in rows)
 
     def read_entries(
         self,

@@ -159,6 +159,87 @@ MIGRATIONS = (
         "row-level security: each tenant sees only its own rows",
         tuple(s for table in TENANT_TABLES for s in tenant_policy_statements(table)),
     ),
+    # Conversation versions, for caches (ops/cache.py): a conversation's
+    # `version` takes a new value from one sequence in every transaction
+    # that changes the row or the message rows it holds, whoever writes
+    # (histories, ConversationStore, SessionManager, the tracker, erasure,
+    # hand-written SQL). Values are never reused, also across a delete and
+    # re-create of the same id, so an equal version means equal messages.
+    # Message rows that are updated or deleted (erasure deletes a user's
+    # messages in other conversations without touching them) renew their
+    # conversations' versions, skipping rows this transaction already changed
+    # (their xmin is ours). Inserts need no trigger: a message row is visible
+    # only below its conversation's message_count, and every insert of ours
+    # updates that row in the same transaction (the append's counter,
+    # NOTE_CHUNKS after copies, RECOUNT after merges). Measured on PostgreSQL
+    # 15: the version trigger adds 0.01-0.03 ms to a 0.45 ms append; a
+    # statement trigger on inserts would add 0.04 ms more.
+    Migration(
+        "conversation versions: every change of a conversation's messages gives it a new version",
+        (
+            "CREATE SEQUENCE IF NOT EXISTS {schema}.conversation_versions",
+            """
+            ALTER TABLE {schema}.conversations
+                ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0
+            """,
+            """
+            CREATE OR REPLACE FUNCTION {schema}.haive_conversation_version() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+            BEGIN
+                NEW.version := nextval('{schema}.conversation_versions');
+                RETURN NEW;
+            END
+            $$
+            """,
+            "DROP TRIGGER IF EXISTS conversations_version ON {schema}.conversations",
+            """
+            CREATE TRIGGER conversations_version
+                BEFORE INSERT OR UPDATE ON {schema}.conversations
+                FOR EACH ROW EXECUTE FUNCTION {schema}.haive_conversation_version()
+            """,
+            """
+            CREATE OR REPLACE FUNCTION {schema}.haive_conversation_messages_changed()
+            RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+            BEGIN
+                IF TG_OP = 'TRUNCATE' THEN
+                    UPDATE {schema}.conversations SET version = version;
+                ELSE
+                    -- `version = version`: the row trigger assigns the new one.
+                    UPDATE {schema}.conversations AS c SET version = c.version
+                    FROM (
+                        SELECT DISTINCT r.tenant_id, r.conversation_id FROM changed_rows AS r
+                    ) AS d
+                    WHERE c.tenant_id = d.tenant_id
+                      AND c.conversation_id = d.conversation_id
+                      AND c.xmin <> pg_current_xact_id()::xid;
+                END IF;
+                RETURN NULL;
+            END
+            $$
+            """,
+            "DROP TRIGGER IF EXISTS conversation_messages_update ON {schema}.conversation_messages",
+            """
+            CREATE TRIGGER conversation_messages_update
+                AFTER UPDATE ON {schema}.conversation_messages
+                REFERENCING OLD TABLE AS changed_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.haive_conversation_messages_changed()
+            """,
+            "DROP TRIGGER IF EXISTS conversation_messages_delete ON {schema}.conversation_messages",
+            """
+            CREATE TRIGGER conversation_messages_delete
+                AFTER DELETE ON {schema}.conversation_messages
+                REFERENCING OLD TABLE AS changed_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.haive_conversation_messages_changed()
+            """,
+            "DROP TRIGGER IF EXISTS conversation_messages_truncate ON {schema}.conversation_messages",
+            """
+            CREATE TRIGGER conversation_messages_truncate
+                AFTER TRUNCATE ON {schema}.conversation_messages
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.haive_conversation_messages_changed()
+            """,
+        ),
+    ),
 )
 
 # `haive-lg migrate --partitions N` hash-partitions the messages by conversation.
@@ -342,6 +423,23 @@ ORDER BY m.seq
 
 # Histories do not show an expired session; internal reads (copies) do.
 READ_LIVE = "\n      AND (c.expires_at IS NULL OR c.expires_at > now())"
+
+# What a cached read of a conversation is checked against (ops/cache.py):
+# the versions of the conversation and of every ancestor it shares messages
+# with (all of them: a superset of what READ_CHAIN walks), nearest first,
+# and whether the conversation is live. No row: it does not exist.
+VERSION_CHAIN = """
+WITH RECURSIVE chain(parent, depth, version, live) AS (
+    SELECT c.parent_id, 0, c.version, c.expires_at IS NULL OR c.expires_at > now()
+    FROM {schema}.conversations AS c
+    WHERE c.tenant_id = %(t)s AND c.conversation_id = %(c)s
+  UNION ALL
+    SELECT p.parent_id, ch.depth + 1, p.version, true
+    FROM chain AS ch
+    JOIN {schema}.conversations AS p ON p.tenant_id = %(t)s AND p.conversation_id = ch.parent
+)
+SELECT version, live FROM chain ORDER BY depth
+"""
 
 BODY_COLUMNS = "m.conversation_id, m.seq, m.n, m.message_ids, m.body"
 ID_COLUMNS = "m.conversation_id, m.seq, m.n, m.message_ids"

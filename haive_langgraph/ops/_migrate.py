@@ -15,10 +15,11 @@ def all_components() -> list[Component]:
     """Every feature's migrations, in dependency order."""
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
     from haive_langgraph.memory._history_sql import COMPONENT as conversations
+    from haive_langgraph.ops.audit._sql import COMPONENT as audit
     from haive_langgraph.ops.keys import COMPONENT as keys
     from haive_langgraph.stores._sql import COMPONENT as store
 
-    return [checkpoints, store, keys, conversations]
+    return [checkpoints, store, keys, conversations, audit]
 
 
 def migrate_all(

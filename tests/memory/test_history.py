@@ -429,4 +429,4 @@ def test_setup_is_idempotent_and_part_of_migrate_all(migrated: str) -> None:
         "SELECT version FROM haive.haive_migrations WHERE component = 'conversations' "
         "ORDER BY version",
     )
-    assert applied == [(1,), (2,)]
+    assert applied == [(1,), (2,), (3,)]

@@ -1,0 +1,540 @@
+"""The restore transaction (see :func:`haive_langgraph.ops.backup.restore`).
+
+Archives arrive here checked (signatures, every part's SHA-256) and in chain
+order. Everything below runs in one transaction on the target:
+
+1. the migrations of every component, on the target schema;
+2. tables the archives hold that the migrations did not create, from the
+   definitions the archive carries;
+3. a check that the target's columns can take the archived ones;
+4. the conflict check (rows already in the archive's scope);
+5. user triggers of the restored tables are disabled (re-enabled at the end);
+6. ``replace``: the scope's rows are deleted;
+7. rows are copied in (``COPY``), straight into the table when nothing can
+   conflict, else through a temporary staging table: a chain of incremental
+   archives is applied there first (newer row versions win, rows whose keys
+   are no longer present go), then moved with ``ON CONFLICT`` as asked;
+8. identity and serial sequences are moved past the restored values.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from haive_langgraph.db import Op, PersistenceConfig, Step, migrate_op, run
+from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.ops._archive import (
+    ArchiveIntegrityError,
+    ArchiveReader,
+    BackupError,
+    PartInfo,
+    RestoreConflictError,
+    parse_row,
+)
+from haive_langgraph.ops._schema import Column, Schema, Table, introspect_op, render_ddl
+from haive_langgraph.ops._selection import TableScope
+
+_SESSION = (
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL row_security = off",
+)
+
+
+def _session_op(schema: str) -> Op[None]:
+    for statement in _SESSION:
+        yield Step(statement, fetch="none")
+    yield Step(
+        "SELECT set_config('search_path', %s, true)",
+        (sql.Identifier(schema).as_string(None),),
+        fetch="none",
+    )
+
+
+class _Archived:
+    """One table as the archives describe it (the newest archive's definition wins)."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.name = str(entry["name"])
+        self.columns = [Column.from_dict(c) for c in entry["columns"]]
+        self.data_columns = [str(c) for c in entry["data_columns"]]
+        self.primary_key = [str(c) for c in entry["primary_key"]]
+        self.ddl = [str(s) for s in entry["ddl"]]
+        self.rows = 0
+        # (archive index, data parts, key parts) in chain order.
+        self.sources: list[tuple[int, list[PartInfo], list[PartInfo] | None]] = []
+
+    def update(self, index: int, entry: dict[str, Any]) -> None:
+        self.columns = [Column.from_dict(c) for c in entry["columns"]]
+        self.data_columns = [str(c) for c in entry["data_columns"]]
+        self.primary_key = [str(c) for c in entry["primary_key"]]
+        self.ddl = [str(s) for s in entry["ddl"]]
+        self.rows += int(entry["rows"])
+        keys = entry.get("key_parts")
+        self.sources.append(
+            (
+                index,
+                [PartInfo.from_dict(p) for p in entry["parts"]],
+                [PartInfo.from_dict(p) for p in keys] if keys is not None else None,
+            )
+        )
+
+
+def _read_scopes(reader: ArchiveReader) -> dict[str, TableScope]:
+    import json
+
+    part = PartInfo.from_dict(reader.manifest["scope_part"])
+    out = {}
+    for line in reader.part_lines(part):
+        try:
+            scope = TableScope.from_dict(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            raise ArchiveIntegrityError(f"part {part.name} holds an invalid scope") from None
+        out[scope.table] = scope
+    return out
+
+
+def _check_components(readers: Sequence[ArchiveReader]) -> None:
+    from haive_langgraph.ops._migrate import all_components
+
+    known = {c.name: c.latest_version for c in all_components()}
+    for reader in readers:
+        for name, version in reader.manifest.get("components", {}).items():
+            if name in known and int(version) > known[name]:
+                raise BackupError(
+                    f"{str(reader.path)!r} holds {name} tables at schema version {version}, newer "
+                    f"than this haive-langgraph knows ({known[name]}); upgrade haive-langgraph "
+                    "to restore it"
+                )
+
+
+def run_restore(
+    readers: Sequence[ArchiveReader],
+    dsn: str | None,
+    schema: str,
+    on_existing: str,
+    progress: Callable[[Any], None] | None,
+    config: PersistenceConfig,
+) -> Any:
+    from haive_langgraph.ops._migrate import all_components
+    from haive_langgraph.ops.backup import BackupProgress, RestoreReport, _connect
+
+    started = time.perf_counter()
+    _check_components(readers)
+    archived: dict[str, _Archived] = {}
+    scopes: dict[str, TableScope] = {}
+    for index, reader in enumerate(readers):
+        for entry in reader.manifest["tables"]:
+            name = str(entry["name"])
+            if name not in archived:
+                archived[name] = _Archived(entry)
+            archived[name].update(index, entry)
+        for name, scope in _read_scopes(reader).items():
+            scopes[name] = scopes[name].merged(scope) if name in scopes else scope
+    order = [str(e["name"]) for e in readers[-1].manifest["tables"]]
+    order += [n for n in archived if n not in order]
+    report = RestoreReport(
+        schema=schema,
+        archives=[str(r.manifest["archive_id"]) for r in readers],
+        bytes=sum(r.path.stat().st_size for r in readers),
+    )
+    total = sum(a.rows for a in archived.values())
+    chain = len(readers) > 1
+    conn = _connect(dsn, config)
+    try:
+        with conn.transaction():
+            run(conn, _session_op(schema))
+            run(conn, migrate_op(all_components(), schema))
+            live = run(conn, introspect_op(schema))
+            missing = [n for n in order if live.table(n) is None]
+            if missing:
+                run(conn, _extensions_op(readers))
+            for name in order:
+                if live.table(name) is None:
+                    for statement in archived[name].ddl:
+                        conn.execute(render_ddl(statement, name), prepare=False)
+                    report.created_tables.append(name)
+            if report.created_tables:
+                live = run(conn, introspect_op(schema))
+            tables = [t for t in live.tables if t.name in archived]
+            for table in tables:
+                _check_columns(table, archived[table.name], schema)
+            if on_existing == "refuse":
+                _refuse_existing(conn, live, tables, scopes)
+            disabled = run(conn, _disable_triggers_op(live, [t.name for t in tables]))
+            if on_existing == "replace":
+                for table in reversed(tables):
+                    in_scope = scopes.get(table.name)
+                    if in_scope is None or in_scope.kind == "shared":
+                        continue
+                    cond, params = in_scope.predicate(table)
+                    cur = conn.execute(
+                        sql.SQL("DELETE FROM {} AS t WHERE {}").format(
+                            sql.Identifier(schema, table.name), cond
+                        ),
+                        params,
+                    )
+                    report.deleted[table.name] = cur.rowcount
+            counter = _Counter(progress, total, BackupProgress)
+            for number, table in enumerate(tables):
+                source = archived[table.name]
+                table_scope = scopes.get(table.name)
+                shared = table_scope is not None and table_scope.kind == "shared"
+                direct = not chain and not shared and on_existing in ("refuse", "replace")
+                tick = functools.partial(counter.advance, table.name)
+                if direct:
+                    written = 0
+                    for index, parts, _keys in source.sources:
+                        written += _copy_parts(
+                            conn,
+                            readers[index],
+                            parts,
+                            sql.Identifier(schema, table.name),
+                            source.data_columns,
+                            tick,
+                        )
+                    report.tables[table.name] = written
+                else:
+                    written, staged = _via_staging(
+                        conn,
+                        readers,
+                        schema,
+                        table,
+                        source,
+                        number,
+                        tick,
+                        "skip" if shared or on_existing == "skip" else on_existing,
+                    )
+                    report.tables[table.name] = written
+                    if staged > written:
+                        report.skipped[table.name] = staged - written
+                _advance_sequences(conn, schema, table)
+            run(conn, _enable_triggers_op(disabled))
+            _renew_versions(conn, schema, tables)
+            _audit_restore(conn, live, schema, report)
+    except psycopg.errors.UniqueViolation as exc:
+        raise RestoreConflictError(
+            f"restoring into schema {schema!r} hit a row that already exists in "
+            f"{exc.diag.table_name}: {exc.diag.message_detail or exc}; pass on_existing='merge', "
+            "'skip' or 'replace' (--merge, --skip-existing, --replace)"
+        ) from None
+    finally:
+        conn.close()
+    report.rows = sum(report.tables.values())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _extensions_op(readers: Sequence[ArchiveReader]) -> Op[None]:
+    """Create the extensions the archived tables' types come from (tables we create need them)."""
+    wanted: dict[str, str] = {}
+    for reader in readers:
+        for ext in reader.manifest.get("extensions", []):
+            wanted[str(ext["name"])] = str(ext["schema"])
+    for name, ext_schema in sorted(wanted.items()):
+        row = yield Step(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = %s), "
+            "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %s)",
+            (name, name),
+            fetch="one",
+        )
+        if row[0]:
+            continue
+        if not row[1]:
+            raise BackupError(
+                f"the archived tables need the PostgreSQL extension {name!r}, which the target "
+                "server does not have: install it there first"
+            )
+        yield Step(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(ext_schema)),
+            fetch="none",
+        )
+        yield Step(
+            sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
+                sql.Identifier(name), sql.Identifier(ext_schema)
+            ),
+            fetch="none",
+        )
+
+
+class _Counter:
+    def __init__(
+        self, progress: Callable[[Any], None] | None, total: int, event: Callable[..., Any]
+    ) -> None:
+        self.progress = progress
+        self.total = total
+        self.event = event
+        self.done = 0
+
+    def advance(self, table: str, rows: int) -> None:
+        self.done += rows
+        if self.progress is not None:
+            self.progress(self.event("restore", table, self.done, self.total))
+
+
+def _check_columns(table: Table, source: _Archived, schema: str) -> None:
+    archived_types = {c.name: c.type for c in source.columns}
+    for name in source.data_columns:
+        col = table.column(name)
+        if col is None:
+            raise BackupError(
+                f"table {schema}.{table.name} has no column {name!r}, which the archive holds: "
+                "the target schema is older or different (upgrade haive-langgraph there)"
+            )
+        if col.generated is not None:
+            raise BackupError(f"column {schema}.{table.name}.{name} is generated in the target")
+        if archived_types.get(name) != col.type:
+            raise BackupError(
+                f"column {schema}.{table.name}.{name} is {col.type} in the target but "
+                f"{archived_types.get(name)} in the archive"
+            )
+
+
+def _refuse_existing(
+    conn: psycopg.Connection[Any],
+    live: Schema,
+    tables: Sequence[Table],
+    scopes: dict[str, TableScope],
+) -> None:
+    busy = []
+    for table in tables:
+        scope = scopes.get(table.name)
+        if scope is None or scope.kind == "shared":
+            continue
+        cond, params = scope.predicate(table)
+        row = conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
+                sql.Identifier(live.name, table.name), cond
+            ),
+            params,
+        ).fetchone()
+        if row and row[0]:
+            busy.append(table.name)
+    if busy:
+        raise RestoreConflictError(
+            f"schema {live.name!r} already holds rows in the archive's scope in "
+            f"{', '.join(busy)}: pass on_existing='merge' (archived rows win), 'skip' (existing "
+            "rows win) or 'replace' (existing rows in scope are deleted first); on the command "
+            "line --merge, --skip-existing or --replace"
+        )
+
+
+def _renew_versions(conn: psycopg.Connection[Any], schema: str, tables: Sequence[Table]) -> None:
+    """Give restored conversations new versions, so no cache serves what it held before.
+
+    Versions came back from the archive with triggers off; an archived version
+    can equal one a cache holds for other messages (a merge into live rows).
+    ``version = version`` lets the row trigger assign a fresh one.
+    """
+    for table in tables:
+        if table.name == "conversations" and any(c.name == "version" for c in table.columns):
+            conn.execute(
+                sql.SQL("UPDATE {} SET version = version").format(
+                    sql.Identifier(schema, "conversations")
+                )
+            )
+
+
+def _disable_triggers_op(live: Schema, tables: Sequence[str]) -> Op[list[tuple[str, str]]]:
+    rows = yield Step(
+        """
+        SELECT c.relname::text, tg.tgname::text
+        FROM pg_trigger AS tg
+        JOIN pg_class AS c ON c.oid = tg.tgrelid
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname::text = ANY(%s::text[]) AND NOT tg.tgisinternal
+          AND tg.tgenabled <> 'D'
+        ORDER BY 1, 2
+        """,
+        (live.name, TextArray(tables)),
+    )
+    out = [(str(t), str(g)) for t, g in rows]
+    for table, trigger in out:
+        yield Step(
+            sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
+                sql.Identifier(live.name, table), sql.Identifier(trigger)
+            ),
+            fetch="none",
+        )
+    return [(f"{live.name}\x00{t}", g) for t, g in out]
+
+
+def _enable_triggers_op(disabled: Sequence[tuple[str, str]]) -> Op[None]:
+    for qualified, trigger in disabled:
+        schema, table = qualified.split("\x00")
+        yield Step(
+            sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
+                sql.Identifier(schema, table), sql.Identifier(trigger)
+            ),
+            fetch="none",
+        )
+
+
+def _rows(reader: ArchiveReader, part: PartInfo, width: int) -> Iterator[list[str | None]]:
+    count = 0
+    for line in reader.part_lines(part):
+        count += 1
+        yield parse_row(line, width, part.name)
+    if count != part.rows:
+        raise ArchiveIntegrityError(
+            f"part {part.name} holds {count} rows; its manifest says {part.rows}"
+        )
+
+
+def _copy_parts(
+    conn: psycopg.Connection[Any],
+    reader: ArchiveReader,
+    parts: Sequence[PartInfo],
+    target: sql.Composable,
+    columns: Sequence[str],
+    tick: Callable[[int], None],
+) -> int:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    written = 0
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        pending = 0
+        for part in parts:
+            for row in _rows(reader, part, len(columns)):
+                copy.write_row(row)
+                written += 1
+                pending += 1
+                if pending == 5000:
+                    tick(pending)
+                    pending = 0
+        tick(pending)
+    return written
+
+
+def _via_staging(
+    conn: psycopg.Connection[Any],
+    readers: Sequence[ArchiveReader],
+    schema: str,
+    table: Table,
+    source: _Archived,
+    number: int,
+    tick: Callable[[int], None],
+    mode: str,
+) -> tuple[int, int]:
+    """Apply the chain to a staging table, then move it in; returns (written, staged)."""
+    stage = sql.Identifier(f"haive_restore_stage_{number}")
+    delta = sql.Identifier(f"haive_restore_delta_{number}")
+    keys = sql.Identifier(f"haive_restore_keys_{number}")
+    target = sql.Identifier(schema, table.name)
+    columns = source.data_columns
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    pk = [sql.Identifier(c) for c in source.primary_key]
+    pk_list = sql.SQL(", ").join(pk)
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+            stage, target
+        )
+    )
+    if pk:
+        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(stage, pk_list))
+    non_key = [c for c in columns if c not in source.primary_key]
+    upsert: sql.Composable = (
+        sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in non_key
+            )
+        )
+        if non_key
+        else sql.SQL("DO NOTHING")
+    )
+    for position, (index, parts, key_parts) in enumerate(source.sources):
+        if position == 0 or not pk:
+            _copy_parts(conn, readers[index], parts, stage, columns, tick)
+        else:
+            conn.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
+                    delta, stage
+                )
+            )
+            _copy_parts(conn, readers[index], parts, delta, columns, tick)
+            conn.execute(
+                sql.SQL("INSERT INTO {s} ({c}) SELECT {c} FROM {d} ON CONFLICT ({k}) {u}").format(
+                    s=stage, c=cols, d=delta, k=pk_list, u=upsert
+                )
+            )
+            conn.execute(sql.SQL("TRUNCATE {}").format(delta))
+        if key_parts is not None and pk:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DROP AS "
+                    "SELECT {} FROM {} WITH NO DATA"
+                ).format(keys, pk_list, stage)
+            )
+            _copy_parts(conn, readers[index], key_parts, keys, source.primary_key, lambda n: None)
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {s} AS s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM {k} AS k WHERE ({kc}) = ({sc}))"
+                ).format(
+                    s=stage,
+                    k=keys,
+                    kc=sql.SQL(", ").join(sql.SQL("k.{}").format(c) for c in pk),
+                    sc=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in pk),
+                )
+            )
+            conn.execute(sql.SQL("TRUNCATE {}").format(keys))
+    staged_row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
+    staged = int(staged_row[0]) if staged_row else 0
+    overriding: sql.Composable = (
+        sql.SQL(" OVERRIDING SYSTEM VALUE")
+        if any((c := table.column(n)) is not None and c.identity == "a" for n in columns)
+        else sql.SQL("")
+    )
+    if mode == "merge" and pk:
+        conflict: sql.Composable = sql.SQL(" ON CONFLICT ({}) {}").format(pk_list, upsert)
+    elif mode == "skip":
+        conflict = sql.SQL(" ON CONFLICT DO NOTHING")
+    else:
+        conflict = sql.SQL("")
+    cur = conn.execute(
+        sql.SQL("INSERT INTO {t} ({c}){o} SELECT {c} FROM {s}{conflict}").format(
+            t=target, c=cols, o=overriding, s=stage, conflict=conflict
+        )
+    )
+    conn.execute(sql.SQL("DROP TABLE {}").format(stage))
+    return max(cur.rowcount, 0), staged
+
+
+def _advance_sequences(conn: psycopg.Connection[Any], schema: str, table: Table) -> None:
+    for col in table.columns:
+        if col.identity is None and not (col.default or "").startswith("nextval("):
+            continue
+        conn.execute(
+            sql.SQL(
+                "SELECT setval(s::regclass, greatest(m, 1), m IS NOT NULL) FROM ("
+                "SELECT pg_get_serial_sequence(%s, %s) AS s, (SELECT max({c}) FROM {t}) AS m"
+                ") AS x WHERE s IS NOT NULL"
+            ).format(c=sql.Identifier(col.name), t=sql.Identifier(schema, table.name)),
+            (f"{schema}.{table.name}", col.name),
+        )
+
+
+def _audit_restore(conn: psycopg.Connection[Any], live: Schema, schema: str, report: Any) -> None:
+    """One RESTORE entry per restored table, when the target's audit log is enabled."""
+    from haive_langgraph.ops.audit import record_op
+
+    if live.table("audit_log") is None:
+        return
+    for table, rows in report.tables.items():
+        run(
+            conn,
+            record_op(
+                schema,
+                operation="RESTORE",
+                table=table,
+                object_key={"archives": report.archives, "rows": rows},
+                only_if_enabled=True,
+            ),
+        )

@@ -1,0 +1,888 @@
+"""Logical backup and restore of our tables: portable, selective, encrypted, incremental.
+
+:func:`backup` writes an archive (see :mod:`haive_langgraph.ops._archive`
+for the layout) of the tables in a schema: all of them, or a selection by
+table patterns, tenants, users or threads. Rows are copied as stored: values
+the codec encrypted stay encrypted (their associated data names tenant,
+thread, kind and key, not the schema, so they stay readable wherever the
+archive is restored, with the same keys). Every value is written as its
+PostgreSQL text form, so a restore gives back the same bytes.
+
+:func:`restore` checks the whole archive first (every part's SHA-256 and the
+manifest's signature), then, in one transaction: applies the migrations to
+the target schema, creates tables the migrations do not (a store's vector
+table), refuses if the target already holds rows in the archive's scope
+(unless told to merge or replace), loads the rows, and moves identity
+sequences past them. Nothing is written if anything fails.
+
+Incremental backups (``since=`` a previous archive) hold the rows inserted or
+updated since that archive's snapshot, found by the transaction id that wrote
+each row version (``xmin``), plus the primary keys of every row in scope, so
+that restoring the chain also removes rows deleted meanwhile. See
+``docs/operations.md`` for the limits.
+
+``haive-lg backup|restore|verify`` drive these from the shell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+import haive_langgraph
+from haive_langgraph.db import (
+    Op,
+    PersistenceConfig,
+    Step,
+    connection_kwargs,
+    resolve_dsn,
+    run,
+    validate_identifier,
+)
+from haive_langgraph.db._connections import connect_error
+from haive_langgraph.db._migrations import MIGRATIONS_TABLE
+from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.ops._archive import (
+    BACKUP_KEY_ENV,
+    FORMAT,
+    FORMAT_VERSION,
+    ArchiveIntegrityError,
+    ArchiveReader,
+    ArchiveWriter,
+    BackupError,
+    BackupKey,
+    BackupKeyError,
+    PartBuilder,
+    PartInfo,
+    RestoreConflictError,
+    check_config_value,
+    key_from_file,
+    new_backup_key,
+    parse_row,
+    resolve_key,
+)
+from haive_langgraph.ops._schema import Schema, introspect_op
+from haive_langgraph.ops._selection import Selection, TableScope, scopes_op
+
+__all__ = [
+    "BACKUP_KEY_ENV",
+    "ArchiveInfo",
+    "ArchiveIntegrityError",
+    "BackupError",
+    "BackupKey",
+    "BackupKeyError",
+    "BackupProgress",
+    "BackupReport",
+    "OnExisting",
+    "RestoreConflictError",
+    "RestoreReport",
+    "backup",
+    "key_from_file",
+    "new_backup_key",
+    "restore",
+    "verify",
+]
+
+OnExisting = Literal["refuse", "merge", "skip", "replace"]
+KeyArg = BackupKey | bytes | str | os.PathLike[str] | None
+
+DEFAULT_PART_ROWS = 100_000
+DEFAULT_PART_BYTES = 64 * 1024 * 1024
+# Row versions written more than this many transactions before the backup
+# cannot be told apart from future ones (32-bit xmin): take a full backup.
+MAX_XID_SPAN = 1 << 31
+_FETCH_ROWS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class BackupProgress:
+    """One progress report.
+
+    Attributes:
+        phase: ``"backup"``, ``"verify"`` or ``"restore"``.
+        table: The table being worked on.
+        rows: Rows done so far (all tables); bytes for ``"verify"``.
+        total: Rows (bytes) in all, when known.
+    """
+
+    phase: Literal["backup", "verify", "restore"]
+    table: str
+    rows: int
+    total: int | None
+
+
+ProgressCallback = Callable[[BackupProgress], None]
+
+
+@dataclass(slots=True)
+class BackupReport:
+    """What :func:`backup` wrote.
+
+    Attributes:
+        path: The archive.
+        archive_id: Its id (an incremental backup names its base by it).
+        kind: ``"full"`` or ``"incremental"``.
+        tables: Rows written per table.
+        rows: Rows written in all.
+        bytes: Size of the archive file.
+        raw_bytes: Size of the rows as uncompressed JSONL.
+        seconds: Wall-clock time.
+        encrypted: Whether parts are encrypted.
+        base_archive_id: The archive an incremental backup continues.
+    """
+
+    path: Path
+    archive_id: str
+    kind: Literal["full", "incremental"]
+    tables: dict[str, int]
+    rows: int
+    bytes: int
+    raw_bytes: int
+    seconds: float
+    encrypted: bool
+    base_archive_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "archive_id": self.archive_id,
+            "kind": self.kind,
+            "tables": self.tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "raw_bytes": self.raw_bytes,
+            "seconds": round(self.seconds, 3),
+            "encrypted": self.encrypted,
+            "base_archive_id": self.base_archive_id,
+        }
+
+
+@dataclass(slots=True)
+class ArchiveInfo:
+    """An archive, as :func:`verify` found it.
+
+    Attributes:
+        path: The archive file.
+        archive_id: Its id.
+        kind: ``"full"`` or ``"incremental"``.
+        created_at: When the backup was taken.
+        schema: The schema it was taken from.
+        tables: Rows per table.
+        rows: Rows in all.
+        bytes: Archive size.
+        encrypted: Whether it is encrypted (and was checked with its key).
+        base_archive_id: The archive an incremental backup continues.
+        selection: What it covers (counts of selected tenants and values).
+    """
+
+    path: Path
+    archive_id: str
+    kind: str
+    created_at: dt.datetime
+    schema: str
+    tables: dict[str, int]
+    rows: int
+    bytes: int
+    encrypted: bool
+    base_archive_id: str | None
+    selection: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "archive_id": self.archive_id,
+            "kind": self.kind,
+            "created_at": self.created_at.isoformat(),
+            "schema": self.schema,
+            "tables": self.tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "encrypted": self.encrypted,
+            "base_archive_id": self.base_archive_id,
+            "selection": self.selection,
+        }
+
+
+@dataclass(slots=True)
+class RestoreReport:
+    """What :func:`restore` did.
+
+    Attributes:
+        schema: The target schema.
+        archives: Ids of the archives applied, base first.
+        tables: Rows written per table.
+        skipped: Rows not written because the target already had them
+            (``on_existing="skip"``, and tenant-level rows such as a
+            tenant's keys, which are never overwritten).
+        deleted: Rows removed first (``on_existing="replace"``).
+        created_tables: Tables created from the archive's definitions.
+        rows: Rows written in all.
+        bytes: Size of the archives read.
+        seconds: Wall-clock time.
+    """
+
+    schema: str
+    archives: list[str]
+    tables: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    created_tables: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "archives": self.archives,
+            "tables": self.tables,
+            "skipped": self.skipped,
+            "deleted": self.deleted,
+            "created_tables": self.created_tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# -- session settings ------------------------------------------------------------------------
+
+# Text forms that read back exactly: hex bytea, ISO dates with offsets,
+# shortest-exact floats, and no row-level security silently hiding rows
+# (a role it applies to gets an error instead, as with pg_dump).
+_SESSION = (
+    "SET LOCAL bytea_output = 'hex'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL extra_float_digits = 1",
+    "SET LOCAL row_security = off",
+)
+
+
+def _session_op(schema: str) -> Op[None]:
+    for statement in _SESSION:
+        yield Step(statement, fetch="none")
+    # Catalog output relative to the schema: its names unqualified.
+    yield Step(
+        sql.SQL("SELECT set_config('search_path', %s, true)"),
+        (sql.Identifier(schema).as_string(None),),
+        fetch="none",
+    )
+
+
+def _connect(dsn: str | None, config: PersistenceConfig) -> psycopg.Connection[Any]:
+    resolved = resolve_dsn(dsn, config=config)
+    try:
+        return psycopg.connect(resolved, **connection_kwargs(resolved, config))
+    except psycopg.Error as exc:
+        raise connect_error(resolved, exc) from None
+
+
+# -- backup ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    xmin: int
+    xmax: int
+    server_version: str
+    database: str
+    database_oid: int
+    system_identifier: str | None
+
+
+def _snapshot_op() -> Op[_Snapshot]:
+    row = yield Step(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+        "pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
+        "current_setting('server_version'), current_database(), "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())::bigint, "
+        "has_function_privilege('pg_control_system()', 'EXECUTE')",
+        fetch="one",
+    )
+    system_id = None
+    if row[5]:
+        sid = yield Step("SELECT system_identifier::text FROM pg_control_system()", fetch="one")
+        system_id = str(sid[0])
+    return _Snapshot(int(row[0]), int(row[1]), str(row[2]), str(row[3]), int(row[4]), system_id)
+
+
+def _components_op(schema: str) -> Op[dict[str, int]]:
+    exists = yield Step(
+        "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{MIGRATIONS_TABLE}",), fetch="one"
+    )
+    if not exists[0]:
+        return {}
+    rows = yield Step(
+        sql.SQL(
+            "SELECT component, max(version) FROM {} GROUP BY component ORDER BY component"
+        ).format(sql.Identifier(schema, MIGRATIONS_TABLE))
+    )
+    return {str(c): int(v) for c, v in rows}
+
+
+def _text_row(columns: Sequence[str]) -> sql.Composable:
+    """A row as a JSON array of its columns' text forms (ARRAY[]: no argument limit)."""
+    if not columns:
+        return sql.SQL("'[]'")
+    return sql.SQL("array_to_json(ARRAY[{}]::text[])::text").format(
+        sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in columns)
+    )
+
+
+def _xmin_filter(span: int, current_xmax: int) -> tuple[sql.Composable, dict[str, Any]]:
+    """Row versions written at or after the base's snapshot xmin (see module docstring)."""
+    # age = (current low 32 bits - row xmin) mod 2^32; the row is new when
+    # current_xmax - age >= base_xmin, i.e. age <= span. Frozen and bootstrap
+    # xids (< 3) are old.
+    return (
+        sql.SQL(
+            "(t.xmin::text::bigint >= 3 AND "
+            "((%(x_low)s::bigint - t.xmin::text::bigint) %% 4294967296 + 4294967296) "
+            "%% 4294967296 <= %(x_span)s::bigint)"
+        ),
+        {"x_low": current_xmax & 0xFFFFFFFF, "x_span": span},
+    )
+
+
+class _PartSink:
+    """Lines of one table into parts ``<prefix>-0001.jsonl.zst`` ... of bounded size."""
+
+    def __init__(self, writer: ArchiveWriter, prefix: str, max_rows: int, max_bytes: int) -> None:
+        self.writer = writer
+        self.prefix = prefix
+        self.builder = PartBuilder(max_rows, max_bytes)
+        self.parts: list[PartInfo] = []
+        self.rows = 0
+        self.raw = 0
+
+    def add(self, line: bytes) -> None:
+        self.rows += 1
+        if self.builder.add(line):
+            self._flush()
+
+    def _flush(self) -> None:
+        data, rows, nbytes = self.builder.take()
+        name = f"{self.prefix}-{len(self.parts) + 1:04d}.jsonl.zst"
+        self.parts.append(self.writer.add_part(name, data, rows, nbytes))
+        self.raw += nbytes
+
+    def close(self) -> list[PartInfo]:
+        if self.builder.rows or not self.parts:
+            self._flush()
+        return self.parts
+
+
+class _Counter:
+    """Rows written so far, reported to the progress callback."""
+
+    def __init__(self, progress: ProgressCallback | None, total: int | None) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    def advance(self, table: str, rows: int) -> None:
+        self.done += rows
+        if self.progress is not None:
+            self.progress(BackupProgress("backup", table, self.done, self.total))
+
+
+def _stream(
+    conn: psycopg.Connection[Any],
+    query: sql.Composed,
+    params: Mapping[str, Any],
+    sink: _PartSink,
+    tick: Callable[[int], None] | None = None,
+) -> None:
+    with conn.cursor(name=f"haive_backup_{uuid.uuid4().hex[:8]}") as cur:
+        cur.itersize = _FETCH_ROWS
+        cur.execute(query, params)
+        while rows := cur.fetchmany(_FETCH_ROWS):
+            for (line,) in rows:
+                sink.add(line.encode())
+            if tick is not None:
+                tick(len(rows))
+
+
+def backup(
+    path: str | os.PathLike[str],
+    dsn: str | None = None,
+    *,
+    schema: str | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    users: Sequence[str] | None = None,
+    threads: Sequence[str] | None = None,
+    where: Mapping[str, Sequence[str]] | None = None,
+    global_tables: bool | None = None,
+    since: str | os.PathLike[str] | None = None,
+    key: KeyArg = None,
+    encrypt: bool = True,
+    part_rows: int = DEFAULT_PART_ROWS,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    progress: ProgressCallback | None = None,
+    config: PersistenceConfig | None = None,
+) -> BackupReport:
+    """Write a logical backup of our tables to the archive ``path``.
+
+    The backup reads one consistent snapshot (a repeatable-read, read-only
+    transaction): the application keeps running meanwhile.
+
+    Args:
+        path: The archive file to write (replaced only once complete).
+        dsn: The server (default: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+            the embedded server).
+        schema: Schema of the tables (default ``haive``).
+        include: Table name patterns to back up (``fnmatch``; default all).
+        exclude: Table name patterns to leave out.
+        tenants: Only these tenants' rows.
+        users: Only rows reached from rows with these ``user_id`` values.
+        threads: Only these threads, with what they need (their thread
+            family's stored values, the threads sharing them, the threads
+            they branched from).
+        where: Generic form of ``users``/``threads``: ``{column: values}``.
+        global_tables: Back up tables without ``tenant_id`` (default: only
+            in a backup that selects no rows).
+        since: A previous archive of the same selection: write only what
+            changed after it (an incremental backup).
+        key: Backup key (a :class:`BackupKey`, raw bytes, base64 text or a
+            path to a key file). Default: ``HAIVE_BACKUP_KEY`` if set.
+        encrypt: ``False`` to write an unencrypted archive even when
+            ``HAIVE_BACKUP_KEY`` is set.
+        part_rows: Most rows per part.
+        part_bytes: Most uncompressed bytes per part.
+        progress: Called as rows are written.
+        config: Connection settings.
+
+    Returns:
+        What was written.
+
+    Raises:
+        BackupError: The schema holds no tables, or ``since`` does not fit.
+        NotFoundError: A selection by value matched no row.
+        ConfigurationError: Bad arguments.
+    """
+    started = time.perf_counter()
+    config = config or PersistenceConfig()
+    schema = validate_identifier(schema or config.schema_name, what="schema name")
+    check_config_value(part_rows, "part_rows")
+    check_config_value(part_bytes, "part_bytes")
+    backup_key = resolve_key(key) if encrypt else None
+    if not encrypt and key is not None:
+        raise ConfigurationError("a key was given with encrypt=False")
+    selection = Selection.build(
+        include=include,
+        exclude=exclude,
+        tenants=tenants,
+        users=users,
+        threads=threads,
+        where=where,
+        global_tables=global_tables,
+    )
+    base: dict[str, Any] | None = None
+    if since is not None:
+        with ArchiveReader(since) as previous:
+            previous.authenticate(backup_key if previous.encrypted else None)
+            base = previous.manifest
+        if base["selection_digest"] != selection.digest():
+            raise BackupError(
+                f"{str(since)!r} was taken with another selection (tables, tenants, users or "
+                "threads): an incremental backup must select what its base selected"
+            )
+        if base["source"]["schema"] != schema:
+            raise BackupError(
+                f"{str(since)!r} is a backup of schema {base['source']['schema']!r}, not {schema!r}"
+            )
+    archive_id = str(uuid.uuid4())
+    target = Path(path)
+    conn = _connect(dsn, config)
+    writer: ArchiveWriter | None = None
+    try:
+        with conn.transaction():
+            run(conn, _readonly_op())
+            run(conn, _session_op(schema))
+            snap = run(conn, _snapshot_op())
+            components = run(conn, _components_op(schema))
+            live = run(conn, introspect_op(schema, with_ddl=True))
+            if not live.tables:
+                raise BackupError(
+                    f"schema {schema!r} holds no haive-langgraph tables (run `haive-lg migrate`)"
+                )
+            span = None
+            if base is not None:
+                span = _check_base(base, snap, str(since))
+            scopes = run(conn, scopes_op(live, selection))
+            writer = ArchiveWriter(target, archive_id, backup_key)
+            manifest_tables, total_rows, raw_bytes = _write_tables(
+                conn, writer, live, scopes, span, snap, part_rows, part_bytes, progress
+            )
+            scope_part = _write_scope(writer, scopes, part_rows, part_bytes)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "archive_id": archive_id,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "haive_langgraph": haive_langgraph.__version__,
+            "kind": "incremental" if base is not None else "full",
+            "base": (
+                {"archive_id": base["archive_id"], "snapshot_xmin": base["snapshot"]["xmin"]}
+                if base is not None
+                else None
+            ),
+            "source": {
+                "schema": schema,
+                "database": snap.database,
+                "database_oid": snap.database_oid,
+                "system_identifier": snap.system_identifier,
+                "server_version": snap.server_version,
+            },
+            "snapshot": {"xmin": snap.xmin, "xmax": snap.xmax},
+            "components": components,
+            "extensions": [{"name": e, "schema": n} for e, n in live.extensions],
+            "selection": selection.summary(),
+            "selection_digest": selection.digest(),
+            "encryption": (
+                {
+                    "algorithm": "AES-256-GCM",
+                    "kdf": "HKDF-SHA256",
+                    "key_fingerprint": backup_key.fingerprint,
+                }
+                if backup_key is not None
+                else None
+            ),
+            "scope_part": scope_part.as_dict(),
+            "tables": manifest_tables,
+        }
+        writer.finish(manifest)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        conn.close()
+    return BackupReport(
+        path=target,
+        archive_id=archive_id,
+        kind="incremental" if base is not None else "full",
+        tables={t["name"]: int(t["rows"]) for t in manifest_tables},
+        rows=total_rows,
+        bytes=target.stat().st_size,
+        raw_bytes=raw_bytes,
+        seconds=time.perf_counter() - started,
+        encrypted=backup_key is not None,
+        base_archive_id=base["archive_id"] if base is not None else None,
+    )
+
+
+def _readonly_op() -> Op[None]:
+    yield Step("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", fetch="none")
+
+
+def _check_base(base: Mapping[str, Any], snap: _Snapshot, where: str) -> int:
+    src = base["source"]
+    if (
+        src.get("system_identifier")
+        and snap.system_identifier
+        and src["system_identifier"] != snap.system_identifier
+    ) or src.get("database_oid") != snap.database_oid:
+        raise BackupError(
+            f"{where!r} was taken on another server or database: an incremental backup can "
+            "only continue a backup of the same database (take a full backup)"
+        )
+    base_xmin = int(base["snapshot"]["xmin"])
+    span = snap.xmax - base_xmin
+    if span < 0:
+        raise BackupError(f"{where!r} is newer than this database's state (another server?)")
+    if span >= MAX_XID_SPAN:
+        raise BackupError(
+            f"{where!r} is more than 2^31 transactions old: row versions since then cannot be "
+            "identified reliably; take a full backup"
+        )
+    return span
+
+
+def _write_tables(
+    conn: psycopg.Connection[Any],
+    writer: ArchiveWriter,
+    live: Schema,
+    scopes: list[TableScope],
+    span: int | None,
+    snap: _Snapshot,
+    part_rows: int,
+    part_bytes: int,
+    progress: ProgressCallback | None,
+) -> tuple[list[dict[str, Any]], int, int]:
+    total_known = None
+    if span is None and all(s.kind == "all" for s in scopes):
+        total_known = sum(
+            t.estimated_rows for t in live.tables if t.name in {s.table for s in scopes}
+        )
+    counter = _Counter(progress, total_known)
+    raw = 0
+    out: list[dict[str, Any]] = []
+    for index, scope in enumerate(scopes, start=1):
+        table = live.table(scope.table)
+        assert table is not None
+        columns = [c.name for c in table.data_columns]
+        cond, params = scope.predicate(table)
+        incremental: sql.Composable = sql.SQL("true")
+        if span is not None:
+            incremental, xparams = _xmin_filter(span, snap.xmax)
+            params = {**params, **xparams}
+        query = sql.SQL("SELECT {row} FROM {table} AS t WHERE {cond} AND {inc}").format(
+            row=_text_row(columns),
+            table=sql.Identifier(live.name, table.name),
+            cond=cond,
+            inc=incremental,
+        )
+        sink = _PartSink(writer, f"parts/{index:04d}-{table.name}", part_rows, part_bytes)
+        _stream(conn, query, params, sink, functools.partial(counter.advance, table.name))
+        entry: dict[str, Any] = {
+            "name": table.name,
+            "columns": [c.as_dict() for c in table.columns],
+            "data_columns": columns,
+            "primary_key": list(table.primary_key),
+            "ddl": list(table.ddl),
+            "scope": scope.kind,
+            "rows": sink.rows,
+            "parts": [p.as_dict() for p in sink.close()],
+        }
+        raw += sink.raw
+        if span is not None and table.primary_key:
+            # The keys present now, so a restore of the chain drops rows deleted since.
+            keys = _PartSink(writer, f"parts/{index:04d}-{table.name}-keys", part_rows, part_bytes)
+            cond, params = scope.predicate(table)
+            _stream(
+                conn,
+                sql.SQL("SELECT {row} FROM {table} AS t WHERE {cond}").format(
+                    row=_text_row(list(table.primary_key)),
+                    table=sql.Identifier(live.name, table.name),
+                    cond=cond,
+                ),
+                params,
+                keys,
+            )
+            entry["key_rows"] = keys.rows
+            entry["key_parts"] = [p.as_dict() for p in keys.close()]
+            raw += keys.raw
+        out.append(entry)
+        counter.advance(table.name, 0)
+    return out, counter.done, raw
+
+
+def _write_scope(
+    writer: ArchiveWriter, scopes: list[TableScope], part_rows: int, part_bytes: int
+) -> PartInfo:
+    import json
+
+    builder = PartBuilder(max(part_rows, len(scopes) + 1), max(part_bytes, 1 << 40))
+    for scope in scopes:
+        builder.add(json.dumps(scope.as_dict(), separators=(",", ":")).encode())
+    data, rows, nbytes = builder.take()
+    return writer.add_part("parts/scope.jsonl.zst", data, rows, nbytes)
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+
+def _open_checked(
+    path: str | os.PathLike[str],
+    key: BackupKey | None,
+    *,
+    deep: bool,
+    explicit_key: bool = False,
+    progress: ProgressCallback | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> tuple[ArchiveReader, int]:
+    reader = ArchiveReader(path)
+    try:
+        # A key from the environment is used where needed; a key given
+        # explicitly also means "this archive must be encrypted".
+        reader.authenticate(key if reader.encrypted or explicit_key else None)
+        for part, table in _all_parts(reader.manifest):
+            if deep:
+                rows = sum(1 for _ in reader.part_lines(part))
+                if rows != part.rows:
+                    raise ArchiveIntegrityError(
+                        f"part {part.name} holds {rows} rows; its manifest says {part.rows}"
+                    )
+            else:
+                reader.stored_part(part)
+            done += part.size
+            if progress is not None:
+                progress(BackupProgress("verify", table, done, total))
+    except BaseException:
+        reader.close()
+        raise
+    return reader, done
+
+
+def _all_parts(manifest: Mapping[str, Any]) -> list[tuple[PartInfo, str]]:
+    out = [(PartInfo.from_dict(manifest["scope_part"]), "scope")]
+    for t in manifest["tables"]:
+        out += [(PartInfo.from_dict(p), t["name"]) for p in t["parts"]]
+        out += [(PartInfo.from_dict(p), t["name"]) for p in t.get("key_parts", [])]
+    return out
+
+
+def _info(reader: ArchiveReader) -> ArchiveInfo:
+    m = reader.manifest
+    tables = {str(t["name"]): int(t["rows"]) for t in m["tables"]}
+    return ArchiveInfo(
+        path=reader.path,
+        archive_id=str(m["archive_id"]),
+        kind=str(m["kind"]),
+        created_at=dt.datetime.fromisoformat(m["created_at"]),
+        schema=str(m["source"]["schema"]),
+        tables=tables,
+        rows=sum(tables.values()),
+        bytes=reader.path.stat().st_size,
+        encrypted=reader.encrypted,
+        base_archive_id=(m.get("base") or {}).get("archive_id"),
+        selection=dict(m.get("selection", {})),
+    )
+
+
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    key: KeyArg = None,
+    deep: bool = True,
+    progress: ProgressCallback | None = None,
+) -> ArchiveInfo:
+    """Check an archive without restoring it.
+
+    Checks the manifest's signature (with the backup key if the archive is
+    encrypted), every part's size and SHA-256, and with ``deep`` decrypts
+    and decompresses every part and counts its rows.
+
+    Raises:
+        ArchiveIntegrityError: Naming the part (or the manifest) that is damaged.
+        BackupKeyError: The archive is encrypted and the key is missing or wrong.
+    """
+    backup_key = resolve_key(key)
+    total = None
+    reader, _ = _open_checked(
+        path, backup_key, deep=deep, explicit_key=key is not None, progress=progress, total=total
+    )
+    with reader:
+        return _info(reader)
+
+
+# -- restore ---------------------------------------------------------------------------------
+
+
+def restore(
+    archives: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dsn: str | None = None,
+    *,
+    schema: str | None = None,
+    on_existing: OnExisting = "refuse",
+    key: KeyArg = None,
+    progress: ProgressCallback | None = None,
+    config: PersistenceConfig | None = None,
+) -> RestoreReport:
+    """Restore an archive (or a full archive and its incremental ones) into a schema.
+
+    Every archive is checked completely before anything is written; then the
+    restore runs in one transaction: migrations of the target schema, tables
+    the migrations do not create, the rows, identity sequences. Triggers of
+    the restored tables do not fire for restored rows (usage counters and
+    audit entries come with the archive); an enabled audit log gets one
+    ``RESTORE`` entry per table.
+
+    Args:
+        archives: One archive, or a full archive followed by incremental
+            archives, each continuing the one before it.
+        dsn: The target server.
+        schema: Target schema (default: the schema the backup was taken from).
+        on_existing: What to do when the target already holds rows in the
+            archive's scope: ``"refuse"`` (default), ``"merge"`` (archived
+            rows overwrite rows with the same key, others are kept),
+            ``"skip"`` (rows with the same key are kept as they are), or
+            ``"replace"`` (the scope's rows are deleted first).
+        key: Backup key of encrypted archives (default ``HAIVE_BACKUP_KEY``).
+        progress: Called as parts are checked and rows are written.
+        config: Connection settings.
+
+    Raises:
+        ArchiveIntegrityError: An archive was changed or damaged (names the part).
+        BackupKeyError: Missing or wrong backup key.
+        RestoreConflictError: The target has rows in scope and ``on_existing``
+            is ``"refuse"``.
+        BackupError: The archives do not form a chain, or the target cannot
+            take them.
+    """
+    from haive_langgraph.ops._restore import run_restore
+
+    if on_existing not in ("refuse", "merge", "skip", "replace"):
+        raise ConfigurationError(
+            f"on_existing must be 'refuse', 'merge', 'skip' or 'replace', got {on_existing!r}"
+        )
+    paths = [archives] if isinstance(archives, str | os.PathLike) else list(archives)
+    if not paths:
+        raise ConfigurationError("no archive to restore")
+    config = config or PersistenceConfig()
+    if schema is not None:
+        validate_identifier(schema, what="schema name")
+    backup_key = resolve_key(key)
+    total_bytes = sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
+    readers: list[ArchiveReader] = []
+    try:
+        done = 0
+        for p in paths:
+            reader, done = _open_checked(
+                p,
+                backup_key,
+                deep=False,
+                explicit_key=key is not None,
+                progress=progress,
+                done=done,
+                total=total_bytes,
+            )
+            readers.append(reader)
+        _check_chain(readers)
+        target = schema or str(readers[0].manifest["source"]["schema"])
+        report: RestoreReport = run_restore(readers, dsn, target, on_existing, progress, config)
+        return report
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _check_chain(readers: Sequence[ArchiveReader]) -> None:
+    first = readers[0].manifest
+    if first["kind"] != "full":
+        raise BackupError(
+            f"{str(readers[0].path)!r} is an incremental backup: restore it after the full "
+            f"backup it continues ({first['base']['archive_id']})"
+        )
+    for previous, current in itertools.pairwise(readers):
+        m = current.manifest
+        if (
+            m["kind"] != "incremental"
+            or (m.get("base") or {}).get("archive_id") != (previous.manifest["archive_id"])
+        ):
+            raise BackupError(
+                f"{str(current.path)!r} does not continue {str(previous.path)!r}: give a full "
+                "backup followed by its incremental backups, in order"
+            )
+
+
+def row_values(line: bytes, width: int, part: str) -> list[str | None]:
+    """The text values of one archived row (for tools reading archives)."""
+    return parse_row(line, width, part)

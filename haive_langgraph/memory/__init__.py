@@ -31,7 +31,17 @@ from haive_langgraph.memory._history_types import (
     TokenUsage,
     UsageTotals,
 )
+from haive_langgraph.memory._vector_ops import InvalidMemoryError
+from haive_langgraph.memory._vector_types import (
+    ConsolidationReport,
+    CrossEncoder,
+    Episode,
+    Memory,
+    MergeGroup,
+    MergeRecord,
+)
 from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
+from haive_langgraph.memory.embeddings import HashingEmbeddings
 from haive_langgraph.memory.history import (
     AsyncChatHistoryFactory,
     AsyncPostgresChatMessageHistory,
@@ -42,6 +52,7 @@ from haive_langgraph.memory.history import (
 )
 from haive_langgraph.memory.sessions import AsyncSessionManager, SessionManager
 from haive_langgraph.memory.tracking import AsyncConversationTracker, ConversationTracker
+from haive_langgraph.memory.vector import AsyncVectorMemory, MemoryRetriever, VectorMemory
 
 __all__ = [
     "AsyncChatHistoryFactory",
@@ -49,7 +60,9 @@ __all__ = [
     "AsyncConversationTracker",
     "AsyncPostgresChatMessageHistory",
     "AsyncSessionManager",
+    "AsyncVectorMemory",
     "ChatHistoryFactory",
+    "ConsolidationReport",
     "Conversation",
     "ConversationExistsError",
     "ConversationMetadata",
@@ -57,8 +70,16 @@ __all__ = [
     "ConversationPage",
     "ConversationStore",
     "ConversationTracker",
+    "CrossEncoder",
+    "Episode",
     "ErasureReport",
+    "HashingEmbeddings",
+    "InvalidMemoryError",
     "InvalidMessageError",
+    "Memory",
+    "MemoryRetriever",
+    "MergeGroup",
+    "MergeRecord",
     "MessagePage",
     "MessageTooLargeError",
     "ModelPrice",
@@ -73,6 +94,7 @@ __all__ = [
     "StoredMessage",
     "TokenUsage",
     "UsageTotals",
+    "VectorMemory",
     "async_history_factory",
     "history_factory",
 ]

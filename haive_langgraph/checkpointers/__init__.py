@@ -15,10 +15,12 @@ from haive_langgraph.checkpointers._timetravel import (
 )
 from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
 from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
+from haive_langgraph.checkpointers.supabase import AsyncSupabaseCheckpointer, SupabaseCheckpointer
 
 __all__ = [
     "AsyncPostgresCheckpointer",
     "AsyncRetentionSweeper",
+    "AsyncSupabaseCheckpointer",
     "BranchInfo",
     "ChannelChange",
     "CheckpointDiff",
@@ -30,6 +32,7 @@ __all__ = [
     "RetentionPolicy",
     "RetentionReport",
     "RetentionSweeper",
+    "SupabaseCheckpointer",
     "ThreadInfo",
     "ThreadPage",
 ]

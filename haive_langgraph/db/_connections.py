@@ -11,9 +11,9 @@ never care which they were given:
 * a lent ``ConnectionPool``: borrowed per operation; no instance-wide lock,
   so concurrency is the pool's job.
 
-Reads (idempotent operations) are retried once on a fresh connection when the
-first one turns out to be dead, for instance after a pooler restart or idle
-reaping. Writes are never retried blindly.
+Reads (idempotent operations) are retried on a fresh connection (at most
+twice) when the one they ran on turns out to be dead, for instance after a
+pooler restart or idle reaping. Writes are never retried blindly.
 
 With read replicas (``replicas=[dsn, ...]`` or ``HAIVE_REPLICA_URLS``), a
 read run with ``route="replica"`` or ``route="fresh"`` goes to a replica
@@ -52,6 +52,12 @@ AsyncConn = str | AsyncConnection[Any] | AsyncConnectionPool[Any]
 # A pooled connection idle for longer than this is pinged before use; busy
 # connections are not, so the hot path pays no extra round trip.
 PING_AFTER_IDLE_SECONDS = 30.0
+
+# A read that meets a dead connection is run again on another one, and again
+# if that one dies too: a pooler going down (PgBouncer restarted under load)
+# can close a connection the pool opened during its shutdown, after the
+# first retry took it. Writes are never retried.
+READ_ATTEMPTS = 3
 
 
 def connection_kwargs(dsn: str, config: PersistenceConfig) -> dict[str, Any]:
@@ -362,7 +368,7 @@ class ConnectionSource:
         rollback: bool,
         scope: TenantScope | None,
     ) -> T:
-        attempts = 2 if read and self._pool is not None else 1
+        attempts = READ_ATTEMPTS if read and self._pool is not None else 1
         for attempt in range(attempts):
             with self.connection() as conn:
                 try:
@@ -551,7 +557,7 @@ class AsyncConnectionSource:
         rollback: bool,
         scope: TenantScope | None,
     ) -> T:
-        attempts = 2 if read and self._conn is None else 1
+        attempts = READ_ATTEMPTS if read and self._conn is None else 1
         for attempt in range(attempts):
             async with self.connection() as conn:
                 try:

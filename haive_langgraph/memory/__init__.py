@@ -51,6 +51,10 @@ from haive_langgraph.memory.history import (
     history_factory,
 )
 from haive_langgraph.memory.sessions import AsyncSessionManager, SessionManager
+from haive_langgraph.memory.supabase import (
+    AsyncSupabaseChatMessageHistory,
+    SupabaseChatMessageHistory,
+)
 from haive_langgraph.memory.tracking import AsyncConversationTracker, ConversationTracker
 from haive_langgraph.memory.vector import AsyncVectorMemory, MemoryRetriever, VectorMemory
 
@@ -60,6 +64,7 @@ __all__ = [
     "AsyncConversationTracker",
     "AsyncPostgresChatMessageHistory",
     "AsyncSessionManager",
+    "AsyncSupabaseChatMessageHistory",
     "AsyncVectorMemory",
     "ChatHistoryFactory",
     "ConsolidationReport",
@@ -92,6 +97,7 @@ __all__ = [
     "SessionManager",
     "SessionPage",
     "StoredMessage",
+    "SupabaseChatMessageHistory",
     "TokenUsage",
     "UsageTotals",
     "VectorMemory",

@@ -8,13 +8,16 @@ from haive_langgraph.stores._config import PostgresIndexConfig, ResourceQuota, T
 from haive_langgraph.stores._errors import InvalidFilterError, QuotaExceededError
 from haive_langgraph.stores.aio import AsyncPostgresStore
 from haive_langgraph.stores.postgres import PostgresStore
+from haive_langgraph.stores.supabase import AsyncSupabaseStore, SupabaseStore
 
 __all__ = [
     "AsyncPostgresStore",
+    "AsyncSupabaseStore",
     "InvalidFilterError",
     "PostgresIndexConfig",
     "PostgresStore",
     "QuotaExceededError",
     "ResourceQuota",
+    "SupabaseStore",
     "TenantUsage",
 ]

@@ -10,8 +10,8 @@
 * ``private_server``: a PostgreSQL server of the suite's own, which the
   crash and restart scenarios stop, crash and restart (never the session's);
   ``dsn`` gives each module a fresh database on it.
-* ``pgbouncer``: hook for the pooler-restart scenario (PgBouncer arrives
-  with the Supabase work).
+* ``pgbouncer``: a PgBouncer in transaction mode in front of the private
+  server, which the pooler-restart scenario restarts.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from tests._pgbouncer import PgBouncer, require_pgbouncer
 
 from ._server import PrivateServer
 
@@ -118,11 +120,16 @@ def dsn(private_server: PrivateServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def pgbouncer(private_server: PrivateServer) -> str:
-    """DSN of a PgBouncer (transaction mode) in front of the private server.
+def pgbouncer(private_server: PrivateServer) -> Iterator[PgBouncer]:
+    """A PgBouncer (transaction mode) in front of the private server, for scenario 3.
 
-    Hook for scenario 3's pooler restart: PgBouncer (``/usr/sbin/pgbouncer``,
-    run as a non-root user such as ``embedded_postgres``) comes with the
-    Supabase work. Return its DSN here and the pooler tests run.
+    Skipped, saying why and how to install it, when PgBouncer is missing
+    (see ``tests/_pgbouncer.py``).
     """
-    pytest.skip("PgBouncer restart scenario: arrives with the Supabase work")
+    require_pgbouncer()
+    bouncer = PgBouncer(private_server.port)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.cleanup()

@@ -7,8 +7,8 @@ noticing, even when every pooled connection is gone, and so must writes: a
 connection the server closed while it sat in the pool is replaced before
 anything is sent on it.
 
-The pooler restart half of the scenario (PgBouncer restarted under load) uses
-the ``pgbouncer`` fixture, a hook that arrives with the Supabase work.
+The pooler restart half of the scenario (PgBouncer restarted under load) is
+in ``test_pooler_restart.py``.
 """
 
 from __future__ import annotations
@@ -203,8 +203,3 @@ async def test_idle_saver_works_right_after_a_server_restart(
         f"pool of {POOL} connections, server restarted (fast, then immediate) while idle: "
         f"{made} reads and 1 graph write right after, 0 failed, same saver",
     )
-
-
-async def test_reads_survive_a_pgbouncer_restart(pgbouncer: str) -> None:
-    """Hook: reads through PgBouncer recover when it restarts (comes with the Supabase work)."""
-    raise AssertionError("unreachable until the pgbouncer fixture provides a pooler")

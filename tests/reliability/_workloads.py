@@ -23,11 +23,13 @@ from typing import Any, Protocol
 import psutil  # type: ignore[import-untyped]
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.store.base import PutOp
 
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
 from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.memory import AsyncChatHistoryFactory
+from haive_langgraph.stores import AsyncPostgresStore
 
 
 class Workload(Protocol):
@@ -171,10 +173,70 @@ class MessagesWorkload:
         await self.factory.aclose()
 
 
+class StoreWorkload:
+    """Store items: puts (one or a batch), gets checked against the last put, filtered searches.
+
+    Keys are reused (``keys`` per user), so the data set stays the same size;
+    a get of a key no other worker is writing must return the last value put.
+    """
+
+    name = "store"
+
+    def __init__(self, dsn: str, *, users: int = 16, keys: int = 40) -> None:
+        self.store = AsyncPostgresStore(
+            dsn, config=PersistenceConfig(pool_max_size=4, application_name="load-store")
+        )
+        self.users, self.keys = users, keys
+        self.last: dict[tuple[int, int], int] = {}
+        self.busy = [False] * users
+
+    async def start(self) -> None:
+        await self.store.setup()
+
+    def operations(self) -> Mapping[str, float]:
+        return {"put": 3.0, "put_batch": 1.0, "get": 3.0, "search": 2.0, "list_namespaces": 0.5}
+
+    async def run(self, op: str, rng: random.Random) -> None:
+        user = rng.choice([i for i, busy in enumerate(self.busy) if not busy])
+        ns = ("load", f"user-{user}", "notes")
+        self.busy[user] = True  # one writer per user at a time, so gets can be checked
+        try:
+            if op == "put":
+                key, n = rng.randrange(self.keys), rng.randrange(1_000_000)
+                await self.store.aput(
+                    ns, f"k{key}", {"n": n, "text": "note " * rng.randrange(1, 50)}
+                )
+                self.last[(user, key)] = n
+            elif op == "put_batch":
+                batch = {rng.randrange(self.keys): rng.randrange(1_000_000) for _ in range(10)}
+                await self.store.abatch(
+                    [PutOp(ns, f"k{k}", {"n": n, "text": "batch"}) for k, n in batch.items()]
+                )
+                self.last.update({(user, k): n for k, n in batch.items()})
+            elif op == "get":
+                key = rng.randrange(self.keys)
+                item = await self.store.aget(ns, f"k{key}")
+                expected = self.last.get((user, key))
+                seen = item.value["n"] if item is not None else None
+                if seen != expected:
+                    raise AssertionError(f"user {user} k{key}: read {seen}, last put {expected}")
+            elif op == "search":
+                await self.store.asearch(ns, filter={"n": {"$gte": 500_000}}, limit=10)
+            elif op == "list_namespaces":
+                await self.store.alist_namespaces(prefix=("load",), limit=20)
+            else:  # pragma: no cover - a typo in operations()
+                raise ValueError(op)
+        finally:
+            self.busy[user] = False
+
+    async def stop(self) -> None:
+        await self.store.aclose()
+
+
 WORKLOADS: dict[str, Callable[[str], Workload]] = {
     "checkpointer": CheckpointerWorkload,
     "messages": MessagesWorkload,
-    # "store": StoreWorkload,          -- added with the store's scenarios
+    "store": StoreWorkload,
 }
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 import pytest
 from langchain_core.messages import HumanMessage
-from psycopg import conninfo, sql
 
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.checkpointers._sql import TENANT_TABLES
 from haive_langgraph.errors import ConfigurationError
+from tests._roles import application_role
 
 SCHEMA = "haive"
 
@@ -31,19 +31,8 @@ def app_dsn(dsn: str) -> Iterator[str]:
     """A DSN for a login role that may use the tables but does not own them."""
     with PostgresCheckpointer.from_conn_string(dsn) as owner:
         owner.setup()
-    role = f"haive_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for grant in (
-            "GRANT USAGE ON SCHEMA haive TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA haive TO {r}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA haive TO {r}",
-        ):
-            conn.execute(sql.SQL(grant).format(r=sql.Identifier(role)))
-    yield conninfo.make_conninfo(dsn, user=role)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with application_role(dsn) as app:
+        yield app
 
 
 def talk(saver: PostgresCheckpointer, thread_id: str, text: str) -> None:

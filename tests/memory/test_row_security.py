@@ -9,32 +9,21 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import conninfo, sql
 
 from haive_langgraph.codec import HaiveCodec, KeyRing
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import ConversationMetadata, ConversationStore
 from haive_langgraph.memory._history_sql import TENANT_TABLES
 from haive_langgraph.ops.keys import rotate_keys
+from tests._roles import application_role
 
 
 @pytest.fixture(scope="module")
 def app_dsn(dsn: str) -> Iterator[str]:
     """A login role that may use the conversation tables but does not own them."""
     ConversationStore(dsn).setup()
-    role = f"haive_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for grant in (
-            "GRANT USAGE ON SCHEMA haive TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA haive TO {r}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA haive TO {r}",
-        ):
-            conn.execute(sql.SQL(grant).format(r=sql.Identifier(role)))
-    yield conninfo.make_conninfo(dsn, user=role)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with application_role(dsn) as app:
+        yield app
 
 
 def test_tenants_are_separated_by_the_database(app_dsn: str) -> None:

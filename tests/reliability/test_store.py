@@ -25,19 +25,19 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.errors import HaiveError
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore, ResourceQuota
 from haive_langgraph.stores._sql import STORE_TABLES
+from tests._roles import application_role
 
 from .conftest import Budget, Figures
 
@@ -182,19 +182,8 @@ def victim(dsn: str) -> None:
 
 @pytest.fixture(scope="module")
 def app_dsn(dsn: str, victim: None) -> Iterator[str]:
-    role = f"haive_attacker_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for grant in (
-            "GRANT USAGE ON SCHEMA haive TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA haive TO {r}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA haive TO {r}",
-        ):
-            conn.execute(sql.SQL(grant).format(r=sql.Identifier(role)))
-    yield conninfo.make_conninfo(dsn, user=role)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with application_role(dsn) as app:
+        yield app
 
 
 def attacks(store: PostgresStore) -> list[tuple[str, Callable[[], Any]]]:

@@ -17,14 +17,13 @@ rows (compared byte for byte after each attack). Expected: 0 successes.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from haive_langgraph.errors import HaiveError
 from haive_langgraph.memory import (
@@ -35,6 +34,7 @@ from haive_langgraph.memory import (
     TokenUsage,
 )
 from haive_langgraph.memory._history_sql import TENANT_TABLES
+from tests._roles import application_role
 
 from .conftest import Figures
 
@@ -88,19 +88,8 @@ def victim(dsn: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def app_dsn(dsn: str, victim: dict[str, str]) -> Iterator[str]:
     """A login role that may use the tables but does not own them: row security applies."""
-    role = f"haive_attacker_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for grant in (
-            "GRANT USAGE ON SCHEMA haive TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA haive TO {r}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA haive TO {r}",
-        ):
-            conn.execute(sql.SQL(grant).format(r=sql.Identifier(role)))
-    yield conninfo.make_conninfo(dsn, user=role)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with application_role(dsn) as app:
+        yield app
 
 
 def attacks(ids: dict[str, str], dsn: str) -> list[tuple[str, Callable[[], Any]]]:

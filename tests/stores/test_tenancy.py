@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import operator
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
@@ -14,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.checkpointers._sql import TENANT_TABLES as CHECKPOINT_TABLES
@@ -22,6 +21,7 @@ from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import ChatHistoryFactory, PostgresChatMessageHistory
 from haive_langgraph.memory._history_sql import TENANT_TABLES as CONVERSATION_TABLES
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore, ResourceQuota
+from tests._roles import application_role
 from tests.stores.conftest import Driver, index_config
 
 NS = tuple[str, ...]
@@ -215,20 +215,12 @@ class _saver:
 @pytest.fixture(scope="module")
 def app_role(dsn: str, sync_store: PostgresStore) -> Iterator[str]:
     """A DSN for a non-superuser role that does not own the tables: RLS binds it."""
-    role = f"haive_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        grants = [
-            "GRANT USAGE ON SCHEMA haive TO {r}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON haive.store_items, haive.store_vectors TO {r}",
-            "GRANT SELECT ON haive.store_vector_config, haive.haive_migrations TO {r}",
-        ]
-        for grant in grants:
-            conn.execute(sql.SQL(grant).format(r=sql.Identifier(role)))
-    yield conninfo.make_conninfo(dsn, user=role)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    grants = (
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON haive.store_items, haive.store_vectors TO {r}",
+        "GRANT SELECT ON haive.store_vector_config, haive.haive_migrations TO {r}",
+    )
+    with application_role(dsn, grants) as app:
+        yield app
 
 
 def _count(conn: psycopg.Connection[Any], query: str | sql.Composed, *params: Any) -> int:

@@ -160,7 +160,8 @@ def test_reads_are_recorded_only_when_enabled(audited: str) -> None:
 
 
 def test_store_writes_are_audited_too(audited: str) -> None:
-    stores = pytest.importorskip("haive_langgraph.stores")
+    from haive_langgraph import stores
+
     with stores.PostgresStore.from_conn_string(audited, tenant_id="acme") as store:
         store.setup()
         store.put(("notes",), "n1", {"text": "hello"})

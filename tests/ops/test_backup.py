@@ -300,19 +300,13 @@ def test_every_component_table_is_backed_up_and_restored(
 
 
 def _use_other_components(dsn: str) -> None:
-    """Put rows in the store's and conversations' tables, where those features exist."""
-    try:
-        from haive_langgraph.stores import PostgresStore
-    except ImportError:  # pragma: no cover - the store is not there yet
-        PostgresStore = None  # type: ignore[assignment,misc]
-    if PostgresStore is not None:
-        with PostgresStore.from_conn_string(dsn) as store:
-            store.setup()
-            store.put(("users", "u1", "notes"), "n1", {"text": "remember the milk", "n": 1.5})
-    try:
-        from haive_langgraph.memory import ConversationStore
-    except ImportError:  # pragma: no cover
-        return
+    """Put rows in the store's and conversations' tables."""
+    from haive_langgraph.memory import ConversationStore
+    from haive_langgraph.stores import PostgresStore
+
+    with PostgresStore.from_conn_string(dsn) as store:
+        store.setup()
+        store.put(("users", "u1", "notes"), "n1", {"text": "remember the milk", "n": 1.5})
     with ConversationStore(dsn) as conversations:
         conv = conversations.create_conversation("bot", "alice")
         conversations.add_message(conv.conversation_id, "user", "hello there")
@@ -554,7 +548,7 @@ def test_cli_backup_verify_restore(
 def test_a_store_with_vectors_is_restored_with_its_vector_table(
     migrated: str, other_db: str, tmp_path: Path
 ) -> None:
-    stores = pytest.importorskip("haive_langgraph.stores")
+    from haive_langgraph import stores
     from tests.stores.conftest import index_config
 
     schema = "vec_src"
@@ -597,7 +591,8 @@ def test_a_store_with_vectors_is_restored_with_its_vector_table(
 def test_user_selection_follows_the_users_conversations(
     migrated: str, other_db: str, tmp_path: Path
 ) -> None:
-    memory = pytest.importorskip("haive_langgraph.memory")
+    from haive_langgraph import memory
+
     tenant = new_id("users")
     with memory.ConversationStore(migrated, tenant_id=tenant) as conversations:
         mine = conversations.create_conversation("bot", "alice")
@@ -618,7 +613,8 @@ def test_user_selection_follows_the_users_conversations(
 
 def test_restored_conversations_get_new_versions(migrated: str, tmp_path: Path) -> None:
     """A cache keyed by conversation version never serves what it held before a restore."""
-    memory = pytest.importorskip("haive_langgraph.memory")
+    from haive_langgraph import memory
+
     tenant = new_id("versions")
     with memory.ConversationStore(migrated, tenant_id=tenant) as conversations:
         conv = conversations.create_conversation("bot", "alice")

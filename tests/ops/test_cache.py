@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.conformance import checkpointer_test, validate
@@ -34,8 +35,6 @@ from haive_langgraph.ops.cache import CacheLayer, InMemoryCache, RedisCache
 
 REDIS_DB = 13
 SECRET = "test-cache-secret-0123456789abcdef"
-
-redis = pytest.importorskip("redis")
 
 
 def _free_port() -> int:

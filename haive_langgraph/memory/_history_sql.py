@@ -159,7 +159,7 @@ MIGRATIONS = (
         "row-level security: each tenant sees only its own rows",
         tuple(s for table in TENANT_TABLES for s in tenant_policy_statements(table)),
     ),
-    # Conversation versions, for caches (ops/cache.py): a conversation's
+    # Conversation versions, for caches (ops/cache/): a conversation's
     # `version` takes a new value from one sequence in every transaction
     # that changes the row or the message rows it holds, whoever writes
     # (histories, ConversationStore, SessionManager, the tracker, erasure,
@@ -424,7 +424,7 @@ ORDER BY m.seq
 # Histories do not show an expired session; internal reads (copies) do.
 READ_LIVE = "\n      AND (c.expires_at IS NULL OR c.expires_at > now())"
 
-# What a cached read of a conversation is checked against (ops/cache.py):
+# What a cached read of a conversation is checked against (ops/cache/):
 # the versions of the conversation and of every ancestor it shares messages
 # with (all of them: a superset of what READ_CHAIN walks), nearest first,
 # and whether the conversation is live. No row: it does not exist.

@@ -1,0 +1,514 @@
+"""The checkpointer wrapper: ``get_tuple`` cached, writes invalidate."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+
+from haive_langgraph.codec import Codec, Kind, RowContext, default_codec
+from haive_langgraph.errors import HaiveError
+from haive_langgraph.ops.cache._format import _NONE, _seal, _unseal
+from haive_langgraph.ops.cache._levels import log
+
+if TYPE_CHECKING:
+    from haive_langgraph.ops.cache._layer import CacheLayer
+
+
+# Methods of our checkpointers that only read (passed through as they are).
+_READ_ONLY = frozenset(
+    {
+        "get_thread",
+        "aget_thread",
+        "list_threads",
+        "alist_threads",
+        "find_checkpoints",
+        "afind_checkpoints",
+        "list_branches",
+        "alist_branches",
+        "diff",
+        "adiff",
+        "setup",
+        "close",
+        "aclose",
+        "schema",
+        "tenant_id",
+        "config",
+        "codec",
+        "encrypt_metadata",
+    }
+)
+
+
+def _copy_config(config: RunnableConfig | None) -> Any:
+    if config is None:
+        return None
+    out: dict[str, Any] = dict(config)
+    if "configurable" in out:
+        out["configurable"] = dict(out["configurable"])
+    return out
+
+
+def _copy_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+    """New dicts (values shared), with exactly the keys of the original."""
+    out: dict[str, Any] = dict(checkpoint)
+    for key in ("channel_values", "channel_versions"):
+        if key in out:
+            out[key] = dict(out[key])
+    if "versions_seen" in out:
+        out["versions_seen"] = {k: dict(v) for k, v in out["versions_seen"].items()}
+    if isinstance(out.get("pending_sends"), list):
+        out["pending_sends"] = list(out["pending_sends"])
+    return out  # type: ignore[return-value]
+
+
+def _copy_tuple(tup: CheckpointTuple | None) -> CheckpointTuple | None:
+    if tup is None:
+        return None
+    return CheckpointTuple(
+        config=_copy_config(tup.config),
+        checkpoint=_copy_checkpoint(tup.checkpoint),
+        metadata=dict(tup.metadata),  # type: ignore[arg-type]
+        parent_config=_copy_config(tup.parent_config),
+        pending_writes=list(tup.pending_writes) if tup.pending_writes is not None else None,
+    )
+
+
+class _TupleFormat:
+    """Checkpoint tuples of one thread in Redis: serde, then the codec (bound to the thread)."""
+
+    __slots__ = ("ctx", "saver")
+
+    def __init__(self, saver: CachedCheckpointer, thread_id: str) -> None:
+        self.saver = saver
+        self.ctx = RowContext(saver._tenant, thread_id, Kind.BLOB, f"cache:{saver._prefix}")
+
+    copy = staticmethod(_copy_tuple)
+
+    def dumps(self, tup: CheckpointTuple | None) -> bytes:
+        if tup is None:
+            return _NONE
+        kind, payload = self.saver.serde.dumps_typed(
+            [
+                tup.config,
+                tup.checkpoint,
+                tup.metadata,
+                tup.parent_config,
+                [list(w) for w in tup.pending_writes or ()],
+                tup.pending_writes is None,
+            ]
+        )
+        return _seal(self.saver._codec, kind, payload, self.ctx)
+
+    def loads(self, data: bytes) -> CheckpointTuple | None:
+        if data == _NONE:
+            return None
+        config, checkpoint, metadata, parent, writes, no_writes = self.saver.serde.loads_typed(
+            _unseal(self.saver._codec, data, self.ctx)
+        )
+        return CheckpointTuple(
+            config=config,
+            checkpoint=checkpoint,
+            metadata=metadata,
+            parent_config=parent,
+            pending_writes=None if no_writes else [tuple(w) for w in writes],  # type: ignore[misc]
+        )
+
+
+class CachedCheckpointer(BaseCheckpointSaver[Any]):
+    """A checkpointer whose ``get_tuple`` is cached (see the module docstring).
+
+    Build it with :meth:`CacheLayer.wrap`. Everything else is the wrapped
+    checkpointer's: reads pass through, writes pass through and invalidate.
+
+    Args:
+        inner: The checkpointer (``PostgresCheckpointer`` or
+            ``AsyncPostgresCheckpointer``, or any LangGraph checkpointer).
+        layer: The cache levels.
+        refresh_on_put: Read the new latest checkpoint into the cache after
+            each ``put`` (write-through), so the next read is a hit.
+        codec: Frames (and encrypts) values stored in Redis; default: the
+            checkpointer's codec, else :func:`default_codec`.
+    """
+
+    def __init__(
+        self,
+        inner: BaseCheckpointSaver[Any],
+        layer: CacheLayer,
+        *,
+        refresh_on_put: bool = True,
+        codec: Codec | None = None,
+    ) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+        self.layer = layer
+        self.refresh_on_put = refresh_on_put
+        self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
+        layer.ensure_secret(self._codec)
+        schema = str(getattr(inner, "schema", ""))
+        self._tenant = str(getattr(inner, "tenant_id", ""))
+        self._prefix = "cp:" + json.dumps([schema, self._tenant]) + ":"
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _READ_ONLY:
+            return getattr(self.inner, name)
+        raise AttributeError(
+            f"CachedCheckpointer has no {name!r}: call it on .inner if it does not write "
+            "(a write through .inner is not seen by the cache)"
+        )
+
+    @property
+    def config_specs(self) -> builtins.list[Any]:
+        return list(self.inner.config_specs)
+
+    def get_next_version(self, current: Any, channel: Any) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+    def _group(self, thread_id: Any) -> str:
+        return self._prefix + str(thread_id)
+
+    def _keys(self, config: RunnableConfig) -> tuple[str, str]:
+        conf = config["configurable"]
+        ns = str(conf.get("checkpoint_ns", ""))
+        return self._group(conf["thread_id"]), f"{ns}\x00{conf.get('checkpoint_id') or ''}"
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names (or the thread's latest), from the cache if there."""
+        group, sub = self._keys(config)
+        thread = str(config["configurable"]["thread_id"])
+        return self.layer.read(
+            group, sub, lambda: self.inner.get_tuple(config), _TupleFormat(self, thread)
+        )
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        group, sub = self._keys(config)
+        thread = str(config["configurable"]["thread_id"])
+        return await self.layer.aread(
+            group, sub, lambda: self.inner.aget_tuple(config), _TupleFormat(self, thread)
+        )
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        return self.inner.alist(config, filter=filter, before=before, limit=limit)
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
+        return self.inner.get_delta_channel_history(config=config, channels=channels)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
+        return await self.inner.aget_delta_channel_history(config=config, channels=channels)
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> CachedCheckpointer:
+        inner = self.inner.with_allowlist(extra_allowlist)
+        if inner is self.inner:
+            return self
+        return CachedCheckpointer(
+            inner, self.layer, refresh_on_put=self.refresh_on_put, codec=self._codec
+        )
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _latest(self, config: RunnableConfig) -> RunnableConfig:
+        conf = config["configurable"]
+        return {
+            "configurable": {
+                "thread_id": conf["thread_id"],
+                "checkpoint_ns": conf.get("checkpoint_ns", ""),
+            }
+        }
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        try:
+            return self.inner.put(config, checkpoint, metadata, new_versions)
+        finally:
+            self.layer.invalidate([self._group(config["configurable"]["thread_id"])])
+            if self.refresh_on_put:
+                self._refresh(config)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        try:
+            return await self.inner.aput(config, checkpoint, metadata, new_versions)
+        finally:
+            await self.layer.ainvalidate([self._group(config["configurable"]["thread_id"])])
+            if self.refresh_on_put:
+                await self._arefresh(config)
+
+    def _load_head(self, config: RunnableConfig) -> None:
+        """Load a thread's latest checkpoint from the source into the levels."""
+        head = self._latest(config)
+        group, sub = self._keys(head)
+        thread = str(config["configurable"]["thread_id"])
+        self.layer.read(
+            group, sub, lambda: self.inner.get_tuple(head), _TupleFormat(self, thread), refresh=True
+        )
+
+    async def _aload_head(self, config: RunnableConfig) -> None:
+        head = self._latest(config)
+        group, sub = self._keys(head)
+        thread = str(config["configurable"]["thread_id"])
+        await self.layer.aread(
+            group,
+            sub,
+            lambda: self.inner.aget_tuple(head),
+            _TupleFormat(self, thread),
+            refresh=True,
+        )
+
+    def _refresh(self, config: RunnableConfig) -> None:
+        try:
+            self._load_head(config)
+        except Exception:  # the write succeeded; a failed read-back only costs a miss
+            log.debug("read-back after put failed", exc_info=True)
+
+    async def _arefresh(self, config: RunnableConfig) -> None:
+        try:
+            await self._aload_head(config)
+        except Exception:
+            log.debug("read-back after put failed", exc_info=True)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        try:
+            self.inner.put_writes(config, writes, task_id, task_path)
+        finally:
+            self.layer.invalidate([self._group(config["configurable"]["thread_id"])])
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        try:
+            await self.inner.aput_writes(config, writes, task_id, task_path)
+        finally:
+            await self.layer.ainvalidate([self._group(config["configurable"]["thread_id"])])
+
+    def _threads(self, thread_ids: Sequence[str]) -> builtins.list[str]:
+        if isinstance(thread_ids, str):
+            return [self._group(thread_ids)]
+        return [self._group(t) for t in thread_ids]
+
+    def delete_thread(self, thread_id: str) -> None:
+        try:
+            self.inner.delete_thread(thread_id)
+        finally:
+            self.layer.invalidate([self._group(thread_id)])
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        try:
+            await self.inner.adelete_thread(thread_id)
+        finally:
+            await self.layer.ainvalidate([self._group(thread_id)])
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> Any:
+        try:
+            return self.inner.delete_threads(thread_ids)  # type: ignore[attr-defined]
+        finally:
+            self.layer.invalidate(self._threads(thread_ids))
+
+    async def adelete_threads(self, thread_ids: Sequence[str]) -> Any:
+        try:
+            return await self.inner.adelete_threads(thread_ids)  # type: ignore[attr-defined]
+        finally:
+            await self.layer.ainvalidate(self._threads(thread_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        try:
+            self.inner.copy_thread(source_thread_id, target_thread_id)
+        finally:
+            self.layer.invalidate([self._group(target_thread_id)])
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        try:
+            await self.inner.acopy_thread(source_thread_id, target_thread_id)
+        finally:
+            await self.layer.ainvalidate([self._group(target_thread_id)])
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        # The threads the runs wrote to are not known here: drop everything.
+        try:
+            self.inner.delete_for_runs(run_ids)
+        finally:
+            self.layer.invalidate(None)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        try:
+            await self.inner.adelete_for_runs(run_ids)
+        finally:
+            await self.layer.ainvalidate(None)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        try:
+            self.inner.prune(thread_ids, strategy=strategy)
+        finally:
+            self.layer.invalidate(self._threads(thread_ids))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        try:
+            await self.inner.aprune(thread_ids, strategy=strategy)
+        finally:
+            await self.layer.ainvalidate(self._threads(thread_ids))
+
+    def _config_group(self, config: RunnableConfig) -> builtins.list[str]:
+        return [self._group(config["configurable"]["thread_id"])]
+
+    def tag(self, config: RunnableConfig, *tags: str) -> None:
+        try:
+            self.inner.tag(config, *tags)  # type: ignore[attr-defined]
+        finally:
+            self.layer.invalidate(self._config_group(config))
+
+    async def atag(self, config: RunnableConfig, *tags: str) -> None:
+        try:
+            await self.inner.atag(config, *tags)  # type: ignore[attr-defined]
+        finally:
+            await self.layer.ainvalidate(self._config_group(config))
+
+    def untag(self, config: RunnableConfig, *tags: str) -> None:
+        try:
+            self.inner.untag(config, *tags)  # type: ignore[attr-defined]
+        finally:
+            self.layer.invalidate(self._config_group(config))
+
+    async def auntag(self, config: RunnableConfig, *tags: str) -> None:
+        try:
+            await self.inner.auntag(config, *tags)  # type: ignore[attr-defined]
+        finally:
+            await self.layer.ainvalidate(self._config_group(config))
+
+    def create_branch(self, config: RunnableConfig, name: str, **kwargs: Any) -> RunnableConfig:
+        out: RunnableConfig = self.inner.create_branch(config, name, **kwargs)  # type: ignore[attr-defined]
+        self.layer.invalidate(self._config_group(out) + self._config_group(config))
+        return out
+
+    async def acreate_branch(
+        self, config: RunnableConfig, name: str, **kwargs: Any
+    ) -> RunnableConfig:
+        out: RunnableConfig = await self.inner.acreate_branch(config, name, **kwargs)  # type: ignore[attr-defined]
+        await self.layer.ainvalidate(self._config_group(out) + self._config_group(config))
+        return out
+
+    def restore(self, config: RunnableConfig) -> RunnableConfig:
+        try:
+            out: RunnableConfig = self.inner.restore(config)  # type: ignore[attr-defined]
+            return out
+        finally:
+            self.layer.invalidate(self._config_group(config))
+
+    async def arestore(self, config: RunnableConfig) -> RunnableConfig:
+        try:
+            out: RunnableConfig = await self.inner.arestore(config)  # type: ignore[attr-defined]
+            return out
+        finally:
+            await self.layer.ainvalidate(self._config_group(config))
+
+    def apply_retention(
+        self, policy: Any, *, dry_run: bool = False, thread_ids: Sequence[str] | None = None
+    ) -> Any:
+        try:
+            return self.inner.apply_retention(policy, dry_run=dry_run, thread_ids=thread_ids)  # type: ignore[attr-defined]
+        finally:
+            if not dry_run:
+                self.layer.invalidate(self._threads(thread_ids) if thread_ids is not None else None)
+
+    async def aapply_retention(
+        self, policy: Any, *, dry_run: bool = False, thread_ids: Sequence[str] | None = None
+    ) -> Any:
+        try:
+            return await self.inner.aapply_retention(  # type: ignore[attr-defined]
+                policy, dry_run=dry_run, thread_ids=thread_ids
+            )
+        finally:
+            if not dry_run:
+                await self.layer.ainvalidate(
+                    self._threads(thread_ids) if thread_ids is not None else None
+                )
+
+    # -- warm-up ------------------------------------------------------------------------
+
+    def warm(self, thread_ids: Sequence[str] | None = None, *, recent: int = 100) -> int:
+        """Load threads' latest checkpoints from the source into the cache.
+
+        What is cached for them is replaced (not served): warm-up after a
+        deployment or after writes made outside the cache. Returns how many
+        threads were loaded.
+
+        Args:
+            thread_ids: These threads; default: the ``recent`` most recently
+                updated threads (needs a checkpointer with ``list_threads``).
+            recent: How many recent threads to warm.
+        """
+        ids = list(thread_ids) if thread_ids is not None else self._recent(recent)
+        for thread_id in ids:
+            self._load_head({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        return len(ids)
+
+    async def awarm(self, thread_ids: Sequence[str] | None = None, *, recent: int = 100) -> int:
+        if thread_ids is not None:
+            ids = list(thread_ids)
+        else:
+            lister = getattr(self.inner, "alist_threads", None)
+            if lister is None:
+                raise HaiveError("this checkpointer cannot list threads: give thread_ids")
+            ids = [t.thread_id for t in await lister(limit=recent)]
+        for thread_id in ids:
+            await self._aload_head({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        return len(ids)
+
+    def _recent(self, limit: int) -> builtins.list[str]:
+        lister = getattr(self.inner, "list_threads", None)
+        if lister is None:
+            raise HaiveError("this checkpointer cannot list threads: give thread_ids")
+        return [t.thread_id for t in lister(limit=limit)]

@@ -4,7 +4,12 @@
 drop-in stores for ``graph.compile(store=...)``. See ``docs/store.md``.
 """
 
-from haive_langgraph.stores._config import PostgresIndexConfig, ResourceQuota, TenantUsage
+from haive_langgraph.stores._config import (
+    HybridConfig,
+    PostgresIndexConfig,
+    ResourceQuota,
+    TenantUsage,
+)
 from haive_langgraph.stores._errors import InvalidFilterError, QuotaExceededError
 from haive_langgraph.stores.aio import AsyncPostgresStore
 from haive_langgraph.stores.postgres import PostgresStore
@@ -13,6 +18,7 @@ from haive_langgraph.stores.supabase import AsyncSupabaseStore, SupabaseStore
 __all__ = [
     "AsyncPostgresStore",
     "AsyncSupabaseStore",
+    "HybridConfig",
     "InvalidFilterError",
     "PostgresIndexConfig",
     "PostgresStore",

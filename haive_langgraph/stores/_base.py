@@ -23,6 +23,7 @@ from langgraph.store.base import (
 from psycopg import sql
 
 from haive_langgraph.codec import Codec, HaiveCodec, PlainCodec, default_codec
+from haive_langgraph.db import Op as DbOp
 from haive_langgraph.db import PersistenceConfig, Route, TenantScope, validate_identifier
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
@@ -40,11 +41,13 @@ from haive_langgraph.stores._filters import FilterCompiler
 from haive_langgraph.stores._ops import (
     BatchPlan,
     Context,
+    HybridPlan,
     PutPlan,
     ScopeSizes,
     SearchPlan,
     Statements,
     VectorTypes,
+    vector_types_op,
 )
 from haive_langgraph.stores._values import (
     Namespace,
@@ -138,6 +141,14 @@ class StoreBase(BaseStore):
             self.embeddings, self._spec = normalize_index(index)
             self.index_config = PostgresIndexConfig(**index)  # type: ignore[typeddict-item]
             self._encoder = VectorEncoder(self._spec.dims, self._spec.vector_type)
+            text = self._spec.text
+            if text is not None and _encrypts(self.codec) and not text.allow_plaintext_terms:
+                raise ConfigurationError(
+                    'index["hybrid"] keeps the words of the indexed fields in plaintext (a '
+                    "tsvector) beside values this codec encrypts; set "
+                    'index["hybrid"] = {"allow_plaintext_terms": True} to accept that, or turn '
+                    "hybrid search off"
+                )
         else:
             self.embeddings, self._spec, self.index_config, self._encoder = None, None, None, None
         if filter_fields is None:
@@ -293,14 +304,21 @@ class StoreBase(BaseStore):
             plan.docs.append(doc)
             plan.ttls.append(None if ttl is None else repr(ttl))
             if spec is None or op.index is False:
+                plan.texts.append(None)
                 continue
             fields = spec.fields if op.index is None else tokenize_fields(op.index, "put index")
+            words: list[str] = []
             for path, tokens in fields:
                 found = get_text_at_path(op.value, tokens)
+                words += found
                 for n, text in enumerate(found):
                     name = f"{path}.{n}" if len(found) > 1 else path
                     slot = texts.setdefault(text, len(texts))
                     request.slots.append((ns, key, name, slot, doc))
+            # The full-text index sees what the embedder sees, NULs (which
+            # PostgreSQL text cannot hold) aside.
+            has_text = spec.text is not None and words
+            plan.texts.append("\n".join(words).replace("\x00", " ") if has_text else None)
         request.texts = list(texts)
         return plan
 
@@ -340,6 +358,57 @@ class StoreBase(BaseStore):
             for sp in plan.searches:
                 if sp.op.query:
                     sp.vector = by_text.get(sp.op.query)
+
+    def _vector_types_op(self) -> DbOp[VectorTypes]:
+        """Look up pgvector's types (and check the text-search configuration, if any)."""
+        spec = self._spec
+        assert spec is not None
+        return vector_types_op(spec.vector_type, None if spec.text is None else spec.text.config)
+
+    def _hybrid_op(
+        self,
+        namespace_prefix: tuple[str, ...],
+        query: str,
+        filter: dict[str, Any] | None,
+        limit: int,
+        offset: int,
+        refresh_ttl: bool | None,
+    ) -> SearchOp:
+        """Validate a hybrid search before anything is embedded.
+
+        Raises:
+            ConfigurationError: the store has no hybrid index, the query is
+                not a non-empty string, or a bad filter, limit or offset.
+        """
+        if self._spec is None or self._spec.text is None:
+            raise ConfigurationError(
+                'hybrid_search needs a store configured with index={..., "hybrid": True} '
+                "(full-text and vector search); this store has "
+                + ("no index" if self._spec is None else "a vector index without hybrid")
+                + ": use search(query=...) for vector search"
+            )
+        if not isinstance(query, str) or not query.strip():
+            raise ConfigurationError(f"hybrid_search needs a non-empty query string, got {query!r}")
+        op = SearchOp(
+            tuple(namespace_prefix),
+            filter,
+            limit,
+            offset,
+            query,
+            # BaseStore.search's rule: the call's choice, else the TTL config's (default on).
+            refresh_ttl
+            if refresh_ttl is not None
+            else (self.ttl_config or {}).get("refresh_on_read", True),
+        )
+        validate_op_namespace(op)
+        self._check_search(op)
+        return op
+
+    def _hybrid_plan(self, op: SearchOp, vector: Sequence[float]) -> HybridPlan:
+        encoder, types = self._encoder, self._shared.vector_types
+        assert encoder is not None and types is not None
+        encoder.check(vector, f"the query {op.query[:60]!r}" if op.query else "the query")
+        return HybridPlan(op, PgvectorParam(encoder.body(vector), types.oid))
 
     def _needs_vector_types(self, request: EmbedRequest) -> bool:
         return (

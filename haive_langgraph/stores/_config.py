@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, cast
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import IndexConfig, TTLConfig, ensure_embeddings, tokenize_path
@@ -37,6 +38,36 @@ DEFAULT_EXACT_THRESHOLD = 2000
 DEFAULT_EF_SEARCH = 100
 DEFAULT_MAX_SCAN_TUPLES = 20000
 
+# Reciprocal-rank fusion: score = sum of 1 / (k + rank) over the rankings an
+# item appears in. k = 60 is the constant of Cormack et al. (SIGIR 2009),
+# also the default of Elasticsearch and OpenSearch.
+DEFAULT_RRF_K = 60
+DEFAULT_TEXT_CONFIG = "simple"
+# A text-search configuration name, optionally schema-qualified. It only ever
+# travels as a parameter cast to regconfig; the pattern refuses anything that
+# could not be one before the database is asked.
+_REGCONFIG = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
+
+
+class HybridConfig(TypedDict, total=False):
+    """The ``index["hybrid"]`` option.
+
+    Keys:
+        text_search_config: PostgreSQL text-search configuration used to
+            build and query the ``tsvector`` (default ``"simple"``: words
+            lower-cased, no stemming, no stop words; ``"english"`` stems).
+            Must exist in the database (``SELECT cfgname FROM pg_ts_config``).
+        rrf_k: The ``k`` of reciprocal-rank fusion (default 60): larger
+            values flatten the difference between high and low ranks.
+        allow_plaintext_terms: With an encrypting codec, hybrid search is
+            refused unless this is ``True``: the ``tsvector`` holds the
+            words of the indexed fields in plaintext.
+    """
+
+    text_search_config: str
+    rrf_k: int
+    allow_plaintext_terms: bool
+
 
 class PostgresIndexConfig(IndexConfig, total=False):
     """The ``index=`` option: LangGraph's ``IndexConfig`` plus pgvector settings.
@@ -57,12 +88,26 @@ class PostgresIndexConfig(IndexConfig, total=False):
             table); their vectors are searched exactly until
             ``index_pending()`` adds them to the index (in batches, or by one
             bulk rebuild after a large import).
+        hybrid: ``True`` or a :class:`HybridConfig`: also keep a full-text
+            index (``tsvector``) of the ``fields`` text, for
+            ``hybrid_search()`` (full-text and vector rankings fused by
+            reciprocal rank). ``search()`` is unchanged.
     """
 
     distance_type: Distance
     ann_index_config: dict[str, Any]
     exact_search_threshold: int
     write_mode: Literal["immediate", "deferred"]
+    hybrid: bool | HybridConfig
+
+
+@dataclass(frozen=True, slots=True)
+class TextSearchSpec:
+    """The normalised hybrid (full-text) configuration."""
+
+    config: str
+    rrf_k: int
+    allow_plaintext_terms: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +127,7 @@ class VectorIndexSpec:
     max_scan_tuples: int
     exact_threshold: int
     deferred: bool = False
+    text: TextSearchSpec | None = None
 
     @property
     def vectors_per_item(self) -> int:
@@ -111,13 +157,17 @@ class VectorIndexSpec:
 
     def describe(self) -> dict[str, Any]:
         """What is recorded in the database and compared at setup."""
-        return {
+        described: dict[str, Any] = {
             "dims": self.dims,
             "vector_type": self.vector_type,
             "distance": self.distance,
             "kind": self.kind,
             "params": self.ddl_params(),
         }
+        if self.text is not None:
+            # Items put by a store without it would have no (or a stale) tsvector.
+            described["text_search"] = {"config": self.text.config}
+        return described
 
 
 def _positive_int(raw: Any, what: str) -> int:
@@ -225,8 +275,48 @@ def normalize_index(index: Mapping[str, Any]) -> tuple[Embeddings, VectorIndexSp
             'index["exact_search_threshold"]',
         ),
         deferred=write_mode == "deferred",
+        text=normalize_hybrid(index.get("hybrid")),
     )
     return ensure_embeddings(index["embed"]), spec
+
+
+def normalize_hybrid(raw: Any) -> TextSearchSpec | None:
+    """Validate ``index["hybrid"]``: ``None``/``False`` (off), ``True`` or a :class:`HybridConfig`.
+
+    Raises:
+        ConfigurationError: naming the offending key.
+    """
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(
+            f'index["hybrid"] must be True, False or a dict (a HybridConfig), got {raw!r}'
+        )
+    known = {"text_search_config", "rrf_k", "allow_plaintext_terms"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigurationError(
+            f'unknown index["hybrid"] keys {unknown}; known: {", ".join(sorted(known))}'
+        )
+    config = raw.get("text_search_config", DEFAULT_TEXT_CONFIG)
+    if not isinstance(config, str) or not _REGCONFIG.fullmatch(config):
+        raise ConfigurationError(
+            'index["hybrid"]["text_search_config"] must name a PostgreSQL text-search '
+            f"configuration such as 'simple' or 'english' (optionally schema.name), got {config!r}"
+        )
+    allow = raw.get("allow_plaintext_terms", False)
+    if not isinstance(allow, bool):
+        raise ConfigurationError(
+            f'index["hybrid"]["allow_plaintext_terms"] must be a bool, got {allow!r}'
+        )
+    return TextSearchSpec(
+        # Unquoted, as regconfig reads it: case-folded.
+        config=config.lower(),
+        rrf_k=_positive_int(raw.get("rrf_k", DEFAULT_RRF_K), 'index["hybrid"]["rrf_k"]'),
+        allow_plaintext_terms=allow,
+    )
 
 
 def normalize_ttl(ttl: TTLConfig | None) -> TTLConfig | None:

@@ -197,6 +197,19 @@ MIGRATIONS = (
             *tenant_policy_statements(TENANTS),
         ),
     ),
+    # Hybrid search: the words of an item's indexed fields, written by the
+    # upsert of stores configured with index["hybrid"] (NULL otherwise, so
+    # the partial index costs other stores nothing).
+    Migration(
+        "store text search",
+        (
+            f"ALTER TABLE {{schema}}.{ITEMS} ADD COLUMN IF NOT EXISTS tsv tsvector",
+            f"""
+            CREATE INDEX IF NOT EXISTS store_items_tsv_idx
+                ON {{schema}}.{ITEMS} USING gin (tsv) WHERE tsv IS NOT NULL
+            """,
+        ),
+    ),
 )
 
 COMPONENT = Component(name="store", migrations=MIGRATIONS)
@@ -247,6 +260,19 @@ CREATE_VECTOR_EXTENSION = "CREATE EXTENSION IF NOT EXISTS vector"
 
 VECTOR_TYPE_OIDS = """
 SELECT t.oid::int, t.typarray::int FROM pg_type t WHERE t.oid = to_regtype(%s)
+"""
+
+# Whether a text-search configuration (as regconfig would resolve it: a
+# schema-qualified name, or one visible on the search path) exists.
+TEXT_CONFIG_EXISTS = """
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_ts_config AS c
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.cfgnamespace
+    WHERE c.cfgname = %(name)s
+      AND CASE WHEN %(schema)s::text IS NULL THEN pg_catalog.pg_ts_config_is_visible(c.oid)
+               ELSE n.nspname = %(schema)s END
+)
 """
 
 GET_VECTOR_CONFIG = "SELECT config FROM {schema}.store_vector_config WHERE name = %s"
@@ -323,19 +349,31 @@ PUT_DELETE = """del AS (
 )"""
 
 PUT_UPSERT = """up AS (
-    INSERT INTO {schema}.store_items AS s (tenant_id, namespace, key, value, doc, ttl_minutes, expires_at)
+    INSERT INTO {schema}.store_items AS s (tenant_id, namespace, key, value, doc, ttl_minutes, expires_at{tsv_column})
     SELECT %(t)s, string_to_array(u.ns, '.'), u.key, u.value, u.doc::jsonb, u.ttl,
-           now() + u.ttl * interval '1 minute'
+           now() + u.ttl * interval '1 minute'{tsv_value}
     FROM unnest(%(ns)s::text[], %(keys)s::text[], %(values)s::bytea[], %(docs)s::text[],
-                %(ttls)s::float8[]) AS u(ns, key, value, doc, ttl)
+                %(ttls)s::float8[]{tsv_array}) AS u(ns, key, value, doc, ttl{tsv_alias})
     ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET
         value = excluded.value,
         doc = excluded.doc,
         updated_at = now(),
         ttl_minutes = excluded.ttl_minutes,
-        expires_at = excluded.expires_at
+        expires_at = excluded.expires_at{tsv_set}
     RETURNING s.namespace, s.key, (s.xmax = 0) AS inserted
 )"""
+
+# The parts PUT_UPSERT takes with hybrid search: the tsvector is computed in
+# the upsert from the indexed fields' text (NULL text: NULL tsvector). The
+# configuration is a parameter cast to regconfig, never SQL text.
+PUT_UPSERT_TEXT = {
+    "tsv_column": ", tsv",
+    "tsv_value": ",\n           to_tsvector(%(tscfg)s::regconfig, u.text)",
+    "tsv_array": ", %(texts)s::text[]",
+    "tsv_alias": ", text",
+    "tsv_set": ",\n        tsv = excluded.tsv",
+}
+PUT_UPSERT_PLAIN = dict.fromkeys(PUT_UPSERT_TEXT, "")
 
 # Vectors of overwritten items whose field is gone (or that are no longer
 # indexed). Only items that existed can have any: new ones are skipped, so a

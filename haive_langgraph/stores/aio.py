@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from langgraph.store.base import Op, Result, TTLConfig
+from langgraph.store.base import Op, Result, SearchItem, TTLConfig
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -162,10 +162,7 @@ class AsyncPostgresStore(StoreBase):
                     )
                 )
         if self._needs_vector_types(request):
-            self._shared.vector_types = await self._run(
-                lambda: ops.vector_types_op(self._spec.vector_type),  # type: ignore[union-attr]
-                read=True,
-            )
+            self._shared.vector_types = await self._run(self._vector_types_op, read=True)
         self._attach_vectors(plan, request, doc_vectors, query_vectors)
         ctx = self._context()
         return await self._run(
@@ -189,6 +186,58 @@ class AsyncPostgresStore(StoreBase):
     def batch(self, ops_: Iterable[Op]) -> list[Result]:
         """Sync :meth:`abatch`, for use from other threads."""
         return self._on_loop(self.abatch(list(ops_)), "batch")
+
+    # -- hybrid search -------------------------------------------------------------------
+
+    async def ahybrid_search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        query: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Full-text and vector search fused by reciprocal rank (see
+        :meth:`PostgresStore.hybrid_search`)."""
+        op = self._hybrid_op(namespace_prefix, query, filter, limit, offset, refresh_ttl)
+        assert self.embeddings is not None
+        vector = await self.embeddings.aembed_query(query)
+        if self._shared.vector_types is None:
+            self._shared.vector_types = await self._run(self._vector_types_op, read=True)
+        plan = self._hybrid_plan(op, vector)
+        ctx = self._context()
+        return await self._run(
+            lambda: ops.hybrid_search_op(ctx, plan),
+            read=True,
+            route="primary" if op.refresh_ttl else "replica",
+        )
+
+    def hybrid_search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        query: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Sync :meth:`ahybrid_search`, for use from other threads."""
+        return self._on_loop(
+            self.ahybrid_search(
+                namespace_prefix,
+                query,
+                filter=filter,
+                limit=limit,
+                offset=offset,
+                refresh_ttl=refresh_ttl,
+            ),
+            "hybrid_search",
+        )
 
     # -- TTL -----------------------------------------------------------------------------
 

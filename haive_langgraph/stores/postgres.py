@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from langgraph.store.base import Op, Result, TTLConfig
+from langgraph.store.base import Op, Result, SearchItem, TTLConfig
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
@@ -183,10 +183,7 @@ class PostgresStore(StoreBase):
             if request.queries:
                 query_vectors = self._embed_queries(request.queries)
         if self._needs_vector_types(request):
-            self._shared.vector_types = self._run(
-                lambda: ops.vector_types_op(self._spec.vector_type),  # type: ignore[union-attr]
-                read=True,
-            )
+            self._shared.vector_types = self._run(self._vector_types_op, read=True)
         self._attach_vectors(plan, request, doc_vectors, query_vectors)
         ctx = self._context()
         return self._run(
@@ -203,6 +200,81 @@ class PostgresStore(StoreBase):
     async def abatch(self, ops_: Iterable[Op]) -> list[Result]:
         """Async :meth:`batch`: runs the sync batch in a worker thread."""
         return await asyncio.to_thread(self.batch, list(ops_))
+
+    # -- hybrid search -------------------------------------------------------------------
+
+    def hybrid_search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        query: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Full-text and vector search fused by reciprocal rank (needs ``index["hybrid"]``).
+
+        The items best matching ``query`` by ``websearch_to_tsquery`` words
+        (``"exact phrase"``, ``or``, ``-word``) and by embedding, each
+        ranking restricted to ``namespace_prefix``, ``filter`` and live
+        items, merged in one statement. Items in neither ranking (no vector
+        and no matching word) are not returned, unlike :meth:`search`.
+
+        Args:
+            namespace_prefix: Namespace prefix to search in.
+            query: The text searched for and embedded.
+            filter: Same filters as :meth:`search`.
+            limit: Most items to return.
+            offset: Items to skip.
+            refresh_ttl: Refresh the TTL of returned items (default: the
+                TTL config's ``refresh_on_read``).
+
+        Returns:
+            Items, best first; ``score`` is the fused score, the sum of
+            ``1 / (rrf_k + rank)`` over the rankings the item is in (at
+            most ``2 / (rrf_k + 1)``), not a similarity.
+
+        Raises:
+            ConfigurationError: the store has no hybrid index, an empty
+                query, a bad filter, or an embedding of the wrong size.
+        """
+        op = self._hybrid_op(namespace_prefix, query, filter, limit, offset, refresh_ttl)
+        assert self.embeddings is not None
+        vector = self.embeddings.embed_query(query)
+        if self._shared.vector_types is None:
+            self._shared.vector_types = self._run(self._vector_types_op, read=True)
+        plan = self._hybrid_plan(op, vector)
+        ctx = self._context()
+        return self._run(
+            lambda: ops.hybrid_search_op(ctx, plan),
+            read=True,
+            route="primary" if op.refresh_ttl else "replica",
+        )
+
+    async def ahybrid_search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        query: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Async :meth:`hybrid_search`: runs it in a worker thread."""
+        return await asyncio.to_thread(
+            lambda: self.hybrid_search(
+                namespace_prefix,
+                query,
+                filter=filter,
+                limit=limit,
+                offset=offset,
+                refresh_ttl=refresh_ttl,
+            )
+        )
 
     # -- TTL -----------------------------------------------------------------------------
 

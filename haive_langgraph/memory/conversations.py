@@ -339,26 +339,6 @@ class _StoreCalls:
         return Call(lambda: ops.erase_user(user), transaction=True, subject=f"user {user!r}")
 
 
-def _store_ops(
-    config: PersistenceConfig | None,
-    schema: str | None,
-    tenant_id: str | None,
-    codec: Codec | None,
-    serde: SerializerProtocol | None,
-    max_message_bytes: int,
-    prices: Mapping[str, ModelPrice] | None,
-) -> tuple[PersistenceConfig, HistoryOps]:
-    return make_ops(
-        config=config,
-        schema=schema,
-        tenant_id=tenant_id,
-        codec=codec,
-        serde=serde,
-        max_message_bytes=max_message_bytes,
-        prices=prices,
-    )
-
-
 class ConversationStore(SyncClient):
     """Conversations of users with agents: messages, metadata, token usage and cost (sync).
 
@@ -397,7 +377,15 @@ class ConversationStore(SyncClient):
         config: PersistenceConfig | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        config, ops = _store_ops(config, schema, tenant_id, codec, serde, max_message_bytes, prices)
+        config, ops = make_ops(
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            serde=serde,
+            max_message_bytes=max_message_bytes,
+            prices=prices,
+        )
         self._calls = _StoreCalls(ops)
         self._init_client(conn, config, ops)
 
@@ -618,7 +606,15 @@ class AsyncConversationStore(AsyncClient):
         config: PersistenceConfig | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        config, ops = _store_ops(config, schema, tenant_id, codec, serde, max_message_bytes, prices)
+        config, ops = make_ops(
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            serde=serde,
+            max_message_bytes=max_message_bytes,
+            prices=prices,
+        )
         self._calls = _StoreCalls(ops)
         self._init_client(conn, config, ops)
 

@@ -394,26 +394,6 @@ class _SessionCalls:
         return Call(ops.purge_expired, transaction=True, subject="expired sessions")
 
 
-def _manager_ops(
-    config: PersistenceConfig | None,
-    schema: str | None,
-    tenant_id: str | None,
-    codec: Codec | None,
-    serde: SerializerProtocol | None,
-    max_message_bytes: int,
-    prices: Mapping[str, ModelPrice] | None,
-) -> tuple[PersistenceConfig, HistoryOps]:
-    return make_ops(
-        config=config,
-        schema=schema,
-        tenant_id=tenant_id,
-        codec=codec,
-        serde=serde,
-        max_message_bytes=max_message_bytes,
-        prices=prices,
-    )
-
-
 class SessionManager(SyncClient):
     """Sessions of users with agents: TTL, limits, branches, merges, participants (sync).
 
@@ -454,8 +434,14 @@ class SessionManager(SyncClient):
         config: PersistenceConfig | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        config, ops = _manager_ops(
-            config, schema, tenant_id, codec, serde, max_message_bytes, prices
+        config, ops = make_ops(
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            serde=serde,
+            max_message_bytes=max_message_bytes,
+            prices=prices,
         )
         self._calls = _SessionCalls(ops, default_ttl, max_messages_per_session)
         self._init_client(conn, config, ops)
@@ -683,8 +669,14 @@ class AsyncSessionManager(AsyncClient):
         config: PersistenceConfig | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        config, ops = _manager_ops(
-            config, schema, tenant_id, codec, serde, max_message_bytes, prices
+        config, ops = make_ops(
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            serde=serde,
+            max_message_bytes=max_message_bytes,
+            prices=prices,
         )
         self._calls = _SessionCalls(ops, default_ttl, max_messages_per_session)
         self._init_client(conn, config, ops)

@@ -19,7 +19,6 @@ byte-identical after every attack.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 import sys
@@ -31,14 +30,13 @@ from typing import Any
 import psycopg
 import pytest
 from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
-from psycopg import sql
 
 from haive_langgraph.db import PersistenceConfig
-from haive_langgraph.errors import HaiveError
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore, ResourceQuota
 from haive_langgraph.stores._sql import STORE_TABLES
 from tests._roles import application_role
 
+from ._attacks import raw_sql_attacks, run_attacks, tenant_digest
 from .conftest import Budget, Figures
 
 VICTIM, ATTACKER = "globex", "acme"
@@ -81,15 +79,7 @@ def tables_present(dsn: str) -> tuple[str, ...]:
 
 
 def digest(dsn: str, tenant: str) -> str:
-    h = hashlib.sha256()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in tables_present(dsn):
-            stmt = sql.SQL(
-                "SELECT t::text FROM haive.{} AS t WHERE tenant_id = %s ORDER BY t::text"
-            ).format(sql.Identifier(table))
-            for (text,) in conn.execute(stmt, (tenant,)):
-                h.update(text.encode())
-    return h.hexdigest()
+    return tenant_digest(dsn, tenant, tables_present(dsn))
 
 
 def test_concurrent_upserts_end_with_one_written_value(
@@ -234,33 +224,14 @@ def attacks(store: PostgresStore) -> list[tuple[str, Callable[[], Any]]]:
 def test_store_attacker_reaches_nothing_of_the_victim(
     dsn: str, victim: None, figures: Figures
 ) -> None:
-    before = digest(dsn, VICTIM)
-    outcomes = {"refused": 0, "nothing": 0, "own rows": 0}
-    successes: list[str] = []
     with PostgresStore.from_conn_string(dsn, tenant_id=ATTACKER) as store:
-        planned = attacks(store)
-        for name, attack in planned:
-            try:
-                result = attack()
-            except HaiveError:
-                outcomes["refused"] += 1
-            else:
-                if SECRET in repr(result):
-                    successes.append(f"{name}: returned the victim's data")
-                elif not result:
-                    outcomes["nothing"] += 1
-                else:
-                    outcomes["own rows"] += 1
-            after = digest(dsn, VICTIM)
-            if after != before:
-                successes.append(f"{name}: changed the victim's rows")
-                before = after
-    assert not successes, successes
+        report = run_attacks(attacks(store), SECRET, lambda: digest(dsn, VICTIM))
+    assert not report.successes, report.successes
     figures.record(
         "8 tenant isolation (store)",
-        f"{len(planned)} attacks through the store's public API on the victim's namespaces, keys "
-        f"and values: 0 successes ({outcomes['refused']} refused with a HaiveError, "
-        f"{outcomes['nothing']} returned nothing, {outcomes['own rows']} acted on the "
+        f"{report.planned} attacks through the store's public API on the victim's namespaces, "
+        f"keys and values: 0 successes ({report.refused} refused with a HaiveError, "
+        f"{report.nothing} returned nothing, {report.own_rows} acted on the "
         "attacker's own rows only); victim rows byte-identical",
     )
 
@@ -269,27 +240,12 @@ def test_store_raw_sql_bound_to_the_attacker_reaches_nothing(
     dsn: str, app_dsn: str, figures: Figures
 ) -> None:
     before = digest(dsn, VICTIM)
-    statements = 0
     tables = tables_present(dsn)
-    with psycopg.connect(app_dsn) as conn:
-        for table in tables:
-            for bind in (ATTACKER, None):
-                for text in (
-                    "SELECT count(*) FROM haive.{t} WHERE tenant_id = %s",
-                    "UPDATE haive.{t} SET tenant_id = tenant_id WHERE tenant_id = %s",
-                    "DELETE FROM haive.{t} WHERE tenant_id = %s",
-                ):
-                    with conn.transaction(force_rollback=True):
-                        if bind is not None:
-                            conn.execute("SELECT set_config('haive.tenant_id', %s, true)", (bind,))
-                        cur = conn.execute(sql.SQL(text).format(t=sql.Identifier(table)), (VICTIM,))
-                        seen = cur.fetchone()[0] if text.startswith("SELECT") else cur.rowcount  # type: ignore[index]
-                    statements += 1
-                    assert seen == 0, f"{text} on {table} (bound to {bind}) reached {seen} rows"
+    statements = raw_sql_attacks(app_dsn, tables, VICTIM, ATTACKER)
     assert digest(dsn, VICTIM) == before
     figures.record(
         "8 tenant isolation (raw SQL, store)",
-        f"{statements} SELECT/UPDATE/DELETE statements on the victim's rows in {len(tables)} "
-        "store tables from a role under row-level security, bound to the attacker or to no "
-        "tenant: 0 rows reached",
+        f"{statements} SELECT/UPDATE/DELETE/INSERT statements on the victim's rows in "
+        f"{len(tables)} store tables from a role under row-level security, bound to the "
+        "attacker or to no tenant: 0 rows reached, inserts refused by the policy",
     )

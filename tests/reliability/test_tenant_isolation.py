@@ -22,7 +22,6 @@ tables, ``test_tenant_isolation_memory.py`` for conversation memory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from haive_langgraph.checkpointers import (
 )
 from haive_langgraph.errors import ConfigurationError, NotFoundError
 
+from ._attacks import tenant_digest
 from .conftest import Figures
 
 VICTIM, ATTACKER = "globex", "acme"
@@ -61,16 +61,7 @@ class Victim:
 
 def digest(dsn: str, tenant: str) -> str:
     """A hash of every row of ``tenant`` in every checkpointer table (one round trip)."""
-    parts = psycopg.sql.SQL(" UNION ALL ").join(
-        psycopg.sql.SQL(
-            "SELECT {name}, md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
-            "FROM haive.{table} AS t WHERE tenant_id = %(t)s"
-        ).format(name=psycopg.sql.Literal(table), table=psycopg.sql.Identifier(table))
-        for table in TABLES
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(parts, {"t": tenant}).fetchall()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
+    return tenant_digest(dsn, tenant, TABLES)
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,12 @@ rows (compared byte for byte after each attack). Expected: 0 successes.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
-from psycopg import sql
 
-from haive_langgraph.errors import HaiveError
 from haive_langgraph.memory import (
     ChatHistoryFactory,
     ConversationMetadata,
@@ -36,6 +32,7 @@ from haive_langgraph.memory import (
 from haive_langgraph.memory._history_sql import TENANT_TABLES
 from tests._roles import application_role
 
+from ._attacks import raw_sql_attacks, run_attacks, tenant_digest
 from .conftest import Figures
 
 VICTIM, ATTACKER = "globex", "acme"
@@ -44,17 +41,7 @@ USER = "u-shared"  # the same user id exists in both tenants
 
 
 def digest(dsn: str, tenant: str) -> str:
-    """A hash of every row of ``tenant`` in the conversation tables."""
-    parts = sql.SQL(" UNION ALL ").join(
-        sql.SQL(
-            "SELECT {name}, md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
-            "FROM haive.{table} AS t WHERE tenant_id = %(t)s"
-        ).format(name=sql.Literal(table), table=sql.Identifier(table))
-        for table in TENANT_TABLES
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(parts, {"t": tenant}).fetchall()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
+    return tenant_digest(dsn, tenant, TENANT_TABLES)
 
 
 @pytest.fixture(scope="module")
@@ -148,32 +135,14 @@ def attacks(ids: dict[str, str], dsn: str) -> list[tuple[str, Callable[[], Any]]
 def test_attacker_reaches_nothing_of_the_victim(
     dsn: str, victim: dict[str, str], figures: Figures
 ) -> None:
-    before = digest(dsn, VICTIM)
-    outcomes: dict[str, int] = {"refused": 0, "nothing": 0, "own rows": 0}
-    successes: list[str] = []
-    planned = attacks(victim, dsn)
-    for name, attack in planned:
-        try:
-            result = attack()
-        except HaiveError:
-            outcomes["refused"] += 1
-        else:
-            if SECRET in repr(result):
-                successes.append(f"{name}: returned the victim's data")
-            elif result in (None, [], 0) or not repr(result).strip("[]() "):
-                outcomes["nothing"] += 1
-            else:
-                outcomes["own rows"] += 1
-        if digest(dsn, VICTIM) != before:
-            successes.append(f"{name}: changed the victim's rows")
-            before = digest(dsn, VICTIM)
-    assert not successes, successes
+    report = run_attacks(attacks(victim, dsn), SECRET, lambda: digest(dsn, VICTIM))
+    assert not report.successes, report.successes
     figures.record(
         "8 tenant isolation (conversation memory)",
-        f"{len(planned)} attacks through ConversationStore, chat histories and SessionManager on "
-        f"the victim's conversations, history, session and user: 0 successes "
-        f"({outcomes['refused']} refused with a HaiveError, {outcomes['nothing']} returned "
-        f"nothing, {outcomes['own rows']} acted on the attacker's own rows only); victim rows "
+        f"{report.planned} attacks through ConversationStore, chat histories and SessionManager "
+        f"on the victim's conversations, history, session and user: 0 successes "
+        f"({report.refused} refused with a HaiveError, {report.nothing} returned "
+        f"nothing, {report.own_rows} acted on the attacker's own rows only); victim rows "
         "byte-identical",
     )
 
@@ -182,32 +151,7 @@ def test_raw_sql_bound_to_the_attacker_reaches_nothing(
     dsn: str, app_dsn: str, victim: dict[str, str], figures: Figures
 ) -> None:
     before = digest(dsn, VICTIM)
-    statements = 0
-    with psycopg.connect(app_dsn) as conn:
-        for table in TENANT_TABLES:
-            for bind in (ATTACKER, None):
-                for text in (
-                    "SELECT count(*) FROM haive.{t} WHERE tenant_id = %s",
-                    "UPDATE haive.{t} SET tenant_id = tenant_id WHERE tenant_id = %s",
-                    "DELETE FROM haive.{t} WHERE tenant_id = %s",
-                ):
-                    with conn.transaction(force_rollback=text.startswith("DELETE")):
-                        if bind is not None:
-                            conn.execute("SELECT set_config('haive.tenant_id', %s, true)", (bind,))
-                        cur = conn.execute(sql.SQL(text).format(t=sql.Identifier(table)), (VICTIM,))
-                        seen = cur.fetchone()[0] if text.startswith("SELECT") else cur.rowcount
-                    statements += 1
-                    assert seen == 0, f"{text} on {table} (bound to {bind}) reached {seen} rows"
-            with conn.transaction(force_rollback=True):
-                conn.execute("SELECT set_config('haive.tenant_id', %s, true)", (ATTACKER,))
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    conn.execute(
-                        sql.SQL("INSERT INTO haive.{t} (tenant_id) VALUES (%s)").format(
-                            t=sql.Identifier(table)
-                        ),
-                        (VICTIM,),
-                    )
-            statements += 1
+    statements = raw_sql_attacks(app_dsn, TENANT_TABLES, VICTIM, ATTACKER)
     assert digest(dsn, VICTIM) == before
     figures.record(
         "8 tenant isolation (raw SQL, conversation memory)",

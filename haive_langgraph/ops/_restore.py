@@ -216,7 +216,7 @@ def run_restore(
                         report.skipped[table.name] = staged - written
                 _advance_sequences(conn, schema, table)
             run(conn, _enable_triggers_op(disabled))
-            _renew_versions(conn, schema, tables)
+            _renew_versions(conn, schema, tables, scopes)
             _audit_restore(conn, live, schema, report)
     except psycopg.errors.UniqueViolation as exc:
         raise RestoreConflictError(
@@ -325,19 +325,28 @@ def _refuse_existing(
         )
 
 
-def _renew_versions(conn: psycopg.Connection[Any], schema: str, tables: Sequence[Table]) -> None:
+def _renew_versions(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    tables: Sequence[Table],
+    scopes: dict[str, TableScope],
+) -> None:
     """Give restored conversations new versions, so no cache serves what it held before.
 
     Versions came back from the archive with triggers off; an archived version
     can equal one a cache holds for other messages (a merge into live rows).
-    ``version = version`` lets the row trigger assign a fresh one.
+    ``version = version`` lets the row trigger assign a fresh one, to the rows
+    in the archive's scope only.
     """
     for table in tables:
         if table.name == "conversations" and any(c.name == "version" for c in table.columns):
+            scope = scopes.get(table.name)
+            cond, params = scope.predicate(table) if scope is not None else (sql.SQL("true"), {})
             conn.execute(
-                sql.SQL("UPDATE {} SET version = version").format(
-                    sql.Identifier(schema, "conversations")
-                )
+                sql.SQL("UPDATE {} AS t SET version = t.version WHERE {}").format(
+                    sql.Identifier(schema, table.name), cond
+                ),
+                params,
             )
 
 

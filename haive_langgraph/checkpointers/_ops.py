@@ -7,9 +7,9 @@ result; ``PostgresCheckpointer`` runs them with the sync driver,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -20,6 +20,8 @@ from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionR
 from haive_langgraph.checkpointers._values import EMPTY_LINEAGE, Row
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BigintArray, IntArray, TextArray
+
+R = TypeVar("R")
 
 RawLineages = dict[tuple[str, int], tuple[list[bytes], list[bytes | None]]]
 
@@ -202,19 +204,18 @@ def list_op(
     if limit is not None:
         params["limit"] = limit
     query = st.list_checkpoints(where, limit is not None, thread=thread_id is not None)
-    for attempt in range(CONSISTENT_READ_ATTEMPTS):
-        rows = yield Step(query, params)
-        decoded = [Row.from_tuple(r) for r in rows]
-        longest: dict[tuple[str, int], int] = {}
-        for row in decoded:
-            for lineage, length in zip(row.list_lineages, row.list_lengths, strict=True):
-                key = (row.family_id, lineage)
-                if length > longest.get(key, 0):
-                    longest[key] = length
-        lineages = yield from lineage_items_op(st, t, longest)
-        if _complete(longest, lineages) or attempt == CONSISTENT_READ_ATTEMPTS - 1:
-            break
-    return decoded, lineages
+    return (
+        yield from _rows_with_items(
+            st,
+            t,
+            Step(query, params),
+            Row.from_tuple,
+            lambda row: (
+                ((row.family_id, lineage), length)
+                for lineage, length in zip(row.list_lineages, row.list_lengths, strict=True)
+            ),
+        )
+    )
 
 
 # Reads of checkpoints and then of their list items are two statements, each
@@ -222,6 +223,28 @@ def list_op(
 # whose items are gone. Such a read is run again (the deleted rows are then
 # gone too); items missing on the last attempt are reported as corruption.
 CONSISTENT_READ_ATTEMPTS = 3
+
+
+def _rows_with_items(
+    st: Statements,
+    t: str,
+    step: Step,
+    decode: Callable[[Any], R],
+    lists_of: Callable[[R], Iterable[tuple[tuple[str, int], int]]],
+) -> Op[tuple[list[R], RawLineages]]:
+    """Rows of ``step`` and the items of the lists they use (``lists_of`` a row:
+    ((family, lineage), length) pairs), read again while items are missing."""
+    for attempt in range(CONSISTENT_READ_ATTEMPTS):
+        rows = [decode(r) for r in (yield step)]
+        longest: dict[tuple[str, int], int] = {}
+        for row in rows:
+            for key, length in lists_of(row):
+                if length > longest.get(key, 0):
+                    longest[key] = length
+        lineages = yield from lineage_items_op(st, t, longest)
+        if _complete(longest, lineages) or attempt == CONSISTENT_READ_ATTEMPTS - 1:
+            break
+    return rows, lineages
 
 
 def _complete(longest: dict[tuple[str, int], int], lineages: RawLineages) -> bool:
@@ -263,18 +286,18 @@ def delta_history_op(
 ) -> Op[tuple[list[tuple[Any, ...]], RawLineages]]:
     """The parent chain rows (oldest first) and the items of list seeds."""
     params = {"t": t, "th": th, "ns": ns, "cid": cid, "channels": TextArray(channels)}
-    for attempt in range(CONSISTENT_READ_ATTEMPTS):
-        rows = yield Step(st.delta_history, params, prepare=False)
-        chain = [tuple(r) for r in rows]
-        longest: dict[tuple[str, int], int] = {}
-        for row in chain:
-            for lineage, length in zip(row[8] or [], row[9] or [], strict=True):
-                key = (str(row[2]), int(lineage))
-                longest[key] = max(longest.get(key, 0), int(length))
-        lineages = yield from lineage_items_op(st, t, longest)
-        if _complete(longest, lineages) or attempt == CONSISTENT_READ_ATTEMPTS - 1:
-            break
-    return chain, lineages
+    return (
+        yield from _rows_with_items(
+            st,
+            t,
+            Step(st.delta_history, params, prepare=False),
+            tuple,
+            lambda row: (
+                ((str(row[2]), int(lineage)), int(length))
+                for lineage, length in zip(row[8] or [], row[9] or [], strict=True)
+            ),
+        )
+    )
 
 
 # -- writes ------------------------------------------------------------------

@@ -25,7 +25,6 @@ property with fresh randomness and shrinks a failure to a minimal example.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import threading
@@ -47,6 +46,7 @@ from psycopg import AsyncConnection
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.errors import HaiveError
 
+from ._attacks import tenant_digest
 from ._server import PrivateServer
 from .conftest import Budget, Figures
 
@@ -224,14 +224,7 @@ class Arena:
         return total
 
     def victim_digest(self) -> str:
-        h = hashlib.sha256()
-        for table in self.tables:
-            stmt = psycopg.sql.SQL(
-                "SELECT t::text FROM haive.{} AS t WHERE tenant_id = %s ORDER BY t::text"
-            ).format(psycopg.sql.Identifier(table))
-            for (text,) in self.admin.execute(stmt, (VICTIM,)):
-                h.update(text.encode())
-        return h.hexdigest()
+        return tenant_digest(self.dsn, VICTIM, self.tables)
 
     @contextmanager
     def guarded(self) -> Iterator[None]:

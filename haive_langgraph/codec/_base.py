@@ -13,7 +13,7 @@ from haive_langgraph.errors import CorruptDataError
 # Frame layout shared by every codec (the codec issue extends the flags):
 #   magic   2 bytes  b"HV"
 #   version 1 byte   0x01
-#   flags   1 byte   bit 0 compressed, bit 1 encrypted
+#   flags   1 byte   bit 0 compressed, bit 1 encrypted, bit 2 zstd dictionary 1
 #   payload ...      (for flags == 0: the serialised bytes themselves)
 MAGIC = b"HV"
 FORMAT_VERSION = 1

@@ -13,6 +13,7 @@ from haive_langgraph.codec._compression import Compression, Zstd
 from haive_langgraph.codec._frame import (
     BASE_HEADER_BYTES,
     FLAG_COMPRESSED,
+    FLAG_DICTIONARY,
     FLAG_ENCRYPTED,
     NONCE_BYTES,
     frame_key_id,
@@ -25,13 +26,14 @@ from haive_langgraph.errors import ConfigurationError, CorruptDataError, Decrypt
 __all__ = ["HaiveCodec"]
 
 _HEADER_COMPRESSED = plain_header(FLAG_COMPRESSED)
+_HEADER_DICTIONARY = plain_header(FLAG_COMPRESSED | FLAG_DICTIONARY)
 
 
 class HaiveCodec:
     """Frames, compresses (zstd) and encrypts (AES-256-GCM) stored values.
 
     Encoding compresses payloads above the threshold when that makes them
-    smaller, then, with a key ring, encrypts with the row's tenant key (or
+    smaller (with zstd dictionary 1 unless turned off), then, with a key ring, encrypts with the row's tenant key (or
     the global primary key). The associated data binds each ciphertext to
     its frame header and its row (tenant, scope, namespace, kind, key), so a
     frame altered or copied to another row fails to decrypt.
@@ -129,6 +131,8 @@ class HaiveCodec:
             compressed = self._zstd.compress(payload, checksum=True)
             if compressed is None:
                 return HEADER + payload
+            if self._zstd.uses_dictionary:
+                return _HEADER_DICTIONARY + compressed
             return _HEADER_COMPRESSED + compressed
         key = keyring._encryption_key(ctx.tenant_id, ctx)
         # The AEAD tag authenticates the compressed bytes; no zstd checksum needed.
@@ -137,7 +141,8 @@ class HaiveCodec:
             header = key.prefix_plain + os.urandom(NONCE_BYTES)
             body = payload
         else:
-            header = key.prefix_compressed + os.urandom(NONCE_BYTES)
+            prefix = key.prefix_dictionary if self._zstd.uses_dictionary else key.prefix_compressed
+            header = prefix + os.urandom(NONCE_BYTES)
             body = compressed
         nonce = header[-NONCE_BYTES:]
         return header + key.aead.encrypt(nonce, body, header + ctx.associated_data())
@@ -203,7 +208,7 @@ class HaiveCodec:
                 return frame[BASE_HEADER_BYTES:]
             body = memoryview(frame)[BASE_HEADER_BYTES:]
         if flags & FLAG_COMPRESSED:
-            return self._zstd.decompress(body, ctx)
+            return self._zstd.decompress(body, ctx, dictionary=bool(flags & FLAG_DICTIONARY))
         assert isinstance(body, bytes)
         return body
 

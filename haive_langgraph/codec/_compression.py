@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import zstandard
 
 from haive_langgraph.codec._base import RowContext
+from haive_langgraph.codec._dictionary import ZSTD_DICTIONARY_1
 from haive_langgraph.codec._errors import DecompressionLimitError
 from haive_langgraph.errors import ConfigurationError, CorruptDataError
 
 DEFAULT_LEVEL = 3
-DEFAULT_THRESHOLD = 512
+DEFAULT_THRESHOLD = 64
 DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
 MIN_LEVEL = -(1 << 17)  # zstd's fastest "negative" level (ZSTD_minCLevel)
 MAX_LEVEL: int = zstandard.MAX_COMPRESSION_LEVEL
@@ -34,8 +35,14 @@ class Compression:
             always readable, whatever this says.
         level: zstd level (1 fast ... 22 small; negative levels are faster
             still). Default 3.
-        threshold: Payloads longer than this many bytes are compressed;
-            shorter ones are stored as they are. Default 512.
+        threshold: Payloads longer than this many bytes are compressed
+            (when that makes them smaller); shorter ones are stored as they
+            are. Default 64.
+        dictionary: Compress with haive's built-in zstd dictionary 1 (the
+            field names and channel names every checkpoint body and chat
+            message repeats): a 200-byte checkpoint body shrinks to about 60
+            bytes, a 1 KB message by about 100 bytes more than without it.
+            Frames so written are flagged ``0x04``. Default on.
         max_decompressed_size: Largest payload a compressed frame may expand
             to, in bytes (default 64 MiB). Larger frames are refused with
             :class:`DecompressionLimitError` before they are expanded.
@@ -48,6 +55,7 @@ class Compression:
     level: int = DEFAULT_LEVEL
     threshold: int = DEFAULT_THRESHOLD
     max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE
+    dictionary: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not MIN_LEVEL <= self.level <= MAX_LEVEL:
@@ -89,20 +97,35 @@ class Zstd:
         cctx: zstandard.ZstdCompressor | None = getattr(self._local, name, None)
         if cctx is None:
             cctx = zstandard.ZstdCompressor(
-                level=self.settings.level, write_content_size=True, write_checksum=checksum
+                level=self.settings.level,
+                dict_data=ZSTD_DICTIONARY_1 if self.settings.dictionary else None,
+                write_content_size=True,
+                write_checksum=checksum,
+                write_dict_id=False,  # the frame flag says which dictionary
             )
             setattr(self._local, name, cctx)
         return cctx
 
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        dctx: zstandard.ZstdDecompressor | None = getattr(self._local, "dctx", None)
+    def _decompressor(self, dictionary: bool) -> zstandard.ZstdDecompressor:
+        name = "dctx_dictionary" if dictionary else "dctx"
+        dctx: zstandard.ZstdDecompressor | None = getattr(self._local, name, None)
         if dctx is None:
-            dctx = zstandard.ZstdDecompressor(max_window_size=self._max_window)
-            self._local.dctx = dctx
+            dctx = zstandard.ZstdDecompressor(
+                dict_data=ZSTD_DICTIONARY_1 if dictionary else None,
+                max_window_size=self._max_window,
+            )
+            setattr(self._local, name, dctx)
         return dctx
+
+    @property
+    def uses_dictionary(self) -> bool:
+        """Whether :meth:`compress` output needs dictionary 1 to expand (frame flag ``0x04``)."""
+        return self.settings.dictionary
 
     def compress(self, payload: bytes, *, checksum: bool) -> bytes | None:
         """The compressed form of ``payload``, or ``None`` when it would not be smaller.
+
+        Compressed with dictionary 1 when :attr:`uses_dictionary`.
 
         Args:
             payload: Bytes to compress.
@@ -114,12 +137,15 @@ class Zstd:
         compressed = self._compressor(checksum).compress(payload)
         return compressed if len(compressed) < len(payload) else None
 
-    def decompress(self, data: bytes | memoryview, ctx: RowContext) -> bytes:
+    def decompress(
+        self, data: bytes | memoryview, ctx: RowContext, *, dictionary: bool = False
+    ) -> bytes:
         """Expand one zstd frame, refusing to go past ``max_decompressed_size``.
 
         Args:
             data: Exactly one zstd frame.
             ctx: The row, named in errors.
+            dictionary: The frame was compressed with dictionary 1.
 
         Raises:
             DecompressionLimitError: The payload would exceed the limit.
@@ -145,7 +171,7 @@ class Zstd:
                 f"the {self._max_window} bytes allowed by max_decompressed_size ({limit}); "
                 "refusing to expand it"
             )
-        dctx = self._decompressor()
+        dctx = self._decompressor(dictionary)
         try:
             if declared and size > 0:
                 # The frame declares its size: zstd allocates exactly that and

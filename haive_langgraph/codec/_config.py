@@ -69,7 +69,7 @@ def codec_from_config(
     ============================  ==============================  ==========
     ``compression``               ``HAIVE_COMPRESSION`` (on/off)  on
     ``compression_level``         ``HAIVE_COMPRESSION_LEVEL``     3
-    ``compression_threshold``     ``HAIVE_COMPRESSION_THRESHOLD`` 512 bytes
+    ``compression_threshold``     ``HAIVE_COMPRESSION_THRESHOLD`` 64 bytes
     ``max_decompressed_size``     ``HAIVE_MAX_DECOMPRESSED_SIZE`` 64 MiB
     ``encryption_keys``           ``HAIVE_ENCRYPTION_KEYS``       none
     ``require_encryption``        ``HAIVE_REQUIRE_ENCRYPTION``    off

@@ -4,7 +4,8 @@ Layout (all frames)::
 
     magic    2 bytes   b"HV"
     version  1 byte    0x01
-    flags    1 byte    bit 0 compressed, bit 1 encrypted, other bits must be 0
+    flags    1 byte    bit 0 compressed, bit 1 encrypted, bit 2 compressed with
+                       zstd dictionary 1 (only with bit 0), other bits must be 0
     -- only when encrypted --
     kid_len  1 byte    1..32
     key id   kid_len   ASCII, [A-Za-z0-9][A-Za-z0-9._-]*
@@ -24,7 +25,8 @@ from haive_langgraph.errors import ConfigurationError, CorruptDataError
 
 FLAG_COMPRESSED = 0x01
 FLAG_ENCRYPTED = 0x02
-KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED
+FLAG_DICTIONARY = 0x04
+KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_DICTIONARY
 NONCE_BYTES = 12
 TAG_BYTES = 16
 # 32 characters at most: a 32-byte key is 43-44 base64 characters, so a key
@@ -112,6 +114,11 @@ def parse_header(frame: bytes, ctx: RowContext | None = None) -> FrameHeader:
         raise CorruptDataError(
             f"{_where(ctx)} has unknown frame flags {flags:#04x} "
             f"(known: {KNOWN_FLAGS:#04x}); it was written by a newer version or is corrupt"
+        )
+    if flags & FLAG_DICTIONARY and not flags & FLAG_COMPRESSED:
+        raise CorruptDataError(
+            f"{_where(ctx)} has frame flags {flags:#04x}: the dictionary flag without the "
+            "compressed flag; it is corrupt"
         )
     if not flags & FLAG_ENCRYPTED:
         return flags, None, b"", BASE_HEADER_BYTES

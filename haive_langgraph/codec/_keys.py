@@ -31,6 +31,7 @@ from haive_langgraph.codec._base import RowContext
 from haive_langgraph.codec._errors import KeyDestroyedError
 from haive_langgraph.codec._frame import (
     FLAG_COMPRESSED,
+    FLAG_DICTIONARY,
     KEY_ID_RULE,
     NONCE_BYTES,
     encrypted_header_prefix,
@@ -67,7 +68,15 @@ def _lp(data: bytes) -> bytes:
 class _Key:
     """One usable key: its AEAD, frame header prefixes and derived MAC keys."""
 
-    __slots__ = ("_mac_keys", "_material", "aead", "key_id", "prefix_compressed", "prefix_plain")
+    __slots__ = (
+        "_mac_keys",
+        "_material",
+        "aead",
+        "key_id",
+        "prefix_compressed",
+        "prefix_dictionary",
+        "prefix_plain",
+    )
 
     def __init__(self, key_id: str, material: bytes) -> None:
         self.key_id = key_id
@@ -77,6 +86,7 @@ class _Key:
         self.aead = AESGCM(material)
         self.prefix_plain = encrypted_header_prefix(0, key_id)
         self.prefix_compressed = encrypted_header_prefix(FLAG_COMPRESSED, key_id)
+        self.prefix_dictionary = encrypted_header_prefix(FLAG_COMPRESSED | FLAG_DICTIONARY, key_id)
         self._mac_keys: dict[str, bytes] = {}
 
     def mac_key(self, tenant_id: str) -> bytes:

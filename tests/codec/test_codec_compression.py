@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import tracemalloc
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from haive_langgraph.codec import (
     Compression,
@@ -18,7 +21,8 @@ from haive_langgraph.codec import (
     KeyRing,
     RowContext,
 )
-from haive_langgraph.errors import ConfigurationError, CorruptDataError
+from haive_langgraph.codec._dictionary import DICTIONARY_1
+from haive_langgraph.errors import ConfigurationError, CorruptDataError, DecryptionError
 
 from .codec_helpers import compressible
 
@@ -133,7 +137,7 @@ def test_authenticated_bomb_refused_too(
 def test_limit_applies_to_honest_frames(ctx: RowContext) -> None:
     writer = HaiveCodec()
     frame = writer.encode(compressible(200_000), ctx)
-    assert frame[3] == 1
+    assert frame[3] == 0x05
     reader = HaiveCodec(compression=Compression(max_decompressed_size=100_000))
     with pytest.raises(DecompressionLimitError, match="200000 bytes"):
         reader.decode(frame, ctx)
@@ -200,3 +204,68 @@ def test_disabled_compression_still_reads_compressed(ctx: RowContext) -> None:
 def test_invalid_settings(kwargs: dict[str, int]) -> None:
     with pytest.raises(ConfigurationError):
         Compression(**kwargs)  # type: ignore[arg-type]
+
+
+# -- dictionary 1 -------------------------------------------------------------
+
+
+def test_dictionary_is_frozen() -> None:
+    # Frames flagged 0x04 need exactly these bytes to expand: the digest is
+    # repeated here so that editing the dictionary (and its digest) fails.
+    assert len(DICTIONARY_1) == 1345
+    assert hashlib.sha256(DICTIONARY_1).hexdigest() == (
+        "72a19b1be228aab334c515eea986094b4755c2af86abd0f528734bde602cae7d"
+    )
+
+
+def _chat_payloads() -> list[bytes]:
+    serde = JsonPlusSerializer()
+    text = " ".join(["the", "agent", "answers", "about", "the", "thread"] * 25)
+    values = [
+        HumanMessage(content=text, id="human-1"),
+        AIMessage(content="Reply: " + text, id="ai-1"),
+        {
+            "v": 4,
+            "ts": "2026-11-24T03:32:30.831099+00:00",
+            "channel_versions": {"__start__": 2, "messages": 3, "branch:to:model": 3},
+            "versions_seen": {
+                "__input__": {},
+                "__start__": {"__start__": 1},
+                "model": {"branch:to:model": 2},
+            },
+            "updated_channels": ["messages"],
+        },
+    ]
+    return [tag.encode() + b"\x00" + data for tag, data in map(serde.dumps_typed, values)]
+
+
+def test_dictionary_shrinks_messages_and_checkpoint_bodies(ctx: RowContext) -> None:
+    with_dict = HaiveCodec()
+    without = HaiveCodec(compression=Compression(dictionary=False))
+    for payload in _chat_payloads():
+        small, plain = with_dict.encode(payload, ctx), without.encode(payload, ctx)
+        assert (small[3], plain[3]) == (0x05, 0x01)
+        assert len(small) < len(plain) - 30, (len(small), len(plain), payload[:40])
+        # Each reads the other's frames.
+        assert without.decode(small, ctx) == with_dict.decode(plain, ctx) == payload
+
+
+def test_dictionary_flag_is_checked(ring: KeyRing, ctx: RowContext) -> None:
+    payload = _chat_payloads()[1]
+    # Plaintext frames: a frame that needs the dictionary, read without it, is
+    # refused (zstd's checksum). The other way round is harmless: a frame made
+    # without the dictionary never refers to it and expands to the same bytes.
+    frame = bytearray(HaiveCodec().encode(payload, ctx))
+    frame[3] = 0x01
+    with pytest.raises(CorruptDataError, match="corrupt compressed payload") as info:
+        HaiveCodec().decode(bytes(frame), ctx)
+    assert type(info.value) is CorruptDataError
+    frame = bytearray(HaiveCodec(compression=Compression(dictionary=False)).encode(payload, ctx))
+    frame[3] = 0x05
+    assert HaiveCodec().decode(bytes(frame), ctx) == payload
+    # Encrypted frames: the flags are authenticated.
+    frame = bytearray(HaiveCodec(keyring=ring).encode(payload, ctx))
+    assert frame[3] == 0x07
+    frame[3] = 0x03
+    with pytest.raises(DecryptionError, match="failed to decrypt"):
+        HaiveCodec(keyring=ring).decode(bytes(frame), ctx)

@@ -86,7 +86,12 @@ def test_flipped_byte_without_require_encryption(encrypting: HaiveCodec, ctx: Ro
 
 def test_compression_flag_is_authenticated(encrypting: HaiveCodec, ctx: RowContext) -> None:
     frame = bytearray(encrypting.encode(compressible(4000), ctx))
-    assert frame[3] == 0x03
+    assert frame[3] == 0x07  # encrypted, compressed with dictionary 1
+    for flags in (0x02, 0x03):  # the compression flags are authenticated too
+        forged = bytearray(frame)
+        forged[3] = flags
+        with pytest.raises(DecryptionError, match="failed to decrypt with key 'k1'"):
+            encrypting.decode(bytes(forged), ctx)
     frame[3] = 0x02
     with pytest.raises(DecryptionError, match="failed to decrypt with key 'k1'"):
         encrypting.decode(bytes(frame), ctx)
@@ -139,10 +144,11 @@ def test_no_keys_configured(encrypting: HaiveCodec, ctx: RowContext) -> None:
         HaiveCodec().decode(frame, ctx)
 
 
-def test_ciphertext_reveals_no_plaintext(encrypting: HaiveCodec, ctx: RowContext) -> None:
+def test_ciphertext_reveals_no_plaintext(ring: KeyRing, ctx: RowContext) -> None:
     payload = b"the quick brown fox " * 10
-    frame = encrypting.encode(payload, ctx)
-    assert b"quick" not in frame
+    for codec in (HaiveCodec(keyring=ring), HaiveCodec(keyring=ring, compression=False)):
+        frame = codec.encode(payload, ctx)
+        assert b"quick" not in frame
     # Header: magic, version, flags, key id, nonce; then ciphertext + 16-byte tag.
     assert len(frame) == 4 + 1 + 2 + 12 + len(payload) + 16
 

@@ -31,7 +31,9 @@ def reader(request: pytest.FixtureRequest, ring: KeyRing) -> HaiveCodec:
         (b"HV\x01", "truncated"),
         (b"HV\x02\x00abc", "version 2"),
         (b"HV\x00\x00abc", "version 0"),
-        (b"HV\x01\x04abc", "unknown frame flags 0x04"),
+        (b"HV\x01\x08abc", "unknown frame flags 0x08"),
+        (b"HV\x01\x04abc", "dictionary flag without the compressed flag"),
+        (b"HV\x01\x05not zstd", "not a zstd frame"),
         (b"HV\x01\x80abc", "unknown frame flags 0x80"),
         (b"HV\x01\x02", "key id is missing"),
         (b"HV\x01\x02\x02k1" + bytes(12), "truncated"),
@@ -45,7 +47,7 @@ def test_malformed_frames(reader: HaiveCodec, ctx: RowContext, frame: bytes, mes
     expected = DecryptionError if reader.require_encryption else CorruptDataError
     with pytest.raises(expected) as info:
         reader.decode(frame, ctx)
-    if reader.require_encryption and frame == b"HV\x01\x01not zstd":
+    if reader.require_encryption and frame in (b"HV\x01\x01not zstd", b"HV\x01\x05not zstd"):
         # Well-formed header of a frame that is not encrypted: refused before
         # its body is even looked at.
         message = "plaintext row where encryption is required"
@@ -55,7 +57,7 @@ def test_malformed_frames(reader: HaiveCodec, ctx: RowContext, frame: bytes, mes
 
 def test_unknown_version_and_flags_are_corrupt_not_decryption(ctx: RowContext) -> None:
     codec = HaiveCodec()
-    for frame in (b"HV\x02\x00abc", b"HV\x01\x08abc", b"XX\x01\x00"):
+    for frame in (b"HV\x02\x00abc", b"HV\x01\x08abc", b"HV\x01\x04abc", b"XX\x01\x00"):
         with pytest.raises(CorruptDataError) as info:
             codec.decode(frame, ctx)
         assert type(info.value) is CorruptDataError
@@ -67,7 +69,8 @@ def test_every_truncation_fails(ring: KeyRing, ctx: RowContext, mode: str) -> No
         compression=mode != "encrypted", keyring=ring if mode != "compressed" else None
     )
     frame = codec.encode(compressible(2000), ctx)
-    assert frame[3] == {"compressed": 1, "encrypted": 2, "both": 3}[mode]
+    # Compressed frames use dictionary 1 (flag 0x04) by default.
+    assert frame[3] == {"compressed": 0x05, "encrypted": 0x02, "both": 0x07}[mode]
     for cut in range(len(frame)):
         with pytest.raises(CorruptDataError) as info:
             codec.decode(frame[:cut], ctx)
@@ -89,7 +92,7 @@ def test_plain_frames_have_no_length_so_only_header_truncation_is_detected(
 def test_trailing_bytes_after_compressed_payload(ctx: RowContext) -> None:
     codec = HaiveCodec()
     frame = codec.encode(compressible(3000), ctx)
-    assert frame[3] == 1
+    assert frame[3] == 0x05
     with pytest.raises(CorruptDataError, match="unused data"):
         codec.decode(frame + b"\x00", ctx)
 

@@ -19,10 +19,11 @@ from haive_langgraph.codec import (
     default_codec,
     frame_key_id,
 )
+from haive_langgraph.codec._compression import DEFAULT_THRESHOLD
 
 from .codec_helpers import compressible, incompressible
 
-SIZES = [0, 1, 511, 512, 513, 4096, 1 << 20]
+SIZES = [0, 1, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD + 1, 511, 512, 4096, 1 << 20]
 
 
 @pytest.fixture(params=[False, True], ids=["uncompressed", "compressed"])
@@ -48,21 +49,25 @@ def test_round_trip(codec: HaiveCodec, ctx: RowContext, size: int, make: object)
     encrypted = codec.keyring is not None
     assert bool(flags & 0x02) == encrypted
     should_compress = (
-        codec.compression.enabled and size > 512 and make is compressible
+        codec.compression.enabled and size > DEFAULT_THRESHOLD and make is compressible
     )  # random bytes never shrink, so they stay uncompressed
     assert bool(flags & 0x01) == should_compress
-    if should_compress:
-        assert len(frame) < size
+    assert bool(flags & 0x04) == should_compress  # dictionary 1 is on by default
+    if should_compress:  # smaller than the same frame uncompressed
+        assert len(frame) < len(
+            HaiveCodec(compression=False, keyring=codec.keyring).encode(payload, ctx)
+        )
     assert frame_key_id(frame) == ("k1" if encrypted else None)
 
 
 def test_threshold_boundary() -> None:
     codec = HaiveCodec()
     ctx = RowContext("", "s", Kind.BLOB, "k")
-    assert codec.encode(b"a" * 512, ctx)[3] == 0
-    assert codec.encode(b"a" * 513, ctx)[3] == 1
+    at = DEFAULT_THRESHOLD
+    assert codec.encode(b"a" * at, ctx)[3] == 0
+    assert codec.encode(b"a" * (at + 1), ctx)[3] == 0x05
     custom = HaiveCodec(compression=Compression(threshold=0, level=19))
-    assert custom.encode(b"a" * 64, ctx)[3] == 1
+    assert custom.encode(b"a" * 64, ctx)[3] == 0x05
     assert custom.decode(custom.encode(b"a" * 64, ctx), ctx) == b"a" * 64
 
 

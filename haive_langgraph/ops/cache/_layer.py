@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
@@ -28,6 +29,56 @@ from haive_langgraph.ops.cache._levels import (
     secret_from_codec,
 )
 from haive_langgraph.ops.cache._store import CachedStore
+
+T = TypeVar("T")
+
+# A read is written once, as a generator that yields requests and receives
+# their results (or gets their exception thrown in, so its own ``except``
+# around a Redis call catches it and a loader's exception passes through);
+# ``CacheLayer._run`` performs them with the sync Redis client and loader,
+# ``CacheLayer._arun`` with the async ones (as ``haive_langgraph.db`` does
+# for SQL steps).
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    """Call the loader with ``args``; receives what it returns."""
+
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _RedisRead:
+    """``RedisCache.read``; receives ``(version, epoch, value or None)``."""
+
+    group: str
+    sub: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RedisWrite:
+    """``RedisCache.write``; receives whether the entry was stored."""
+
+    group: str
+    sub: str
+    ver: str
+    epoch: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _RedisCurrent:
+    """``RedisCache.current``; receives the group's ``(version, epoch)``."""
+
+    group: str
+
+
+_Request = _Load | _RedisRead | _RedisWrite | _RedisCurrent
+"""What a read yields: one of the requests above."""
+
+_Op = Generator[_Request, Any, T]
+
+_LOAD = _Load()
 
 
 class CacheLayer:
@@ -203,43 +254,10 @@ class CacheLayer:
 
         ``refresh`` loads without looking (a read-back after a write).
         """
-        shared = self._shared_ok()
-        if shared and not refresh:
-            value = self._from_memory(group, sub, fmt)
-            if value is not _MISSING:
-                return fmt.copy(value)
-        tokens = self._tokens(group)
-        seen: tuple[str, str] | None = None
-        if self.redis is not None and shared:
-            try:
-                ver, epoch, data = self.redis.read(group, sub)
-                seen = (ver, epoch) if ver else None
-                if data is not None and not refresh and self.redis.usable():
-                    value = self._decode(group, sub, data, fmt)
-                    if value is not _MISSING:
-                        self._metrics.hits[self.redis.name] += 1
-                        self._fill_memory(group, sub, value, len(data), tokens)
-                        return fmt.copy(value)
-            except self._redis_errors() as exc:
-                self.redis._error(exc, "read")
-                seen = None
-        if refresh:
-            self._metrics.refreshes += 1
-        else:
-            self._metrics.misses += 1
-        value = load()
-        data = fmt.dumps(value)
-        if shared or self.redis is None:
-            self._fill_memory(group, sub, value, len(data), tokens)
-        if self.redis is not None and seen is not None:
-            try:
-                if self.redis.write(group, sub, seen[0], seen[1], data):
-                    self._metrics.fills += 1
-                else:
-                    self._metrics.stale_fills_refused += 1
-            except self._redis_errors() as exc:
-                self.redis._error(exc, "write")
-        return fmt.copy(value)
+        shared, hit = self._memory_first(group, sub, fmt, refresh)
+        if hit is not None:
+            return hit[0]
+        return self._run(self._read(group, sub, fmt, refresh, shared), load)
 
     async def aread(
         self,
@@ -250,16 +268,36 @@ class CacheLayer:
         *,
         refresh: bool = False,
     ) -> V:
+        shared, hit = self._memory_first(group, sub, fmt, refresh)
+        if hit is not None:
+            return hit[0]
+        return await self._arun(self._read(group, sub, fmt, refresh, shared), load)
+
+    def _memory_first(
+        self, group: str, sub: str, fmt: _Format[V], refresh: bool
+    ) -> tuple[bool, tuple[V] | None]:
+        """The first step of a read: (whether cached entries may be served, ``(a copy
+        of the value,)`` if memory has it).
+
+        Kept out of :meth:`_read` because a memory hit is the hot path: running
+        a generator for it made a cached ``get_tuple`` ~12% slower (7.4 vs 6.6 µs).
+        """
         shared = self._shared_ok()
         if shared and not refresh:
             value = self._from_memory(group, sub, fmt)
             if value is not _MISSING:
-                return fmt.copy(value)
+                return shared, (fmt.copy(value),)
+        return shared, None
+
+    def _read(self, group: str, sub: str, fmt: _Format[V], refresh: bool, shared: bool) -> _Op[V]:
+        """The rest of :meth:`read` after a memory miss, as a sans-I/O generator (see
+        :data:`_Request`)."""
+        # Taken before the Redis read: a fill racing an invalidation is refused.
         tokens = self._tokens(group)
         seen: tuple[str, str] | None = None
         if self.redis is not None and shared:
             try:
-                ver, epoch, data = await self.redis.aread(group, sub)
+                ver, epoch, data = yield _RedisRead(group, sub)
                 seen = (ver, epoch) if ver else None
                 if data is not None and not refresh and self.redis.usable():
                     value = self._decode(group, sub, data, fmt)
@@ -270,17 +308,14 @@ class CacheLayer:
             except self._redis_errors() as exc:
                 self.redis._error(exc, "read")
                 seen = None
-        if refresh:
-            self._metrics.refreshes += 1
-        else:
-            self._metrics.misses += 1
-        value = await load()
+        self._count_miss(refresh)
+        value = yield _LOAD
         data = fmt.dumps(value)
         if shared or self.redis is None:
             self._fill_memory(group, sub, value, len(data), tokens)
         if self.redis is not None and seen is not None:
             try:
-                if await self.redis.awrite(group, sub, seen[0], seen[1], data):
+                if (yield _RedisWrite(group, sub, seen[0], seen[1], data)):
                     self._metrics.fills += 1
                 else:
                     self._metrics.stale_fills_refused += 1
@@ -298,8 +333,8 @@ class CacheLayer:
 
     def _candidate(
         self, group: str, fmt: _Format[Any], refresh: bool
-    ) -> tuple[str | None, Any, tuple[str, str] | None]:
-        """(level, cached (token, value), Redis (version, epoch) seen) before a sync read."""
+    ) -> _Op[tuple[str | None, Any, tuple[str, str] | None]]:
+        """(level, cached (token, value), Redis (version, epoch) seen) before a read."""
         if refresh:
             return None, None, None
         for memory in self.memory:
@@ -310,31 +345,7 @@ class CacheLayer:
         if redis is None or not redis._connected:
             return None, None, None
         try:
-            ver, epoch, data = redis.read(group, "")
-        except self._redis_errors() as exc:
-            redis._error(exc, "read")
-            return None, None, None
-        seen = (ver, epoch) if ver else None
-        if data is not None:
-            value = self._decode(group, "", data, fmt)
-            if value is not _MISSING:
-                return redis.name, value, seen
-        return None, None, seen
-
-    async def _acandidate(
-        self, group: str, fmt: _Format[Any], refresh: bool
-    ) -> tuple[str | None, Any, tuple[str, str] | None]:
-        if refresh:
-            return None, None, None
-        for memory in self.memory:
-            value = memory.get(group, "")
-            if value is not _MISSING:
-                return memory.name, value, None
-        redis = self.redis
-        if redis is None or not redis._connected:
-            return None, None, None
-        try:
-            ver, epoch, data = await redis.aread(group, "")
+            ver, epoch, data = yield _RedisRead(group, "")
         except self._redis_errors() as exc:
             redis._error(exc, "read")
             return None, None, None
@@ -402,21 +413,7 @@ class CacheLayer:
         ``token`` otherwise, ``(None, None)`` when there is nothing. Returns
         the ``(token, value)`` entry, or ``None``.
         """
-        tokens = self._tokens(group)
-        level, cached, seen = self._candidate(group, fmt, refresh)
-        loaded = load(cached[0] if cached is not None else None)
-        entry, hit = self._settle(group, level, cached, loaded, tokens, refresh)
-        redis = self.redis
-        if entry is not None and not hit and redis is not None and redis._connected:
-            try:
-                if seen is None:
-                    seen = redis.current(group)
-                data = self._redis_entry(entry, fmt)
-                if data is not None and redis.write(group, "", seen[0], seen[1], data):
-                    self._metrics.fills += 1
-            except self._redis_errors() as exc:
-                redis._error(exc, "write")
-        return fmt.copy(entry) if entry is not None else None
+        return self._run(self._read_versioned(group, fmt, refresh), load)
 
     async def aread_versioned(
         self,
@@ -426,17 +423,21 @@ class CacheLayer:
         *,
         refresh: bool = False,
     ) -> Any:
+        return await self._arun(self._read_versioned(group, fmt, refresh), load)
+
+    def _read_versioned(self, group: str, fmt: _Format[Any], refresh: bool) -> _Op[Any]:
+        """:meth:`read_versioned` as a sans-I/O generator (see :data:`_Request`)."""
         tokens = self._tokens(group)
-        level, cached, seen = await self._acandidate(group, fmt, refresh)
-        loaded = await load(cached[0] if cached is not None else None)
+        level, cached, seen = yield from self._candidate(group, fmt, refresh)
+        loaded = yield _Load((cached[0] if cached is not None else None,))
         entry, hit = self._settle(group, level, cached, loaded, tokens, refresh)
         redis = self.redis
         if entry is not None and not hit and redis is not None and redis._connected:
             try:
                 if seen is None:
-                    seen = await redis.acurrent(group)
+                    seen = yield _RedisCurrent(group)
                 data = self._redis_entry(entry, fmt)
-                if data is not None and await redis.awrite(group, "", seen[0], seen[1], data):
+                if data is not None and (yield _RedisWrite(group, "", seen[0], seen[1], data)):
                     self._metrics.fills += 1
             except self._redis_errors() as exc:
                 redis._error(exc, "write")
@@ -474,6 +475,60 @@ class CacheLayer:
         if self.redis is None:
             return ()
         return (self.redis._redis.RedisError, OSError)
+
+    # -- the two drivers ----------------------------------------------------------------
+
+    def _run(self, op: _Op[T], load: Callable[..., Any]) -> T:
+        """Drive ``op`` to completion with the sync Redis client and ``load``."""
+        try:
+            request = next(op)
+            while True:
+                try:
+                    result = self._perform(request, load)
+                except BaseException as exc:
+                    request = op.throw(exc)
+                else:
+                    request = op.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _perform(self, request: _Request, load: Callable[..., Any]) -> Any:
+        if isinstance(request, _Load):
+            return load(*request.args)
+        redis = self.redis
+        assert redis is not None  # reads ask Redis only when there is one
+        if isinstance(request, _RedisRead):
+            return redis.read(request.group, request.sub)
+        if isinstance(request, _RedisWrite):
+            return redis.write(request.group, request.sub, request.ver, request.epoch, request.data)
+        return redis.current(request.group)
+
+    async def _arun(self, op: _Op[T], load: Callable[..., Awaitable[Any]]) -> T:
+        """Drive ``op`` to completion with the async Redis client and ``load``."""
+        try:
+            request = next(op)
+            while True:
+                try:
+                    result = await self._aperform(request, load)
+                except BaseException as exc:
+                    request = op.throw(exc)
+                else:
+                    request = op.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _aperform(self, request: _Request, load: Callable[..., Awaitable[Any]]) -> Any:
+        if isinstance(request, _Load):
+            return await load(*request.args)
+        redis = self.redis
+        assert redis is not None  # reads ask Redis only when there is one
+        if isinstance(request, _RedisRead):
+            return await redis.aread(request.group, request.sub)
+        if isinstance(request, _RedisWrite):
+            return await redis.awrite(
+                request.group, request.sub, request.ver, request.epoch, request.data
+            )
+        return await redis.acurrent(request.group)
 
     # -- writes -------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from haive_langgraph.db import (
     validate_identifier,
 )
 from haive_langgraph.db._connections import AsyncConn, SyncConn
-from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.memory._history_codec import DEFAULT_MAX_MESSAGE_BYTES
 from haive_langgraph.memory._history_ops import Call, HistoryOps, translate
 from haive_langgraph.memory._history_sql import COMPONENT
@@ -50,11 +50,9 @@ def make_ops(
     schema_name = validate_identifier(
         config.schema_name if schema is None else schema, what="schema name"
     )
-    tenant = config.tenant_id if tenant_id is None else tenant_id
-    if not isinstance(tenant, str):
-        raise ConfigurationError(f"tenant_id must be a string, got {type(tenant).__name__}")
-    if "\x00" in tenant:
-        raise ConfigurationError(f"tenant_id {tenant!r} contains a NUL character")
+    tenant = validate_tenant_id(
+        config.tenant_id if tenant_id is None else tenant_id, allow_default=True
+    )
     ops = HistoryOps(
         schema=schema_name,
         tenant_id=tenant,

@@ -34,6 +34,7 @@ from haive_langgraph.errors import (
 from haive_langgraph.memory import (
     AsyncChatHistoryFactory,
     AsyncPostgresChatMessageHistory,
+    ConversationStore,
     InvalidMessageError,
     MessageTooLargeError,
     PostgresChatMessageHistory,
@@ -200,6 +201,26 @@ def test_sync_history_api_and_setter(migrated: str) -> None:
         sid,
     )
     assert owner == [("u-1", "bot")]
+
+
+@pytest.mark.parametrize(
+    ("tenant", "message"),
+    [
+        (7, "tenant_id must be a plain str, got int"),
+        ("a\x00b", "contains a control character"),
+        ("a\nb", "contains a control character"),
+        ("t" * 256, "256 characters long"),
+    ],
+)
+def test_bad_tenant_ids_are_refused_as_by_every_component(
+    migrated: str, tenant: object, message: str
+) -> None:
+    # The same rule as the store's and the checkpointer's (db._tenancy).
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        with pytest.raises(ConfigurationError, match=message):
+            PostgresChatMessageHistory(new_id("s"), conn, tenant_id=tenant)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match=message):
+            ConversationStore(conn, tenant_id=tenant)  # type: ignore[arg-type]
 
 
 def test_lent_connection_must_be_autocommit_and_is_never_committed(migrated: str) -> None:

@@ -52,7 +52,7 @@ from haive_langgraph.checkpointers._values import (
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.db import PersistenceConfig, validate_identifier
-from haive_langgraph.db._tenancy import TenantScope
+from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
@@ -135,7 +135,9 @@ def text_id(value: Any, what: str) -> str:
             f"{what} {text[:40]!r}... is {len(text.encode('utf-8', 'surrogatepass'))} bytes "
             f"long; at most {MAX_ID_BYTES} bytes (UTF-8) are allowed"
         )
-    if any("\ud800" <= c <= "\udfff" for c in text):
+    # Every put checks 2 ids and put_writes 5 or more: isascii() (one C pass)
+    # spares the usual ASCII id the character loop (36 chars: 2.6 us against 0.14 us).
+    if not text.isascii() and any("\ud800" <= c <= "\udfff" for c in text):
         raise ConfigurationError(f"{what} {text[:80]!r} contains a lone surrogate (not UTF-8)")
     return text
 
@@ -202,10 +204,9 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         self.schema = validate_identifier(
             self.config.schema_name if schema is None else schema, what="schema name"
         )
-        tenant = self.config.tenant_id if tenant_id is None else tenant_id
-        if not isinstance(tenant, str):
-            raise ConfigurationError(f"tenant_id must be a string, got {type(tenant).__name__}")
-        self.tenant_id = text_id(tenant, "tenant_id")
+        self.tenant_id = validate_tenant_id(
+            self.config.tenant_id if tenant_id is None else tenant_id, allow_default=True
+        )
         if codec is not None and (
             compression is not None or keyring is not None or require_encryption is not None
         ):

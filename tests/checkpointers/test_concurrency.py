@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from haive_langgraph._demo import chat_graph
@@ -130,3 +131,43 @@ def _one(step: Any) -> Any:
 
 def _config(thread_id: str) -> Any:
     return {"configurable": {"thread_id": thread_id}}
+
+
+def test_writes_of_the_same_new_values_in_opposite_orders_do_not_deadlock(dsn: str) -> None:
+    # Two tasks of one step write the same new values, in opposite orders, at
+    # the same moment: each statement inserts every value's row, so without
+    # one insertion order they wait for each other (a deadlock).
+    with ConnectionPool(
+        dsn, min_size=2, max_size=2, kwargs={"autocommit": True}, open=True
+    ) as pool:
+        saver = PostgresCheckpointer(pool)
+        saver.setup()
+        thread_id = f"dl-{uuid.uuid4().hex[:6]}"
+        config = saver.put(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}},
+            empty_checkpoint(),
+            {"source": "input", "step": -1, "parents": {}},
+            {},
+        )
+        errors: list[BaseException] = []
+        rounds, width = 20, 100
+        barrier = threading.Barrier(2)
+
+        def writer(task: int) -> None:
+            for r in range(rounds):
+                barrier.wait()
+                values = [f"round {r} value {i} {thread_id}" for i in range(width)]
+                writes = [(f"c{i}", v) for i, v in enumerate(values)]
+                try:
+                    saver.put_writes(config, writes if task == 0 else writes[::-1], f"t{r}-{task}")
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(task,)) for task in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        tup = saver.get_tuple(config)
+        assert tup is not None and len(tup.pending_writes) == 2 * rounds * width

@@ -143,12 +143,16 @@ def test_schema_must_be_a_plain_identifier(dsn: str, schema: str) -> None:
         PostgresCheckpointer(conn, schema=schema)
 
 
-def test_tenant_must_be_a_string(dsn: str) -> None:
+def test_tenant_ids_follow_the_shared_rule(dsn: str) -> None:
+    # The same rule as the store's and the chat histories' (db._tenancy).
     with psycopg.connect(dsn, autocommit=True) as conn:
-        with pytest.raises(ConfigurationError, match="tenant_id must be a string"):
+        with pytest.raises(ConfigurationError, match="tenant_id must be a plain str"):
             PostgresCheckpointer(conn, tenant_id=42)  # type: ignore[arg-type]
-        with pytest.raises(ConfigurationError, match="NUL"):
-            PostgresCheckpointer(conn, tenant_id="a\x00b")
+        for bad in ("a\x00b", "a\tb"):
+            with pytest.raises(ConfigurationError, match="control character"):
+                PostgresCheckpointer(conn, tenant_id=bad)
+        with pytest.raises(ConfigurationError, match="256 characters long"):
+            PostgresCheckpointer(conn, tenant_id="t" * 256)
 
 
 async def test_sync_call_on_the_event_loop_thread_is_refused(async_saver: Any) -> None:

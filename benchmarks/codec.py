@@ -10,7 +10,10 @@ the ratios the codec issue sets targets for:
 * compression shrinks stored message bytes >= 2x on chat text;
 * encryption + compression costs <= 10% of invokes/s.
 
-    python benchmarks/codec.py [--threads 5] [--turns 40] [--rounds 3]
+    python benchmarks/codec.py [--threads 5] [--turns 40] [--rounds 3] [--text small]
+
+Message text as in ``checkpointer.py``: English-like by default (compresses
+like English prose), ``--text small`` for its 37-word vocabulary.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg
 from _common import database_bytes, fresh_database, human_bytes, print_table, server
-from checkpointer import run_workload
+from checkpointer import Text, run_workload
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from langgraph.checkpoint.serde.base import CipherProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
@@ -110,14 +113,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=5)
     parser.add_argument("--turns", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--text", choices=["english", "small"], default="english")
     args = parser.parse_args()
+    text = Text(args.text)
     best: dict[str, dict[str, float]] = {}
     with server() as srv:
         for _ in range(args.rounds):
             for name, factory in VARIANTS:
                 with fresh_database(srv, "codec") as dsn, factory(dsn) as saver:
                     res = run_workload(
-                        saver, delta=False, threads=args.threads, turns=args.turns, name=name
+                        saver,
+                        delta=False,
+                        threads=args.threads,
+                        turns=args.turns,
+                        name=name,
+                        text=text,
                     )
                     row = best.setdefault(name, {"ips": 0.0})
                     row["ips"] = max(row["ips"], res.invokes_per_s)
@@ -135,7 +145,8 @@ def main() -> None:
         for name, r in best.items()
     ]
     print_table(
-        f"Chat graph, {args.threads} threads x {args.turns} turns (best of {args.rounds})",
+        f"Chat graph, {args.threads} threads x {args.turns} turns, {args.text} text "
+        f"(best of {args.rounds})",
         ["variant", "invokes/s", "vs haive plain", "db bytes", "stored value bytes"],
         rows,
     )

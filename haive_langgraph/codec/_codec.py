@@ -33,10 +33,11 @@ class HaiveCodec:
     """Frames, compresses (zstd) and encrypts (AES-256-GCM) stored values.
 
     Encoding compresses payloads above the threshold when that makes them
-    smaller (with zstd dictionary 1 unless turned off), then, with a key ring, encrypts with the row's tenant key (or
-    the global primary key). The associated data binds each ciphertext to
-    its frame header and its row (tenant, scope, namespace, kind, key), so a
-    frame altered or copied to another row fails to decrypt.
+    smaller (with zstd dictionary 1 unless turned off), then, with a key
+    ring, encrypts with the row's tenant key (or the global primary key).
+    The associated data binds each ciphertext to its frame header and its row
+    (tenant, scope, namespace, kind, key), so a frame altered or copied to
+    another row fails to decrypt.
 
     Decoding reads every frame version-1 layout (plain, compressed,
     encrypted, both) and rejects anything else with

@@ -40,6 +40,7 @@ TENANT_PREDICATE = f"tenant_id = nullif(current_setting('{TENANT_SETTING}', true
 
 MAX_TENANT_ID_LENGTH = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def tenant_policy_statements(table: str) -> tuple[str, ...]:
@@ -116,7 +117,7 @@ def validate_tenant_id(value: object, *, allow_default: bool = False) -> str:
     """Return ``value`` if it is a plain tenant id, else raise.
 
     A plain tenant id is a ``str`` (not a subclass), 1-255 characters, with no
-    control characters. ``""`` (the default tenant of single-tenant
+    control characters and no lone surrogates (PostgreSQL stores UTF-8). ``""`` (the default tenant of single-tenant
     deployments) is accepted only with ``allow_default``.
 
     Raises:
@@ -136,4 +137,6 @@ def validate_tenant_id(value: object, *, allow_default: bool = False) -> str:
         )
     if _CONTROL.search(value):
         raise ConfigurationError(f"tenant_id {value!r} contains a control character")
+    if not value.isascii() and _SURROGATE.search(value):
+        raise ConfigurationError(f"tenant_id {value!r} contains a lone surrogate (not UTF-8)")
     return value

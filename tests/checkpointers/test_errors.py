@@ -153,6 +153,8 @@ def test_tenant_ids_follow_the_shared_rule(dsn: str) -> None:
                 PostgresCheckpointer(conn, tenant_id=bad)
         with pytest.raises(ConfigurationError, match="256 characters long"):
             PostgresCheckpointer(conn, tenant_id="t" * 256)
+        with pytest.raises(ConfigurationError, match="lone surrogate"):
+            PostgresCheckpointer(conn, tenant_id="a\ud800")
 
 
 async def test_sync_call_on_the_event_loop_thread_is_refused(async_saver: Any) -> None:

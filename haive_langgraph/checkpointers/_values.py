@@ -881,6 +881,10 @@ class MissingValueError(LookupError):
 Where = tuple[Any, ...]
 
 
+def _nth(where: str | Where, j: int) -> str:
+    return f"{_text(where)}, item {j}"
+
+
 def _text(where: str | Where) -> str:
     if isinstance(where, str):
         return where
@@ -975,8 +979,8 @@ def decode_row(
             else:
                 keys = per_list[i][0]
                 items = [
-                    decoder.value(family, k, d, where)
-                    for k, d in zip(keys, per_list[i][1], strict=True)
+                    decoder.value(family, k, d, (_nth, where, j))
+                    for j, (k, d) in enumerate(zip(keys, per_list[i][1], strict=True))
                 ]
             if len(keys) != length:
                 raise CorruptDataError(

@@ -86,6 +86,33 @@ async def test_corrupt_stored_value_names_thread_checkpoint_and_channel(
     assert "'messages'" in message
 
 
+@pytest.mark.parametrize("body", [b"\xc1", b"\x92\x01", b"\xd9\x05ab"])
+async def test_a_corrupt_list_item_is_named_by_its_position(
+    cp: Driver, dsn: str, body: bytes
+) -> None:
+    # A bad list item gets an error naming its position in the list, read
+    # alone (get_tuple) or in a history listing; nothing of it is returned.
+    graph = cp.compile(chat_graph())
+    tid = f"item-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": tid}}
+    for text in ("one", "two"):
+        await cp.invoke(graph, {"messages": [HumanMessage(content=text)]}, config)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE haive.blobs SET data = %s WHERE family_id = %s AND key = ("
+            " SELECT key FROM haive.lineage_items WHERE family_id = %s AND seq = 2)",
+            (b"HV\x01\x00msgpack\x00" + body, tid, tid),
+        )
+        fresh = PostgresCheckpointer(conn)
+        with pytest.raises(CorruptDataError) as info:
+            fresh.get_tuple(config)
+        with pytest.raises(CorruptDataError) as listed:
+            list(fresh.list(config, limit=1))
+    for error in (info.value, listed.value):
+        assert "item 2" in str(error), str(error)
+        assert repr(tid) in str(error) or tid in str(error)
+
+
 async def test_missing_thread_id_is_langgraphs_usual_error(cp: Driver) -> None:
     graph = cp.compile(chat_graph())
     with pytest.raises(ValueError, match="thread_id"):

@@ -454,7 +454,7 @@ def plan_put(
     )
     if encrypt_metadata:
         meta = seal_metadata(meta, encrypt_metadata, codec, tenant, family, ns, checkpoint["id"])
-        meta_text = json.dumps(meta)
+        meta_text = _STRICT_JSON.encode(meta)
     run_id = meta.get("run_id")
     tags = tags_of(meta.get("tags"))
     check = [k for k in dict.fromkeys(check_keys) if k not in enc.seen]

@@ -167,7 +167,9 @@ def get_op(
         "known_l": BigintArray(k[0] for k in known[1]) if known else BigintArray(),
         "known_n": IntArray(k[1] for k in known[1]) if known else IntArray(),
     }
-    row = yield Step(st.get_checkpoint if cid else st.get_latest_checkpoint, params, fetch="one")
+    row = yield Step(
+        st.get_checkpoint if cid else st.get_latest_checkpoint, params, fetch="one", prepare=True
+    )
     return Row.from_tuple(row) if row is not None else None
 
 
@@ -316,11 +318,16 @@ def put_op(st: Statements, params: dict[str, Any]) -> Op[None]:
         )
         if params[param]
     )
-    yield Step(st.put_checkpoint(parts), params, fetch="none")
+    yield Step(st.put_checkpoint(parts), params, fetch="none", prepare=True)
 
 
 def put_writes_op(st: Statements, params: dict[str, Any], replace: bool) -> Op[None]:
-    yield Step(st.put_writes_replace if replace else st.put_writes_keep, params, fetch="none")
+    yield Step(
+        st.put_writes_replace if replace else st.put_writes_keep,
+        params,
+        fetch="none",
+        prepare=True,
+    )
 
 
 # -- maintenance (run each inside one transaction) ----------------------------

@@ -40,7 +40,12 @@ class Step:
         fetch: ``"all"`` sends back a list of rows, ``"one"`` a row or None,
             ``"rowcount"`` the number of affected rows, ``"none"`` None.
         prepare: ``False`` to never prepare the statement server-side (for
-            statements whose best plan depends on their array parameters).
+            statements whose best plan depends on their array parameters);
+            ``True`` to prepare it at its first run on a connection instead
+            of after psycopg's ``prepare_threshold`` plain runs (for the
+            statements of every graph step). A connection with
+            ``prepare_threshold=None`` (a transaction pooler) prepares
+            nothing either way.
     """
 
     query: Query

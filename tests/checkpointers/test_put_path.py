@@ -14,7 +14,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 
-from haive_langgraph.checkpointers import PostgresCheckpointer
+from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.checkpointers._values import metadata_text
 from haive_langgraph.db._arrays import BigintArray, BoolArray, ByteaArray, IntArray, TextArray
 from haive_langgraph.errors import SerializationError
@@ -127,3 +127,60 @@ async def test_metadata_is_stored_as_given(cp: Driver) -> None:
     saved = await cp.call("put", config, messages_checkpoint([], 1), meta, {"messages": 1})
     tup = await cp.call("get_tuple", saved)
     assert {k: tup.metadata[k] for k in meta} == meta
+
+
+def _prepared_statements(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+    return [str(r[0]) for r in rows]
+
+
+async def _hot_calls(saver: Any) -> None:
+    """One put, one put_writes and one get_tuple, as the first calls of a connection."""
+    config = {"configurable": {"thread_id": f"prep-{uuid.uuid4().hex[:8]}", "checkpoint_ns": ""}}
+    checkpoint = messages_checkpoint([HumanMessage(content="hi", id="h1")], 1)
+    meta = {"source": "loop", "step": 0}
+
+    async def call(method: str, *args: Any) -> Any:
+        if isinstance(saver, AsyncPostgresCheckpointer):
+            return await getattr(saver, f"a{method}")(*args)
+        return await asyncio.to_thread(getattr(saver, method), *args)
+
+    saved = await call("put", config, checkpoint, meta, {"messages": 1})
+    await call("put_writes", saved, [("messages", [AIMessage(content="hello", id="a1")])], "task")
+    assert (await call("get_tuple", saved)) is not None
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("threshold", [5, None], ids=["direct", "pooler"])
+async def test_every_step_statements_are_prepared_by_their_first_call(
+    dsn: str, kind: str, threshold: int | None
+) -> None:
+    """put, put_writes and get_tuple are prepared at once, not after psycopg's 5 plain runs.
+
+    Each of a pool's connections would otherwise parse and plan them 5 times
+    before preparing them. With ``prepare_threshold=None`` (a transaction
+    pooler) nothing is prepared.
+    """
+    if kind == "sync":
+        with psycopg.connect(dsn, autocommit=True, prepare_threshold=threshold) as conn:
+            saver: Any = PostgresCheckpointer(conn)
+            await asyncio.to_thread(saver.setup)
+            await _hot_calls(saver)
+            prepared = _prepared_statements(conn)
+    else:
+        async with await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, prepare_threshold=threshold
+        ) as aconn:
+            saver = AsyncPostgresCheckpointer(aconn)
+            await saver.setup()
+            await _hot_calls(saver)
+            rows = await aconn.execute(
+                "SELECT statement FROM pg_prepared_statements", prepare=False
+            )
+            prepared = [str(r[0]) for r in await rows.fetchall()]
+    if threshold is None:
+        assert prepared == []
+        return
+    assert any(re.search(r"INSERT INTO \S+\.checkpoints", s) for s in prepared), prepared
+    assert any(re.search(r"INSERT INTO \S+\.writes", s) for s in prepared), prepared
+    assert any(re.search(r"FROM \S+\.lineage_items AS li", s) for s in prepared), prepared

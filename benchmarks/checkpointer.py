@@ -10,6 +10,12 @@ Reported per variant: invokes/s, ``get_state`` p50, the time to list a
 thread's full history (``get_state_history``), database bytes, and the
 ratios the core issue sets targets for.
 
+Two more variants bound what any durable saver can reach (see
+``DurableFloor``): ``InMemorySaver`` plus one committed one-row INSERT per
+``put``/``put_writes`` and one one-row SELECT per ``get_tuple``, with and
+without serialisation. Their invokes/s against ``InMemorySaver`` is the
+ceiling of that ratio on the machine the benchmark runs on.
+
     python benchmarks/checkpointer.py                # 5 threads x 20 and x 80 turns
     python benchmarks/checkpointer.py --turns 80 --threads 5 --rounds 5
     python benchmarks/checkpointer.py --text small   # the 37-word vocabulary
@@ -222,6 +228,65 @@ def langgraph_postgres(dsn: str) -> Iterator[BaseCheckpointSaver[Any]]:
         yield saver
 
 
+class _PassThrough:
+    """A serializer that stores the objects themselves (no encoding at all)."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, Any]:
+        return "object", obj
+
+    def loads_typed(self, data: tuple[str, Any]) -> Any:
+        return data[1]
+
+
+class DurableFloor(InMemorySaver):
+    """``InMemorySaver`` plus the least a durable saver must add to it.
+
+    Each ``put`` and ``put_writes`` also commits a one-row INSERT, and each
+    ``get_tuple`` first runs a one-row SELECT, on pooled prepared
+    connections: the round trips and commits any PostgreSQL saver makes,
+    with nothing of the state in them. No durable saver can be faster, so its
+    invokes/s against ``InMemorySaver`` is the ceiling of that ratio on this
+    machine. With ``serialize=False`` it also skips serialisation (the
+    objects themselves are kept): the ceiling for a saver that had no
+    encoding or decoding cost at all.
+    """
+
+    def __init__(self, pool: Any, *, serialize: bool) -> None:
+        super().__init__(serde=None if serialize else _PassThrough())  # type: ignore[arg-type]
+        self.pool = pool
+
+    def _commit(self) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO floor_commits VALUES (1)", prepare=True)
+
+    def get_tuple(self, config: Any) -> Any:
+        with self.pool.connection() as conn:
+            conn.execute("SELECT 1", prepare=True).fetchone()
+        return super().get_tuple(config)
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        config = super().put(*args, **kwargs)
+        self._commit()
+        return config
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        super().put_writes(*args, **kwargs)
+        self._commit()
+
+
+def durable_floor(serialize: bool) -> Variant:
+    @contextmanager
+    def factory(dsn: str) -> Iterator[BaseCheckpointSaver[Any]]:
+        from psycopg_pool import ConnectionPool
+
+        with ConnectionPool(dsn, max_size=10, kwargs={"autocommit": True}) as pool:
+            with pool.connection() as conn:
+                conn.execute("CREATE TABLE floor_commits (x int)")
+            yield DurableFloor(pool, serialize=serialize)
+
+    return factory
+
+
 @contextmanager
 def haive(dsn: str) -> Iterator[BaseCheckpointSaver[Any]]:
     from haive_langgraph.checkpointers import PostgresCheckpointer
@@ -231,12 +296,18 @@ def haive(dsn: str) -> Iterator[BaseCheckpointSaver[Any]]:
         yield saver
 
 
+FLOOR = "floor: InMemory + 1 commit/call"
+FLOOR_NO_SERDE = "floor, no serialisation"
+
 VARIANTS: list[tuple[str, Variant, bool, bool]] = [
     # name, factory, uses DeltaChannel state, stores in the database
     ("InMemorySaver", inmemory, False, False),
     ("PostgresSaver", langgraph_postgres, False, True),
     ("PostgresSaver+DeltaChannel", langgraph_postgres, True, True),
     ("haive PostgresCheckpointer", haive, False, True),
+    # The ceiling of invokes/s for any durable saver (see DurableFloor).
+    (FLOOR, durable_floor(serialize=True), False, False),
+    (FLOOR_NO_SERDE, durable_floor(serialize=False), False, False),
 ]
 
 
@@ -303,6 +374,10 @@ def report(threads: int, turns: int, results: dict[str, Result]) -> None:
         "\nratios (haive vs reference):"
         f"\n  invokes/s vs InMemorySaver           {ours.invokes_per_s / mem.invokes_per_s:.2f}x"
         + target(">= 0.75x")
+        + "\n  the ceiling of that ratio for a durable saver (floor variants):"
+        + f"\n    InMemorySaver + 1 commit per call  {results[FLOOR].invokes_per_s / mem.invokes_per_s:.2f}x"
+        + f"\n    the same without serialisation     "
+        f"{results[FLOOR_NO_SERDE].invokes_per_s / mem.invokes_per_s:.2f}x"
         + f"\n  db bytes PostgresSaver / haive       {pg.db_bytes / ours.db_bytes:.1f}x"
         + target(">= 10x at 80 turns", at80)
         + f"\n  db bytes DeltaChannel / haive        {delta.db_bytes / ours.db_bytes:.2f}x"

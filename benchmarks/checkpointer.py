@@ -243,12 +243,14 @@ class DurableFloor(InMemorySaver):
 
     Each ``put`` and ``put_writes`` also commits a one-row INSERT, and each
     ``get_tuple`` first runs a one-row SELECT, on pooled prepared
-    connections: the round trips and commits any PostgreSQL saver makes,
-    with nothing of the state in them. No durable saver can be faster, so its
-    invokes/s against ``InMemorySaver`` is the ceiling of that ratio on this
-    machine. With ``serialize=False`` it also skips serialisation (the
-    objects themselves are kept): the ceiling for a saver that had no
-    encoding or decoding cost at all.
+    connections: the round trips and commits a PostgreSQL saver makes (it
+    commits each write before LangGraph sends the next one, and reads the
+    database for the latest checkpoint, which another process may have
+    written), with nothing of the state in them. No such saver can be
+    faster, so its invokes/s against ``InMemorySaver`` is the ceiling of that
+    ratio on this machine. With ``serialize=False`` it also skips
+    serialisation (the objects themselves are kept): the ceiling for a saver
+    that had no encoding or decoding cost at all.
     """
 
     def __init__(self, pool: Any, *, serialize: bool) -> None:

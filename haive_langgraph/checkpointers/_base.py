@@ -691,8 +691,10 @@ class TimeTravelMixin(CheckpointerBase):
         checkpoint = dict(source.checkpoint)
         checkpoint["id"] = new_id
         checkpoint["ts"] = datetime.now(UTC).isoformat()
+        # The new row takes the source row's references, so its body takes
+        # their digest.
         body = encode_body(
-            self.serde, self.codec, self.tenant_id, family, ns, cast(Checkpoint, checkpoint)
+            self.serde, self.codec, self.tenant_id, family, ns, cast(Checkpoint, checkpoint), refs
         )
         meta = {k: v for k, v in source.metadata.items() if k not in ("run_id", "writes")}
         meta.update(source="fork", restored_from=cid)

@@ -25,6 +25,7 @@ place is stored as it is at ``put`` time, as with LangGraph's own savers.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import re
@@ -116,6 +117,30 @@ class PutPlan:
 def payload_of(type_tag: str, data: bytes) -> bytes:
     """The bytes a value is content-addressed and framed by: type tag, NUL, data."""
     return type_tag.encode() + b"\x00" + data
+
+
+# The body key of the references digest (see `refs_digest`).
+REFS_DIGEST = "$haive_refs"
+
+
+def refs_digest(refs: StoredRefs) -> bytes:
+    """A 16-byte digest of which stored values a checkpoint's channels hold.
+
+    It covers every channel's content key and every list channel's item keys
+    in order. With an encrypting codec it is written into the checkpoint body,
+    which is sealed and bound to its row, so that a reader notices references
+    rewired in the plain columns and lineage rows (to other values of the same
+    family) instead of loading them.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for kind, entries in ((b"v", refs.values), (b"l", refs.lists)):
+        for channel in sorted(entries):
+            entry = entries[channel]
+            keys = entry if isinstance(entry, bytes) else entry.keys
+            name = channel.encode()
+            h.update(kind + len(name).to_bytes(4, "big") + name + len(keys).to_bytes(4, "big"))
+            h.update(keys)
+    return h.digest()
 
 
 def is_inline(value: Any) -> bool:
@@ -445,7 +470,7 @@ def plan_put(
             refs.values[channel] = enc.key_of(value, (_CHANNEL, channel), expect)
 
     refs.inline = inline
-    body = encode_body(serde, codec, tenant, family, ns, checkpoint)
+    body = encode_body(serde, codec, tenant, family, ns, checkpoint, refs)
     meta, meta_text = metadata_text(metadata)
     thread_meta = (
         {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA and k not in encrypt_metadata}
@@ -665,13 +690,17 @@ def encode_body(
     family: str,
     ns: str,
     checkpoint: Checkpoint,
+    refs: StoredRefs | None = None,
 ) -> bytes:
     """The checkpoint without its id and values (versions, versions seen ...), framed.
 
     Serde msgpack (about 40% of the JSON it replaces), through the codec: with
-    encryption it is sealed and authenticated like every value.
+    encryption it is sealed and authenticated like every value, and holds the
+    digest of ``refs`` (see :func:`refs_digest`).
     """
     body = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
+    if refs is not None and encrypts(codec):
+        body[REFS_DIGEST] = refs_digest(refs)
     type_tag, data = serde.dumps_typed(body)
     return codec.encode(
         payload_of(type_tag, data), body_context(tenant, family, ns, checkpoint["id"])
@@ -682,8 +711,11 @@ def _plain_data_only(code: int, data: bytes) -> Any:
     raise ValueError(f"an object record (msgpack extension {code})")
 
 
-def decode_body(decoder: Decoder, row: Row) -> dict[str, Any]:
-    """The body of a row. It holds plain data only: an object record in it is refused."""
+def decode_body(decoder: Decoder, row: Row) -> tuple[dict[str, Any], bytes | None]:
+    """The body of a row, and the references digest it holds (None if it has none).
+
+    It holds plain data only: an object record in it is refused.
+    """
     ctx = body_context(decoder.tenant, row.family_id, row.checkpoint_ns, row.checkpoint_id)
     try:
         payload = decoder.codec.decode(bytes(row.checkpoint), ctx)
@@ -706,8 +738,11 @@ def decode_body(decoder: Decoder, row: Row) -> dict[str, Any]:
                 "so the row may have been tampered with",
             )
         ) from exc
+    digest = body.pop(REFS_DIGEST, None)
+    if digest is not None and not (isinstance(digest, bytes) and len(digest) == 16):
+        raise CorruptDataError(_where(row, "the checkpoint body holds a malformed digest"))
     body["id"] = row.checkpoint_id
-    return body
+    return body, digest
 
 
 # Marker of an encrypted metadata value: {"$haive_sealed": "<base64 frame>"}.
@@ -936,7 +971,7 @@ def decode_row(
             (history listing); otherwise they come with the row.
     """
     family = row.family_id
-    checkpoint = decode_body(decoder, row)
+    checkpoint, digest = decode_body(decoder, row)
     if decoder.strict:
         _refuse_plaintext(row, decoder.sealed)
     channel_values: dict[str, Any] = dict(row.inline_values or {})
@@ -945,16 +980,17 @@ def decode_row(
         versions=dict(checkpoint.get("channel_versions") or {}),
         inline=dict(channel_values),
     )
+    # References first (checked against the body's digest), values after.
     data = row.value_data or []
+    blobs: list[tuple[str, bytes, bytes]] = []
     for i, (channel, key) in enumerate(zip(row.value_channels, row.value_keys, strict=True)):
         key = bytes(key)
         refs.values[channel] = key
         blob = data[i] if i < len(data) else None
         if blob is None:
             raise CorruptDataError(_where(row, f"channel {channel!r}: its stored value is missing"))
-        channel_values[channel] = decoder.value(
-            family, key, blob, (_where, row, f"channel {channel!r}")
-        )
+        blobs.append((channel, key, blob))
+    list_items: list[tuple[str, Any, list[bytes], list[bytes | None]]] = []
     if row.list_channels:
         per_list: list[tuple[list[bytes], list[bytes | None]]] = [
             ([], []) for _ in row.list_channels
@@ -976,19 +1012,33 @@ def decode_row(
                 else:
                     all_keys, all_items = lists.get((family, lineage), ([], []))
                     keys, items = all_keys[:length], all_items[:length]
+                channel_values[channel] = list(items)  # decoded (and shared) already
             else:
                 keys = per_list[i][0]
-                items = [
-                    decoder.value(family, k, d, (_nth, where, j))
-                    for j, (k, d) in enumerate(zip(keys, per_list[i][1], strict=True))
-                ]
+                list_items.append((channel, where, keys, per_list[i][1]))
             if len(keys) != length:
                 raise CorruptDataError(
                     f"{_text(where)}: the stored list should have {length} items but "
                     f"{len(keys)} were found"
                 )
             refs.lists[channel] = ListState(lineage, b"".join(keys))
-            channel_values[channel] = list(items)
+    if digest is not None and refs_digest(refs) != digest:
+        raise CorruptDataError(
+            _where(
+                row,
+                "its stored references (the value of a channel or the items of a list) do "
+                "not match its authenticated body; the rows may have been tampered with",
+            )
+        )
+    for channel, key, blob in blobs:
+        channel_values[channel] = decoder.value(
+            family, key, blob, (_where, row, f"channel {channel!r}")
+        )
+    for channel, where, keys, datas in list_items:
+        channel_values[channel] = [
+            decoder.value(family, k, d, (_nth, where, j))
+            for j, (k, d) in enumerate(zip(keys, datas, strict=True))
+        ]
     checkpoint["channel_values"] = channel_values
 
     pending: list[PendingWrite] = []

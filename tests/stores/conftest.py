@@ -15,7 +15,8 @@ import hashlib
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -102,6 +103,41 @@ async def open_async(dsn: str, **kwargs: Any) -> AsyncPostgresStore:
     store = AsyncPostgresStore(dsn, **kwargs)
     await store.setup()
     return store
+
+
+Factory = Callable[..., Awaitable[Driver]]
+
+
+@asynccontextmanager
+async def store_factory(
+    kind: str, dsn: str, prefix: str, **defaults: Any
+) -> AsyncIterator[Factory]:
+    """Opens stores of ``kind`` ("sync" or "async") with ``defaults``, each in a
+    fresh schema ``<prefix>_...`` unless one is given; closes them all at the end."""
+    opened: list[Any] = []
+
+    async def factory(**kwargs: Any) -> Driver:
+        kwargs.setdefault("schema", f"{prefix}_{uuid.uuid4().hex[:10]}")
+        for name, value in defaults.items():
+            kwargs.setdefault(name, value)
+        if kind == "sync":
+            store: Any = await asyncio.to_thread(lambda: PostgresStore(dsn, **kwargs))
+            opened.append(store)
+            await asyncio.to_thread(store.setup)
+        else:
+            store = AsyncPostgresStore(dsn, **kwargs)
+            opened.append(store)
+            await store.setup()
+        return Driver(store, kind)
+
+    try:
+        yield factory
+    finally:
+        for store in opened:
+            if isinstance(store, PostgresStore):
+                await asyncio.to_thread(store.close)
+            else:
+                await store.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -15,11 +14,10 @@ from langgraph.store.base import PutOp
 
 from haive_langgraph.codec import HaiveCodec, KeyRing
 from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
-from tests.stores.conftest import Driver, embed_text, index_config
+from haive_langgraph.stores import PostgresStore
+from tests.stores.conftest import Driver, Factory, embed_text, index_config, store_factory
 
 NS = tuple[str, ...]
-Factory = Callable[..., Awaitable[Driver]]
 
 VOCABULARY = [
     "apple",
@@ -76,27 +74,8 @@ VOCABULARY = [
 @pytest.fixture(params=["sync", "async"])
 async def make(request: pytest.FixtureRequest, dsn: str) -> AsyncIterator[Factory]:
     """Opens stores of the parametrized kind, each in a fresh schema unless one is given."""
-    opened: list[Any] = []
-
-    async def factory(**kwargs: Any) -> Driver:
-        kwargs.setdefault("schema", f"h_{uuid.uuid4().hex[:10]}")
-        kwargs.setdefault("index", index_config(hybrid=True))
-        if request.param == "sync":
-            store: Any = await asyncio.to_thread(lambda: PostgresStore(dsn, **kwargs))
-            opened.append(store)
-            await asyncio.to_thread(store.setup)
-        else:
-            store = AsyncPostgresStore(dsn, **kwargs)
-            opened.append(store)
-            await store.setup()
-        return Driver(store, request.param)
-
-    yield factory
-    for store in opened:
-        if isinstance(store, PostgresStore):
-            await asyncio.to_thread(store.close)
-        else:
-            await store.aclose()
+    async with store_factory(request.param, dsn, "h", index=index_config(hybrid=True)) as factory:
+        yield factory
 
 
 async def hybrid(store: Driver, *args: Any, **kwargs: Any) -> list[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -16,35 +16,24 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
-from tests.stores.conftest import DIMS, Driver, embed, embed_text, index_config
+from tests.stores.conftest import (
+    DIMS,
+    Driver,
+    Factory,
+    embed,
+    embed_text,
+    index_config,
+    store_factory,
+)
 
 NS = tuple[str, ...]
-Factory = Callable[..., Awaitable[Driver]]
 
 
 @pytest.fixture(params=["sync", "async"])
 async def make(request: pytest.FixtureRequest, dsn: str) -> AsyncIterator[Factory]:
     """Opens stores of the parametrized kind, each in a fresh schema unless one is given."""
-    opened: list[Any] = []
-
-    async def factory(**kwargs: Any) -> Driver:
-        kwargs.setdefault("schema", f"s_{uuid.uuid4().hex[:10]}")
-        if request.param == "sync":
-            store: Any = await asyncio.to_thread(lambda: PostgresStore(dsn, **kwargs))
-            opened.append(store)
-            await asyncio.to_thread(store.setup)
-        else:
-            store = AsyncPostgresStore(dsn, **kwargs)
-            opened.append(store)
-            await store.setup()
-        return Driver(store, request.param)
-
-    yield factory
-    for store in opened:
-        if isinstance(store, PostgresStore):
-            await asyncio.to_thread(store.close)
-        else:
-            await store.aclose()
+    async with store_factory(request.param, dsn, "s") as factory:
+        yield factory
 
 
 def vector_rows(dsn: str, schema: str, key: str) -> list[str]:

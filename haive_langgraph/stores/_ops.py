@@ -319,10 +319,15 @@ def vector_candidates(
     """The ``scope`` and ``cand`` CTE bodies of a vector search (see :func:`vector_search_step`).
 
     ``cand`` yields ``(namespace, key, dist)`` per candidate vector, at most
-    ``%(k)s`` per branch; ``params`` must hold ``t``, ``q``, ``k`` and ``exact_n``.
+    ``%(k)s`` per branch; ``params`` must hold ``t``, ``q`` and ``k``. It adds
+    ``exact_n``: below that many vectors in scope the scan is exact (a scope
+    known to be large skips the count: LIMIT 0 counts nothing).
     """
     spec = ctx.spec
     assert spec is not None
+    params["exact_n"] = (
+        0 if ctx.scopes.is_large(ctx.tenant_id, op.namespace_prefix) else spec.exact_threshold
+    )
     v_ns = prefix_condition("v", op.namespace_prefix, params, "ns")
     distance = sql.SQL("(v.embedding {} %(q)s)").format(sql.SQL(spec.operator))
     if exact or spec.kind == "flat":
@@ -410,10 +415,6 @@ def vector_search_step(ctx: Context, plan: SearchPlan) -> Step:
         # Only the best `want` candidates are checked for expiry, unless an
         # expired one was seen among them: then all of them.
         "top": plan.candidates if plan.check_all else want,
-        # A scope known to be large skips the count (LIMIT 0 counts nothing).
-        "exact_n": 0
-        if ctx.scopes.is_large(ctx.tenant_id, op.namespace_prefix)
-        else spec.exact_threshold,
     }
     scope, cand = vector_candidates(ctx, op, params, exact=plan.force_exact)
     query = ctx.statements.q(
@@ -457,6 +458,18 @@ ORDER BY p.dist, p.namespace, p.key
     return Step(query, params, fetch="all")
 
 
+def _scanned_exactly(ctx: Context, op: SearchOp, force_exact: bool, scope: int) -> bool:
+    """Whether a search's vector candidates came from an exact scan (``scope``
+    vectors in scope, counted up to ``exact_n``); an index scan's count is
+    remembered, so that a large scope skips counting next time."""
+    spec = ctx.spec
+    assert spec is not None
+    known_large = ctx.scopes.is_large(ctx.tenant_id, op.namespace_prefix)
+    if not force_exact and spec.kind != "flat" and not known_large:
+        ctx.scopes.record(ctx.tenant_id, op.namespace_prefix, scope >= spec.exact_threshold)
+    return force_exact or spec.kind == "flat" or (scope < spec.exact_threshold and not known_large)
+
+
 def vector_search_done(ctx: Context, plan: SearchPlan, rows: list[Any]) -> bool:
     """Take the rows of a vector search; ``False`` when it must run again (wider or exact)."""
     spec = ctx.spec
@@ -471,14 +484,7 @@ def vector_search_done(ctx: Context, plan: SearchPlan, rows: list[Any]) -> bool:
         return False
     if plan.check_all:
         n_best = n_live
-    known_large = ctx.scopes.is_large(ctx.tenant_id, op.namespace_prefix)
-    exact = (
-        plan.force_exact
-        or spec.kind == "flat"
-        or (scope < spec.exact_threshold and not known_large)
-    )
-    if not plan.force_exact and spec.kind != "flat" and not known_large:
-        ctx.scopes.record(ctx.tenant_id, op.namespace_prefix, scope >= spec.exact_threshold)
+    exact = _scanned_exactly(ctx, op, plan.force_exact, scope)
     if n_best < want and n_cand >= plan.candidates and plan.candidates < MAX_CANDIDATES:
         # Items with several vectors (or expired ones) used up the candidates: widen.
         plan.candidates *= 4
@@ -540,9 +546,6 @@ def hybrid_search_step(ctx: Context, plan: HybridPlan) -> Step:
         "n": candidates_for(want),
         "lim": op.limit,
         "off": op.offset,
-        "exact_n": 0
-        if ctx.scopes.is_large(ctx.tenant_id, op.namespace_prefix)
-        else spec.exact_threshold,
         "tscfg": spec.text.config,
         "text": op.query or "",
         "rrf_k": spec.text.rrf_k,
@@ -619,14 +622,7 @@ def hybrid_search_op(ctx: Context, plan: HybridPlan) -> Op[list[SearchItem]]:
             ]
         )[1]
         n_vec, scope = int(rows[0][0]), int(rows[0][1])
-        known_large = ctx.scopes.is_large(ctx.tenant_id, op.namespace_prefix)
-        exact = (
-            plan.force_exact
-            or spec.kind == "flat"
-            or (scope < spec.exact_threshold and not known_large)
-        )
-        if not plan.force_exact and spec.kind != "flat" and not known_large:
-            ctx.scopes.record(ctx.tenant_id, op.namespace_prefix, scope >= spec.exact_threshold)
+        exact = _scanned_exactly(ctx, op, plan.force_exact, scope)
         if n_vec < op.offset + op.limit and not exact:
             # The index scan stopped early (a selective filter): rank vectors exactly.
             plan.force_exact = True

@@ -43,6 +43,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate, which UTF-8 (PostgreSQL's text) cannot store.
+
+    ``isascii()`` (one C pass) spares the usual ASCII text the search.
+    """
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
 def tenant_policy_statements(table: str) -> tuple[str, ...]:
     """Migration statements that put ``{schema}.<table>`` under tenant isolation.
 
@@ -137,6 +145,6 @@ def validate_tenant_id(value: object, *, allow_default: bool = False) -> str:
         )
     if _CONTROL.search(value):
         raise ConfigurationError(f"tenant_id {value!r} contains a control character")
-    if not value.isascii() and _SURROGATE.search(value):
+    if has_lone_surrogate(value):
         raise ConfigurationError(f"tenant_id {value!r} contains a lone surrogate (not UTF-8)")
     return value

@@ -1,0 +1,1 @@
+"""Attacks on each trust boundary (see docs/security.md)."""

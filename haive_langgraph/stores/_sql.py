@@ -290,30 +290,50 @@ WHERE s.tenant_id = %(t)s AND s.namespace = %(ns)s AND s.key = %(key)s
   AND (s.expires_at IS NULL OR s.expires_at > now())
 """
 
+# A TTL refresh on read locks the rows it refreshes, and reads in one
+# transaction (a batch's gets and searches) may refresh overlapping rows in
+# different orders (two queries rank the same items differently): locked in
+# ranking order, concurrent readers deadlocked. So a refresh only takes rows
+# no other transaction holds (FOR NO KEY UPDATE SKIP LOCKED): it never waits.
+# A row it skips is being refreshed (its expiry moves anyway), written (the
+# put sets its TTL) or deleted by its holder at that moment. {rows} selects
+# the rows to refresh from `l`, the item table.
+REFRESH_TTL = """
+    UPDATE {{schema}}.store_items AS s
+    SET expires_at = now() + s.ttl_minutes * interval '1 minute'
+    WHERE s.tenant_id = %(t)s AND (s.namespace, s.key) IN (
+        SELECT l.namespace, l.key
+        FROM {rows}
+          AND l.ttl_minutes IS NOT NULL AND l.expires_at > now()
+        ORDER BY l.namespace, l.key
+        FOR NO KEY UPDATE OF l SKIP LOCKED
+    )"""
+
 # The same, refreshing the item's TTL (the read sees the row as it was).
 GET_ONE_REFRESH = (
-    """
-WITH refreshed AS (
-    UPDATE {schema}.store_items AS s
-    SET expires_at = now() + s.ttl_minutes * interval '1 minute'
-    WHERE s.tenant_id = %(t)s AND s.namespace = %(ns)s AND s.key = %(key)s
-      AND s.ttl_minutes IS NOT NULL AND s.expires_at > now()
-)"""
+    "\nWITH refreshed AS ("
+    + REFRESH_TTL.format(
+        rows="""{schema}.store_items AS l
+        WHERE l.tenant_id = %(t)s AND l.namespace = %(ns)s AND l.key = %(key)s"""
+    )
+    + "\n)"
     + GET_ONE
 )
 
-GET_MANY = """
+GET_MANY = (
+    """
 WITH want AS (
     SELECT string_to_array(w.ns, '.')::text[] COLLATE "C" AS namespace, w.key COLLATE "C" AS key,
            w.ord, w.refresh
     FROM unnest(%(ns)s::text[], %(keys)s::text[], %(ord)s::int[], %(refresh)s::boolean[])
         AS w(ns, key, ord, refresh)
-), refreshed AS (
-    UPDATE {schema}.store_items AS s
-    SET expires_at = now() + s.ttl_minutes * interval '1 minute'
-    FROM want AS w
-    WHERE s.tenant_id = %(t)s AND s.namespace = w.namespace AND s.key = w.key AND w.refresh
-      AND s.ttl_minutes IS NOT NULL AND s.expires_at > now()
+), refreshed AS ("""
+    + REFRESH_TTL.format(
+        rows="""{schema}.store_items AS l
+        JOIN want AS w ON l.namespace = w.namespace AND l.key = w.key AND w.refresh
+        WHERE l.tenant_id = %(t)s"""
+    )
+    + """
 )
 SELECT w.ord, s.value, s.created_at, s.updated_at
 FROM want AS w
@@ -321,6 +341,7 @@ JOIN {schema}.store_items AS s
   ON s.tenant_id = %(t)s AND s.namespace = w.namespace AND s.key = w.key
 WHERE (s.expires_at IS NULL OR s.expires_at > now())
 """
+)
 
 # Items without vectors, for the page a vector search left short.
 NO_VECTORS = """
@@ -330,13 +351,15 @@ NO_VECTORS = """
       )"""
 
 # Refreshes the TTL of what a search returned; appended as CTEs.
-REFRESH_RESULTS = """, refreshed AS (
-    UPDATE {schema}.store_items AS s
-    SET expires_at = now() + s.ttl_minutes * interval '1 minute'
-    FROM page AS p
-    WHERE s.tenant_id = %(t)s AND s.namespace = p.namespace AND s.key = p.key
-      AND s.ttl_minutes IS NOT NULL AND s.expires_at > now()
-)"""
+REFRESH_RESULTS = (
+    ", refreshed AS ("
+    + REFRESH_TTL.format(
+        rows="""{schema}.store_items AS l
+        JOIN page AS p ON l.namespace = p.namespace AND l.key = p.key
+        WHERE l.tenant_id = %(t)s"""
+    )
+    + "\n)"
+)
 
 # -- writes ----------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ of ``[fields, metadata]``: the message's own fields without those left at
 their default, so any message type round-trips (tool calls, content blocks,
 additional kwargs, chunks) in about 300 bytes for a short reply. The bytes
 then go through the codec, bound to (tenant, conversation, message id).
+A message saved without an id is given one for its row and reads back
+without it (:data:`GENERATED_ID`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Row context key of message batch frames and of conversation details.
 MESSAGES_KEY = "messages"
 INT4_MAX = 2**31 - 1
+# Field of a stored message saved without an id: its stored ``id`` is ours (it
+# binds the body to its row, and merges and branches match on it) and is not
+# handed back, so a message reads back equal to what was saved. No message
+# field, nor an extra given as a keyword argument, can start with a NUL.
+GENERATED_ID = "\x00generated_id"
 
 _CLASSES: tuple[type[BaseMessage], ...] = (
     HumanMessage,
@@ -252,6 +259,8 @@ class MessageCodec:
             kind, data = self.serde.dumps_typed(value)
         except Exception as exc:
             raise SerializationError(f"{what} could not be serialised: {exc}") from None
+        if message.id != message_id:
+            fields[GENERATED_ID] = True
         if kind != "msgpack":
             raise SerializationError(f"{what} serialised as {kind!r}; only msgpack is stored")
         return data
@@ -327,6 +336,8 @@ def build_message(fields: Any) -> BaseMessage:
         extra = {k: v for k, v in fields.items() if k not in known}
         values.update((k, v) for k, v in fields.items() if k in known)
         fields_set = set(keys) & known
+    if GENERATED_ID in fields:  # saved without an id: the stored one stays ours
+        fields = {k: v for k, v in fields.items() if k != GENERATED_ID and k != "id"}
     cls = shape.cls
     message = cls.__new__(cls)
     _setattr(message, "__dict__", values)

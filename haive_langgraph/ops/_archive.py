@@ -11,15 +11,22 @@ Layout (a plain ``tar``; ``tar tf`` lists it)::
 With a backup key every part is encrypted with AES-256-GCM under a key
 derived from it (HKDF), with its own random nonce, and the archive id and
 the part's name as associated data (a part moved to another archive or
-renamed fails to decrypt); the manifest is authenticated with HMAC-SHA256
-under another derived key. The manifest itself stays readable (table names,
-row counts, checksums), so an archive can be listed without the key.
+renamed fails to decrypt); the manifest, which lists every part with its
+size and SHA-256, is authenticated with HMAC-SHA256 under another derived
+key. Without the key nobody can change the manifest or a part, nor drop,
+add, swap or reorder parts. Without a backup key the manifest's SHA-256 and
+the parts' are a check against damage only: anyone can recompute them.
+
+Reading never extracts anything to disk and is bounded: the manifest is at
+most :data:`MAX_MANIFEST_BYTES`, parts are hashed and decompressed as
+streams (an encrypted part is held once in memory, as it was written), a
+part decompresses to at most its declared size and :data:`MAX_PART_BYTES`,
+and one line is at most :data:`MAX_LINE_BYTES`; past either, the error names
+the part and the offset.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import io
@@ -27,130 +34,67 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError
+from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.ops._backup_errors import (
+    ArchiveContentError,
+    ArchiveIntegrityError,
+    BackupError,
+    BackupKeyError,
+    RestoreConflictError,
+)
+from haive_langgraph.ops._backup_keys import (
+    BACKUP_KEY_ENV,
+    BackupKey,
+    key_from_file,
+    new_backup_key,
+    resolve_key,
+)
+from haive_langgraph.ops._manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_LINE_BYTES,
+    MAX_PART_BYTES,
+    check_manifest,
+)
 
-FORMAT = "haive-langgraph-backup"
-FORMAT_VERSION = 1
+__all__ = [
+    "BACKUP_KEY_ENV",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_LINE_BYTES",
+    "MAX_PART_BYTES",
+    "ArchiveContentError",
+    "ArchiveIntegrityError",
+    "BackupError",
+    "BackupKey",
+    "BackupKeyError",
+    "RestoreConflictError",
+    "key_from_file",
+    "new_backup_key",
+    "resolve_key",
+]
+
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-BACKUP_KEY_ENV = "HAIVE_BACKUP_KEY"
-KEY_BYTES = 32
 _NONCE_BYTES = 12
 _PART_MAGIC = b"HVB1"
 _ZSTD_LEVEL = 3
-# A decompressed part larger than this is refused (a zstd bomb, or not ours).
-MAX_PART_BYTES = 1 << 30
-
-
-class BackupError(HaiveError, RuntimeError):
-    """A backup or restore could not be carried out; nothing was written."""
-
-
-class ArchiveIntegrityError(BackupError, CorruptDataError):
-    """The archive is damaged or was changed after it was written; names the part."""
-
-
-class BackupKeyError(BackupError, ValueError):
-    """The backup key is missing, malformed, or not the one the archive was written with."""
-
-
-class RestoreConflictError(BackupError):
-    """The target already holds rows the archive would restore (use merge or replace)."""
-
-
-# -- keys ---------------------------------------------------------------------------------
-
-
-class BackupKey:
-    """A 32-byte backup key, with the keys derived from it for parts and the manifest.
-
-    Args:
-        material: The raw 32 bytes.
-    """
-
-    __slots__ = ("_material", "fingerprint", "mac_key", "part_aead")
-
-    def __init__(self, material: bytes) -> None:
-        if len(material) != KEY_BYTES:
-            raise BackupKeyError(
-                f"a backup key is {KEY_BYTES} bytes (base64: 44 characters), got {len(material)}"
-            )
-        self._material = material
-        self.part_aead = AESGCM(_derive(material, b"parts"))
-        self.mac_key = _derive(material, b"manifest")
-        self.fingerprint = _derive(material, b"fingerprint")[:8].hex()
-
-    @classmethod
-    def from_text(cls, text: str) -> BackupKey:
-        """A key from its base64 text (as printed by :func:`new_backup_key`)."""
-        try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise BackupKeyError(
-                "the backup key is not valid base64; generate one with `haive-lg backup-key`"
-            ) from None
-        return cls(raw)
-
-    def __repr__(self) -> str:
-        return f"BackupKey(fingerprint={self.fingerprint!r})"
-
-
-def _derive(material: bytes, purpose: bytes) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(),
-        length=KEY_BYTES,
-        salt=None,
-        info=b"haive-langgraph backup v1\x00" + purpose,
-    ).derive(material)
-
-
-def new_backup_key() -> str:
-    """A new random backup key, as base64 text."""
-    return base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
-
-
-def resolve_key(
-    key: BackupKey | bytes | str | os.PathLike[str] | None, *, use_env: bool = True
-) -> BackupKey | None:
-    """The backup key to use.
-
-    Args:
-        key: A :class:`BackupKey`, raw 32 bytes, base64 text, or a path to a
-            file holding the base64 text. ``None`` reads ``HAIVE_BACKUP_KEY``
-            (when ``use_env``).
-    """
-    if key is None:
-        text = os.environ.get(BACKUP_KEY_ENV) if use_env else None
-        return BackupKey.from_text(text) if text else None
-    if isinstance(key, BackupKey):
-        return key
-    if isinstance(key, bytes):
-        return BackupKey(key)
-    if isinstance(key, os.PathLike):
-        return key_from_file(key)
-    return BackupKey.from_text(key)
-
-
-def key_from_file(path: str | os.PathLike[str]) -> BackupKey:
-    """Read a base64 backup key from a file."""
-    try:
-        text = Path(path).read_text(encoding="ascii")
-    except OSError as exc:
-        raise BackupKeyError(f"cannot read the backup key file {str(path)!r}: {exc}") from None
-    except UnicodeDecodeError:
-        raise BackupKeyError(f"the backup key file {str(path)!r} is not base64 text") from None
-    return BackupKey.from_text(text)
+MAX_MANIFEST_BYTES = 64 << 20
+_MAX_SIGNATURE_BYTES = 4096
+# Members read from one tar (a tar of millions of empty members is not ours).
+MAX_MEMBERS = 1_000_000
+# Our writer's zstd window is 2 MiB (level 3); a frame asking for more than
+# this is refused instead of allocated.
+_MAX_WINDOW = 1 << 24
+_CHUNK = 1 << 20
 
 
 # -- parts --------------------------------------------------------------------------------
@@ -158,12 +102,15 @@ def key_from_file(path: str | os.PathLike[str]) -> BackupKey:
 
 @dataclass(frozen=True, slots=True)
 class PartInfo:
-    """One stored part: its member name, rows, stored size and SHA-256."""
+    """One stored part: its member name, rows, stored size, SHA-256 and decompressed size.
+
+    ``raw_bytes`` is ``None`` for parts of archives that did not record it.
+    """
 
     name: str
     rows: int
     size: int
-    raw_bytes: int
+    raw_bytes: int | None
     sha256: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -181,7 +128,7 @@ class PartInfo:
             name=str(data["name"]),
             rows=int(data["rows"]),
             size=int(data["size"]),
-            raw_bytes=int(data.get("raw_bytes", 0)),
+            raw_bytes=int(data["raw_bytes"]) if "raw_bytes" in data else None,
             sha256=str(data["sha256"]),
         )
 
@@ -255,9 +202,10 @@ def sign(body: bytes, key: BackupKey | None) -> dict[str, str]:
 class PartBuilder:
     """Collects JSONL lines into zstd-compressed parts of bounded size."""
 
-    def __init__(self, max_rows: int, max_bytes: int) -> None:
+    def __init__(self, max_rows: int, max_bytes: int, what: str = "a part") -> None:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
+        self.what = what
         self._compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         self._reset()
 
@@ -268,7 +216,17 @@ class PartBuilder:
         self.raw_bytes = 0
 
     def add(self, line: bytes) -> bool:
-        """Add one line (without its newline); True when the part is full."""
+        """Add one line (without its newline); True when the part is full.
+
+        Raises:
+            BackupError: The line is longer than :data:`MAX_LINE_BYTES`, which
+                no reader accepts (limits hold at write time).
+        """
+        if len(line) > MAX_LINE_BYTES:
+            raise BackupError(
+                f"a row of {self.what} is {len(line):,} bytes as text, more than an archive line "
+                f"may hold ({MAX_LINE_BYTES:,}): use pg_dump for this table"
+            )
         self._stream.write(line)
         self._stream.write(b"\n")
         self.rows += 1
@@ -286,39 +244,102 @@ class PartBuilder:
 # -- reading --------------------------------------------------------------------------------
 
 
+class _HashedReader:
+    """A part's stored bytes as a stream, hashed as they are read; :meth:`finish` checks them."""
+
+    def __init__(self, handle: IO[bytes], part: PartInfo, where: str) -> None:
+        self.handle = handle
+        self.part = part
+        self.where = where
+        self.digest = hashlib.sha256()
+        self.seen = 0
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.handle.read(size if size is not None and size >= 0 else _CHUNK)
+        except (tarfile.TarError, OSError) as exc:
+            raise ArchiveIntegrityError(
+                f"part {self.part.name} of {self.where} cannot be read: {exc}"
+            ) from None
+        self.digest.update(data)
+        self.seen += len(data)
+        return data
+
+    def finish(self) -> None:
+        """Read what is left and compare size and SHA-256 with the manifest's."""
+        if self.done:
+            return
+        while self.read(_CHUNK):
+            pass
+        self.done = True
+        if self.seen != self.part.size or not hmac.compare_digest(
+            self.digest.hexdigest(), self.part.sha256
+        ):
+            raise ArchiveIntegrityError(
+                f"part {self.part.name} of {self.where} does not match its SHA-256 in the "
+                "manifest: the archive was changed or damaged"
+            )
+
+
 class ArchiveReader:
-    """Reads and checks an archive written by :class:`ArchiveWriter`."""
+    """Reads and checks an archive written by :class:`ArchiveWriter`.
+
+    Raises:
+        BackupError: No archive at ``path``, or one of a newer format.
+        ArchiveIntegrityError: The tar or the manifest is damaged or not ours.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.where = repr(str(self.path))
         if not self.path.is_file():
-            raise BackupError(f"no backup archive at {str(self.path)!r}")
+            raise BackupError(f"no backup archive at {self.where}")
         try:
             self._tar = tarfile.open(self.path, "r:")  # noqa: SIM115
-            self._members = {m.name: m for m in self._tar.getmembers()}
         except (tarfile.TarError, OSError) as exc:
             raise ArchiveIntegrityError(
-                f"{str(self.path)!r} is not a readable backup archive (its tar structure is "
+                f"{self.where} is not a readable backup archive (its tar structure is "
                 f"damaged: {exc})"
             ) from None
-        body = self._member_bytes(MANIFEST)
-        sig_bytes = self._member_bytes(SIGNATURE)
         try:
-            self.manifest: dict[str, Any] = json.loads(body)
-            self.signature: dict[str, str] = json.loads(sig_bytes)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ArchiveIntegrityError(
-                f"the manifest of {str(self.path)!r} is damaged (not valid JSON)"
-            ) from None
+            self._members, self._twice = self._scan()
+            body = self._small_member(MANIFEST, MAX_MANIFEST_BYTES)
+            sig_bytes = self._small_member(SIGNATURE, _MAX_SIGNATURE_BYTES)
+            try:
+                self.manifest: dict[str, Any] = json.loads(body)
+                self.signature: dict[str, Any] = json.loads(sig_bytes)
+            except (ValueError, RecursionError, UnicodeDecodeError):
+                raise ArchiveIntegrityError(
+                    f"the manifest of {self.where} is damaged (not valid JSON)"
+                ) from None
+            if not isinstance(self.signature, dict):
+                raise ArchiveIntegrityError(f"the manifest signature of {self.where} is damaged")
+            check_manifest(self.manifest, self.where)
+        except BaseException:
+            self._tar.close()
+            raise
         self._body = body
-        if self.manifest.get("format") != FORMAT:
-            raise ArchiveIntegrityError(f"{str(self.path)!r} is not a haive-langgraph backup")
-        if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
-            raise BackupError(
-                f"{str(self.path)!r} was written by a newer haive-langgraph (archive format "
-                f"{self.manifest.get('format_version')}); upgrade haive-langgraph to read it"
-            )
         self.key: BackupKey | None = None
+
+    def _scan(self) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
+        members: dict[str, tarfile.TarInfo] = {}
+        twice: set[str] = set()
+        try:
+            for count, member in enumerate(self._tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise ArchiveIntegrityError(
+                        f"{self.where} holds more than {MAX_MEMBERS:,} members: not a backup archive"
+                    )
+                if member.name in members:
+                    twice.add(member.name)
+                members[member.name] = member
+        except (tarfile.TarError, OSError) as exc:
+            raise ArchiveIntegrityError(
+                f"{self.where} is not a readable backup archive (its tar structure is "
+                f"damaged: {exc})"
+            ) from None
+        return members, twice
 
     def close(self) -> None:
         self._tar.close()
@@ -333,34 +354,62 @@ class ArchiveReader:
     def encrypted(self) -> bool:
         return self.manifest.get("encryption") is not None
 
-    def _member_bytes(self, name: str) -> bytes:
+    def _member(self, name: str, what: str) -> tarfile.TarInfo:
         member = self._members.get(name)
         if member is None:
-            raise ArchiveIntegrityError(
-                f"{str(self.path)!r} has no {name}: the archive is incomplete"
-            )
-        handle = self._tar.extractfile(member)
-        assert handle is not None
-        with handle:
-            return handle.read()
+            raise ArchiveIntegrityError(f"{what} is missing from {self.where}")
+        if name in self._twice:
+            raise ArchiveIntegrityError(f"{self.where} holds {name} twice: it was changed")
+        # Only regular files: a link or a device is never followed.
+        if not member.isfile() or member.issparse():
+            raise ArchiveIntegrityError(f"{what} in {self.where} is not a regular file")
+        return member
 
-    def authenticate(self, key: BackupKey | None) -> None:
+    def _open(self, member: tarfile.TarInfo) -> IO[bytes]:
+        try:
+            handle = self._tar.extractfile(member)
+        except (tarfile.TarError, OSError) as exc:
+            raise ArchiveIntegrityError(f"{member.name} cannot be read: {exc}") from None
+        assert handle is not None
+        return handle
+
+    def _small_member(self, name: str, limit: int) -> bytes:
+        member = self._member(name, name)
+        if member.size > limit:
+            raise ArchiveIntegrityError(
+                f"{name} of {self.where} is {member.size:,} bytes, more than {limit:,}: "
+                "not a backup archive"
+            )
+        try:
+            with self._open(member) as handle:
+                return handle.read(member.size)
+        except (tarfile.TarError, OSError) as exc:
+            raise ArchiveIntegrityError(f"{name} of {self.where} cannot be read: {exc}") from None
+
+    def authenticate(self, key: BackupKey | None, *, unkeyed: bool = False) -> None:
         """Check the manifest's signature (and that ``key`` is the archive's key).
+
+        Args:
+            key: The backup key in effect (explicit or ``HAIVE_BACKUP_KEY``).
+            unkeyed: Accept an archive written without a key although a key
+                is in effect (it is then checked against damage only).
 
         Raises:
             BackupKeyError: The archive is encrypted and no key, or another
-                key, was given; or a key was given for an archive that is not
-                encrypted.
+                key, was given; or a key is in effect for an archive that is
+                not encrypted (it could have been swapped in) and ``unkeyed``
+                is not set.
             ArchiveIntegrityError: The manifest was changed.
         """
-        where = repr(str(self.path))
+        where = self.where
         encryption = self.manifest.get("encryption")
         algorithm = self.signature.get("algorithm")
         if encryption is None and algorithm == "SHA-256":
-            if key is not None:
+            if key is not None and not unkeyed:
                 raise BackupKeyError(
-                    f"{where} is not encrypted, but a backup key was given: refusing to trust "
-                    "an unauthenticated archive in its place (pass no key to restore it)"
+                    f"{where} is not encrypted, but a backup key is in effect: refusing to trust "
+                    "an unauthenticated archive in its place (anyone can write one); pass no "
+                    f"key and unset {BACKUP_KEY_ENV}, or --unkeyed, to restore it"
                 )
             expected = hashlib.sha256(self._body).hexdigest()
             if not hmac.compare_digest(expected, str(self.signature.get("value", ""))):
@@ -390,58 +439,133 @@ class ArchiveReader:
             raise ArchiveIntegrityError(f"the manifest of {where} names another key")
         self.key = key
 
-    def stored_part(self, part: PartInfo) -> bytes:
-        """The stored bytes of a part, checked against the manifest's size and SHA-256."""
-        member = self._members.get(part.name)
-        if member is None:
-            raise ArchiveIntegrityError(f"part {part.name} is missing from {str(self.path)!r}")
-        try:
-            data = self._member_bytes(part.name)
-        except (tarfile.TarError, OSError) as exc:
-            raise ArchiveIntegrityError(f"part {part.name} cannot be read: {exc}") from None
-        if len(data) != part.size or hashlib.sha256(data).hexdigest() != part.sha256:
+    def _stored(self, part: PartInfo) -> _HashedReader:
+        member = self._member(part.name, f"part {part.name}")
+        if member.size != part.size:
             raise ArchiveIntegrityError(
-                f"part {part.name} of {str(self.path)!r} does not match its SHA-256 in the "
-                "manifest: the archive was changed or damaged"
+                f"part {part.name} of {self.where} is {member.size:,} bytes, its manifest says "
+                f"{part.size:,}: the archive was changed or damaged"
             )
-        return data
+        return _HashedReader(self._open(member), part, self.where)
+
+    def check_part(self, part: PartInfo) -> None:
+        """Check a part's size and SHA-256 against the manifest (streamed)."""
+        self._stored(part).finish()
+
+    def _compressed(self, part: PartInfo) -> tuple[IO[bytes] | _HashedReader, Callable[[], None]]:
+        """The part's zstd stream, and what to call once it is read (the hash check)."""
+        stored = self._stored(part)
+        if not self.encrypted:
+            return stored, stored.finish
+        if self.key is None:
+            raise BackupKeyError("the archive is encrypted: authenticate it with its key first")
+        # AES-GCM authenticates the whole part at once: it is held in memory
+        # (at most the part size its writer, holding the key, chose).
+        data = stored.read(part.size)
+        stored.finish()
+        if data[:4] != _PART_MAGIC:
+            raise ArchiveIntegrityError(f"part {part.name} is not an encrypted part")
+        nonce, body = data[4 : 4 + _NONCE_BYTES], data[4 + _NONCE_BYTES :]
+        archive_id = str(self.manifest["archive_id"])
+        try:
+            plain = self.key.part_aead.decrypt(nonce, body, _aad(archive_id, part.name))
+        except InvalidTag:
+            raise ArchiveIntegrityError(
+                f"part {part.name} fails authentication under the backup key"
+            ) from None
+        return io.BytesIO(plain), lambda: None
+
+    def part_chunks(self, part: PartInfo) -> Iterator[bytes]:
+        """The decompressed bytes of a part, in chunks of at most 1 MiB, checked as they come.
+
+        Raises:
+            ArchiveIntegrityError: The stored bytes do not match the manifest
+                (raised at the latest after the last chunk), the part does not
+                decompress, or it decompresses to more than it declares or
+                than :data:`MAX_PART_BYTES`.
+        """
+        source, finish = self._compressed(part)
+        limit = MAX_PART_BYTES if part.raw_bytes is None else min(part.raw_bytes, MAX_PART_BYTES)
+        reader = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW).stream_reader(
+            cast(IO[bytes], source), read_size=_CHUNK, read_across_frames=True, closefd=False
+        )
+        total = 0
+        try:
+            while chunk := reader.read(_CHUNK):
+                total += len(chunk)
+                if total > limit:
+                    raise ArchiveIntegrityError(
+                        f"part {part.name} decompresses to more than {limit:,} bytes"
+                        + (
+                            f" (its manifest says {part.raw_bytes:,})"
+                            if part.raw_bytes is not None
+                            else ""
+                        )
+                        + ": refusing it (a damaged or crafted part)"
+                    )
+                yield chunk
+        except zstandard.ZstdError as exc:
+            finish()  # changed bytes are named as such
+            raise ArchiveIntegrityError(f"part {part.name} cannot be decompressed: {exc}") from None
+        finish()
+        if part.raw_bytes is not None and total != part.raw_bytes:
+            raise ArchiveIntegrityError(
+                f"part {part.name} decompresses to {total:,} bytes; its manifest says "
+                f"{part.raw_bytes:,}"
+            )
 
     def part_lines(self, part: PartInfo) -> Iterator[bytes]:
-        """The JSONL lines of a verified (and decrypted) part."""
-        data = self.stored_part(part)
-        if self.encrypted:
-            if self.key is None:
-                raise BackupKeyError("the archive is encrypted: authenticate it with its key first")
-            if data[:4] != _PART_MAGIC:
-                raise ArchiveIntegrityError(f"part {part.name} is not an encrypted part")
-            nonce, body = data[4 : 4 + _NONCE_BYTES], data[4 + _NONCE_BYTES :]
-            archive_id = str(self.manifest["archive_id"])
-            try:
-                data = self.key.part_aead.decrypt(nonce, body, _aad(archive_id, part.name))
-            except InvalidTag:
-                raise ArchiveIntegrityError(
-                    f"part {part.name} fails authentication under the backup key"
-                ) from None
-        yield from _lines(data, part.name)
+        """The JSONL lines of a part (decrypted, decompressed, checked as they are read)."""
+        yield from split_lines(self.part_chunks(part), part.name)
+
+    def count_lines(self, part: PartInfo) -> int:
+        """The number of lines of a part, reading it as a stream (memory: one chunk)."""
+        count = 0
+        run = 0  # bytes of the line not yet ended
+        offset = 0
+        for chunk in self.part_chunks(part):
+            newlines = chunk.count(b"\n")
+            if newlines:
+                _check_line(run + chunk.index(b"\n"), part.name, offset - run)
+                run = len(chunk) - chunk.rindex(b"\n") - 1
+                count += newlines
+            else:
+                run += len(chunk)
+            offset += len(chunk)
+            _check_line(run, part.name, offset - run)
+        if run:
+            raise ArchiveIntegrityError(f"part {part.name} ends in the middle of a line")
+        return count
 
 
-def _lines(compressed: bytes, name: str) -> Iterator[bytes]:
-    reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(compressed))
-    total = 0
-    pending = b""
-    try:
-        while True:
-            chunk = reader.read(1 << 20)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > MAX_PART_BYTES:
-                raise ArchiveIntegrityError(f"part {name} decompresses to more than 1 GiB")
+def _check_line(length: int, name: str, offset: int) -> None:
+    if length > MAX_LINE_BYTES:
+        raise ArchiveIntegrityError(
+            f"part {name} holds a line longer than {MAX_LINE_BYTES:,} bytes at offset "
+            f"{offset:,} (decompressed): refusing it"
+        )
+
+
+def split_lines(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
+    """Lines of a stream of chunks, in time linear in its size; a line is at most ``MAX_LINE_BYTES``."""
+    pending = bytearray()
+    offset = 0  # where the pending line starts
+    for chunk in chunks:
+        at = chunk.find(b"\n")
+        if at < 0:
             pending += chunk
-            *lines, pending = pending.split(b"\n")
-            yield from lines
-    except zstandard.ZstdError as exc:
-        raise ArchiveIntegrityError(f"part {name} cannot be decompressed: {exc}") from None
+            _check_line(len(pending), name, offset)
+            continue
+        pending += chunk[:at]
+        _check_line(len(pending), name, offset)
+        yield bytes(pending)
+        offset += len(pending) + 1
+        lines = chunk[at + 1 :].split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            yield line
+            offset += len(line) + 1
+        pending = bytearray(tail)
     if pending:
         raise ArchiveIntegrityError(f"part {name} ends in the middle of a line")
 
@@ -450,14 +574,19 @@ def parse_row(line: bytes, width: int, part: str) -> list[str | None]:
     """One archived row: a JSON array of ``width`` text values (or nulls)."""
     try:
         row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError, UnicodeDecodeError):
         raise ArchiveIntegrityError(f"part {part} holds a line that is not JSON") from None
-    if not isinstance(row, list) or len(row) != width:
+    if type(row) is not list or len(row) != width:
         raise ArchiveIntegrityError(f"part {part} holds a row of the wrong width")
+    for value in row:
+        if value is not None and type(value) is not str:
+            raise ArchiveIntegrityError(f"part {part} holds a value that is not text")
     return row
 
 
-def check_config_value(value: int, name: str) -> int:
+def check_config_value(value: int, name: str, maximum: int | None = None) -> int:
     if value < 1:
         raise ConfigurationError(f"{name} must be at least 1, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum:,}, got {value:,}")
     return value

@@ -1,27 +1,35 @@
 """The restore transaction (see :func:`haive_langgraph.ops.backup.restore`).
 
-Archives arrive here checked (signatures, every part's SHA-256) and in chain
-order. Everything below runs in one transaction on the target:
+Archives arrive here checked (manifest fields and signatures, every part's
+size and SHA-256) and in chain order. Before connecting, the archived
+tables must be ours and each archive's scope part must give every table
+one scope (:mod:`haive_langgraph.ops._restore_checks`). Everything below
+runs in one transaction on the target:
 
 1. the migrations of every component, on the target schema;
-2. tables the archives hold that the migrations did not create, from the
-   definitions the archive carries;
-3. a check that the target's columns can take the archived ones;
+2. the store's vector table, if the archive holds it and the target lacks
+   it, from the store's own definition (never SQL from the archive);
+3. a check that the target's columns are the archived ones, and that each
+   table's scope is one the archive's declared selection gives it;
 4. the conflict check (rows already in the archive's scope);
 5. user triggers of the restored tables are disabled (re-enabled at the end);
 6. ``replace``: the scope's rows are deleted;
-7. rows are copied in (``COPY``), straight into the table when nothing can
-   conflict, else through a temporary staging table: a chain of incremental
-   archives is applied there first (newer row versions win, rows whose keys
-   are no longer present go), then moved with ``ON CONFLICT`` as asked;
+7. rows are copied in (``COPY``), each checked against its archive's scope
+   as it is read, straight into the table when nothing can conflict, else
+   through a temporary staging table: a chain of incremental archives is
+   applied there first (newer row versions win, rows whose keys are no
+   longer present go), then moved with ``ON CONFLICT`` as asked;
 8. identity and serial sequences are moved past the restored values.
+
+A row outside its scope, a damaged part, or anything else that fails rolls
+the whole transaction back.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -30,6 +38,7 @@ from psycopg import sql
 from haive_langgraph.db import Op, PersistenceConfig, Step, migrate_op, run
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.ops._archive import (
+    ArchiveContentError,
     ArchiveIntegrityError,
     ArchiveReader,
     BackupError,
@@ -37,7 +46,17 @@ from haive_langgraph.ops._archive import (
     RestoreConflictError,
     parse_row,
 )
-from haive_langgraph.ops._schema import Column, Schema, Table, introspect_op, render_ddl
+from haive_langgraph.ops._restore_checks import (
+    ArchivedTable,
+    RowFilter,
+    check_columns,
+    check_scope,
+    plan_tables,
+    read_scopes,
+    row_filter,
+    vector_table_op,
+)
+from haive_langgraph.ops._schema import Schema, Table, introspect_op
 from haive_langgraph.ops._selection import TableScope
 
 _SESSION = (
@@ -55,49 +74,6 @@ def _session_op(schema: str) -> Op[None]:
         (sql.Identifier(schema).as_string(None),),
         fetch="none",
     )
-
-
-class _Archived:
-    """One table as the archives describe it (the newest archive's definition wins)."""
-
-    def __init__(self, entry: dict[str, Any]) -> None:
-        self.name = str(entry["name"])
-        self.columns = [Column.from_dict(c) for c in entry["columns"]]
-        self.data_columns = [str(c) for c in entry["data_columns"]]
-        self.primary_key = [str(c) for c in entry["primary_key"]]
-        self.ddl = [str(s) for s in entry["ddl"]]
-        self.rows = 0
-        # (archive index, data parts, key parts) in chain order.
-        self.sources: list[tuple[int, list[PartInfo], list[PartInfo] | None]] = []
-
-    def update(self, index: int, entry: dict[str, Any]) -> None:
-        self.columns = [Column.from_dict(c) for c in entry["columns"]]
-        self.data_columns = [str(c) for c in entry["data_columns"]]
-        self.primary_key = [str(c) for c in entry["primary_key"]]
-        self.ddl = [str(s) for s in entry["ddl"]]
-        self.rows += int(entry["rows"])
-        keys = entry.get("key_parts")
-        self.sources.append(
-            (
-                index,
-                [PartInfo.from_dict(p) for p in entry["parts"]],
-                [PartInfo.from_dict(p) for p in keys] if keys is not None else None,
-            )
-        )
-
-
-def _read_scopes(reader: ArchiveReader) -> dict[str, TableScope]:
-    import json
-
-    part = PartInfo.from_dict(reader.manifest["scope_part"])
-    out = {}
-    for line in reader.part_lines(part):
-        try:
-            scope = TableScope.from_dict(json.loads(line))
-        except (ValueError, KeyError, TypeError):
-            raise ArchiveIntegrityError(f"part {part.name} holds an invalid scope") from None
-        out[scope.table] = scope
-    return out
 
 
 def _check_components(readers: Sequence[ArchiveReader]) -> None:
@@ -127,18 +103,14 @@ def run_restore(
 
     started = time.perf_counter()
     _check_components(readers)
-    archived: dict[str, _Archived] = {}
+    archived = plan_tables(readers)
+    # Each archive's rows are checked against that archive's own scope;
+    # the chain's union bounds conflicts, replace and version renewal.
+    own_scopes = [read_scopes(reader) for reader in readers]
     scopes: dict[str, TableScope] = {}
-    for index, reader in enumerate(readers):
-        for entry in reader.manifest["tables"]:
-            name = str(entry["name"])
-            if name not in archived:
-                archived[name] = _Archived(entry)
-            archived[name].update(index, entry)
-        for name, scope in _read_scopes(reader).items():
+    for per_archive in own_scopes:
+        for name, scope in per_archive.items():
             scopes[name] = scopes[name].merged(scope) if name in scopes else scope
-    order = [str(e["name"]) for e in readers[-1].manifest["tables"]]
-    order += [n for n in archived if n not in order]
     report = RestoreReport(
         schema=schema,
         archives=[str(r.manifest["archive_id"]) for r in readers],
@@ -152,26 +124,40 @@ def run_restore(
             run(conn, _session_op(schema))
             run(conn, migrate_op(all_components(), schema))
             live = run(conn, introspect_op(schema))
-            missing = [n for n in order if live.table(n) is None]
-            if missing:
-                run(conn, _extensions_op(readers))
-            for name in order:
+            for name in archived:
                 if live.table(name) is None:
-                    for statement in archived[name].ddl:
-                        conn.execute(render_ddl(statement, name), prepare=False)
+                    run(conn, vector_table_op(schema, readers, archived))
                     report.created_tables.append(name)
             if report.created_tables:
                 live = run(conn, introspect_op(schema))
+            missing = [n for n in archived if live.table(n) is None]
+            if missing:
+                raise BackupError(
+                    f"no migration created {', '.join(missing)} in schema {schema!r}: this "
+                    "haive-langgraph cannot restore them"
+                )
             tables = [t for t in live.tables if t.name in archived]
+            filters: dict[tuple[str, int], RowFilter | None] = {}
             for table in tables:
-                _check_columns(table, archived[table.name], schema)
+                source = archived[table.name]
+                check_columns(table, source, schema)
+                for index, _parts, _keys in source.sources:
+                    own = own_scopes[index][table.name]
+                    check_scope(
+                        table,
+                        own,
+                        source.data_columns,
+                        readers[index].manifest["selection"],
+                        readers[index].where,
+                    )
+                    filters[table.name, index] = row_filter(own, source.data_columns)
             if on_existing == "refuse":
                 _refuse_existing(conn, live, tables, scopes)
             disabled = run(conn, _disable_triggers_op(live, [t.name for t in tables]))
             if on_existing == "replace":
                 for table in reversed(tables):
-                    in_scope = scopes.get(table.name)
-                    if in_scope is None or in_scope.kind == "shared":
+                    in_scope = scopes[table.name]
+                    if in_scope.kind == "shared":
                         continue
                     cond, params = in_scope.predicate(table)
                     cur = conn.execute(
@@ -184,8 +170,7 @@ def run_restore(
             counter = _Counter(progress, total, BackupProgress)
             for number, table in enumerate(tables):
                 source = archived[table.name]
-                table_scope = scopes.get(table.name)
-                shared = table_scope is not None and table_scope.kind == "shared"
+                shared = scopes[table.name].kind == "shared"
                 direct = not chain and not shared and on_existing in ("refuse", "replace")
                 tick = functools.partial(counter.advance, table.name)
                 if direct:
@@ -198,6 +183,7 @@ def run_restore(
                             sql.Identifier(schema, table.name),
                             source.data_columns,
                             tick,
+                            _Check(table.name, filters[table.name, index]),
                         )
                     report.tables[table.name] = written
                 else:
@@ -210,6 +196,7 @@ def run_restore(
                         number,
                         tick,
                         "skip" if shared or on_existing == "skip" else on_existing,
+                        filters,
                     )
                     report.tables[table.name] = written
                     if staged > written:
@@ -224,43 +211,16 @@ def run_restore(
             f"{exc.diag.table_name}: {exc.diag.message_detail or exc}; pass on_existing='merge', "
             "'skip' or 'replace' (--merge, --skip-existing, --replace)"
         ) from None
+    except psycopg.errors.DataError as exc:
+        raise ArchiveIntegrityError(
+            f"the archive holds a value the target does not accept ({exc.diag.message_primary}; "
+            f"{exc.diag.context or ''}): nothing was written"
+        ) from None
     finally:
         conn.close()
     report.rows = sum(report.tables.values())
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _extensions_op(readers: Sequence[ArchiveReader]) -> Op[None]:
-    """Create the extensions the archived tables' types come from (tables we create need them)."""
-    wanted: dict[str, str] = {}
-    for reader in readers:
-        for ext in reader.manifest.get("extensions", []):
-            wanted[str(ext["name"])] = str(ext["schema"])
-    for name, ext_schema in sorted(wanted.items()):
-        row = yield Step(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = %s), "
-            "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %s)",
-            (name, name),
-            fetch="one",
-        )
-        if row[0]:
-            continue
-        if not row[1]:
-            raise BackupError(
-                f"the archived tables need the PostgreSQL extension {name!r}, which the target "
-                "server does not have: install it there first"
-            )
-        yield Step(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(ext_schema)),
-            fetch="none",
-        )
-        yield Step(
-            sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
-                sql.Identifier(name), sql.Identifier(ext_schema)
-            ),
-            fetch="none",
-        )
 
 
 class _Counter:
@@ -276,24 +236,6 @@ class _Counter:
         self.done += rows
         if self.progress is not None:
             self.progress(self.event("restore", table, self.done, self.total))
-
-
-def _check_columns(table: Table, source: _Archived, schema: str) -> None:
-    archived_types = {c.name: c.type for c in source.columns}
-    for name in source.data_columns:
-        col = table.column(name)
-        if col is None:
-            raise BackupError(
-                f"table {schema}.{table.name} has no column {name!r}, which the archive holds: "
-                "the target schema is older or different (upgrade haive-langgraph there)"
-            )
-        if col.generated is not None:
-            raise BackupError(f"column {schema}.{table.name}.{name} is generated in the target")
-        if archived_types.get(name) != col.type:
-            raise BackupError(
-                f"column {schema}.{table.name}.{name} is {col.type} in the target but "
-                f"{archived_types.get(name)} in the archive"
-            )
 
 
 def _refuse_existing(
@@ -385,15 +327,24 @@ def _enable_triggers_op(disabled: Sequence[tuple[str, str]]) -> Op[None]:
         )
 
 
-def _rows(reader: ArchiveReader, part: PartInfo, width: int) -> Iterator[list[str | None]]:
-    count = 0
-    for line in reader.part_lines(part):
-        count += 1
-        yield parse_row(line, width, part.name)
-    if count != part.rows:
-        raise ArchiveIntegrityError(
-            f"part {part.name} holds {count} rows; its manifest says {part.rows}"
+class _Check:
+    """Refuses a row outside its archive's scope for ``table`` (``keep`` None: all are in)."""
+
+    __slots__ = ("keep", "table")
+
+    def __init__(self, table: str, keep: RowFilter | None) -> None:
+        self.table = table
+        self.keep = keep
+
+    def refuse(self, part: PartInfo, number: int) -> ArchiveContentError:
+        return ArchiveContentError(
+            f"row {number} of part {part.name} lies outside the scope its archive declares for "
+            f"table {self.table} (another tenant, thread or user): refusing the restore; "
+            "nothing was written"
         )
+
+
+_NO_CHECK = _Check("", None)
 
 
 def _copy_parts(
@@ -403,21 +354,34 @@ def _copy_parts(
     target: sql.Composable,
     columns: Sequence[str],
     tick: Callable[[int], None],
+    check: _Check,
 ) -> int:
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
+    keep = check.keep
+    width = len(columns)
     written = 0
     with conn.cursor() as cur, cur.copy(statement) as copy:
         pending = 0
         for part in parts:
-            for row in _rows(reader, part, len(columns)):
+            count = 0
+            for line in reader.part_lines(part):
+                count += 1
+                row = parse_row(line, width, part.name)
+                if keep is not None and not keep(row):
+                    raise check.refuse(part, count)
                 copy.write_row(row)
-                written += 1
                 pending += 1
                 if pending == 5000:
+                    written += pending
                     tick(pending)
                     pending = 0
+            if count != part.rows:
+                raise ArchiveIntegrityError(
+                    f"part {part.name} holds {count} rows; its manifest says {part.rows}"
+                )
+        written += pending
         tick(pending)
     return written
 
@@ -427,10 +391,11 @@ def _via_staging(
     readers: Sequence[ArchiveReader],
     schema: str,
     table: Table,
-    source: _Archived,
+    source: ArchivedTable,
     number: int,
     tick: Callable[[int], None],
     mode: str,
+    filters: Mapping[tuple[str, int], RowFilter | None],
 ) -> tuple[int, int]:
     """Apply the chain to a staging table, then move it in; returns (written, staged)."""
     stage = sql.Identifier(f"haive_restore_stage_{number}")
@@ -459,15 +424,16 @@ def _via_staging(
         else sql.SQL("DO NOTHING")
     )
     for position, (index, parts, key_parts) in enumerate(source.sources):
+        check = _Check(table.name, filters[table.name, index])
         if position == 0 or not pk:
-            _copy_parts(conn, readers[index], parts, stage, columns, tick)
+            _copy_parts(conn, readers[index], parts, stage, columns, tick, check)
         else:
             conn.execute(
                 sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
                     delta, stage
                 )
             )
-            _copy_parts(conn, readers[index], parts, delta, columns, tick)
+            _copy_parts(conn, readers[index], parts, delta, columns, tick, check)
             conn.execute(
                 sql.SQL("INSERT INTO {s} ({c}) SELECT {c} FROM {d} ON CONFLICT ({k}) {u}").format(
                     s=stage, c=cols, d=delta, k=pk_list, u=upsert
@@ -481,7 +447,15 @@ def _via_staging(
                     "SELECT {} FROM {} WITH NO DATA"
                 ).format(keys, pk_list, stage)
             )
-            _copy_parts(conn, readers[index], key_parts, keys, source.primary_key, lambda n: None)
+            _copy_parts(
+                conn,
+                readers[index],
+                key_parts,
+                keys,
+                source.primary_key,
+                lambda n: None,
+                _NO_CHECK,
+            )
             conn.execute(
                 sql.SQL(
                     "DELETE FROM {s} AS s WHERE NOT EXISTS "

@@ -18,12 +18,12 @@ convention every table follows (``docs/architecture.md``):
 
 from __future__ import annotations
 
+import functools
 import heapq
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from psycopg import sql
 
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._migrations import MIGRATIONS_TABLE
@@ -87,8 +87,6 @@ class Table:
         columns: Columns in their physical order.
         primary_key: Primary key columns, in key order (empty if none).
         references: Tables of the same schema this one has foreign keys to.
-        ddl: Statements recreating the table, relative to ``search_path``
-            set to the schema (constraints, indexes, row-level security).
         estimated_rows: The planner's estimate of the row count.
     """
 
@@ -96,7 +94,6 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
     references: tuple[str, ...] = ()
-    ddl: tuple[str, ...] = ()
     estimated_rows: int = 0
 
     @property
@@ -140,8 +137,6 @@ class Schema:
     name: str
     tables: tuple[Table, ...]
     cycles: tuple[str, ...] = field(default=())
-    extensions: tuple[tuple[str, str], ...] = field(default=())
-    """(extension, its schema) of the extensions whose types our columns use."""
 
     def table(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)
@@ -149,6 +144,15 @@ class Schema:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tables)
+
+    def only(self, names: Iterable[str]) -> Schema:
+        """The same schema reduced to the tables named."""
+        keep = frozenset(names)
+        return Schema(
+            self.name,
+            tuple(t for t in self.tables if t.name in keep),
+            tuple(c for c in self.cycles if c in keep),
+        )
 
     def key_columns(self) -> frozenset[str]:
         """Entity columns of type ``text`` of tenant tables: what selections follow."""
@@ -181,7 +185,6 @@ class Schema:
 
 TABLES = """
 SELECT c.oid, c.relname, greatest(c.reltuples, 0)::bigint,
-       c.relrowsecurity, c.relforcerowsecurity,
        coalesce((
            SELECT array_agg(a.attname::text ORDER BY k.ord)
            FROM pg_index AS i
@@ -212,79 +215,26 @@ WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.atti
 ORDER BY a.attrelid, a.attnum
 """
 
-# Constraints other than NOT NULL, in an order that can be replayed: primary
-# and unique keys before the foreign keys that may need them.
-CONSTRAINTS = """
-SELECT co.conrelid, co.conname::text, co.contype::text, pg_get_constraintdef(co.oid),
-       rc.relname::text
+# Foreign keys between tables of the schema (the dependency order).
+REFERENCES = """
+SELECT co.conrelid, rc.relname::text
 FROM pg_constraint AS co
 JOIN pg_namespace AS n ON n.oid = co.connamespace
-LEFT JOIN pg_class AS rc ON rc.oid = co.confrelid AND rc.relnamespace = n.oid
-WHERE n.nspname = %s AND co.contype IN ('p', 'u', 'f', 'c', 'x') AND co.conrelid <> 0
-ORDER BY co.conrelid, CASE co.contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'c' THEN 2
-         WHEN 'x' THEN 3 ELSE 4 END, co.conname
-"""
-
-INDEXES = """
-SELECT i.indrelid, pg_get_indexdef(i.indexrelid)
-FROM pg_index AS i
-JOIN pg_class AS ic ON ic.oid = i.indexrelid
-JOIN pg_namespace AS n ON n.oid = ic.relnamespace
-WHERE n.nspname = %s
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS co WHERE co.conindid = i.indexrelid)
-ORDER BY i.indrelid, ic.relname
-"""
-
-# Extensions owning the types (or array element types) of our columns.
-EXTENSIONS = """
-SELECT DISTINCT e.extname::text, en.nspname::text
-FROM pg_attribute AS a
-JOIN pg_class AS c ON c.oid = a.attrelid
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-JOIN pg_type AS t ON t.oid = a.atttypid
-JOIN pg_depend AS d
-  ON d.classid = 'pg_type'::regclass AND d.objid IN (t.oid, t.typelem) AND d.deptype = 'e'
-JOIN pg_extension AS e ON e.oid = d.refobjid
-JOIN pg_namespace AS en ON en.oid = e.extnamespace
-WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY 1
-"""
-
-POLICIES = """
-SELECT c.oid, p.polname::text,
-       p.polpermissive,
-       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-       CASE WHEN p.polroles = '{0}' THEN 'PUBLIC'
-            ELSE (SELECT string_agg(quote_ident(r.rolname), ', ')
-                  FROM pg_roles AS r WHERE r.oid = ANY(p.polroles)) END,
-       pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
-FROM pg_policy AS p
-JOIN pg_class AS c ON c.oid = p.polrelid
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE n.nspname = %s
-ORDER BY c.oid, p.polname
+JOIN pg_class AS rc ON rc.oid = co.confrelid AND rc.relnamespace = n.oid
+WHERE n.nspname = %s AND co.contype = 'f'
+ORDER BY 1, 2
 """
 
 
-def introspect_op(schema: str, *, with_ddl: bool = False) -> Op[Schema]:
+def introspect_op(schema: str) -> Op[Schema]:
     """Read our tables in ``schema`` from the catalog (the migrations table excluded).
 
     Args:
         schema: A validated schema name.
-        with_ddl: Also collect the statements that recreate each table. Run
-            it with ``search_path`` set to ``schema`` only, so that names of
-            the schema come out unqualified.
     """
     tables = yield Step(TABLES, (schema,))
     columns = yield Step(COLUMNS, (schema,))
-    constraints = yield Step(CONSTRAINTS, (schema,))
-    extensions = yield Step(EXTENSIONS, (schema,))
-    indexes: list[Any] = []
-    policies: list[Any] = []
-    if with_ddl:
-        indexes = yield Step(INDEXES, (schema,))
-        policies = yield Step(POLICIES, (schema,))
+    references = yield Step(REFERENCES, (schema,))
     by_oid: dict[int, list[Column]] = {}
     for oid, name, typ, not_null, default, generated, identity, collation in columns:
         by_oid.setdefault(int(oid), []).append(
@@ -299,56 +249,23 @@ def introspect_op(schema: str, *, with_ddl: bool = False) -> Op[Schema]:
             )
         )
     refs: dict[int, set[str]] = {}
-    cons: dict[int, list[str]] = {}
-    for oid, conname, contype, definition, referenced in constraints:
-        cons.setdefault(int(oid), []).append(
-            f"ALTER TABLE {{table}} ADD CONSTRAINT {_quote(conname)} {definition}"
-        )
-        if contype == "f" and referenced:
-            refs.setdefault(int(oid), set()).add(referenced)
-    idx: dict[int, list[str]] = {}
-    for oid, definition in indexes:
-        idx.setdefault(int(oid), []).append(_unqualify_index(str(definition), schema))
-    pols: dict[int, list[str]] = {}
-    for oid, name, permissive, cmd, roles, qual, check in policies:
-        text = (
-            f"CREATE POLICY {_quote(name)} ON {{table}} AS "
-            f"{'PERMISSIVE' if permissive else 'RESTRICTIVE'} FOR {cmd} TO {roles}"
-        )
-        if qual is not None:
-            text += f" USING ({qual})"
-        if check is not None:
-            text += f" WITH CHECK ({check})"
-        pols.setdefault(int(oid), []).append(text)
+    for oid, referenced in references:
+        refs.setdefault(int(oid), set()).add(str(referenced))
     found: list[Table] = []
-    for oid, name, estimate, rls, force_rls, pk in tables:
+    for oid, name, estimate, pk in tables:
         if name in BOOKKEEPING_TABLES:
             continue
-        oid = int(oid)
-        cols = tuple(by_oid.get(oid, ()))
-        ddl: tuple[str, ...] = ()
-        if with_ddl:
-            statements = [_create_table(cols), *cons.get(oid, []), *idx.get(oid, [])]
-            if rls:
-                statements.append("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-            if force_rls:
-                statements.append("ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-            statements += pols.get(oid, [])
-            ddl = tuple(statements)
         found.append(
             Table(
                 name=str(name),
-                columns=cols,
+                columns=tuple(by_oid.get(int(oid), ())),
                 primary_key=tuple(pk),
-                references=tuple(sorted(refs.get(oid, set()) - {name})),
-                ddl=ddl,
+                references=tuple(sorted(refs.get(int(oid), set()) - {name})),
                 estimated_rows=int(estimate),
             )
         )
     ordered, cycles = dependency_order(found)
-    return Schema(
-        schema, tuple(ordered), tuple(cycles), tuple((str(e), str(n)) for e, n in extensions)
-    )
+    return Schema(schema, tuple(ordered), tuple(cycles))
 
 
 def dependency_order(tables: Iterable[Table]) -> tuple[list[Table], list[str]]:
@@ -377,43 +294,29 @@ def dependency_order(tables: Iterable[Table]) -> tuple[list[Table], list[str]]:
     return out, cycles
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+# "CREATE TABLE [IF NOT EXISTS] {schema}.<name>" in a migration statement.
+_CREATES = re.compile(
+    r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\{schema\}\.([a-z_][a-z0-9_]*)\s*\(",
+    re.IGNORECASE,
+)
 
 
-def _create_table(columns: Sequence[Column]) -> str:
-    parts = []
-    for col in columns:
-        text = f"{_quote(col.name)} {col.type}"
-        if col.collation:
-            text += f" COLLATE {col.collation}"
-        if col.generated is not None:
-            text += f" GENERATED ALWAYS AS ({col.generated}) STORED"
-        elif col.identity is not None:
-            text += (
-                " GENERATED ALWAYS AS IDENTITY"
-                if col.identity == "a"
-                else (" GENERATED BY DEFAULT AS IDENTITY")
-            )
-        elif col.default is not None:
-            text += f" DEFAULT {col.default}"
-        if col.not_null:
-            text += " NOT NULL"
-        parts.append(text)
-    return "CREATE TABLE {table} (\n    " + ",\n    ".join(parts) + "\n)"
+@functools.cache
+def our_tables() -> frozenset[str]:
+    """The tables haive-langgraph creates: those of every component's migrations, and the
+    store's vector table (created by ``setup()`` for a configured index).
 
+    Backup writes only these, restore accepts only these: a table someone else
+    created in the schema is theirs (``pg_dump`` it).
+    """
+    from haive_langgraph.ops._migrate import all_components
+    from haive_langgraph.stores._sql import VECTORS
 
-def _unqualify_index(definition: str, schema: str) -> str:
-    """``pg_get_indexdef`` always qualifies the table: make it relative to ``search_path``."""
-    for prefix in (" ON ONLY ", " ON "):
-        qualified = f"{prefix}{schema}."
-        if qualified in definition:
-            return definition.replace(qualified, prefix, 1)
-    return definition
-
-
-def render_ddl(statement: str, table: str) -> sql.Composed:
-    """A captured DDL statement with ``{table}`` filled in (unqualified: ``search_path``)."""
-    return sql.SQL(
-        statement.replace("{", "{{").replace("}", "}}").replace("{{table}}", "{table}")
-    ).format(table=sql.Identifier(table))
+    names = {
+        match.group(1)
+        for component in all_components()
+        for migration in component.migrations
+        for statement in migration.statements
+        for match in _CREATES.finditer(statement)
+    }
+    return frozenset(names | {VECTORS})

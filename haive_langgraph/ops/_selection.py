@@ -176,17 +176,52 @@ class TableScope:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TableScope:
-        kind = data["kind"]
-        if kind not in ("all", "tenants", "entities", "values", "shared"):
+    def from_dict(cls, data: Any) -> TableScope:
+        """A scope as :meth:`as_dict` wrote it.
+
+        Raises:
+            ValueError: A field is missing, of the wrong type, or not one
+                this kind of scope has.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("a scope is not an object")
+        kind = data.get("kind")
+        if kind not in _WIDTH:
             raise ValueError(f"unknown scope kind {kind!r}")
+        allowed = {"table", "kind", "tenants", "column"} | (
+            {"pairs"} if kind == "entities" else {"values"} if kind == "values" else set()
+        )
+        if set(data) - allowed:
+            raise ValueError(
+                f"fields {sorted(set(data) - allowed)} do not belong to a {kind} scope"
+            )
+        table, column = data.get("table"), data.get("column")
+        tenants = data.get("tenants")
+        if not isinstance(table, str) or not (column is None or isinstance(column, str)):
+            raise ValueError("table or column is not a name")
+        if tenants is not None and not _all_strings(tenants):
+            raise ValueError("tenants is not a list of strings")
+        if (kind in ("tenants", "shared") and tenants is None) or (
+            kind in ("all", "entities") and tenants is not None
+        ):
+            raise ValueError(f"a {kind} scope has tenants where it must not, or none")
+        if (column is None) != (kind not in ("entities", "values")):
+            raise ValueError(f"a {kind} scope names a column only if it is entities or values")
+        pairs = data.get("pairs", [])
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and _all_strings(p) for p in pairs
+        ):
+            raise ValueError("pairs is not a list of [tenant, value] pairs")
+        values = data.get("values", [])
+        if not _all_strings(values):
+            raise ValueError("values is not a list of strings")
         return cls(
-            table=str(data["table"]),
+            table=table,
             kind=kind,
-            tenants=list(data["tenants"]) if data.get("tenants") is not None else None,
-            column=data.get("column"),
-            pairs=[(str(a), str(b)) for a, b in data.get("pairs", [])],
-            values=[str(v) for v in data.get("values", [])],
+            tenants=list(tenants) if tenants is not None else None,
+            column=column,
+            pairs=[(str(a), str(b)) for a, b in pairs],
+            values=list(values),
         )
 
     def merged(self, other: TableScope) -> TableScope:
@@ -240,6 +275,10 @@ class TableScope:
 
 
 _WIDTH = {"all": 4, "tenants": 3, "shared": 2, "values": 1, "entities": 0}
+
+
+def _all_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 # -- computing scopes ---------------------------------------------------------------------

@@ -57,6 +57,9 @@ from haive_langgraph.ops._archive import (
     BACKUP_KEY_ENV,
     FORMAT,
     FORMAT_VERSION,
+    MAX_LINE_BYTES,
+    MAX_PART_BYTES,
+    ArchiveContentError,
     ArchiveIntegrityError,
     ArchiveReader,
     ArchiveWriter,
@@ -72,11 +75,15 @@ from haive_langgraph.ops._archive import (
     parse_row,
     resolve_key,
 )
-from haive_langgraph.ops._schema import Schema, introspect_op
+from haive_langgraph.ops._manifest import part_entries
+from haive_langgraph.ops._schema import Schema, introspect_op, our_tables
 from haive_langgraph.ops._selection import Selection, TableScope, scopes_op
 
 __all__ = [
     "BACKUP_KEY_ENV",
+    "MAX_LINE_BYTES",
+    "MAX_PART_BYTES",
+    "ArchiveContentError",
     "ArchiveInfo",
     "ArchiveIntegrityError",
     "BackupError",
@@ -363,7 +370,7 @@ class _PartSink:
     def __init__(self, writer: ArchiveWriter, prefix: str, max_rows: int, max_bytes: int) -> None:
         self.writer = writer
         self.prefix = prefix
-        self.builder = PartBuilder(max_rows, max_bytes)
+        self.builder = PartBuilder(max_rows, max_bytes, what=f"table {prefix.split('-', 1)[1]}")
         self.parts: list[PartInfo] = []
         self.rows = 0
         self.raw = 0
@@ -479,7 +486,8 @@ def backup(
     config = config or PersistenceConfig()
     schema = validate_identifier(schema or config.schema_name, what="schema name")
     check_config_value(part_rows, "part_rows")
-    check_config_value(part_bytes, "part_bytes")
+    # A part may overrun part_bytes by one line; readers refuse parts over MAX_PART_BYTES.
+    check_config_value(part_bytes, "part_bytes", MAX_PART_BYTES - MAX_LINE_BYTES)
     backup_key = resolve_key(key) if encrypt else None
     if not encrypt and key is not None:
         raise ConfigurationError("a key was given with encrypt=False")
@@ -516,7 +524,7 @@ def backup(
             run(conn, _session_op(schema))
             snap = run(conn, _snapshot_op())
             components = run(conn, _components_op(schema))
-            live = run(conn, introspect_op(schema, with_ddl=True))
+            live = run(conn, introspect_op(schema)).only(our_tables())
             if not live.tables:
                 raise BackupError(
                     f"schema {schema!r} holds no haive-langgraph tables (run `haive-lg migrate`)"
@@ -551,7 +559,6 @@ def backup(
             },
             "snapshot": {"xmin": snap.xmin, "xmax": snap.xmax},
             "components": components,
-            "extensions": [{"name": e, "schema": n} for e, n in live.extensions],
             "selection": selection.summary(),
             "selection_digest": selection.digest(),
             "encryption": (
@@ -655,7 +662,6 @@ def _write_tables(
             "columns": [c.as_dict() for c in table.columns],
             "data_columns": columns,
             "primary_key": list(table.primary_key),
-            "ddl": list(table.ddl),
             "scope": scope.kind,
             "rows": sink.rows,
             "parts": [p.as_dict() for p in sink.close()],
@@ -688,10 +694,15 @@ def _write_scope(
 ) -> PartInfo:
     import json
 
-    builder = PartBuilder(max(part_rows, len(scopes) + 1), max(part_bytes, 1 << 40))
+    builder = PartBuilder(len(scopes) + 1, MAX_PART_BYTES + 1, what="the selection's scope")
     for scope in scopes:
         builder.add(json.dumps(scope.as_dict(), separators=(",", ":")).encode())
     data, rows, nbytes = builder.take()
+    if nbytes > MAX_PART_BYTES:
+        raise BackupError(
+            f"the selection names too many values to record ({nbytes:,} bytes): select by "
+            "tenant, or back up fewer threads or users per archive"
+        )
     return writer.add_part("parts/scope.jsonl.zst", data, rows, nbytes)
 
 
@@ -703,25 +714,23 @@ def _open_checked(
     key: BackupKey | None,
     *,
     deep: bool,
-    explicit_key: bool = False,
+    unkeyed: bool = False,
     progress: ProgressCallback | None = None,
     done: int = 0,
     total: int | None = None,
 ) -> tuple[ArchiveReader, int]:
     reader = ArchiveReader(path)
     try:
-        # A key from the environment is used where needed; a key given
-        # explicitly also means "this archive must be encrypted".
-        reader.authenticate(key if reader.encrypted or explicit_key else None)
+        reader.authenticate(key, unkeyed=unkeyed)
         for part, table in _all_parts(reader.manifest):
             if deep:
-                rows = sum(1 for _ in reader.part_lines(part))
+                rows = reader.count_lines(part)
                 if rows != part.rows:
                     raise ArchiveIntegrityError(
                         f"part {part.name} holds {rows} rows; its manifest says {part.rows}"
                     )
             else:
-                reader.stored_part(part)
+                reader.check_part(part)
             done += part.size
             if progress is not None:
                 progress(BackupProgress("verify", table, done, total))
@@ -732,11 +741,7 @@ def _open_checked(
 
 
 def _all_parts(manifest: Mapping[str, Any]) -> list[tuple[PartInfo, str]]:
-    out = [(PartInfo.from_dict(manifest["scope_part"]), "scope")]
-    for t in manifest["tables"]:
-        out += [(PartInfo.from_dict(p), t["name"]) for p in t["parts"]]
-        out += [(PartInfo.from_dict(p), t["name"]) for p in t.get("key_parts", [])]
-    return out
+    return [(PartInfo.from_dict(p), table) for p, table in part_entries(manifest)]
 
 
 def _info(reader: ArchiveReader) -> ArchiveInfo:
@@ -761,23 +766,37 @@ def verify(
     path: str | os.PathLike[str],
     *,
     key: KeyArg = None,
+    unkeyed: bool = False,
     deep: bool = True,
     progress: ProgressCallback | None = None,
 ) -> ArchiveInfo:
     """Check an archive without restoring it.
 
-    Checks the manifest's signature (with the backup key if the archive is
-    encrypted), every part's size and SHA-256, and with ``deep`` decrypts
-    and decompresses every part and counts its rows.
+    Checks the manifest (its fields, and its signature: with the backup key
+    if the archive was written with one), every part's size and SHA-256, and
+    with ``deep`` decrypts and decompresses every part as a stream and counts
+    its rows (time linear in the archive's size, memory of one chunk; a line
+    longer than :data:`MAX_LINE_BYTES` is an error naming part and offset).
+
+    Args:
+        path: The archive.
+        key: Backup key (default ``HAIVE_BACKUP_KEY``). With a key in effect,
+            an archive written without one is refused: anyone could have
+            written it.
+        unkeyed: Accept an archive written without a key although a key is
+            in effect (it is then checked against damage only).
+        deep: Decompress and count rows (else sizes and checksums only).
+        progress: Called as parts are checked (bytes).
 
     Raises:
-        ArchiveIntegrityError: Naming the part (or the manifest) that is damaged.
-        BackupKeyError: The archive is encrypted and the key is missing or wrong.
+        ArchiveIntegrityError: Naming the part (or the manifest field) that is damaged.
+        BackupKeyError: The archive is encrypted and the key is missing or
+            wrong, or it is not encrypted and a key is in effect.
     """
     backup_key = resolve_key(key)
     total = None
     reader, _ = _open_checked(
-        path, backup_key, deep=deep, explicit_key=key is not None, progress=progress, total=total
+        path, backup_key, deep=deep, unkeyed=unkeyed, progress=progress, total=total
     )
     with reader:
         return _info(reader)
@@ -793,17 +812,21 @@ def restore(
     schema: str | None = None,
     on_existing: OnExisting = "refuse",
     key: KeyArg = None,
+    unkeyed: bool = False,
     progress: ProgressCallback | None = None,
     config: PersistenceConfig | None = None,
 ) -> RestoreReport:
     """Restore an archive (or a full archive and its incremental ones) into a schema.
 
     Every archive is checked completely before anything is written; then the
-    restore runs in one transaction: migrations of the target schema, tables
-    the migrations do not create, the rows, identity sequences. Triggers of
-    the restored tables do not fire for restored rows (usage counters and
-    audit entries come with the archive); an enabled audit log gets one
-    ``RESTORE`` entry per table.
+    restore runs in one transaction: migrations of the target schema (and the
+    store's vector table, from the store's own definition), the rows,
+    identity sequences. Restore runs no SQL from an archive: it refuses an
+    archive holding a table or column that is not ours, and every row must
+    lie inside the scope the archive declares (its tenants, threads, users,
+    tables), else nothing is written. Triggers of the restored tables do not
+    fire for restored rows (usage counters and audit entries come with the
+    archive); an enabled audit log gets one ``RESTORE`` entry per table.
 
     Args:
         archives: One archive, or a full archive followed by incremental
@@ -816,12 +839,18 @@ def restore(
             ``"skip"`` (rows with the same key are kept as they are), or
             ``"replace"`` (the scope's rows are deleted first).
         key: Backup key of encrypted archives (default ``HAIVE_BACKUP_KEY``).
+            With a key in effect, an archive written without one is refused.
+        unkeyed: Accept archives written without a key although a key is in
+            effect (they are then checked against damage only).
         progress: Called as parts are checked and rows are written.
         config: Connection settings.
 
     Raises:
         ArchiveIntegrityError: An archive was changed or damaged (names the part).
-        BackupKeyError: Missing or wrong backup key.
+        ArchiveContentError: An archive holds a table or column that is not
+            ours, or a row outside its declared scope.
+        BackupKeyError: Missing or wrong backup key, or an archive without
+            one while a key is in effect.
         RestoreConflictError: The target has rows in scope and ``on_existing``
             is ``"refuse"``.
         BackupError: The archives do not form a chain, or the target cannot
@@ -849,7 +878,7 @@ def restore(
                 p,
                 backup_key,
                 deep=False,
-                explicit_key=key is not None,
+                unkeyed=unkeyed,
                 progress=progress,
                 done=done,
                 total=total_bytes,
@@ -873,6 +902,11 @@ def _check_chain(readers: Sequence[ArchiveReader]) -> None:
         )
     for previous, current in itertools.pairwise(readers):
         m = current.manifest
+        if m["selection_digest"] != first["selection_digest"]:
+            raise BackupError(
+                f"{str(current.path)!r} was taken with another selection than "
+                f"{str(readers[0].path)!r}: a chain restores one selection"
+            )
         if (
             m["kind"] != "incremental"
             or (m.get("base") or {}).get("archive_id") != (previous.manifest["archive_id"])

@@ -245,6 +245,8 @@ class MessageCodec:
             fields.update(extra)
         fields["type"] = kind
         fields["id"] = message_id
+        if message.id != message_id:
+            fields[GENERATED_ID] = True
         data = self.dump([fields, metadata or None], f"{where} ({kind} message {message_id!r})")
         if len(data) > self.max_message_bytes:
             raise MessageTooLargeError(
@@ -259,8 +261,6 @@ class MessageCodec:
             kind, data = self.serde.dumps_typed(value)
         except Exception as exc:
             raise SerializationError(f"{what} could not be serialised: {exc}") from None
-        if message.id != message_id:
-            fields[GENERATED_ID] = True
         if kind != "msgpack":
             raise SerializationError(f"{what} serialised as {kind!r}; only msgpack is stored")
         return data

@@ -38,6 +38,11 @@ DEFAULT_EXACT_THRESHOLD = 2000
 DEFAULT_EF_SEARCH = 100
 DEFAULT_MAX_SCAN_TUPLES = 20000
 
+# maintenance_work_mem of a bulk index build (index_pending's default, and
+# the repair of an invalid index): the HNSW graph of 100,000 384-dim vectors
+# (about 1.5 x their size) fits.
+DEFAULT_BUILD_MEMORY = "512MB"
+
 # Reciprocal-rank fusion: score = sum of 1 / (k + rank) over the rankings an
 # item appears in. k = 60 is the constant of Cormack et al. (SIGIR 2009),
 # also the default of Elasticsearch and OpenSearch.

@@ -33,6 +33,7 @@ from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _sql as S
 from haive_langgraph.stores._config import ResourceQuota, TenantUsage, VectorIndexSpec
 from haive_langgraph.stores._filters import FilterCompiler
+from haive_langgraph.stores._index_ops import index_valid_op
 from haive_langgraph.stores._values import (
     Namespace,
     PgvectorParam,
@@ -917,11 +918,16 @@ def batch_op(ctx: Context, plan: BatchPlan) -> Op[list[Result]]:
 # -- setup, maintenance, tenants ----------------------------------------------------------
 
 
-def setup_op(schema: str, spec: VectorIndexSpec | None) -> Op[None]:
-    """Migrations, then (with an index) the vector table; run in one transaction."""
+def setup_op(schema: str, spec: VectorIndexSpec | None) -> Op[bool]:
+    """Migrations, then (with an index) the vector table; run in one transaction.
+
+    Returns:
+        Whether the schema's ANN index needs a repair (it is invalid or
+        missing: see :mod:`haive_langgraph.stores._index_ops`).
+    """
     yield from migrate_op([S.COMPONENT], schema)
     if spec is None:
-        return
+        return False
     if spec.text is not None:
         yield from text_config_op(spec.text.config)
     stored = yield Step(S.q(S.GET_VECTOR_CONFIG, schema), ("default",), fetch="one")
@@ -934,11 +940,12 @@ def setup_op(schema: str, spec: VectorIndexSpec | None) -> Op[None]:
                 f"store is configured with {json.dumps(wanted)}; use another schema (schema=...) "
                 "or the configuration the schema was set up with"
             )
-        return
+        return spec.kind != "flat" and not (yield from index_valid_op(schema))
     yield Step(S.CREATE_VECTOR_EXTENSION, fetch="none")
     for statement in S.vector_ddl(spec):
         yield Step(S.q(statement, schema), fetch="none", prepare=False)
     yield Step(S.q(S.PUT_VECTOR_CONFIG, schema), ("default", json.dumps(wanted)), fetch="none")
+    return False
 
 
 def text_config_op(config: str) -> Op[None]:
@@ -973,47 +980,6 @@ def sweep_op(statements: Statements, tenant_id: str | None, batch: int) -> Op[in
         tenant = sql.SQL("AND s.tenant_id = %(t)s")
     row = yield Step(statements.q(S.SWEEP, tenant=tenant), params, fetch="one")
     return int(row[0])
-
-
-def count_vectors_op(statements: Statements) -> Op[tuple[int, int]]:
-    """``(pending, total)`` vectors of every tenant."""
-    row = yield Step(statements.q(S.COUNT_VECTORS), fetch="one")
-    return int(row[0]), int(row[1])
-
-
-def index_pending_op(statements: Statements, batch: int) -> Op[int]:
-    """Add up to ``batch`` pending vectors to the ANN index (one transaction)."""
-    row = yield Step(statements.q(S.INDEX_PENDING), {"n": batch}, fetch="one")
-    return int(row[0])
-
-
-def rebuild_lock_op(statements: Statements) -> Op[bool]:
-    """Take the session-level rebuild lock of the schema; ``False`` if another holds it."""
-    row = yield Step(S.TRY_REBUILD_LOCK, (S.LOCK_CLASS_REBUILD, statements.schema), fetch="one")
-    return bool(row[0])
-
-
-def rebuild_index_op(statements: Statements, spec: VectorIndexSpec, memory: str) -> Op[int]:
-    """Index every pending vector by rebuilding the ANN index in bulk.
-
-    Run outside a transaction (autocommit), holding the rebuild lock: the
-    index is dropped and built again ``CONCURRENTLY``, so reads and writes go
-    on meanwhile (searches are exact, and slower, until the build ends). A
-    bulk build is several times cheaper per vector than adding vectors one by
-    one (measured at 100,000 384-dim vectors: 37 s for the whole build, 5 ms
-    per vector added one by one). Returns the vectors that were pending.
-    """
-    pending, _ = yield from count_vectors_op(statements)
-    yield Step(S.SET_MAINTENANCE_MEMORY, (memory,), fetch="one")
-    yield Step(statements.q(S.DROP_ANN_INDEX), fetch="none", prepare=False)
-    yield Step(statements.q(S.MARK_ALL_INDEXED), fetch="none", prepare=False)
-    yield Step(statements.q(S.ann_index_ddl(spec, concurrently=True)), fetch="none", prepare=False)
-    return pending
-
-
-def rebuild_cleanup_op(statements: Statements) -> Op[None]:
-    yield Step(S.RESET_MAINTENANCE_MEMORY, fetch="none", prepare=False)
-    yield Step(S.RELEASE_REBUILD_LOCK, (S.LOCK_CLASS_REBUILD, statements.schema), fetch="one")
 
 
 def tenant_tables() -> tuple[str, ...]:

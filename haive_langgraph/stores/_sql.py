@@ -478,13 +478,42 @@ SELECT count(*) FILTER (WHERE NOT indexed), count(*) FROM {schema}.store_vectors
 """
 
 # Session-level lock (two keys: our class, hash of the schema) held by a bulk
-# index rebuild, so two processes never rebuild at once.
+# index rebuild or repair, so two processes never build at once.
 LOCK_CLASS_REBUILD = 0x48560003
 TRY_REBUILD_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s))"
 RELEASE_REBUILD_LOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
-SET_MAINTENANCE_MEMORY = "SELECT set_config('maintenance_work_mem', %s, false)"
-RESET_MAINTENANCE_MEMORY = "RESET maintenance_work_mem"
-DROP_ANN_INDEX = "DROP INDEX CONCURRENTLY IF EXISTS {schema}.store_vectors_ann_idx"
+
+# The build's session settings: its memory, and no statement or lock timeout.
+# The connection's timeouts (PersistenceConfig) are meant for application
+# statements; one firing part-way through CREATE INDEX CONCURRENTLY (a build
+# took 37 s at 100,000 vectors, and it first waits for older transactions)
+# leaves an invalid index behind, and the next repair would fail the same way.
+SET_BUILD_SETTINGS = """
+SELECT set_config('maintenance_work_mem', %s, false),
+       set_config('statement_timeout', '0', false),
+       set_config('lock_timeout', '0', false)
+"""
+RESET_BUILD_SETTINGS = (
+    "RESET maintenance_work_mem",
+    "RESET statement_timeout",
+    "RESET lock_timeout",
+)
+
+ANN_INDEX = "store_vectors_ann_idx"
+
+# Whether the ANN index is usable: no row when it is missing (a rebuild
+# stopped between its DROP and its CREATE), indisvalid false when a CREATE
+# INDEX CONCURRENTLY did not finish (cancelled, timed out, its session or the
+# server gone). The planner never uses an invalid index, and once it is
+# "ready" every write still maintains it. Found by name in the store's schema.
+ANN_INDEX_VALID = """
+SELECT i.indisvalid
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+DROP_ANN_INDEX = f"DROP INDEX CONCURRENTLY IF EXISTS {{schema}}.{ANN_INDEX}"
 MARK_ALL_INDEXED = "UPDATE {schema}.store_vectors SET indexed = true WHERE NOT indexed"
 
 
@@ -493,7 +522,7 @@ def ann_index_ddl(spec: VectorIndexSpec, *, concurrently: bool) -> str:
     params = ", ".join(f"{k} = {int(v)}" for k, v in spec.ddl_params().items())
     how = "CONCURRENTLY " if concurrently else ""
     return f"""
-            CREATE INDEX {how}IF NOT EXISTS store_vectors_ann_idx
+            CREATE INDEX {how}IF NOT EXISTS {ANN_INDEX}
                 ON {{schema}}.{VECTORS} USING {spec.kind} (embedding {spec.opclass})
                 WITH ({params}) WHERE indexed
             """

@@ -16,9 +16,15 @@ from psycopg_pool import AsyncConnectionPool
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, Route, arun, resolve_dsn
 from haive_langgraph.db._driver import OpFactory
+from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _ops as ops
 from haive_langgraph.stores._base import StoreBase
-from haive_langgraph.stores._config import PostgresIndexConfig, ResourceQuota, TenantUsage
+from haive_langgraph.stores._config import (
+    DEFAULT_BUILD_MEMORY,
+    PostgresIndexConfig,
+    ResourceQuota,
+    TenantUsage,
+)
 from haive_langgraph.stores._errors import quota_error
 
 T = TypeVar("T")
@@ -113,10 +119,17 @@ class AsyncPostgresStore(StoreBase):
     async def setup(self) -> None:
         """Create or upgrade the tables, and the vector table and index when configured.
 
-        Idempotent and safe from many processes at once (see
-        :meth:`PostgresStore.setup`).
+        Idempotent and safe from many processes at once; rebuilds an invalid
+        or missing ANN index (see :meth:`PostgresStore.setup`).
         """
-        await self._source.run(lambda: ops.setup_op(self.schema, self._spec), transaction=True)
+        broken = await self._source.run(
+            lambda: ops.setup_op(self.schema, self._spec), transaction=True
+        )
+        if broken:
+            try:
+                await self._repair_index(DEFAULT_BUILD_MEMORY, checked=True)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                logger.warning(index_ops.repair_refused(self.schema, exc))
 
     async def _run(
         self,
@@ -271,6 +284,8 @@ class AsyncPostgresStore(StoreBase):
                         logger.info("store TTL sweep deleted %d expired items", swept)
                     if self._spec is not None and self._spec.deferred:
                         await self.index_pending(rebuild=False)
+                    else:
+                        await self._repair_index(DEFAULT_BUILD_MEMORY)
                 except Exception:
                     logger.exception("store TTL sweep failed")
 
@@ -301,30 +316,54 @@ class AsyncPostgresStore(StoreBase):
         *,
         batch_size: int = 1000,
         rebuild: bool | None = None,
-        maintenance_work_mem: str = "512MB",
+        maintenance_work_mem: str = DEFAULT_BUILD_MEMORY,
     ) -> int:
-        """Add deferred vectors to the ANN index (see :meth:`PostgresStore.index_pending`)."""
+        """Add deferred vectors to the ANN index, and rebuild an invalid or missing
+        one (see :meth:`PostgresStore.index_pending`)."""
         spec = self._spec
         if spec is None or spec.kind == "flat":
             return 0
+        repaired = await self._repair_index(maintenance_work_mem)
+        if repaired is not None:
+            return repaired
         st = self._statements
-        pending, total = await self._run(lambda: ops.count_vectors_op(st), read=True)
+        pending, total = await self._run(lambda: index_ops.count_vectors_op(st), read=True)
         if not pending:
             return 0
         if self._rebuild_wanted(pending, total, rebuild):
-            async with self._source.connection() as conn:
-                if not await arun(conn, ops.rebuild_lock_op(st)):
-                    return 0
-                try:
-                    return await arun(conn, ops.rebuild_index_op(st, spec, maintenance_work_mem))
-                finally:
-                    await arun(conn, ops.rebuild_cleanup_op(st))
+            return await self._rebuild(
+                lambda: index_ops.rebuild_index_op(st, spec, maintenance_work_mem)
+            )
         done = 0
         while True:
-            n = await self._run(lambda: ops.index_pending_op(st, batch_size))
+            n = await self._run(lambda: index_ops.index_pending_op(st, batch_size))
             done += n
             if n < batch_size:
                 return done
+
+    async def _repair_index(self, memory: str, *, checked: bool = False) -> int | None:
+        """Async twin of :meth:`PostgresStore._repair_index`."""
+        spec = self._spec
+        if spec is None or spec.kind == "flat":
+            return None
+        st = self._statements
+        if not checked and await self._run(lambda: index_ops.index_valid_op(st.schema), read=True):
+            return None
+        return await self._rebuild(
+            lambda: index_ops.rebuild_index_op(st, spec, memory, repair=True)
+        )
+
+    async def _rebuild(self, factory: OpFactory[int]) -> int:
+        """Async twin of :meth:`PostgresStore._rebuild`."""
+        st = self._statements
+        async with self._source.connection() as conn:
+            if not await arun(conn, index_ops.rebuild_lock_op(st)):
+                return 0
+            try:
+                return await arun(conn, factory())
+            finally:
+                if not conn.broken:
+                    await arun(conn, index_ops.rebuild_cleanup_op(st))
 
     # -- tenants ---------------------------------------------------------------------------
 

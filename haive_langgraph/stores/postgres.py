@@ -18,9 +18,15 @@ from psycopg_pool import ConnectionPool
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import ConnectionSource, PersistenceConfig, Route, resolve_dsn, run
 from haive_langgraph.db._driver import OpFactory
+from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _ops as ops
 from haive_langgraph.stores._base import StoreBase
-from haive_langgraph.stores._config import PostgresIndexConfig, ResourceQuota, TenantUsage
+from haive_langgraph.stores._config import (
+    DEFAULT_BUILD_MEMORY,
+    PostgresIndexConfig,
+    ResourceQuota,
+    TenantUsage,
+)
 from haive_langgraph.stores._errors import quota_error
 
 T = TypeVar("T")
@@ -134,10 +140,22 @@ class PostgresStore(StoreBase):
         first run needs the privilege to ``CREATE EXTENSION vector`` unless
         pgvector is already installed in the database.
 
+        An ANN index left invalid (or missing) by a build that did not
+        finish (cancelled, timed out, its process or server killed) is
+        rebuilt here, unless another process is already rebuilding it; this
+        takes as long as a build, and searches are exact (and slower) until
+        it is done. A role that may not rebuild it (not the tables' owner)
+        gets a logged warning, and setup goes on.
+
         Raises:
             ConfigurationError: the schema was set up with another vector index.
         """
-        self._source.run(lambda: ops.setup_op(self.schema, self._spec), transaction=True)
+        broken = self._source.run(lambda: ops.setup_op(self.schema, self._spec), transaction=True)
+        if broken:
+            try:
+                self._repair_index(DEFAULT_BUILD_MEMORY, checked=True)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                logger.warning(index_ops.repair_refused(self.schema, exc))
 
     def _run(
         self,
@@ -321,6 +339,8 @@ class PostgresStore(StoreBase):
                         logger.info("store TTL sweep deleted %d expired items", swept)
                     if self._spec is not None and self._spec.deferred:
                         self.index_pending(rebuild=False)
+                    else:
+                        self._repair_index(DEFAULT_BUILD_MEMORY)
                 except Exception:
                     logger.exception("store TTL sweep failed")
             if not future.done():
@@ -351,7 +371,7 @@ class PostgresStore(StoreBase):
         *,
         batch_size: int = 1000,
         rebuild: bool | None = None,
-        maintenance_work_mem: str = "512MB",
+        maintenance_work_mem: str = DEFAULT_BUILD_MEMORY,
     ) -> int:
         """Add vectors written with ``write_mode="deferred"`` to the ANN index.
 
@@ -360,39 +380,69 @@ class PostgresStore(StoreBase):
         the indexed vectors (and 10,000 or more) is indexed by rebuilding the
         index in bulk, which is several times cheaper per vector and needs the
         tables' owner (``CREATE INDEX CONCURRENTLY``; searches stay correct
-        meanwhile, exact and slower).
+        meanwhile, exact and slower). An invalid or missing index (a build
+        that did not finish) is always rebuilt, with every vector in it.
 
         Args:
             batch_size: Vectors per transaction when indexing in batches.
-            rebuild: Force (``True``) or forbid (``False``) the bulk rebuild.
+            rebuild: Force (``True``) or forbid (``False``) the bulk rebuild
+                of a valid index.
             maintenance_work_mem: Memory for the bulk build (the graph should
                 fit: about 1.5 x the vectors' size).
 
         Returns:
-            How many vectors were indexed.
+            How many vectors were indexed (after a repair: every vector);
+            0 when another process holds the rebuild lock.
         """
         spec = self._spec
         if spec is None or spec.kind == "flat":
             return 0
+        repaired = self._repair_index(maintenance_work_mem)
+        if repaired is not None:
+            return repaired
         st = self._statements
-        pending, total = self._run(lambda: ops.count_vectors_op(st), read=True)
+        pending, total = self._run(lambda: index_ops.count_vectors_op(st), read=True)
         if not pending:
             return 0
         if self._rebuild_wanted(pending, total, rebuild):
-            # Session-level lock and CREATE INDEX CONCURRENTLY: one connection, no transaction.
-            with self._source.connection() as conn:
-                if not run(conn, ops.rebuild_lock_op(st)):
-                    return 0
-                try:
-                    return run(conn, ops.rebuild_index_op(st, spec, maintenance_work_mem))
-                finally:
-                    run(conn, ops.rebuild_cleanup_op(st))
+            return self._rebuild(lambda: index_ops.rebuild_index_op(st, spec, maintenance_work_mem))
         done = 0
         while True:
-            n = self._run(lambda: ops.index_pending_op(st, batch_size))
+            n = self._run(lambda: index_ops.index_pending_op(st, batch_size))
             done += n
             if n < batch_size:
                 return done
+
+    def _repair_index(self, memory: str, *, checked: bool = False) -> int | None:
+        """Rebuild the ANN index if it is invalid or missing (``checked``: known to be).
+
+        Returns:
+            ``None`` when the index is valid (or there is none to keep),
+            else the vectors the rebuilt index holds (0 when another process
+            holds the rebuild lock, or mended the index first).
+        """
+        spec = self._spec
+        if spec is None or spec.kind == "flat":
+            return None
+        st = self._statements
+        if not checked and self._run(lambda: index_ops.index_valid_op(st.schema), read=True):
+            return None
+        return self._rebuild(lambda: index_ops.rebuild_index_op(st, spec, memory, repair=True))
+
+    def _rebuild(self, factory: OpFactory[int]) -> int:
+        """Run a rebuild on one connection holding the schema's rebuild lock
+        (outside a transaction: ``CREATE INDEX CONCURRENTLY``); 0 when another
+        process holds the lock."""
+        st = self._statements
+        with self._source.connection() as conn:
+            if not run(conn, index_ops.rebuild_lock_op(st)):
+                return 0
+            try:
+                return run(conn, factory())
+            finally:
+                # A connection that died took its settings and its lock with it.
+                if not conn.broken:
+                    run(conn, index_ops.rebuild_cleanup_op(st))
 
     # -- tenants ---------------------------------------------------------------------------
 

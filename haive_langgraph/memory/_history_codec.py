@@ -50,12 +50,12 @@ from haive_langgraph.memory._history_types import (
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Row context key of message batch frames and of conversation details.
 MESSAGES_KEY = "messages"
-INT4_MAX = 2**31 - 1
 # Field of a stored message saved without an id: its stored ``id`` is ours (it
 # binds the body to its row, and merges and branches match on it) and is not
 # handed back, so a message reads back equal to what was saved. No message
 # field, nor an extra given as a keyword argument, can start with a NUL.
 GENERATED_ID = "\x00generated_id"
+INT4_MAX = 2**31 - 1
 
 _CLASSES: tuple[type[BaseMessage], ...] = (
     HumanMessage,
@@ -319,6 +319,8 @@ def build_message(fields: Any) -> BaseMessage:
     shape = _SHAPES.get(kind) if isinstance(kind, str) else None
     if shape is None:
         raise CorruptDataError(f"unknown message type {kind!r}")
+    if GENERATED_ID in fields:  # saved without an id: the stored one stays ours
+        fields = {k: v for k, v in fields.items() if k != GENERATED_ID and k != "id"}
     known = shape.fields
     keys = fields.keys()
     for name in shape.required:
@@ -336,8 +338,6 @@ def build_message(fields: Any) -> BaseMessage:
         extra = {k: v for k, v in fields.items() if k not in known}
         values.update((k, v) for k, v in fields.items() if k in known)
         fields_set = set(keys) & known
-    if GENERATED_ID in fields:  # saved without an id: the stored one stays ours
-        fields = {k: v for k, v in fields.items() if k != GENERATED_ID and k != "id"}
     cls = shape.cls
     message = cls.__new__(cls)
     _setattr(message, "__dict__", values)

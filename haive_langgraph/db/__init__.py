@@ -14,7 +14,12 @@ from haive_langgraph.db._connections import (
     connection_kwargs,
 )
 from haive_langgraph.db._driver import Op, Step, arun, run
-from haive_langgraph.db._dsn import describe_dsn, resolve_dsn, uses_transaction_pooler
+from haive_langgraph.db._dsn import (
+    describe_dsn,
+    normalize_dsn,
+    resolve_dsn,
+    uses_transaction_pooler,
+)
 from haive_langgraph.db._embedded import default_data_dir, embedded_dsn, start_embedded
 from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._migrations import (
@@ -49,6 +54,7 @@ __all__ = [
     "embedded_dsn",
     "migrate_op",
     "migration_script",
+    "normalize_dsn",
     "resolve_dsn",
     "run",
     "start_embedded",
@@ -65,8 +71,10 @@ def connect(
 
     ``dsn`` wins over ``HAIVE_DATABASE_URL`` and ``DATABASE_URL``; with none of
     them the embedded PostgreSQL is started (once per process) and used.
+    SQLAlchemy URLs (``postgresql+psycopg://`` ...) are accepted.
 
     Raises:
+        ConfigurationError: the DSN does not parse (naming where it came from).
         ConnectionFailedError: naming host and port (never the password).
     """
     config = config or PersistenceConfig()

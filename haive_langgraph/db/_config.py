@@ -16,7 +16,7 @@ PoolerMode = Literal["auto", "none", "session", "transaction"]
 # Where one replica DSN of a comma-separated list ends: at a comma followed by
 # the start of another DSN (a URI or a key=value pair), so that the host lists
 # of multi-host DSNs ("postgresql://h1,h2/db", "host=h1,h2") stay whole.
-_NEXT_DSN = re.compile(r",\s*(?=postgres(?:ql)?://|[A-Za-z_]+\s*=)")
+_NEXT_DSN = re.compile(r",\s*(?=postgres(?:ql)?(?:\+\w+)?://|[A-Za-z_]+\s*=)", re.IGNORECASE)
 
 
 class PersistenceConfig(BaseSettings):
@@ -65,6 +65,8 @@ class PersistenceConfig(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         frozen=True,
+        # A validation error quotes the value it refused; DSNs hold passwords.
+        hide_input_in_errors=True,
     )
 
     database_url: str | None = Field(

@@ -1,15 +1,19 @@
 """Where connections come from: a DSN, a lent connection, or a pool.
 
-Every saver, store and history accepts any of the three and normalises it
+Every saver, store and history accepts any of them and normalises it
 here (as LangGraph's ``_internal.get_connection`` does), so the classes above
 never care which they were given:
 
-* a DSN: we open and own a pool, sized and tuned by :class:`PersistenceConfig`;
+* a DSN, or ``None`` for the default server (``HAIVE_DATABASE_URL``,
+  ``DATABASE_URL``, then the embedded PostgreSQL): we open and own a pool,
+  sized and tuned by :class:`PersistenceConfig`;
 * a lent ``Connection``: used one operation at a time (a lock guards it); it
-  must be in autocommit mode, and we never commit a transaction the caller
-  owns;
+  must be in autocommit mode and outside pipeline mode, may have any row
+  factory, and we never commit a transaction the caller owns (see
+  :mod:`haive_langgraph.db._lent`);
 * a lent ``ConnectionPool``: borrowed per operation; no instance-wide lock,
-  so concurrency is the pool's job.
+  so concurrency is the pool's job (connections not in autocommit mode
+  are committed by the pool when they come back).
 
 Reads (idempotent operations) are retried on a fresh connection (at most
 twice) when the one they ran on turns out to be dead, for instance after a
@@ -25,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import select
 import threading
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -35,23 +37,39 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, Connection
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import OpFactory, Step, arun, run
-from haive_langgraph.db._dsn import describe_dsn, parse_dsn, uses_transaction_pooler
+from haive_langgraph.db._dsn import (
+    describe_dsn,
+    normalize_dsn,
+    parse_dsn,
+    resolve_dsn,
+    uses_transaction_pooler,
+)
+from haive_langgraph.db._lent import (
+    check_lent_connection,
+    check_lent_in_use,
+    wrong_kind,
+)
+from haive_langgraph.db._liveness import (
+    PING_AFTER_IDLE_SECONDS,
+    IdleTracker,
+    ausable,
+    has_input,
+    is_dead,
+    usable,
+)
 from haive_langgraph.db._replicas import ROUTES, AsyncReplicaSet, ReplicaSet, Route
 from haive_langgraph.db._tenancy import TenantScope, row_security_step
 from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
 
 T = TypeVar("T")
 
-SyncConn = str | Connection[Any] | ConnectionPool[Any]
-AsyncConn = str | AsyncConnection[Any] | AsyncConnectionPool[Any]
-
-# A pooled connection idle for longer than this is pinged before use; busy
-# connections are not, so the hot path pays no extra round trip.
-PING_AFTER_IDLE_SECONDS = 30.0
+SyncConn = str | Connection[Any] | ConnectionPool[Any] | None
+AsyncConn = str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None
 
 # A read that meets a dead connection is run again on another one, and again
 # if that one dies too: a pooler going down (PgBouncer restarted under load)
@@ -105,70 +123,6 @@ def connect_error(dsn: str, exc: BaseException) -> ConnectionFailedError:
     )
 
 
-def _check_lent_connection(conn: Connection[Any] | AsyncConnection[Any]) -> None:
-    if conn.closed:
-        raise ConfigurationError("the connection passed in is closed")
-    if not conn.autocommit:
-        raise ConfigurationError(
-            "the connection passed in is not in autocommit mode; open it with "
-            "autocommit=True (haive-langgraph runs its own transactions and never "
-            "commits one the caller owns)"
-        )
-
-
-def _is_dead(conn: Connection[Any] | AsyncConnection[Any], exc: BaseException) -> bool:
-    return isinstance(exc, psycopg.OperationalError) and (conn.closed or conn.broken)
-
-
-def _has_input(conn: Connection[Any] | AsyncConnection[Any]) -> bool:
-    """Whether an idle connection has input waiting: the server closed it (a restart,
-    ``pg_terminate_backend``, idle reaping) or sent a notice. A zero-timeout poll,
-    no round trip."""
-    try:
-        fd = conn.fileno()
-    except psycopg.Error:
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - Windows
-
-
-def _usable(conn: Connection[Any]) -> bool:
-    if not _has_input(conn):
-        return True
-    try:
-        conn.execute("")
-    except psycopg.Error:
-        return False
-    return True
-
-
-async def _ausable(conn: AsyncConnection[Any]) -> bool:
-    if not _has_input(conn):
-        return True
-    try:
-        await conn.execute("")
-    except psycopg.Error:
-        return False
-    return True
-
-
-class _IdleTracker:
-    """When each pooled connection was last used, so ``check`` pings only idle ones."""
-
-    def __init__(self) -> None:
-        self._last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-    def mark(self, conn: Any) -> None:
-        self._last[conn] = time.monotonic()
-
-    def idle_for(self, conn: Any) -> float:
-        last = self._last.get(conn)
-        return math.inf if last is None else time.monotonic() - last
-
-
 class _RowSecurity:
     """Whether row-level security applies to a connection's role on a table (asked once)."""
 
@@ -190,7 +144,8 @@ class ConnectionSource:
     """Hands out sync connections from a DSN-owned pool, a lent pool or a lent connection.
 
     Args:
-        conn: The primary: a DSN, a lent ``Connection`` or ``ConnectionPool``.
+        conn: The primary: a DSN, ``None`` (the default server, see
+            :func:`resolve_dsn`), a lent ``Connection`` or ``ConnectionPool``.
         config: Settings.
         replicas: DSNs of read replicas of the primary (default:
             ``config.replica_urls``); pools to them are opened on first use.
@@ -198,6 +153,7 @@ class ConnectionSource:
             :class:`TenantScope`): where row-level security applies to the
             connection's role, each statement is sent with the setting that
             binds its transaction to that tenant, in the same round trip.
+        argument: The name ``conn`` was given under, for errors about it.
     """
 
     def __init__(
@@ -207,6 +163,7 @@ class ConnectionSource:
         config: PersistenceConfig | None = None,
         replicas: Sequence[str] | None = None,
         scope: TenantScope | None = None,
+        argument: str = "conn",
     ) -> None:
         self.config = config or PersistenceConfig()
         self.scope = scope
@@ -220,24 +177,20 @@ class ConnectionSource:
         self._conn: Connection[Any] | None = None
         self._pool: ConnectionPool[Any] | None = None
         self._owned = False
-        self._idle = _IdleTracker()
+        self._idle = IdleTracker()
         self.dsn: str | None = None
-        if isinstance(conn, str):
-            self.dsn = conn
-            self._pool = self._open_pool(conn)
+        if conn is None or isinstance(conn, str):
+            self.dsn = resolve_dsn(conn, config=self.config, argument=argument)
+            self._pool = self._open_pool(self.dsn)
             self._owned = True
         elif isinstance(conn, Connection):
-            _check_lent_connection(conn)
+            check_lent_connection(conn)
             self._conn = conn
             self._lock = threading.Lock()
         elif isinstance(conn, ConnectionPool):
             self._pool = conn
         else:
-            raise ConfigurationError(
-                "expected a DSN string, a psycopg Connection or a ConnectionPool, "
-                f"got {type(conn).__name__}"
-                + (" (use the Async class for async connections)" if _is_async(conn) else "")
-            )
+            raise wrong_kind(conn, want_async=False)
 
     def _open_pool(self, dsn: str) -> ConnectionPool[Any]:
         kwargs = connection_kwargs(dsn, self.config)
@@ -251,7 +204,7 @@ class ConnectionSource:
         def check(conn: Connection[Any]) -> None:
             # A connection with input waiting is left to connection(), which
             # replaces it at once (a failed check backs off 1 s, 2 s, 4 s ...).
-            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS and not _has_input(conn):
+            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS and not has_input(conn):
                 conn.execute("")
 
         cfg = self.config
@@ -279,6 +232,7 @@ class ConnectionSource:
         if self._conn is not None:
             assert self._lock is not None
             with self._lock:
+                check_lent_in_use(self._conn)
                 yield self._conn
             return
         assert self._pool is not None
@@ -292,7 +246,7 @@ class ConnectionSource:
                 conn = cm.__enter__()
             except PoolTimeout as exc:
                 raise self._pool_error(exc) from None
-            if not spare or _usable(conn):
+            if not spare or usable(conn):
                 break
             cm.__exit__(None, None, None)
         try:
@@ -381,7 +335,7 @@ class ConnectionSource:
                         return result
                     return run(conn, factory(), prelude=prelude, every=True)
                 except psycopg.OperationalError as exc:
-                    if attempt + 1 < attempts and _is_dead(conn, exc):
+                    if attempt + 1 < attempts and is_dead(conn, exc):
                         continue
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -390,7 +344,8 @@ class ConnectionSource:
         active = self._row_security.known(conn, scope.table)
         if active is None:
             step = row_security_step(scope.table)
-            row = conn.execute(step.query, step.params).fetchone()
+            with conn.cursor(row_factory=tuple_row) as cur:
+                row = cur.execute(step.query, step.params).fetchone()
             active = self._row_security.learn(conn, scope.table, row)
         return scope.prelude(active)
 
@@ -402,7 +357,12 @@ class ConnectionSource:
 
 
 class AsyncConnectionSource:
-    """Async twin of :class:`ConnectionSource`."""
+    """Async twin of :class:`ConnectionSource`.
+
+    A DSN is checked at once; the pool opens on first use (or :meth:`open`),
+    and with ``None`` that is when the default server is resolved (the
+    embedded server, if that is the one, starts in a worker thread).
+    """
 
     def __init__(
         self,
@@ -411,6 +371,7 @@ class AsyncConnectionSource:
         config: PersistenceConfig | None = None,
         replicas: Sequence[str] | None = None,
         scope: TenantScope | None = None,
+        argument: str = "conn",
     ) -> None:
         self.config = config or PersistenceConfig()
         self.scope = scope
@@ -419,23 +380,22 @@ class AsyncConnectionSource:
         self._conn: AsyncConnection[Any] | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._owned = False
-        self._idle = _IdleTracker()
+        self._idle = IdleTracker()
         self.dsn: str | None = None
-        if isinstance(conn, str):
-            self.dsn = conn
+        self._opening = asyncio.Lock()
+        if isinstance(conn, str) and conn.strip():
+            self.dsn = normalize_dsn(conn, where=f"the argument {argument}")
             self._owned = True
+        elif conn is None or isinstance(conn, str):
+            self._owned = True  # the default server, resolved by open()
         elif isinstance(conn, AsyncConnection):
-            _check_lent_connection(conn)
+            check_lent_connection(conn)
             self._conn = conn
             self._lock = asyncio.Lock()
         elif isinstance(conn, AsyncConnectionPool):
             self._pool = conn
         else:
-            raise ConfigurationError(
-                "expected a DSN string, a psycopg AsyncConnection or an AsyncConnectionPool, "
-                f"got {type(conn).__name__}"
-                + (" (use the sync class for sync connections)" if _is_sync(conn) else "")
-            )
+            raise wrong_kind(conn, want_async=True)
         dsns = self.config.replica_urls if replicas is None else replicas
         self.replicas: AsyncReplicaSet | None = (
             AsyncReplicaSet(dsns, self.config, _async_replica) if dsns else None
@@ -443,8 +403,15 @@ class AsyncConnectionSource:
 
     async def open(self) -> None:
         """Open the owned pool (DSN sources); a no-op for lent connections and pools."""
-        if self.dsn is None or self._pool is not None:
+        if not self._owned or self._pool is not None:
             return
+        async with self._opening:
+            if self._pool is None:
+                await self._open_pool()
+
+    async def _open_pool(self) -> None:
+        if self.dsn is None:
+            self.dsn = await asyncio.to_thread(resolve_dsn, None, config=self.config)
         dsn = self.dsn
         kwargs = connection_kwargs(dsn, self.config)
         try:
@@ -454,7 +421,7 @@ class AsyncConnectionSource:
         tracker = self._idle
 
         async def check(conn: AsyncConnection[Any]) -> None:
-            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS and not _has_input(conn):
+            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS and not has_input(conn):
                 await conn.execute("")
 
         cfg = self.config
@@ -474,7 +441,7 @@ class AsyncConnectionSource:
 
     @property
     def is_pooled(self) -> bool:
-        return self._pool is not None or self.dsn is not None
+        return self._pool is not None or self._owned
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -482,6 +449,7 @@ class AsyncConnectionSource:
         if self._conn is not None:
             assert self._lock is not None
             async with self._lock:
+                check_lent_in_use(self._conn)
                 yield self._conn
             return
         if self._pool is None:
@@ -493,7 +461,7 @@ class AsyncConnectionSource:
                 conn = await cm.__aenter__()
             except PoolTimeout as exc:
                 raise self._pool_error(exc) from None
-            if not spare or await _ausable(conn):
+            if not spare or await ausable(conn):
                 break
             await cm.__aexit__(None, None, None)
         try:
@@ -570,7 +538,7 @@ class AsyncConnectionSource:
                         return result
                     return await arun(conn, factory(), prelude=prelude, every=True)
                 except psycopg.OperationalError as exc:
-                    if attempt + 1 < attempts and _is_dead(conn, exc):
+                    if attempt + 1 < attempts and is_dead(conn, exc):
                         continue
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -579,8 +547,10 @@ class AsyncConnectionSource:
         active = self._row_security.known(conn, scope.table)
         if active is None:
             step = row_security_step(scope.table)
-            cur = await conn.execute(step.query, step.params)
-            active = self._row_security.learn(conn, scope.table, await cur.fetchone())
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(step.query, step.params)
+                row = await cur.fetchone()
+            active = self._row_security.learn(conn, scope.table, row)
         return scope.prelude(active)
 
     async def close(self) -> None:
@@ -606,11 +576,3 @@ def _sync_replica(dsn: str, config: PersistenceConfig) -> ConnectionSource:
 
 def _async_replica(dsn: str, config: PersistenceConfig) -> AsyncConnectionSource:
     return AsyncConnectionSource(dsn, config=config, replicas=())
-
-
-def _is_async(conn: object) -> bool:
-    return isinstance(conn, AsyncConnection | AsyncConnectionPool)
-
-
-def _is_sync(conn: object) -> bool:
-    return isinstance(conn, Connection | ConnectionPool)

@@ -11,6 +11,10 @@ An operation may also yield a *round*: a list of steps sent together in one
 pipeline (one round trip, one implicit transaction outside an explicit one);
 it receives the list of their results. Settings a round sets with
 ``set_config(..., true)`` hold for the statements after them in that round.
+
+Rows always come back as tuples: the drivers' cursors set their own row
+factory, whatever the connection's (a lent one often has ``dict_row``, as in
+LangGraph's documentation), and never change the connection's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor, sql
+from psycopg.rows import tuple_row
 
 from haive_langgraph.db._arrays import ensure_arrays
 
@@ -99,7 +104,7 @@ def run(
     ensure_arrays(conn)
     if prelude:
         return _run_with_prelude(conn, op, prelude, every)
-    with conn.cursor(binary=True) as cur:
+    with conn.cursor(binary=True, row_factory=tuple_row) as cur:
         try:
             step = next(op)
             while True:
@@ -119,7 +124,7 @@ def _round(conn: Connection[Any], steps: list[Step], prelude: Sequence[Step]) ->
         for p in prelude:
             conn.execute(p.query, p.params, prepare=p.prepare)
         for step in steps:
-            cur = conn.cursor(binary=True)
+            cur = conn.cursor(binary=True, row_factory=tuple_row)
             cur.execute(step.query, step.params, prepare=step.prepare)
             cursors.append(cur)
     return [_result(cur, step.fetch) for cur, step in zip(cursors, steps, strict=True)]
@@ -128,7 +133,7 @@ def _round(conn: Connection[Any], steps: list[Step], prelude: Sequence[Step]) ->
 def _run_with_prelude(conn: Connection[Any], op: Op[T], prelude: Sequence[Step], every: bool) -> T:
     # Pipeline mode: the prelude and the statement go out together, and the
     # statements before one Sync share one (implicit) transaction.
-    with conn.pipeline() as pipeline, conn.cursor(binary=True) as cur:
+    with conn.pipeline() as pipeline, conn.cursor(binary=True, row_factory=tuple_row) as cur:
         try:
             step = next(op)
             first = True
@@ -156,7 +161,7 @@ async def arun(
     ensure_arrays(conn)
     if prelude:
         return await _arun_with_prelude(conn, op, prelude, every)
-    async with conn.cursor(binary=True) as cur:
+    async with conn.cursor(binary=True, row_factory=tuple_row) as cur:
         try:
             step = next(op)
             while True:
@@ -178,7 +183,7 @@ async def _around(
         for p in prelude:
             await conn.execute(p.query, p.params, prepare=p.prepare)
         for step in steps:
-            cur = conn.cursor(binary=True)
+            cur = conn.cursor(binary=True, row_factory=tuple_row)
             await cur.execute(step.query, step.params, prepare=step.prepare)
             cursors.append(cur)
     return [await _aresult(cur, step.fetch) for cur, step in zip(cursors, steps, strict=True)]
@@ -187,7 +192,7 @@ async def _around(
 async def _arun_with_prelude(
     conn: AsyncConnection[Any], op: Op[T], prelude: Sequence[Step], every: bool
 ) -> T:
-    async with conn.pipeline() as pipeline, conn.cursor(binary=True) as cur:
+    async with conn.pipeline() as pipeline, conn.cursor(binary=True, row_factory=tuple_row) as cur:
         try:
             step = next(op)
             first = True

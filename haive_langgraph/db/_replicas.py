@@ -47,7 +47,7 @@ import psycopg
 
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import Op, OpFactory, Step
-from haive_langgraph.db._dsn import describe_dsn, parse_dsn
+from haive_langgraph.db._dsn import describe_dsn, normalize_dsn
 from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
 
 if TYPE_CHECKING:
@@ -273,10 +273,7 @@ class ReplicaRouter:
         for dsn in dsns:
             if not isinstance(dsn, str) or not dsn.strip():
                 raise ConfigurationError(f"a replica must be a DSN string, got {dsn!r:.80}")
-            try:
-                parse_dsn(dsn)
-            except ConfigurationError as exc:
-                raise ConfigurationError(f"replica {len(self.replicas) + 1}: {exc}") from None
+            dsn = normalize_dsn(dsn, where=f"replica {len(self.replicas) + 1}")
             self.replicas.append(Replica(dsn, describe_dsn(dsn)))
         self.config = config
         self.stats = ReplicaStats()

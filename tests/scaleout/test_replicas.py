@@ -120,7 +120,7 @@ def test_replica_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_bad_replica_settings_are_refused(dbs: Databases) -> None:
-    with pytest.raises(ConfigurationError, match="replica 1: the database URL is malformed"):
+    with pytest.raises(ConfigurationError, match="replica 1 is not a valid PostgreSQL DSN"):
         ConnectionSource(dbs.primary, replicas=["host=replica.example port"])
     with pytest.raises(ConfigurationError, match="not one string"):
         ConnectionSource(dbs.primary, replicas=dbs.replica)

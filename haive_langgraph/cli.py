@@ -291,13 +291,25 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 
 
-def _env_codec() -> Any:
-    from haive_langgraph.codec import codec_from_env
+@contextmanager
+def _env_codec(dsn: str, schema: str | None, *, required: bool = True) -> Iterator[Any]:
+    """The codec of the ``HAIVE_*`` settings (``None`` without keys when not ``required``),
+    its key ring reading tenants' own keys from ``{schema}.tenant_keys``."""
+    from haive_langgraph.codec import codec_from_config
+    from haive_langgraph.ops.keys import PostgresTenantKeyStore
 
-    codec = codec_from_env()
-    if codec.keyring is None:
-        _fail("no encryption keys: set HAIVE_ENCRYPTION_KEYS (new primary key first)")
-    return codec
+    store = PostgresTenantKeyStore(dsn, schema=schema)
+    try:
+        codec = codec_from_config(tenant_store=store)
+        if codec.keyring is None:
+            if required:
+                _fail("no encryption keys: set HAIVE_ENCRYPTION_KEYS (new primary key first)")
+            yield None
+            return
+        store.setup()
+        yield codec
+    finally:
+        store.close()
 
 
 @keys_app.command("rotate")
@@ -308,35 +320,82 @@ def keys_rotate(
     batch_size: Annotated[int, typer.Option(help="Rows per transaction.")] = 500,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-encrypt every stored value under the current primary key (resumable)."""
+    """Put every stored value under the current primary key (resumable).
+
+    Also encrypts plaintext values (turning encryption on) and re-wraps tenant
+    keys. Rows of crypto-shredded tenants are skipped and counted. Exits 1 when
+    rows could not be read or values are left under other keys.
+    """
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from haive_langgraph.db import resolve_dsn
     from haive_langgraph.ops.keys import rotate_keys
 
-    codec = _env_codec()
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), console=err, disable=as_json
-    ) as bar:
+    target = resolve_dsn(dsn)
+    with (
+        _env_codec(target, schema) as codec,
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=err, disable=as_json
+        ) as bar,
+    ):
         task = bar.add_task("rotating", total=None)
 
         def progress(table: str, scanned: int, rewritten: int) -> None:
             bar.update(task, description=f"{table}: {scanned} rows scanned, {rewritten} rewritten")
 
-        report = rotate_keys(
-            resolve_dsn(dsn), codec, schema=schema, batch_size=batch_size, progress=progress
-        )
+        report = rotate_keys(target, codec, schema=schema, batch_size=batch_size, progress=progress)
+        primary = codec.keyring.primary_key_id()
+    unreadable = sum(report.unreadable.values())
     if as_json:
-        print(json.dumps({"scanned": report.scanned, "rewritten": report.rewritten}, indent=2))
-        return
-    table = Table(title=f"Key rotation to {codec.keyring.primary_key_id()}")
-    for col in ("table", "rows scanned", "rows rewritten", "resumed"):
-        table.add_column(col)
-    for name, scanned in report.scanned.items():
-        table.add_row(
-            name, str(scanned), str(report.rewritten[name]), "yes" if report.resumed[name] else ""
+        print(
+            json.dumps(
+                {
+                    "primary": primary,
+                    "scanned": report.scanned,
+                    "rewritten": report.rewritten,
+                    "resumed": report.resumed,
+                    "restarted": report.restarted,
+                    "shredded": report.shredded,
+                    "unreadable": report.unreadable,
+                    "errors": report.errors,
+                    "left": report.left,
+                    "tenant_keys_rewrapped": report.tenant_keys_rewrapped,
+                    "passes": report.passes,
+                },
+                indent=2,
+            )
         )
-    console.print(table)
+    else:
+        table = Table(title=f"Key rotation to {primary}")
+        for col in ("table", "rows scanned", "rewritten", "shredded", "unreadable", "left"):
+            table.add_column(col)
+        table.add_column("resumed")
+        for name, scanned in report.scanned.items():
+            table.add_row(
+                name,
+                str(scanned),
+                str(report.rewritten[name]),
+                str(sum(report.shredded.get(name, {}).values())),
+                str(report.unreadable.get(name, 0)),
+                str(report.left.get(name, 0)),
+                "restarted"
+                if report.restarted.get(name)
+                else "yes"
+                if report.resumed.get(name)
+                else "",
+            )
+        console.print(table)
+        console.print(f"tenant keys re-wrapped: {report.tenant_keys_rewrapped}")
+        for tenant, n in sorted(report.shredded_tenants.items()):
+            console.print(f"skipped {n} row(s) of crypto-shredded tenant {tenant!r}")
+        for message in report.errors:
+            err.print(f"unreadable: {message}")
+    if unreadable or report.total_left:
+        _fail(
+            f"{unreadable} row(s) could not be read and {report.total_left} value(s) are left "
+            "under other keys; fix or add the keys named above and run it again, before "
+            "removing any old key"
+        )
 
 
 @keys_app.command("status")
@@ -344,21 +403,44 @@ def keys_rotate(
 def keys_status(
     dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False
 ) -> None:
-    """How many stored values each key id protects, per table."""
-    from haive_langgraph.db import resolve_dsn
-    from haive_langgraph.ops.keys import frames_by_key
+    """How many stored values each key id protects, per table; plaintext and left to rotate.
 
-    counts = frames_by_key(resolve_dsn(dsn), schema=schema)
+    "left" (with HAIVE_ENCRYPTION_KEYS set) counts values not under their tenant's
+    current primary key, plaintext ones included: what ``keys rotate`` has to do.
+    """
+    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.ops.keys import key_status
+
+    target = resolve_dsn(dsn)
+    with _env_codec(target, schema, required=False) as codec:
+        status = key_status(
+            target, keyring=codec.keyring if codec is not None else None, schema=schema
+        )
     if as_json:
-        print(json.dumps(counts, indent=2))
+        print(
+            json.dumps(
+                {
+                    "by_key": status.by_key,
+                    "plaintext": status.plaintext,
+                    "left": status.left,
+                    "shredded": status.shredded,
+                    "total_plaintext": status.total_plaintext,
+                    "total_left": status.total_left,
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title="Stored values by key id")
     for col in ("table", "key id", "values"):
         table.add_column(col)
-    for name, by_key in counts.items():
+    for name, by_key in status.by_key.items():
         for key_id, n in by_key.items():
             table.add_row(name, key_id, str(n))
     console.print(table)
+    console.print(f"plaintext values: {status.total_plaintext}")
+    if status.total_left is not None:
+        console.print(f"left to rotate: {status.total_left}")
 
 
 @keys_app.command("forget-tenant")

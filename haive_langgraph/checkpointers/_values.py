@@ -401,7 +401,12 @@ def plan_put(
         if carried:
             assert parent is not None
             if channel in parent.inline:
-                inline[channel] = parent.inline[channel]
+                if inline_ok:
+                    inline[channel] = parent.inline[channel]
+                else:
+                    # Kept inline by a saver that did not encrypt: an encrypting
+                    # one stores it as an encrypted value, never in plaintext.
+                    refs.values[channel] = enc.key_of(parent.inline[channel], (_CHANNEL, channel))
             elif channel in parent.values:
                 key = parent.values[channel]
                 refs.values[channel] = key
@@ -709,6 +714,86 @@ def encode_body(
 
 def _plain_data_only(code: int, data: bytes) -> Any:
     raise ValueError(f"an object record (msgpack extension {code})")
+
+
+@dataclass(slots=True)
+class MovedInline:
+    """A checkpoint's inline values moved into stored (encrypted) values.
+
+    Attributes:
+        body: The checkpoint body framed afresh (current key), its references
+            digest covering the moved values.
+        channels: The moved channels, in order.
+        keys: Their content keys.
+        blobs: ``(key, frame)`` of the values to insert into ``blobs``.
+    """
+
+    body: bytes
+    channels: list[str]
+    keys: list[bytes]
+    blobs: list[tuple[bytes, bytes]]
+
+
+def move_inline(
+    *,
+    serde: SerializerProtocol,
+    codec: Codec,
+    tenant: str,
+    family: str,
+    ns: str,
+    checkpoint_id: str,
+    body: bytes,
+    inline: Mapping[str, Any],
+    values: Mapping[str, bytes],
+    lists: Mapping[str, bytes],
+) -> MovedInline:
+    """Store the inline values of a checkpoint row as values, as an encrypting saver would.
+
+    Savers that do not encrypt keep small values inline, in plaintext; this
+    turns such a row into what an encrypting saver writes (used by key
+    rotation when encryption is turned on).
+
+    Args:
+        body: The row's body frame.
+        inline: Its inline values.
+        values: Its stored value channels and their content keys.
+        lists: Its list channels and their item keys, concatenated.
+
+    Raises:
+        DecryptionError: The body does not decode (as :meth:`Codec.decode`).
+        CorruptDataError: The body is malformed.
+        SerializationError: An inline value cannot be serialised.
+    """
+    ctx = body_context(tenant, family, ns, checkpoint_id)
+    payload = codec.decode(bytes(body), ctx)
+    sep = payload.find(b"\x00")
+    try:
+        if payload[:sep] != b"msgpack":
+            raise ValueError(f"unexpected type tag {payload[:sep][:20]!r}")
+        checkpoint = ormsgpack.unpackb(
+            payload[sep + 1 :], ext_hook=_plain_data_only, option=ormsgpack.OPT_NON_STR_KEYS
+        )
+        if not isinstance(checkpoint, dict):
+            raise ValueError(f"a {type(checkpoint).__name__}, not a map")
+    except Exception as exc:
+        raise CorruptDataError(f"{ctx.describe()} cannot be decoded ({exc})") from exc
+    enc = _Encoder(serde, codec, tenant, family, None, f"checkpoint {checkpoint_id}")
+    channels = sorted(inline)
+    keys = [enc.key_of(inline[channel], (_CHANNEL, channel)) for channel in channels]
+    refs = StoredRefs(
+        family=family,
+        versions={},
+        values={**values, **dict(zip(channels, keys, strict=True))},
+        lists={channel: ListState(EMPTY_LINEAGE, k) for channel, k in lists.items()},
+    )
+    checkpoint[REFS_DIGEST] = refs_digest(refs)
+    type_tag, data = serde.dumps_typed(checkpoint)
+    return MovedInline(
+        body=codec.encode(payload_of(type_tag, data), ctx),
+        channels=channels,
+        keys=keys,
+        blobs=list(zip(enc.blob_keys, enc.blob_data, strict=True)),
+    )
 
 
 def decode_body(decoder: Decoder, row: Row) -> tuple[dict[str, Any], bytes | None]:

@@ -596,7 +596,8 @@ class KeyRing:
         """Re-wrap the tenant's keys with the current global primary key.
 
         Run this for every tenant after rotating the global key, before the
-        old global key is removed from the ring.
+        old global key is removed from the ring (``rotate_keys`` does it for
+        the tenants of a database tenant store).
 
         Returns:
             How many keys were re-wrapped.
@@ -609,22 +610,36 @@ class KeyRing:
             record = self._store.load(tenant_id)
             if record is None or not record.keys:
                 return 0
-            if record.destroyed:
-                raise self._shredded(tenant_id, None)
-            kek = self._global_primary()
-            count = 0
-            keys: list[WrappedKey] = []
-            for wrapped in record.keys:
-                if wrapped.wrapping_key_id == kek.key_id:
-                    keys.append(wrapped)
-                    continue
-                material = self._unwrap(tenant_id, wrapped, None)
-                keys.append(self._wrap(kek, tenant_id, wrapped.key_id, material))
-                count += 1
+            fresh, count = self.rewrapped(tenant_id, record)
             if count:
-                self._store.save(tenant_id, TenantKeyRecord(keys=tuple(keys)))
+                self._store.save(tenant_id, fresh)
                 self._tenants.pop(tenant_id, None)
         return count
+
+    def rewrapped(self, tenant_id: str, record: TenantKeyRecord) -> tuple[TenantKeyRecord, int]:
+        """``record`` with every key wrapped by the current global primary key (no I/O).
+
+        Returns:
+            The new record and how many keys were re-wrapped (0: unchanged).
+
+        Raises:
+            DecryptionError: A wrapped key could not be unwrapped (its wrapping
+                key is not in the ring, or it is corrupt or another tenant's).
+            KeyDestroyedError: The tenant was crypto-shredded.
+        """
+        if record.destroyed:
+            raise self._shredded(tenant_id, None)
+        kek = self._global_primary()
+        count = 0
+        keys: list[WrappedKey] = []
+        for wrapped in record.keys:
+            if wrapped.wrapping_key_id == kek.key_id:
+                keys.append(wrapped)
+                continue
+            material = self._unwrap(tenant_id, wrapped, None)
+            keys.append(self._wrap(kek, tenant_id, wrapped.key_id, material))
+            count += 1
+        return TenantKeyRecord(keys=tuple(keys)), count
 
     def invalidate(self, tenant_id: str | None = None) -> None:
         """Drop cached state: one tenant's, or (``None``) everything cached.

@@ -1,11 +1,18 @@
 """Encryption keys in the database: key rotation, tenant keys, crypto-shredding.
 
-* :func:`rotate_keys` re-encrypts every stored frame that is not under its
-  tenant's current primary key, in batches, each batch in its own
-  transaction with its resume point, so an interrupted rotation continues
-  where it stopped. Rows are rewritten with a compare-and-set on the old
-  frame: safe while the application writes (new writes already use the new
-  primary key).
+* :func:`rotate_keys` re-encrypts every stored value that is not under its
+  tenant's current primary key (every entry of :data:`FRAMED_TABLES`:
+  checkpoint values, bodies and sealed metadata, chat messages and
+  conversation details, store and vector-memory items), moves the plaintext
+  inline values of checkpoints written before encryption into encrypted
+  values, and re-wraps tenant keys under the global primary key. It works
+  in batches, each in its own transaction with its resume point, so an
+  interrupted rotation continues where it stopped (or starts again, if the
+  keys changed since). Rows are rewritten with a compare-and-set on the old
+  value: safe while the application writes (new writes already use the new
+  primary key). Rows of crypto-shredded tenants are skipped and counted.
+* :func:`key_status` counts stored values by key id, the plaintext ones and
+  those not yet under their tenant's primary key.
 * :class:`PostgresTenantKeyStore` keeps tenants' own keys, wrapped by the
   global keys, in the ``tenant_keys`` table (the codec never stores key
   material unwrapped).
@@ -18,21 +25,21 @@
 from __future__ import annotations
 
 import base64
-import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg import Connection, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.checkpointers._values import SEALED, body_context, metadata_context
 from haive_langgraph.codec import (
     HaiveCodec,
+    KeyDestroyedError,
     KeyRing,
-    Kind,
-    RowContext,
     TenantKeyRecord,
     WrappedKey,
 )
@@ -46,16 +53,21 @@ from haive_langgraph.db import (
     migrate_op,
     validate_identifier,
 )
-from haive_langgraph.db._arrays import BigintArray, ByteaArray, TextArray
-from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.stores._values import row_context as store_row_context
+from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.errors import ConfigurationError, DecryptionError
+from haive_langgraph.ops._framed import FRAMED_TABLES, TENANT_KEYS, FramedTable
+from haive_langgraph.ops._rotation import MAX_ERRORS, batch_op, counts_op, progress_op
 
 __all__ = [
     "COMPONENT",
+    "FRAMED_TABLES",
+    "FramedTable",
+    "KeyStatus",
     "PostgresTenantKeyStore",
     "RotationReport",
     "forget_tenant_key",
     "frames_by_key",
+    "key_status",
     "rotate_keys",
 ]
 
@@ -84,6 +96,10 @@ COMPONENT = Component(
                 """,
             ),
         ),
+        Migration(
+            "key rotation progress names the keys it rotates to",
+            ("ALTER TABLE {schema}.key_rotation ADD COLUMN IF NOT EXISTS target text",),
+        ),
     ),
 )
 
@@ -100,6 +116,15 @@ def _record_json(record: TenantKeyRecord) -> list[dict[str, str]]:
         }
         for k in record.keys
     ]
+
+
+def _record_of(keys: list[dict[str, str]], destroyed: bool) -> TenantKeyRecord:
+    return TenantKeyRecord(
+        keys=tuple(
+            WrappedKey(k["key_id"], k["wrapping_key_id"], base64.b64decode(k["blob"])) for k in keys
+        ),
+        destroyed=destroyed,
+    )
 
 
 class PostgresTenantKeyStore:
@@ -145,13 +170,7 @@ class PostgresTenantKeyStore:
         if row is None:
             return None
         keys, destroyed = row
-        return TenantKeyRecord(
-            keys=tuple(
-                WrappedKey(k["key_id"], k["wrapping_key_id"], base64.b64decode(k["blob"]))
-                for k in keys
-            ),
-            destroyed=bool(destroyed),
-        )
+        return _record_of(keys, bool(destroyed))
 
     def save(self, tenant_id: str, record: TenantKeyRecord) -> None:
         def op() -> Op[None]:
@@ -202,304 +221,164 @@ def forget_tenant_key(keyring: KeyRing, tenant_id: str) -> int:
 # -- key rotation -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FramedTable:
-    """A table whose rows hold codec frames, and how to rotate them.
-
-    Attributes:
-        name: Table name (in the schema).
-        key_columns: Primary key columns and their types (``text``,
-            ``bytea``, ``bigint`` or ``text[]``), in order; the scan's cursor.
-        context: Builds a frame's row context from the key values (and, for
-            a JSON column, the JSON key the sealed value sits under).
-        frame_column: The bytea column holding one frame per row.
-        json_column: Or: a JSONB column whose values may be sealed frames.
-        extra_columns: Columns read along and passed to ``context`` after
-            the key values (what a frame is bound to besides its key).
-        label: Name of this entry in reports and the progress table
-            (default: the table's name; two entries may share a table).
-    """
-
-    name: str
-    key_columns: tuple[tuple[str, str], ...]
-    context: Callable[..., RowContext]
-    frame_column: str | None = None
-    json_column: str | None = None
-    extra_columns: tuple[str, ...] = ()
-    label: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-
-def _blob_context(tenant: str, family: str, key: bytes) -> RowContext:
-    return RowContext(tenant, family, Kind.BLOB, bytes(key))
-
-
-def _metadata_context(
-    tenant: str, thread: str, ns: str, checkpoint_id: str, family: str, json_key: str
-) -> RowContext:
-    return metadata_context(tenant, family, ns, checkpoint_id, json_key)
-
-
-def _body_context(tenant: str, thread: str, ns: str, checkpoint_id: str, family: str) -> RowContext:
-    return body_context(tenant, family, ns, checkpoint_id)
-
-
-def _message_context(tenant: str, conversation: str, seq: int) -> RowContext:
-    return RowContext(tenant, conversation, Kind.MESSAGE, "messages")
-
-
-def _details_context(tenant: str, conversation: str) -> RowContext:
-    return RowContext(tenant, conversation, Kind.METADATA, "details")
-
-
-def _store_context(tenant: str, namespace: list[str], key: str) -> RowContext:
-    return store_row_context(tenant, tuple(namespace), key)
-
-
-FRAMED_TABLES: list[FramedTable] = [
-    FramedTable(
-        "blobs",
-        (("tenant_id", "text"), ("family_id", "text"), ("key", "bytea")),
-        _blob_context,
-        frame_column="data",
-    ),
-    FramedTable(
-        "checkpoints",
-        (
-            ("tenant_id", "text"),
-            ("thread_id", "text"),
-            ("checkpoint_ns", "text"),
-            ("checkpoint_id", "text"),
-        ),
-        _metadata_context,
-        json_column="metadata",
-        extra_columns=("family_id",),
-    ),
-    FramedTable(
-        "checkpoints",
-        (
-            ("tenant_id", "text"),
-            ("thread_id", "text"),
-            ("checkpoint_ns", "text"),
-            ("checkpoint_id", "text"),
-        ),
-        _body_context,
-        frame_column="checkpoint",
-        extra_columns=("family_id",),
-        label="checkpoint_bodies",
-    ),
-    FramedTable(
-        "conversation_messages",
-        (("tenant_id", "text"), ("conversation_id", "text"), ("seq", "bigint")),
-        _message_context,
-        frame_column="body",
-    ),
-    FramedTable(
-        "conversations",
-        (("tenant_id", "text"), ("conversation_id", "text")),
-        _details_context,
-        frame_column="details",
-    ),
-    FramedTable(
-        "store_items",
-        (("tenant_id", "text"), ("namespace", "text[]"), ("key", "text")),
-        _store_context,
-        frame_column="value",
-    ),
-]
-
-
 @dataclass(slots=True)
 class RotationReport:
-    """Rows scanned and rewritten per table."""
+    """What a rotation did, per entry of :data:`FRAMED_TABLES` (its ``key``).
+
+    Attributes:
+        scanned: Rows read.
+        rewritten: Rows rewritten under the current keys.
+        resumed: The entry continued from a saved resume point.
+        restarted: A saved resume point was dropped because the keys changed
+            since it was saved (another primary key, tenant keys created or
+            destroyed): the entry was scanned again from the start.
+        shredded: Rows skipped because their tenant was crypto-shredded,
+            per entry and tenant.
+        unreadable: Rows that could not be decoded (corrupt, tampered with,
+            or under a key that is not in the ring) and were left as they are.
+        errors: The first messages about unreadable rows, each naming its row.
+        left: After the run, values still not under their tenant's primary
+            key (shredded tenants aside): 0 everywhere once rotation converged.
+        tenant_keys_rewrapped: Tenant keys re-wrapped under the global primary.
+        passes: Passes over the tables (another pass runs when values were
+            left, for instance written meanwhile by a process with old keys).
+    """
 
     scanned: dict[str, int] = field(default_factory=dict)
     rewritten: dict[str, int] = field(default_factory=dict)
     resumed: dict[str, bool] = field(default_factory=dict)
+    restarted: dict[str, bool] = field(default_factory=dict)
+    shredded: dict[str, dict[str, int]] = field(default_factory=dict)
+    unreadable: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    left: dict[str, int] = field(default_factory=dict)
+    tenant_keys_rewrapped: int = 0
+    passes: int = 0
 
     @property
     def total_rewritten(self) -> int:
         return sum(self.rewritten.values())
 
+    @property
+    def total_left(self) -> int:
+        return sum(self.left.values())
+
+    @property
+    def shredded_tenants(self) -> dict[str, int]:
+        """Rows skipped per crypto-shredded tenant, over every entry."""
+        total: Counter[str] = Counter()
+        for per_tenant in self.shredded.values():
+            total.update(per_tenant)
+        return dict(total)
+
 
 Progress = Callable[[str, int, int], None]  # table, rows scanned so far, rows rewritten so far
 
 
-def _cursor_out(values: Sequence[Any]) -> list[str]:
-    return [
-        "b" + base64.b64encode(bytes(v)).decode()
-        if isinstance(v, bytes | memoryview)
-        else f"i{v}"
-        if isinstance(v, int)
-        else "j" + json.dumps(list(v))
-        if isinstance(v, list)
-        else "s" + str(v)
-        for v in values
-    ]
-
-
-def _cursor_in(values: Sequence[str]) -> list[Any]:
-    return [
-        base64.b64decode(v[1:])
-        if v[0] == "b"
-        else int(v[1:])
-        if v[0] == "i"
-        else json.loads(v[1:])
-        if v[0] == "j"
-        else v[1:]
-        for v in values
-    ]
-
-
-def _array_literal(values: Sequence[str]) -> str:
-    """A ``text[]`` value as its input literal (a text parameter cast on the server)."""
-    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-    return "{" + ",".join(quoted) + "}"
-
-
-def _reencoded(
-    table: FramedTable, codec: HaiveCodec, pk: tuple[Any, ...], value: Any
-) -> Any | None:
-    """``pk``: the key values, then the extra columns."""
-    """The row's value with its frames under the current keys, or None if unchanged."""
-    tenant = str(pk[0])
-    if value is None:
-        return None  # a nullable frame column with nothing in it
-    if table.frame_column is not None:
-        frame = bytes(value)
-        if not codec.needs_reencrypt(frame, tenant):
-            return None
-        return codec.reencode(frame, table.context(*pk))
-    changed = False
-    updated = dict(value)
-    for json_key, item in value.items():
-        if isinstance(item, dict) and len(item) == 1 and SEALED in item:
-            frame = base64.b64decode(item[SEALED])
-            if codec.needs_reencrypt(frame, tenant):
-                new = codec.reencode(frame, table.context(*pk, json_key))
-                updated[json_key] = {SEALED: base64.b64encode(new).decode("ascii")}
-                changed = True
-    return Jsonb(updated) if changed else None
-
-
-def _batch_op(
-    schema: str, table: FramedTable, codec: HaiveCodec, batch_size: int
-) -> Op[tuple[int, int, bool]]:
-    """One batch of one table, in one transaction: (scanned, rewritten, finished)."""
-    ident = sql.Identifier(schema, table.name)
-    progress_table = sql.Identifier(schema, "key_rotation")
-    names = [c for c, _ in table.key_columns]
-    keys = sql.SQL(", ").join(map(sql.Identifier, names))
-    column = sql.Identifier(table.frame_column or table.json_column or "")
-    state = yield Step(
-        sql.SQL("SELECT cursor FROM {} WHERE table_name = %s FOR UPDATE").format(progress_table),
-        (table.key,),
-        fetch="one",
-    )
-    cursor = state[0] if state else None
-    where: sql.Composable = sql.SQL("")
-    params: list[Any] = []
-    if cursor is not None:
-        where = sql.SQL("WHERE ({}) > ({})").format(
-            keys, sql.SQL(", ").join(sql.Placeholder() * len(names))
-        )
-        params = _cursor_in(cursor)
-    selected = sql.SQL(", ").join(map(sql.Identifier, [*names, *table.extra_columns]))
-    rows = yield Step(
-        sql.SQL("SELECT {sel}, {col} FROM {t} {where} ORDER BY {keys} LIMIT %s").format(
-            sel=selected, keys=keys, col=column, t=ident, where=where
-        ),
-        [*params, batch_size],
-    )
-    changes = [
-        (tuple(row[:-1]), row[-1], fresh)
-        for row in rows
-        if (fresh := _reencoded(table, codec, tuple(row[:-1]), row[-1])) is not None
-    ]
-    rewritten = 0
-    if changes:
-        # One statement per batch, compare-and-set on the old value: a row
-        # changed since it was read (rewritten by a writer, with the new
-        # keys) is left alone and not counted.
-        arrays: list[ByteaArray | TextArray | BigintArray] = []
-        for i, (_, kind) in enumerate(table.key_columns):
-            values = [c[0][i] for c in changes]
-            arrays.append(
-                ByteaArray(map(bytes, values))
-                if kind == "bytea"
-                else BigintArray(values)
-                if kind == "bigint"
-                else TextArray(map(_array_literal, values))
-                if kind == "text[]"
-                else TextArray(values)
-            )
-        old: ByteaArray | TextArray
-        new: ByteaArray | TextArray
-        if table.frame_column is not None:
-            old = ByteaArray(bytes(c[1]) for c in changes)
-            new = ByteaArray(c[2] for c in changes)
-            cast = "bytea"
-        else:
-            old = TextArray(json.dumps(c[1]) for c in changes)
-            new = TextArray(json.dumps(c[2].obj) for c in changes)
-            cast = "jsonb"
-        cols = [sql.Identifier(f"k{i}") for i in range(len(names))]
-        match = sql.SQL(" AND ").join(
-            sql.SQL("t.{} = u.{}::text[]" if kind == "text[]" else "t.{} = u.{}").format(
-                sql.Identifier(n), c
-            )
-            for (n, kind), c in zip(table.key_columns, cols, strict=True)
-        )
-        count = yield Step(
-            sql.SQL(
-                "UPDATE {t} AS t SET {col} = u.new::{cast} "
-                "FROM unnest({arrays}, %s, %s) AS u({cols}, old, new) "
-                "WHERE {match} AND t.{col} = u.old::{cast}"
-            ).format(
-                t=ident,
-                col=column,
-                cast=sql.SQL(cast),
-                arrays=sql.SQL(", ").join(sql.Placeholder() * len(arrays)),
-                cols=sql.SQL(", ").join(cols),
-                match=match,
-            ),
-            [*arrays, old, new],
-            fetch="rowcount",
-        )
-        rewritten = int(count)
-    finished = len(rows) < batch_size
-    if finished:
-        yield Step(
-            sql.SQL("DELETE FROM {} WHERE table_name = %s").format(progress_table),
-            (table.key,),
-            fetch="none",
-        )
-    else:
-        yield Step(
-            sql.SQL(
-                "INSERT INTO {p} (table_name, cursor, rewritten) VALUES (%s, %s, %s) "
-                "ON CONFLICT (table_name) DO UPDATE SET cursor = excluded.cursor, "
-                "rewritten = {p}.rewritten + excluded.rewritten, updated_at = now()"
-            ).format(p=progress_table),
-            (table.key, Jsonb(_cursor_out(rows[-1][: len(names)])), rewritten),
-            fetch="none",
-        )
-    return len(rows), rewritten, finished
-
-
 def _existing_tables(source: ConnectionSource, schema: str) -> set[str]:
+    names = {t.name for t in FRAMED_TABLES} | {TENANT_KEYS}
+
     def op() -> Op[set[str]]:
         rows = yield Step(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)",
-            (schema, TextArray(t.name for t in FRAMED_TABLES)),
+            (schema, TextArray(sorted(names))),
         )
         return {str(r[0]) for r in rows}
 
     return source.run(op, read=True)
+
+
+def _target(source: ConnectionSource, schema: str, keyring: KeyRing, present: set[str]) -> str:
+    """What a resume point is valid for: the global primary key and the tenant keys' state."""
+    stamp = ""
+    if TENANT_KEYS in present:
+
+        def op() -> Op[str]:
+            row = yield Step(
+                sql.SQL(
+                    "SELECT count(*) || '@' || coalesce(max(updated_at)::text, '') FROM {}"
+                ).format(sql.Identifier(schema, TENANT_KEYS)),
+                fetch="one",
+            )
+            return str(row[0])
+
+        stamp = source.run(op, read=True)
+    return f"{keyring.primary_key_id()}|{stamp}"
+
+
+def _rewrap_op(
+    schema: str, keyring: KeyRing, after: str, batch_size: int, report: RotationReport
+) -> Op[str | None]:
+    """Re-wrap one batch of tenants' keys under the global primary; the last tenant, or None."""
+    table = sql.Identifier(schema, TENANT_KEYS)
+    primary = keyring.primary_key_id()
+    rows = yield Step(
+        sql.SQL(
+            "SELECT tenant_id, keys FROM {} WHERE tenant_id > %s AND NOT destroyed "
+            "AND EXISTS (SELECT 1 FROM jsonb_array_elements(keys) AS k "
+            "WHERE k ->> 'wrapping_key_id' IS DISTINCT FROM %s) "
+            "ORDER BY tenant_id LIMIT %s FOR UPDATE"
+        ).format(table),
+        (after, primary, batch_size),
+    )
+    for tenant, keys in rows:
+        try:
+            record, count = keyring.rewrapped(tenant, _record_of(keys, False))
+        except KeyDestroyedError:
+            continue
+        except DecryptionError as exc:
+            report.unreadable[TENANT_KEYS] = report.unreadable.get(TENANT_KEYS, 0) + 1
+            if len(report.errors) < MAX_ERRORS:
+                report.errors.append(f"{TENANT_KEYS} row (tenant_id={tenant!r}): {exc}")
+            continue
+        yield Step(
+            sql.SQL(
+                "UPDATE {} SET keys = %s, updated_at = now() WHERE tenant_id = %s AND NOT destroyed"
+            ).format(table),
+            (Jsonb(_record_json(record)), tenant),
+            fetch="none",
+        )
+        report.tenant_keys_rewrapped += count
+        keyring.invalidate(tenant)
+    return str(rows[-1][0]) if len(rows) == batch_size else None
+
+
+def _rotate_entry(
+    source: ConnectionSource,
+    schema: str,
+    table: FramedTable,
+    codec: HaiveCodec,
+    batch_size: int,
+    target: str,
+    serde: SerializerProtocol,
+    report: RotationReport,
+    progress: Progress | None,
+) -> int:
+    """Every batch of one entry; returns how many rows were unreadable."""
+    key = table.key
+    resumed, restarted = source.run(lambda: progress_op(schema, key, target), transaction=True)
+    report.resumed[key] = report.resumed.get(key, False) or resumed
+    report.restarted[key] = report.restarted.get(key, False) or restarted
+    unreadable = 0
+    while True:
+        batch = source.run(
+            lambda: batch_op(schema, table, codec, batch_size, target, serde), transaction=True
+        )
+        report.scanned[key] = report.scanned.get(key, 0) + batch.scanned
+        report.rewritten[key] = report.rewritten.get(key, 0) + batch.rewritten
+        if batch.shredded:
+            per_tenant = report.shredded.setdefault(key, {})
+            for tenant, n in batch.shredded.items():
+                per_tenant[tenant] = per_tenant.get(tenant, 0) + n
+        unreadable += len(batch.unreadable)
+        report.errors.extend(batch.unreadable[: max(0, MAX_ERRORS - len(report.errors))])
+        if progress is not None:
+            progress(key, report.scanned[key], report.rewritten[key])
+        if batch.finished:
+            break
+    report.unreadable[key] = report.unreadable.get(key, 0) + unreadable
+    return unreadable
 
 
 def rotate_keys(
@@ -511,73 +390,215 @@ def rotate_keys(
     tables: Sequence[str] | None = None,
     progress: Progress | None = None,
     config: PersistenceConfig | None = None,
+    serde: SerializerProtocol | None = None,
+    max_passes: int = 3,
 ) -> RotationReport:
-    """Re-encrypt every frame not under its tenant's current primary key.
+    """Put every stored value under its tenant's current primary key.
 
     Run it after making the new key primary (first in ``HAIVE_ENCRYPTION_KEYS``)
     in the application and here; keep the old keys in the ring until it has
-    finished, then remove them. Interrupted, it resumes from its last
-    committed batch the next time it runs.
+    finished (``report.total_left == 0``), then remove them. Run it also
+    when turning encryption on: it encrypts plaintext rows, and moves the
+    inline values of checkpoints written without encryption into encrypted
+    values. Interrupted, it resumes from its last committed batch the next
+    time it runs, unless the keys changed meanwhile (then that table is
+    scanned again from the start). After its pass it counts what is left
+    under other keys and passes again over those tables, up to
+    ``max_passes`` times.
+
+    Tenant keys: rows under a tenant's own key need the codec's key ring to
+    reach the tenant key store (``KeyRing(..., tenant_store=PostgresTenantKeyStore(...))``);
+    the tenant keys in ``{schema}.tenant_keys`` are re-wrapped under the
+    global primary key. Rows of crypto-shredded tenants are skipped and
+    counted in ``report.shredded``; rows that cannot be decoded are left as
+    they are, counted in ``report.unreadable`` and named in ``report.errors``.
 
     Args:
         conn: DSN, connection or pool.
         codec: An encrypting codec whose key ring holds the new primary and the
-            old keys.
+            old keys. With ``require_encryption`` plaintext rows are not
+            encrypted (they count as unreadable): migrate with a codec that
+            accepts them, then require encryption.
         schema: Schema of the tables.
         batch_size: Rows per transaction.
-        tables: Limit to these tables (default: every table holding frames).
-        progress: Called after each batch with (table, scanned, rewritten).
+        tables: Limit to these tables or entries (default: all of
+            :data:`FRAMED_TABLES` and ``tenant_keys``).
+        progress: Called after each batch with (entry, scanned, rewritten).
+        config: Connection settings.
+        serde: Serialises the inline values moved into stored values; the
+            checkpointer's (default LangGraph's ``JsonPlusSerializer``).
+        max_passes: Passes over the tables at most.
 
     Returns:
-        Rows scanned and rewritten per table.
+        What was scanned, rewritten, skipped and left, per entry.
 
     Raises:
         ConfigurationError: The codec does not encrypt.
     """
-    if codec.keyring is None:
+    keyring = codec.keyring
+    if keyring is None:
         raise ConfigurationError("rotate_keys needs an encrypting codec (a key ring)")
+    if batch_size < 1 or max_passes < 1:
+        raise ConfigurationError("rotate_keys needs batch_size >= 1 and max_passes >= 1")
+    serde = serde or JsonPlusSerializer()
     config = config or PersistenceConfig()
-    target = validate_identifier(schema or config.schema_name, what="schema name")
+    target_schema = validate_identifier(schema or config.schema_name, what="schema name")
     source = ConnectionSource(conn, config=config)
     report = RotationReport()
     try:
-        source.run(lambda: migrate_op([COMPONENT], target), transaction=True)
-        present = _existing_tables(source, target)
-        for table in FRAMED_TABLES:
-            if table.name not in present or (tables is not None and table.name not in tables):
-                continue
-            report.resumed[table.key] = _in_progress(source, target, table.key)
-            scanned = rewritten = 0
-            while True:
-                n, w, done = source.run(
-                    lambda table=table: _batch_op(target, table, codec, batch_size),  # type: ignore[misc]
+        source.run(lambda: migrate_op([COMPONENT], target_schema), transaction=True)
+        present = _existing_tables(source, target_schema)
+        keyring.invalidate()  # see tenant keys created or destroyed by other processes
+        if TENANT_KEYS in present and (tables is None or TENANT_KEYS in tables):
+            after: str | None = ""
+            while after is not None:
+                after = source.run(
+                    lambda last=after: _rewrap_op(  # type: ignore[misc]
+                        target_schema, keyring, last, batch_size, report
+                    ),
                     transaction=True,
                 )
-                scanned += n
-                rewritten += w
-                if progress is not None:
-                    progress(table.key, scanned, rewritten)
-                if done:
-                    break
-            report.scanned[table.key] = scanned
-            report.rewritten[table.key] = rewritten
+        entries = [
+            t
+            for t in FRAMED_TABLES
+            if t.name in present and (tables is None or t.name in tables or t.key in tables)
+        ]
+        pending = entries
+        while pending and report.passes < max_passes:
+            report.passes += 1
+            target = _target(source, target_schema, keyring, present)
+            unreadable = {
+                t.key: _rotate_entry(
+                    source, target_schema, t, codec, batch_size, target, serde, report, progress
+                )
+                for t in pending
+            }
+            keyring.invalidate()
+            left = _status(source, target_schema, pending, keyring).left or {}
+            report.left.update(left)
+            pending = [t for t in pending if left.get(t.key, 0) > unreadable[t.key]]
     finally:
         source.close()
     return report
 
 
-def _in_progress(source: ConnectionSource, schema: str, table: str) -> bool:
-    def op() -> Op[bool]:
-        row = yield Step(
-            sql.SQL("SELECT cursor IS NOT NULL FROM {} WHERE table_name = %s").format(
-                sql.Identifier(schema, "key_rotation")
-            ),
-            (table,),
-            fetch="one",
-        )
-        return bool(row and row[0])
+# -- status -------------------------------------------------------------------------
 
-    return source.run(op, read=True)
+UNENCRYPTED = "(unencrypted)"
+
+
+@dataclass(slots=True)
+class KeyStatus:
+    """Stored values by key, per entry of :data:`FRAMED_TABLES` (and ``tenant_keys``).
+
+    Attributes:
+        by_key: Values per key id (``"(unencrypted)"`` for plaintext ones,
+            inline checkpoint values included; for ``tenant_keys``: wrapped
+            keys per wrapping key id).
+        plaintext: Plaintext values per entry.
+        left: With a key ring: values not under their tenant's current
+            primary key (plaintext included, shredded tenants excluded);
+            ``None`` without one.
+        shredded: With a key ring: values of crypto-shredded tenants.
+    """
+
+    by_key: dict[str, dict[str, int]] = field(default_factory=dict)
+    plaintext: dict[str, int] = field(default_factory=dict)
+    left: dict[str, int] | None = None
+    shredded: dict[str, int] | None = None
+
+    @property
+    def total_plaintext(self) -> int:
+        return sum(self.plaintext.values())
+
+    @property
+    def total_left(self) -> int | None:
+        return None if self.left is None else sum(self.left.values())
+
+
+def _tenant_keys_op(schema: str) -> Op[list[tuple[str, str | None, int]]]:
+    rows = yield Step(
+        sql.SQL(
+            "SELECT '', k ->> 'wrapping_key_id', count(*) FROM {} AS t, "
+            "jsonb_array_elements(t.keys) AS k WHERE NOT t.destroyed GROUP BY 2"
+        ).format(sql.Identifier(schema, TENANT_KEYS))
+    )
+    return [(str(r[0]), None if r[1] is None else str(r[1]), int(r[2])) for r in rows]
+
+
+def _status(
+    source: ConnectionSource,
+    schema: str,
+    entries: Sequence[FramedTable],
+    keyring: KeyRing | None,
+    tenant_keys: bool = False,
+) -> KeyStatus:
+    def op() -> Op[dict[str, list[tuple[str, str | None, int]]]]:
+        out: dict[str, list[tuple[str, str | None, int]]] = {}
+        for table in entries:
+            out[table.key] = yield from counts_op(schema, table)
+        if tenant_keys:
+            out[TENANT_KEYS] = yield from _tenant_keys_op(schema)
+        return out
+
+    counts = source.run(op, read=True)
+    status = KeyStatus(
+        left={} if keyring is not None else None, shredded={} if keyring is not None else None
+    )
+    global_primary = keyring.primary_key_id() if keyring is not None else None
+    for entry, rows in counts.items():
+        by_key: Counter[str] = Counter()
+        plaintext = left = shredded = 0
+        for tenant, key_id, n in rows:
+            by_key[key_id or UNENCRYPTED] += n
+            if key_id is None:
+                plaintext += n
+            if keyring is None:
+                continue
+            if entry == TENANT_KEYS:
+                left += n if key_id != global_primary else 0
+                continue
+            try:
+                primary = keyring.primary_key_id(tenant)
+            except KeyDestroyedError:
+                shredded += n
+                continue
+            if key_id != primary:
+                left += n
+        status.by_key[entry] = dict(sorted(by_key.items()))
+        status.plaintext[entry] = plaintext
+        if status.left is not None and status.shredded is not None:
+            status.left[entry] = left
+            status.shredded[entry] = shredded
+    return status
+
+
+def key_status(
+    conn: str | Connection[Any] | ConnectionPool[Any],
+    *,
+    keyring: KeyRing | None = None,
+    schema: str | None = None,
+    config: PersistenceConfig | None = None,
+) -> KeyStatus:
+    """Count stored values by key id, plaintext values, and what rotation has left.
+
+    Args:
+        conn: DSN, connection or pool.
+        keyring: The current keys (with the tenant key store, for tenants'
+            own keys): then ``left`` counts values not under their tenant's
+            primary key, the work a rotation has left.
+        schema: Schema of the tables.
+        config: Connection settings.
+    """
+    config = config or PersistenceConfig()
+    target = validate_identifier(schema or config.schema_name, what="schema name")
+    source = ConnectionSource(conn, config=config)
+    try:
+        present = _existing_tables(source, target)
+        entries = [t for t in FRAMED_TABLES if t.name in present]
+        return _status(source, target, entries, keyring, tenant_keys=TENANT_KEYS in present)
+    finally:
+        source.close()
 
 
 def frames_by_key(
@@ -586,31 +607,8 @@ def frames_by_key(
     schema: str | None = None,
     config: PersistenceConfig | None = None,
 ) -> dict[str, dict[str, int]]:
-    """How many frames each key id protects, per table (``None`` key: unencrypted)."""
-    config = config or PersistenceConfig()
-    target = validate_identifier(schema or config.schema_name, what="schema name")
-    source = ConnectionSource(conn, config=config)
-    try:
-        present = _existing_tables(source, target)
+    """How many values each key id protects, per entry (``"(unencrypted)"``: plaintext).
 
-        def op() -> Op[dict[str, dict[str, int]]]:
-            out: dict[str, dict[str, int]] = {}
-            for table in FRAMED_TABLES:
-                if table.name not in present or table.frame_column is None:
-                    continue
-                col = sql.Identifier(table.frame_column)
-                rows = yield Step(
-                    sql.SQL(
-                        "SELECT CASE WHEN get_byte({c}, 3) & 2 = 2 "
-                        "THEN convert_from(substring({c} from 6 for get_byte({c}, 4)), 'UTF8') "
-                        "END, count(*) FROM {t} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 1"
-                    ).format(c=col, t=sql.Identifier(target, table.name)),
-                )
-                out[table.key] = {
-                    str(k) if k is not None else "(unencrypted)": int(n) for k, n in rows
-                }
-            return out
-
-        return source.run(op, read=True)
-    finally:
-        source.close()
+    See :func:`key_status` for plaintext and left-to-rotate counts.
+    """
+    return key_status(conn, schema=schema, config=config).by_key

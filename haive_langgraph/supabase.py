@@ -51,7 +51,7 @@ from haive_langgraph.db import (
     validate_identifier,
 )
 from haive_langgraph.db._connections import connect_error
-from haive_langgraph.db._dsn import TRANSACTION_POOLER_PORT, parse_dsn
+from haive_langgraph.db._dsn import TRANSACTION_POOLER_PORT, normalize_dsn, parse_dsn
 from haive_langgraph.db._migrations import LOCK_CLASS_MIGRATIONS
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
@@ -156,7 +156,7 @@ def supabase_dsn(env: Mapping[str, str] | None = None) -> str:
     """
     env = os.environ if env is None else env
     if url := env.get(ENV_DB_URL, "").strip():
-        return url
+        return normalize_dsn(url, where=f"the variable {ENV_DB_URL}")
     missing = [name for name in (ENV_URL, ENV_DB_PASSWORD) if not env.get(name, "").strip()]
     if missing:
         raise ConfigurationError(
@@ -629,9 +629,7 @@ class _Listener:
         self.tables = (
             None if tables is None else frozenset(CHANNEL_ALIASES.get(t, t) for t in tables)
         )
-        dsn = supabase_dsn() if conn is None else conn
-        if not isinstance(dsn, str):
-            raise ConfigurationError(f"expected a DSN string, got {type(dsn).__name__}")
+        dsn = supabase_dsn() if conn is None else normalize_dsn(conn, where="the argument conn")
         self.dsn = listen_dsn(dsn, self.config)
         self.channel = channel_name(self.schema, tenant_id)
         kwargs = connection_kwargs(self.dsn, self.config.model_copy(update={"pooler_mode": "none"}))

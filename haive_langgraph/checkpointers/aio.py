@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -49,13 +48,14 @@ from haive_langgraph.checkpointers._values import (
     metadata_json,
 )
 from haive_langgraph.codec import Codec, KeyRing
-from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
+from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op
+from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 T = TypeVar("T")
 
 
-class AsyncPostgresCheckpointer(TimeTravelMixin):
+class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
     """LangGraph checkpointer on PostgreSQL for asyncio (``graph.ainvoke`` ...).
 
     Same storage and behaviour as :class:`PostgresCheckpointer`; statements
@@ -65,9 +65,11 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
     async savers do.
 
     Args:
-        conn: A DSN (an async pool is opened on first use and owned), an
-            ``AsyncConnection`` (autocommit; one operation at a time) or an
-            ``AsyncConnectionPool`` (no instance-wide lock).
+        conn: A DSN (an async pool is opened on first use and owned),
+            ``None`` (the default server, as :class:`PostgresCheckpointer`),
+            an ``AsyncConnection`` (autocommit, any row factory; one
+            operation at a time) or an ``AsyncConnectionPool`` (no
+            instance-wide lock).
         serde: Serializer; LangGraph's ``JsonPlusSerializer`` by default.
         codec: Frames, compresses and encrypts stored values. Default: a
             codec from ``HAIVE_*`` settings (zstd on; AES-256-GCM when
@@ -93,7 +95,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
 
     def __init__(
         self,
-        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any],
+        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None = None,
         *,
         serde: SerializerProtocol | None = None,
         codec: Codec | None = None,
@@ -123,22 +125,6 @@ class AsyncPostgresCheckpointer(TimeTravelMixin):
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
         self.loop = asyncio.get_running_loop()
-
-    @classmethod
-    @asynccontextmanager
-    async def from_conn_string(
-        cls, dsn: str | None = None, **options: Any
-    ) -> AsyncIterator[AsyncPostgresCheckpointer]:
-        """Open a checkpointer on ``dsn`` (None: ``HAIVE_DATABASE_URL``,
-        ``DATABASE_URL``, then the embedded server) and close it afterwards."""
-        config = options.pop("config", None) or PersistenceConfig()
-        resolved = await asyncio.to_thread(resolve_dsn, dsn, config=config)
-        saver = cls(resolved, config=config, **options)
-        try:
-            await saver._source.open()
-            yield saver
-        finally:
-            await saver.aclose()
 
     async def aclose(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

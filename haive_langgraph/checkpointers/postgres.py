@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,11 +43,12 @@ from haive_langgraph.checkpointers._timetravel import (
 )
 from haive_langgraph.checkpointers._values import MissingValueError, PutPlan, metadata_json
 from haive_langgraph.codec import Codec, KeyRing
-from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op, resolve_dsn
+from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op
+from haive_langgraph.db._conn_string import FromConnString
 from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 
-class PostgresCheckpointer(TimeTravelMixin):
+class PostgresCheckpointer(TimeTravelMixin, FromConnString):
     """LangGraph checkpointer on PostgreSQL (sync API; async methods run it in a thread).
 
     Stores each value once: a conversation's storage grows with its length,
@@ -56,9 +56,12 @@ class PostgresCheckpointer(TimeTravelMixin):
     one round trip.
 
     Args:
-        conn: A DSN (a pool is opened and owned), a psycopg ``Connection``
-            (autocommit; used one operation at a time) or a
-            ``ConnectionPool`` (borrowed per operation; no instance-wide lock).
+        conn: A DSN (a pool is opened and owned; SQLAlchemy URLs such as
+            ``postgresql+psycopg://`` too), ``None`` (``HAIVE_DATABASE_URL``,
+            ``DATABASE_URL``, then the embedded server), a psycopg
+            ``Connection`` (autocommit, any row factory; used one operation
+            at a time) or a ``ConnectionPool`` (borrowed per operation; no
+            instance-wide lock). See ``docs/architecture.md#connections``.
         serde: Serializer; LangGraph's ``JsonPlusSerializer`` by default.
         codec: Frames, compresses and encrypts stored values. Default: a
             codec from ``HAIVE_*`` settings (zstd on; AES-256-GCM when
@@ -87,7 +90,7 @@ class PostgresCheckpointer(TimeTravelMixin):
 
     def __init__(
         self,
-        conn: str | Connection[Any] | ConnectionPool[Any],
+        conn: str | Connection[Any] | ConnectionPool[Any] | None = None,
         *,
         serde: SerializerProtocol | None = None,
         codec: Codec | None = None,
@@ -116,26 +119,6 @@ class PostgresCheckpointer(TimeTravelMixin):
         self._source = ConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
-
-    @classmethod
-    @contextmanager
-    def from_conn_string(
-        cls, dsn: str | None = None, **options: Any
-    ) -> Iterator[PostgresCheckpointer]:
-        """Open a checkpointer on ``dsn`` (None: ``HAIVE_DATABASE_URL``,
-        ``DATABASE_URL``, then the embedded server) and close it afterwards.
-
-        Args:
-            dsn: PostgreSQL DSN.
-            **options: Constructor options (``tenant_id``, ``schema``,
-                ``serde``, ``codec``, ``config`` ...).
-        """
-        config = options.pop("config", None) or PersistenceConfig()
-        saver = cls(resolve_dsn(dsn, config=config), config=config, **options)
-        try:
-            yield saver
-        finally:
-            saver.close()
 
     def close(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

@@ -25,6 +25,7 @@ from haive_langgraph.db import (
     migrate_op,
     validate_identifier,
 )
+from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.db._connections import AsyncConn, SyncConn
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.memory._history_codec import DEFAULT_MAX_MESSAGE_BYTES
@@ -64,7 +65,7 @@ def make_ops(
     return config, ops
 
 
-class SyncClient:
+class SyncClient(FromConnString):
     """Runs calls on a psycopg ``Connection`` (a DSN's own pool, a lent pool or connection)."""
 
     _source: ConnectionSource
@@ -119,7 +120,7 @@ class SyncClient:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(AsyncFromConnString):
     """Runs calls on a psycopg ``AsyncConnection`` (own pool, lent pool or connection).
 
     The sync methods of the async classes work from other threads while the

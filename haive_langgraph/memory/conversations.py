@@ -346,8 +346,10 @@ class ConversationStore(SyncClient):
     history's ``session_id`` is a conversation id.
 
     Args:
-        conn: A DSN (a pool is opened and owned; call :meth:`close`), a psycopg
-            ``Connection`` (autocommit) or a ``ConnectionPool``.
+        conn: A DSN (a pool is opened and owned; call :meth:`close`), ``None``
+            (the default server: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+            then the embedded one), a psycopg ``Connection`` (autocommit, any
+            row factory) or a ``ConnectionPool``. Or use :meth:`from_conn_string`.
         tenant_id: Tenant of the rows (default from the config: ``""``).
         prices: Model name -> :class:`ModelPrice`; fills in the cost of usage
             that has none (a name matches itself or any model it prefixes).
@@ -367,7 +369,7 @@ class ConversationStore(SyncClient):
 
     def __init__(
         self,
-        conn: SyncConn,
+        conn: SyncConn = None,
         *,
         tenant_id: str | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
@@ -589,14 +591,15 @@ class AsyncConversationStore(AsyncClient):
     """Asyncio twin of :class:`ConversationStore` (``a``-prefixed methods).
 
     Args:
-        conn: A DSN (an async pool is opened on first use and owned), an
-            ``AsyncConnection`` (autocommit) or an ``AsyncConnectionPool``.
+        conn: A DSN (an async pool is opened on first use and owned), ``None``
+            (the default server), an ``AsyncConnection`` (autocommit, any row
+            factory) or an ``AsyncConnectionPool``.
         **options: As :class:`ConversationStore`.
     """
 
     def __init__(
         self,
-        conn: AsyncConn,
+        conn: AsyncConn = None,
         *,
         tenant_id: str | None = None,
         prices: Mapping[str, ModelPrice] | None = None,

@@ -25,6 +25,7 @@ from haive_langgraph.db import (
     PersistenceConfig,
     migrate_op,
 )
+from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.db._connections import AsyncConn, SyncConn
 from haive_langgraph.memory._history_base import AsyncClient, SyncClient, make_ops
 from haive_langgraph.memory._history_codec import DEFAULT_MAX_MESSAGE_BYTES
@@ -122,8 +123,10 @@ class PostgresChatMessageHistory(SyncClient, BaseChatMessageHistory):
 
     Args:
         session_id: The history (a conversation id; created on first write).
-        conn: A DSN (a pool is opened and owned; call :meth:`close`), a psycopg
-            ``Connection`` (autocommit) or a ``ConnectionPool``.
+        conn: A DSN (a pool is opened and owned; call :meth:`close`), ``None``
+            (the default server: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+            then the embedded one), a psycopg ``Connection`` (autocommit, any
+            row factory) or a ``ConnectionPool``. Or use :meth:`from_conn_string`.
         tenant_id: Tenant of the rows (default from the config: ``""``).
         user_id: Owner recorded when the history is created.
         agent_id: Agent recorded when the history is created.
@@ -143,7 +146,7 @@ class PostgresChatMessageHistory(SyncClient, BaseChatMessageHistory):
     def __init__(
         self,
         session_id: str,
-        conn: SyncConn,
+        conn: SyncConn = None,
         *,
         tenant_id: str | None = None,
         user_id: str | None = None,
@@ -265,8 +268,9 @@ class AsyncPostgresChatMessageHistory(AsyncClient, BaseChatMessageHistory):
 
     Args:
         session_id: The history (a conversation id; created on first write).
-        conn: A DSN (an async pool is opened on first use and owned), an
-            ``AsyncConnection`` (autocommit) or an ``AsyncConnectionPool``.
+        conn: A DSN (an async pool is opened on first use and owned), ``None``
+            (the default server), an ``AsyncConnection`` (autocommit, any row
+            factory) or an ``AsyncConnectionPool``.
         **options: As :class:`PostgresChatMessageHistory`.
 
     Example:
@@ -278,7 +282,7 @@ class AsyncPostgresChatMessageHistory(AsyncClient, BaseChatMessageHistory):
     def __init__(
         self,
         session_id: str,
-        conn: AsyncConn,
+        conn: AsyncConn = None,
         *,
         tenant_id: str | None = None,
         user_id: str | None = None,
@@ -377,7 +381,7 @@ class AsyncPostgresChatMessageHistory(AsyncClient, BaseChatMessageHistory):
         self._sync(self.aclear(), "aclear")
 
 
-class ChatHistoryFactory:
+class ChatHistoryFactory(FromConnString):
     """``session_id -> PostgresChatMessageHistory``, all sharing one connection source.
 
     Pass it as ``get_session_history`` to ``RunnableWithMessageHistory``: it
@@ -386,15 +390,17 @@ class ChatHistoryFactory:
     ``history_factory_config`` names it.
 
     Args:
-        conn: A DSN (a pool is opened and owned; call :meth:`close`), a
-            ``Connection`` (autocommit) or a ``ConnectionPool``.
+        conn: A DSN (a pool is opened and owned; call :meth:`close`), ``None``
+            (the default server: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+            then the embedded one), a psycopg ``Connection`` (autocommit, any
+            row factory) or a ``ConnectionPool``. Or use :meth:`from_conn_string`.
         **options: ``tenant_id``, ``agent_id``, ``schema``, ``codec``,
             ``serde``, ``config``, ``max_message_bytes``.
     """
 
     def __init__(
         self,
-        conn: SyncConn,
+        conn: SyncConn = None,
         *,
         tenant_id: str | None = None,
         agent_id: str | None = None,
@@ -441,18 +447,20 @@ class ChatHistoryFactory:
         self.close()
 
 
-class AsyncChatHistoryFactory:
+class AsyncChatHistoryFactory(AsyncFromConnString):
     """``session_id -> AsyncPostgresChatMessageHistory`` sharing one async source.
 
     Args:
         conn: A DSN (an async pool is opened on first use and owned; call
-            :meth:`aclose`), an ``AsyncConnection`` or an ``AsyncConnectionPool``.
+            :meth:`aclose`), ``None`` (the default server), an
+            ``AsyncConnection`` (autocommit, any row factory) or an
+            ``AsyncConnectionPool``.
         **options: As :class:`ChatHistoryFactory`.
     """
 
     def __init__(
         self,
-        conn: AsyncConn,
+        conn: AsyncConn = None,
         *,
         tenant_id: str | None = None,
         agent_id: str | None = None,
@@ -507,11 +515,13 @@ class AsyncChatHistoryFactory:
         await self.aclose()
 
 
-def history_factory(conn: SyncConn, **options: Any) -> ChatHistoryFactory:
+def history_factory(conn: SyncConn = None, **options: Any) -> ChatHistoryFactory:
     """A ``session_id -> history`` callable for ``RunnableWithMessageHistory``.
 
     Args:
-        conn: A DSN, a psycopg ``Connection`` (autocommit) or a ``ConnectionPool``.
+        conn: A DSN, ``None`` (the default server: ``HAIVE_DATABASE_URL``,
+            ``DATABASE_URL``, then the embedded one), a psycopg ``Connection``
+            (autocommit, any row factory) or a ``ConnectionPool``.
         **options: ``tenant_id``, ``agent_id``, ``schema``, ``codec``,
             ``serde``, ``config``, ``max_message_bytes``.
 
@@ -524,7 +534,7 @@ def history_factory(conn: SyncConn, **options: Any) -> ChatHistoryFactory:
     return ChatHistoryFactory(conn, **options)
 
 
-def async_history_factory(conn: AsyncConn, **options: Any) -> AsyncChatHistoryFactory:
+def async_history_factory(conn: AsyncConn = None, **options: Any) -> AsyncChatHistoryFactory:
     """The asyncio twin of :func:`history_factory` (``AsyncConnection``/``AsyncConnectionPool``).
 
     Example:

@@ -398,8 +398,10 @@ class SessionManager(SyncClient):
     """Sessions of users with agents: TTL, limits, branches, merges, participants (sync).
 
     Args:
-        conn: A DSN (a pool is opened and owned; call :meth:`close`), a psycopg
-            ``Connection`` (autocommit) or a ``ConnectionPool``.
+        conn: A DSN (a pool is opened and owned; call :meth:`close`), ``None``
+            (the default server: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+            then the embedded one), a psycopg ``Connection`` (autocommit, any
+            row factory) or a ``ConnectionPool``. Or use :meth:`from_conn_string`.
         default_ttl: Idle TTL of new sessions (a ``timedelta`` or seconds);
             ``None``: sessions do not expire unless created with a ``ttl``.
         max_messages_per_session: Most messages a session created here may
@@ -422,7 +424,7 @@ class SessionManager(SyncClient):
 
     def __init__(
         self,
-        conn: SyncConn,
+        conn: SyncConn = None,
         *,
         default_ttl: timedelta | float | None = None,
         max_messages_per_session: int | None = None,
@@ -650,14 +652,15 @@ class AsyncSessionManager(AsyncClient):
     """Asyncio twin of :class:`SessionManager` (``a``-prefixed methods).
 
     Args:
-        conn: A DSN (an async pool is opened on first use and owned), an
-            ``AsyncConnection`` (autocommit) or an ``AsyncConnectionPool``.
+        conn: A DSN (an async pool is opened on first use and owned), ``None``
+            (the default server), an ``AsyncConnection`` (autocommit, any row
+            factory) or an ``AsyncConnectionPool``.
         **options: As :class:`SessionManager`.
     """
 
     def __init__(
         self,
-        conn: AsyncConn,
+        conn: AsyncConn = None,
         *,
         default_ttl: timedelta | float | None = None,
         max_messages_per_session: int | None = None,

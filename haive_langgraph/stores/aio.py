@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -14,7 +13,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from haive_langgraph.codec import Codec
-from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, Route, arun, resolve_dsn
+from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, Route, arun
+from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _ops as ops
@@ -31,7 +31,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-class AsyncPostgresStore(StoreBase):
+class AsyncPostgresStore(StoreBase, AsyncFromConnString):
     """LangGraph store on PostgreSQL for asyncio (``graph.ainvoke`` ...).
 
     Same storage and behaviour as :class:`PostgresStore`; statements run on
@@ -61,7 +61,7 @@ class AsyncPostgresStore(StoreBase):
 
     def __init__(
         self,
-        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any],
+        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None = None,
         *,
         index: PostgresIndexConfig | Mapping[str, Any] | None = None,
         ttl: TTLConfig | None = None,
@@ -83,27 +83,6 @@ class AsyncPostgresStore(StoreBase):
         )
         self._source = AsyncConnectionSource(conn, config=self.config, replicas=replicas)
         self.loop = asyncio.get_running_loop()
-
-    @classmethod
-    @asynccontextmanager
-    async def from_conn_string(
-        cls,
-        dsn: str | None = None,
-        *,
-        index: PostgresIndexConfig | Mapping[str, Any] | None = None,
-        ttl: TTLConfig | None = None,
-        **options: Any,
-    ) -> AsyncIterator[AsyncPostgresStore]:
-        """Open a store on ``dsn`` (None: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
-        then the embedded server) and close it afterwards."""
-        config = options.pop("config", None) or PersistenceConfig()
-        resolved = await asyncio.to_thread(resolve_dsn, dsn, config=config)
-        store = cls(resolved, index=index, ttl=ttl, config=config, **options)
-        try:
-            await store._source.open()
-            yield store
-        finally:
-            await store.aclose()
 
     async def aclose(self) -> None:
         """Stop the sweeper and close the pool this store opened (a lent one stays open).

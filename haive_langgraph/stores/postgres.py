@@ -6,8 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -16,7 +15,8 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from haive_langgraph.codec import Codec
-from haive_langgraph.db import ConnectionSource, PersistenceConfig, Route, resolve_dsn, run
+from haive_langgraph.db import ConnectionSource, PersistenceConfig, Route, run
+from haive_langgraph.db._conn_string import FromConnString
 from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _ops as ops
@@ -34,7 +34,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(StoreBase, FromConnString):
     """LangGraph store on PostgreSQL: key-value items, filters, pgvector search, TTL, tenants.
 
     Use it wherever LangGraph takes a store: ``graph.compile(store=store)``,
@@ -43,9 +43,11 @@ class PostgresStore(StoreBase):
     :class:`AsyncPostgresStore` in asyncio applications.
 
     Args:
-        conn: A DSN (a pool is opened and owned), a psycopg ``Connection``
-            (autocommit; used one operation at a time) or a
-            ``ConnectionPool`` (borrowed per operation; no instance-wide lock).
+        conn: A DSN (a pool is opened and owned; SQLAlchemy URLs too),
+            ``None`` (``HAIVE_DATABASE_URL``, ``DATABASE_URL``, then the
+            embedded server), a psycopg ``Connection`` (autocommit, any row
+            factory; used one operation at a time) or a ``ConnectionPool``
+            (borrowed per operation; no instance-wide lock).
         index: Vector search: ``{"dims": 384, "embed": embeddings,
             "fields": ["text"]}`` plus pgvector options (see
             :class:`PostgresIndexConfig`). Without it, ``query=`` is ignored.
@@ -73,7 +75,7 @@ class PostgresStore(StoreBase):
 
     def __init__(
         self,
-        conn: str | Connection[Any] | ConnectionPool[Any],
+        conn: str | Connection[Any] | ConnectionPool[Any] | None = None,
         *,
         index: PostgresIndexConfig | Mapping[str, Any] | None = None,
         ttl: TTLConfig | None = None,
@@ -94,33 +96,6 @@ class PostgresStore(StoreBase):
             filter_fields=filter_fields,
         )
         self._source = ConnectionSource(conn, config=self.config, replicas=replicas)
-
-    @classmethod
-    @contextmanager
-    def from_conn_string(
-        cls,
-        dsn: str | None = None,
-        *,
-        index: PostgresIndexConfig | Mapping[str, Any] | None = None,
-        ttl: TTLConfig | None = None,
-        **options: Any,
-    ) -> Iterator[PostgresStore]:
-        """Open a store on ``dsn`` (None: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
-        then the embedded server) and close it afterwards.
-
-        Args:
-            dsn: PostgreSQL DSN.
-            index: Vector index configuration.
-            ttl: TTL configuration.
-            **options: Other constructor options (``tenant_id``, ``schema``,
-                ``codec``, ``filter_fields``, ``config``, ``replicas``).
-        """
-        config = options.pop("config", None) or PersistenceConfig()
-        store = cls(resolve_dsn(dsn, config=config), index=index, ttl=ttl, config=config, **options)
-        try:
-            yield store
-        finally:
-            store.close()
 
     def close(self) -> None:
         """Stop the sweeper and close the pool this store opened (a lent one stays open).

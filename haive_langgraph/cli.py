@@ -32,10 +32,27 @@ err = Console(stderr=True)
 
 T = TypeVar("T")
 
+
+def _check_dsn(value: str | None) -> str | None:
+    """``--dsn`` checked before any command runs; an error names the option, never the
+    value (it may hold a password, which ``--dsn`` also shows to other local users:
+    prefer ``HAIVE_DATABASE_URL`` or ``PGPASSWORD``/``~/.pgpass``)."""
+    from haive_langgraph.db._dsn import normalize_dsn
+
+    if value is None or not value.strip():
+        return None
+    try:
+        return normalize_dsn(value, where="the DSN")
+    except HaiveError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 DsnOption = Annotated[
     str | None,
     typer.Option(
-        "--dsn", help="PostgreSQL DSN (default: HAIVE_DATABASE_URL, DATABASE_URL, embedded)."
+        "--dsn",
+        help="PostgreSQL DSN (default: HAIVE_DATABASE_URL, DATABASE_URL, embedded).",
+        callback=_check_dsn,
     ),
 ]
 SchemaOption = Annotated[

@@ -1,6 +1,6 @@
 """Conversation memory: LangChain chat histories, conversations with token usage
 and cost, sessions (TTL, limits, branches, merges, participants) and automatic
-tracking of model calls.
+tracking of model calls; long-term vector memory and a LangChain ``VectorStore``.
 
 Everything lives in the ``conversations``, ``conversation_messages`` and
 ``conversation_participants`` tables (migrations component ``"conversations"``);
@@ -32,6 +32,7 @@ from haive_langgraph.memory._history_types import (
     UsageTotals,
 )
 from haive_langgraph.memory._vector_ops import InvalidMemoryError
+from haive_langgraph.memory._vector_store import PostgresVectorStore
 from haive_langgraph.memory._vector_types import (
     ConsolidationReport,
     CrossEncoder,
@@ -91,6 +92,7 @@ __all__ = [
     "Permission",
     "PermissionDeniedError",
     "PostgresChatMessageHistory",
+    "PostgresVectorStore",
     "QuotaExceededError",
     "Session",
     "SessionExpiredError",

@@ -123,10 +123,10 @@ def utcnow() -> datetime:
 # -- names ---------------------------------------------------------------------------------------
 
 
-def user_label(user_id: object) -> str:
+def user_label(user_id: object, what: str = "user_id") -> str:
     """A user id as a namespace label (labels cannot hold ``.``; ``%`` escapes)."""
     if not isinstance(user_id, str) or not user_id or "\x00" in user_id:
-        raise ConfigurationError(f"user_id must be a non-empty string, got {user_id!r}")
+        raise ConfigurationError(f"{what} must be a non-empty string, got {user_id!r}")
     return user_id.replace("%", "%25").replace(".", "%2E")
 
 
@@ -263,19 +263,19 @@ FIELDS = (
 FILTER_FIELDS = (*FIELDS, "metadata")
 
 
-def _filter_value(value: Any) -> Any:
+def filter_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {k: _filter_value(v) for k, v in value.items()}
+        return {k: filter_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_filter_value(v) for v in value]
+        return [filter_value(v) for v in value]
     return value
 
 
-def _check_operators(value: Any, where: str) -> None:
+def check_operators(value: Any, where: str) -> None:
     if not isinstance(value, Mapping):
         return
     for key, operand in value.items():
@@ -288,7 +288,7 @@ def _check_operators(value: Any, where: str) -> None:
                     f"supported: {', '.join(OPERATORS)}"
                 )
         else:
-            _check_operators(operand, f"{where}.{key}")
+            check_operators(operand, f"{where}.{key}")
 
 
 def translate_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -319,8 +319,8 @@ def translate_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
             )
         head = key.split(".", 1)[0]
         path = key if head in FIELDS or head == "metadata" else f"metadata.{key}"
-        _check_operators(value, path)
-        out[path] = _filter_value(value)
+        check_operators(value, path)
+        out[path] = filter_value(value)
     return out
 
 

@@ -11,29 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForRetrieverRun,
-    CallbackManagerForRetrieverRun,
-)
-from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.retrievers import BaseRetriever
 from langgraph.store.base import BaseStore
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
-from pydantic import ConfigDict, Field
 
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import PersistenceConfig, resolve_dsn
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import _vector_ops as V
 from haive_langgraph.memory._history_types import Conversation, StoredMessage
+from haive_langgraph.memory._vector_drive import adrive, drive, store_index
+from haive_langgraph.memory._vector_retriever import LEGACY as LEGACY_ARGUMENTS
+from haive_langgraph.memory._vector_retriever import (
+    MemoryRetriever,
+    SearchType,
+    normalise,
+    retriever_query,
+)
 from haive_langgraph.memory._vector_types import (
     ConsolidationReport,
     CrossEncoder,
@@ -45,8 +47,6 @@ from haive_langgraph.memory.conversations import AsyncConversationStore, Convers
 from haive_langgraph.memory.embeddings import (
     CheckedEmbeddings,
     HashingEmbeddings,
-    embedder_dims,
-    primed,
 )
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
 
@@ -54,8 +54,6 @@ __all__ = ["AsyncVectorMemory", "MemoryRetriever", "VectorMemory"]
 
 ConversationLike = Conversation | str | Sequence[StoredMessage] | Sequence[Any]
 DEFAULT_DIMS = 384
-# Store index settings a memory passes through (see docs/store.md).
-INDEX_OPTIONS = frozenset({"ann_index_config", "write_mode", "exact_search_threshold"})
 
 
 def _lines(messages: Sequence[Any]) -> list[V.Line]:
@@ -95,29 +93,16 @@ class _MemoryBase:
     ) -> dict[str, Any]:
         """Validate the options; returns the store's ``index=``."""
         inner = embeddings if embeddings is not None else HashingEmbeddings(dims or DEFAULT_DIMS)
-        declared = embedder_dims(inner)
-        if dims is None:
-            if declared is None:
-                raise ConfigurationError(
-                    "pass dims=, the dimensions of the embedder's vectors "
-                    f"({type(inner).__name__} does not declare them)"
-                )
-            dims = declared
-        V.check_positive_int(dims, "dims")
-        if declared is not None and declared != dims:
-            raise ConfigurationError(
-                f"dims={dims} does not match the embedder {type(inner).__name__}, "
-                f"which produces {declared}-dimensional vectors"
-            )
+        checked, index = store_index(inner, dims, index_options)
         if user_id is not None:
             V.user_label(user_id)
         if cross_encoder is not None and not callable(getattr(cross_encoder, "score", None)):
             raise ConfigurationError(
                 f"cross_encoder must have a score(query, texts) method, got {cross_encoder!r}"
             )
-        self.dims = dims
+        self.dims = checked.dims
         self.user_id = user_id
-        self._embeddings = CheckedEmbeddings(inner, dims)
+        self._embeddings = checked
         self._conversations = conversations
         self._settings = V.Settings(
             spaces=V.Spaces(V.check_root(namespace)),
@@ -126,15 +111,6 @@ class _MemoryBase:
             decay_half_life=V.check_duration(decay_half_life, "decay_half_life"),
             track_access=bool(track_access),
         )
-        index: dict[str, Any] = {"dims": dims, "embed": self._embeddings, "fields": ["text"]}
-        options = dict(index_options or {})
-        unknown = sorted(set(options) - INDEX_OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown index_options {unknown}; known: {', '.join(sorted(INDEX_OPTIONS))} "
-                "(memories are always embedded from their text, with cosine distance)"
-            )
-        index.update(options)
         return index
 
     @property
@@ -320,59 +296,71 @@ class _MemoryBase:
             raise ConfigurationError(f"memory ids must be non-empty strings, got {memory_ids!r}")
         return list(memory_ids)
 
-    def as_retriever(self, **search_kwargs: Any) -> MemoryRetriever:
-        """A LangChain retriever over this memory (sync and async).
+    def as_retriever(
+        self,
+        *,
+        search_type: SearchType = "similarity",
+        search_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> MemoryRetriever:
+        """A LangChain retriever over this memory (sync and async), as
+        ``VectorStore.as_retriever`` builds one.
 
         Args:
-            **search_kwargs: Arguments of :meth:`VectorMemory.search`
-                (``top_k``, ``filters``, ``rerank``, ``user_id`` ...).
+            search_type: ``"similarity"`` (default), ``"mmr"`` (diversity:
+                ``fetch_k`` candidates, ``lambda_mult``) or
+                ``"similarity_score_threshold"`` (only memories whose score is at
+                least ``search_kwargs["score_threshold"]``).
+            search_kwargs: ``k`` (default 5), ``filter`` (as :meth:`search`'s
+                ``filters``), ``fetch_k``, ``lambda_mult``, ``score_threshold``,
+                and the memory's ``rerank``, ``user_id``, ``as_of``,
+                ``include_superseded``, ``decay_half_life``. Each may also be
+                given per call: ``retriever.invoke(query, k=1)``.
+            **kwargs: ``tags`` and ``metadata`` of the retriever. The search
+                arguments given here directly (``top_k=4, filters=...``) are
+                deprecated: they work, with a ``DeprecationWarning``.
 
         Returns:
             A ``BaseRetriever`` whose documents carry the memory's text and,
             in ``metadata``, its id, score, similarity, timestamps, links and
             the memory's own metadata.
+
+        Raises:
+            ConfigurationError: An unknown argument or search type, or a
+                ``"similarity_score_threshold"`` search without its threshold.
         """
-        probe = dict(search_kwargs)
-        probe.pop("top_k", None)
-        unknown = sorted(
-            set(probe)
-            - {
-                "filters",
-                "rerank",
-                "user_id",
-                "as_of",
-                "include_superseded",
-                "mmr_lambda",
-                "fetch_k",
-                "decay_half_life",
-            }
-        )
+        legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in LEGACY_ARGUMENTS}
+        if legacy:
+            warnings.warn(
+                f"as_retriever({', '.join(f'{k}=...' for k in legacy)}) is deprecated: pass "
+                "search_kwargs={...} as LangChain's as_retriever takes them (k for top_k, "
+                "filter for filters)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if "top_k" in legacy:
+                legacy["k"] = legacy.pop("top_k")
+        unknown = sorted(set(kwargs) - {"tags", "metadata"})
         if unknown:
-            raise ConfigurationError(f"unknown search arguments {unknown}")
-        return MemoryRetriever(memory=self, search_kwargs=search_kwargs)
+            raise ConfigurationError(
+                f"unknown as_retriever arguments {unknown}: search arguments go in "
+                "search_kwargs={...} (k, filter, fetch_k, lambda_mult, score_threshold, ...)"
+            )
+        merged = normalise({**legacy, **(search_kwargs or {})})
+        retriever_query(search_type, merged)  # errors raised here, not wrapped by pydantic
+        return MemoryRetriever(memory=self, search_type=search_type, search_kwargs=merged, **kwargs)
 
     # -- drivers -----------------------------------------------------------------------
 
     def _drive(self, gen: V.Op_) -> Any:
         """Run an operation with the sync API of the store (from any thread but an
         async store's own loop thread)."""
-        result: Any = None
-        while True:
-            try:
-                step = gen.send(result)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(step, V.Batch):
-                with primed(step.primed):
-                    result = self._store.batch(step.ops)
-            elif isinstance(step, V.EmbedQuery):
-                result = self._embeddings.embed_query(step.text)
-            elif isinstance(step, V.EmbedDocuments):
-                result = self._embeddings.embed_documents(step.texts)
-            elif isinstance(step, V.Rescore):
-                result = list(step.encoder.score(step.query, step.texts))
-            else:
-                result = self._load_sync(step.conversation_id)
+        return drive(gen, self._store, self._embeddings, self._other_sync)
+
+    def _other_sync(self, step: Any) -> Any:
+        if isinstance(step, V.Rescore):
+            return list(step.encoder.score(step.query, step.texts))
+        return self._load_sync(step.conversation_id)
 
     def _load_sync(self, conversation_id: str) -> Conversation:
         conv = self._conversations
@@ -389,47 +377,28 @@ class _MemoryBase:
         return conv.get_conversation(conversation_id)  # type: ignore[no-any-return]
 
     async def _adrive(self, gen: V.Op_) -> Any:
-        result: Any = None
-        while True:
-            try:
-                step = gen.send(result)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(step, V.Batch):
-                with primed(step.primed):
-                    result = await self._store.abatch(step.ops)
-            elif isinstance(step, V.EmbedQuery):
-                result = await self._embeddings.aembed_query(step.text)
-            elif isinstance(step, V.EmbedDocuments):
-                result = await self._embeddings.aembed_documents(step.texts)
-            elif isinstance(step, V.Rescore):
-                ascore = getattr(step.encoder, "ascore", None)
-                if ascore is not None:
-                    result = list(await ascore(step.query, step.texts))
-                else:
-                    result = list(
-                        await asyncio.to_thread(step.encoder.score, step.query, step.texts)
-                    )
-            else:
-                conv = self._conversations
-                if conv is None:
-                    raise ConfigurationError(
-                        "to store a conversation by id, give the memory a conversation store: "
-                        "AsyncVectorMemory(..., conversations=AsyncConversationStore(...))"
-                    )
-                if isinstance(conv, AsyncConversationStore):
-                    result = await conv.aget_conversation(step.conversation_id)
-                else:
-                    result = await asyncio.to_thread(conv.get_conversation, step.conversation_id)
+        return await adrive(gen, self._store, self._embeddings, self._other_async)
 
-    def _search_sync(self, query: str, kw: Mapping[str, Any]) -> list[Memory]:
-        kw = dict(kw)
-        top_k = kw.pop("top_k", 5)
+    async def _other_async(self, step: Any) -> Any:
+        if isinstance(step, V.Rescore):
+            ascore = getattr(step.encoder, "ascore", None)
+            if ascore is not None:
+                return list(await ascore(step.query, step.texts))
+            return list(await asyncio.to_thread(step.encoder.score, step.query, step.texts))
+        conv = self._conversations
+        if conv is None:
+            raise ConfigurationError(
+                "to store a conversation by id, give the memory a conversation store: "
+                "AsyncVectorMemory(..., conversations=AsyncConversationStore(...))"
+            )
+        if isinstance(conv, AsyncConversationStore):
+            return await conv.aget_conversation(step.conversation_id)
+        return await asyncio.to_thread(conv.get_conversation, step.conversation_id)
+
+    def _search_sync(self, query: str, top_k: int, kw: Mapping[str, Any]) -> list[Memory]:
         return self._drive(self._search_call(query, top_k, kw))  # type: ignore[no-any-return]
 
-    async def _search_async(self, query: str, kw: Mapping[str, Any]) -> list[Memory]:
-        kw = dict(kw)
-        top_k = kw.pop("top_k", 5)
+    async def _search_async(self, query: str, top_k: int, kw: Mapping[str, Any]) -> list[Memory]:
         return await self._adrive(self._search_call(query, top_k, kw))  # type: ignore[no-any-return]
 
 
@@ -1018,56 +987,3 @@ class AsyncVectorMemory(_MemoryBase):
     async def aforget_user(self, user_id: str) -> dict[str, int]:
         """Async :meth:`VectorMemory.forget_user`."""
         return await self._adrive(V.forget_user_op(self._settings, self._user(user_id)))  # type: ignore[no-any-return]
-
-
-def memory_document(memory: Memory) -> Document:
-    """A memory as a LangChain ``Document`` (its text; id, score and links in metadata)."""
-    meta: dict[str, Any] = dict(memory.metadata)
-    meta.update(
-        {
-            "id": memory.id,
-            "memory_id": memory.id,
-            "user_id": memory.user_id,
-            "score": memory.score,
-            "similarity": memory.similarity,
-            "kind": memory.kind,
-            "importance": memory.importance,
-            "created_at": memory.created_at.isoformat(),
-            "valid_from": memory.valid_from.isoformat(),
-            "valid_to": memory.valid_to.isoformat() if memory.valid_to else None,
-            "superseded_by": memory.superseded_by,
-            "conversation_id": memory.conversation_id,
-            "episode_id": memory.episode_id,
-            "message_ids": list(memory.message_ids),
-            "access_count": memory.access_count,
-        }
-    )
-    return Document(page_content=memory.text, metadata=meta, id=memory.id)
-
-
-class MemoryRetriever(BaseRetriever):
-    """LangChain retriever over a :class:`VectorMemory` or :class:`AsyncVectorMemory`.
-
-    Build it with ``memory.as_retriever(top_k=4, filters=...)``. The sync path
-    of an async memory works from threads other than its event loop's.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    memory: Any
-    search_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-    ) -> list[Document]:
-        found = self.memory._search_sync(query, self.search_kwargs)
-        return [memory_document(m) for m in found]
-
-    async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
-    ) -> list[Document]:
-        if isinstance(self.memory, AsyncVectorMemory):
-            found = await self.memory._search_async(query, self.search_kwargs)
-        else:
-            found = await asyncio.to_thread(self.memory._search_sync, query, self.search_kwargs)
-        return [memory_document(m) for m in found]

@@ -311,7 +311,7 @@ async def test_forget_and_forget_user(mem: Side) -> None:
 async def test_retriever_inside_a_chain(mem: Side) -> None:
     u = user()
     await mem("add_memories", FACTS, {"source": "profile"}, user_id=u)
-    retriever = mem.memory.as_retriever(top_k=2, user_id=u)
+    retriever = mem.memory.as_retriever(search_kwargs={"k": 2, "user_id": u})
 
     def fmt(docs: list[Document]) -> str:
         return "\n".join(d.page_content for d in docs)
@@ -331,8 +331,10 @@ async def test_retriever_inside_a_chain(mem: Side) -> None:
     meta: dict[str, Any] = docs[0].metadata
     assert meta["memory_id"] == docs[0].id and meta["source"] == "profile"
     assert meta["score"] > 0 and meta["user_id"] == u
-    with pytest.raises(ConfigurationError, match="unknown search arguments"):
+    with pytest.raises(ConfigurationError, match="search arguments go in search_kwargs"):
         mem.memory.as_retriever(k=3)
+    with pytest.raises(ConfigurationError, match="unknown search argument 'colour'"):
+        mem.memory.as_retriever(search_kwargs={"colour": "red"})
 
 
 async def test_consolidating_again_keeps_the_consolidated_memory(mem: Side, clock: Clock) -> None:

@@ -8,10 +8,13 @@ import pytest
 
 from haive_langgraph.codec import (
     HaiveCodec,
+    InMemoryTenantKeyStore,
     KeyDestroyedError,
     KeyRing,
+    Kind,
     PlainCodec,
     RowContext,
+    TenantKeyRecord,
     frame_key_id,
 )
 from haive_langgraph.errors import CorruptDataError, DecryptionError
@@ -113,3 +116,25 @@ def test_content_key_with_tenant_key(ring: KeyRing) -> None:
     assert after != before
     assert codec.content_key(b"v", "acme") == after
     assert codec.content_key(b"v", "globex") == HaiveCodec(keyring=ring).content_key(b"v", "globex")
+
+
+def test_rewrapped_moves_tenant_keys_under_the_new_global_key(k1: bytes, k2: bytes) -> None:
+    store = InMemoryTenantKeyStore()
+    old = KeyRing([("k1", k1)], tenant_store=store)
+    key_id = old.create_tenant_key("acme")
+    ctx = RowContext("acme", "thread-1", Kind.BLOB, "k")
+    frame = HaiveCodec(keyring=old).encode(b"tenant data", ctx)
+    record = store.load("acme")
+    assert record is not None and record.keys[0].wrapping_key_id == "k1"
+
+    both = KeyRing([("k2", k2), ("k1", k1)], tenant_store=store)
+    fresh, count = both.rewrapped("acme", record)
+    assert count == 1 and [k.wrapping_key_id for k in fresh.keys] == ["k2"]
+    assert both.rewrapped("acme", fresh) == (fresh, 0)  # nothing left to do
+    store.save("acme", fresh)
+    # Without k1, the tenant key unwraps with k2 and the tenant's rows read.
+    new_only = KeyRing([("k2", k2)], tenant_store=store)
+    assert HaiveCodec(keyring=new_only).decode(frame, ctx) == b"tenant data"
+    assert frame_key_id(frame) == key_id
+    with pytest.raises(KeyDestroyedError):
+        both.rewrapped("acme", TenantKeyRecord(destroyed=True))

@@ -175,6 +175,11 @@ def test_keys_cli_status_and_rotate(dsn: str, monkeypatch: pytest.MonkeyPatch) -
     assert '"blobs"' in rotated.stdout
     status = runner.invoke(app, ["keys", "status", "--dsn", dsn, "--schema", "clikeys", "--json"])
     assert status.exit_code == 0 and '"k2"' in status.stdout and '"k1"' not in status.stdout
+    table = runner.invoke(app, ["keys", "status", "--dsn", dsn, "--schema", "clikeys"])
+    assert table.exit_code == 0, table.output
+    assert "plaintext values: 0" in table.stdout and "left to rotate: 0" in table.stdout
+    again = runner.invoke(app, ["keys", "rotate", "--dsn", dsn, "--schema", "clikeys"])
+    assert again.exit_code == 0 and "tenant keys re-wrapped: 0" in again.stdout
     monkeypatch.delenv("HAIVE_ENCRYPTION_KEYS")
     refused = runner.invoke(app, ["keys", "rotate", "--dsn", dsn, "--schema", "clikeys"])
     assert refused.exit_code == 1 and "HAIVE_ENCRYPTION_KEYS" in refused.output

@@ -114,8 +114,9 @@ class PostgresChatMessageHistory(SyncClient, BaseChatMessageHistory):
 
     A drop-in for LangChain's ``BaseChatMessageHistory`` (and
     ``langchain-postgres``'s class of the same name): messages come back in
-    the order they were added, with ids (assigned when missing), and any
-    message type round-trips. Adding a batch is one statement and one
+    the order they were added, equal to what was saved (a message saved
+    without an id reads back without one), and any message type
+    round-trips. Adding a batch is one statement and one
     commit; a lent connection must be in autocommit mode and no transaction
     of the caller's is ever committed. The async methods run the sync ones
     in a worker thread; for asyncio use

@@ -63,6 +63,14 @@ KeyFileOption = Annotated[
         dir_okay=False,
     ),
 ]
+UnkeyedOption = Annotated[
+    bool,
+    typer.Option(
+        "--unkeyed",
+        help="Accept an archive written without a backup key although one is set "
+        "(checked against damage only: anyone can write such an archive).",
+    ),
+]
 
 
 def _usage(message: str) -> NoReturn:
@@ -224,6 +232,7 @@ def backup_restore(
         bool, typer.Option("--replace", help="Target has rows: delete those in scope first.")
     ] = False,
     key_file: KeyFileOption = None,
+    unkeyed: UnkeyedOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check an archive completely, then restore it in one transaction."""
@@ -241,6 +250,7 @@ def backup_restore(
             schema=schema,
             on_existing=chosen[0] if chosen else "refuse",  # type: ignore[arg-type]
             key=_key(key_file),
+            unkeyed=unkeyed,
             progress=progress,
         )
     if as_json:
@@ -258,7 +268,7 @@ def backup_restore(
         )
     console.print(table)
     if report.created_tables:
-        console.print(f"created from the archive: {', '.join(report.created_tables)}")
+        console.print(f"created for the archive: {', '.join(report.created_tables)}")
     seconds = max(report.seconds, 1e-9)
     console.print(
         f"{report.rows:,} rows from {len(report.archives)} archive(s) in {report.seconds:.2f}s "
@@ -271,6 +281,7 @@ def backup_restore(
 def backup_verify(
     archive: Annotated[Path, typer.Argument(help="Archive to check.")],
     key_file: KeyFileOption = None,
+    unkeyed: UnkeyedOption = False,
     quick: Annotated[
         bool,
         typer.Option("--quick", help="Check checksums only (do not decompress and count rows)."),
@@ -281,7 +292,9 @@ def backup_verify(
     from haive_langgraph.ops.backup import verify
 
     with _progress(as_json) as progress:
-        info = verify(archive, key=_key(key_file), deep=not quick, progress=progress)
+        info = verify(
+            archive, key=_key(key_file), unkeyed=unkeyed, deep=not quick, progress=progress
+        )
     if as_json:
         _print_json({"ok": True, **info.as_dict()})
         return

@@ -29,6 +29,7 @@ from haive_langgraph.codec import HaiveCodec, KeyRing
 from haive_langgraph.db import migrate_op, run
 from haive_langgraph.errors import NotFoundError
 from haive_langgraph.ops import all_components, migrate_all
+from haive_langgraph.ops._schema import our_tables
 from haive_langgraph.ops.backup import (
     ArchiveIntegrityError,
     BackupKeyError,
@@ -285,6 +286,8 @@ def test_every_component_table_is_backed_up_and_restored(
             expected |= set(tables_of(migrated, scratch))
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(scratch)))
     assert expected, "no component creates a table?"
+    # what backup writes and restore accepts: these, and the store's vector table
+    assert our_tables() - expected == {"store_vectors"} and expected <= our_tables()
     report = backup(tmp_path / "full.tar", migrated)
     assert expected <= set(report.tables), expected - set(report.tables)
     assert set(report.tables) == set(tables_of(migrated, "haive"))
@@ -540,6 +543,12 @@ def test_cli_backup_verify_restore(
     assert both.exit_code == 2
     key = runner.invoke(app, ["backup", "key", "--json"])
     assert len(base64.b64decode(json.loads(key.stdout)["key"])) == 32
+    # with a backup key set, an archive written without one is taken only when asked
+    env = {"HAIVE_BACKUP_KEY": json.loads(key.stdout)["key"]}
+    refused = runner.invoke(app, ["backup", "verify", str(archive)], env=env)
+    assert refused.exit_code == 1 and "--unkeyed" in refused.stderr
+    accepted = runner.invoke(app, ["backup", "verify", str(archive), "--unkeyed"], env=env)
+    assert accepted.exit_code == 0, accepted.output
 
 
 # -- other components ------------------------------------------------------------------------------
@@ -564,8 +573,9 @@ def test_a_store_with_vectors_is_restored_with_its_vector_table(
     assert report.tables["store_vectors"] == 3
     restored = restore(tmp_path / "vec.tar", other_db)
     assert restored.schema == schema
-    # the vector table is made by the store's setup, not by a migration: it
-    # comes from the definition the archive carries, index included
+    # the vector table is made by the store's setup, not by a migration: restore
+    # makes it from the store's own definition for the archived index
+    # configuration (never from SQL in the archive), index included
     assert "store_vectors" in restored.created_tables
     source = digests(migrated, schema)
     assert {k: v for k, v in digests(other_db, schema).items() if k in source} == source

@@ -464,6 +464,18 @@ def test_restore_refuses_an_overlong_line_before_writing(
     assert not schema_exists(target, "haive")
 
 
+def test_backup_refuses_a_row_no_reader_would_accept(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line limit holds at write time: what backup writes, restore reads."""
+    import haive_langgraph.ops._archive as archive_module
+
+    monkeypatch.setattr(archive_module, "MAX_LINE_BYTES", 200)
+    with pytest.raises(BackupError, match="more than an archive line may hold"):
+        backup(tmp_path / "long.tar", source, tenants=[TENANT_A])
+    assert not (tmp_path / "long.tar").exists()
+
+
 # -- a restore killed half-way ---------------------------------------------------------------------------
 
 _CHILD = """

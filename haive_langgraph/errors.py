@@ -22,6 +22,7 @@ __all__ = [
     "MigrationError",
     "NotFoundError",
     "SerializationError",
+    "ValueTooLargeError",
 ]
 
 
@@ -55,6 +56,58 @@ class MigrationError(HaiveError, RuntimeError):
 
 class SerializationError(HaiveError, TypeError):
     """A value could not be serialised; nothing of the operation was written."""
+
+
+class ValueTooLargeError(HaiveError, ValueError):
+    """A value is larger, or nested deeper, than a documented limit; nothing was written.
+
+    Checked at write time, before any statement runs, so that whatever a write
+    accepts a read returns: a serialised value may take at most
+    ``max_decompressed_size`` bytes (64 MiB by default, the most readers
+    expand a frame to), JSON metadata at most 64 MiB, and JSON values
+    (metadata, store values, filters) may nest at most 128 levels deep. See
+    ``docs/codec.md``, "Limits".
+
+    Attributes:
+        subject: The value, as the caller knows it (thread and channel,
+            namespace and key, session and messages ...).
+        size: Its size in bytes, or for ``unit="levels"`` a depth past the limit.
+        limit: The limit, in the same unit.
+        unit: ``"bytes"`` or ``"levels"``.
+        setting: What sets the limit, for the message.
+    """
+
+    def __init__(
+        self,
+        subject: str,
+        size: int,
+        limit: int,
+        unit: str = "bytes",
+        setting: str = "max_decompressed_size, HAIVE_MAX_DECOMPRESSED_SIZE",
+    ) -> None:
+        super().__init__(subject, size, limit, unit, setting)
+        self.subject = subject
+        self.size = size
+        self.limit = limit
+        self.unit = unit
+        self.setting = setting
+
+    def __str__(self) -> str:
+        if self.unit == "levels":
+            return (
+                f"{self.subject} is nested more than {self.limit} levels deep, the limit for "
+                "stored JSON and values; nothing was written: flatten it (or store it as a "
+                "string)"
+            )
+        return (
+            f"{self.subject} is {self.size:,} bytes serialised, more than the limit of "
+            f"{self.limit:,} bytes ({self.setting}); nothing was written: keep large content "
+            "elsewhere (object storage) and store a reference, or split it"
+        )
+
+    def about(self, subject: str) -> ValueTooLargeError:
+        """The same error, naming the value as the caller knows it."""
+        return ValueTooLargeError(subject, self.size, self.limit, self.unit, self.setting)
 
 
 class CorruptDataError(HaiveError, ValueError):

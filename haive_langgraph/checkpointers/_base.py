@@ -52,6 +52,7 @@ from haive_langgraph.checkpointers._values import (
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.db import PersistenceConfig, validate_identifier
+from haive_langgraph.db._limits import check_depth, check_text_id
 from haive_langgraph.db._tenancy import TenantScope, has_lone_surrogate, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
 
@@ -120,24 +121,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ConfigurationError(f"invalid list_threads cursor {cursor!r}") from exc
 
 
-# Longest identifier (thread id, namespace, tag, task id ...), in UTF-8 bytes:
-# several of them make up one index entry, which PostgreSQL caps at 2704 bytes.
-MAX_ID_BYTES = 512
-
-
 def text_id(value: Any, what: str) -> str:
     """A thread id, namespace, tag or task id as text; what PostgreSQL cannot store is refused."""
     text = value if isinstance(value, str) else str(value)
-    if "\x00" in text:
-        raise ConfigurationError(f"{what} {text[:80]!r} contains a NUL character")
-    if len(text) > MAX_ID_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
-        raise ConfigurationError(
-            f"{what} {text[:40]!r}... is {len(text.encode('utf-8', 'surrogatepass'))} bytes "
-            f"long; at most {MAX_ID_BYTES} bytes (UTF-8) are allowed"
-        )
-    if has_lone_surrogate(text):
-        raise ConfigurationError(f"{what} {text[:80]!r} contains a lone surrogate (not UTF-8)")
-    return text
+    return check_text_id(text, what)  # the shared rule (db._limits)
 
 
 def json_filter(value: Any, what: str) -> dict[str, Any] | None:
@@ -146,6 +133,7 @@ def json_filter(value: Any, what: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise ConfigurationError(f"{what} must be a dict, got {type(value).__name__}")
+    check_depth(value, what, error=ConfigurationError)
 
     def walk(item: Any, path: str) -> None:
         if isinstance(item, str):
@@ -292,7 +280,11 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         *,
         fresh_lists: bool = False,
     ) -> PutPlan:
-        text_id(config["configurable"].get("checkpoint_ns", ""), "checkpoint_ns")
+        conf = config["configurable"]
+        text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns")
+        text_id(checkpoint["id"], "checkpoint id")
+        if conf.get("checkpoint_id") is not None:
+            text_id(conf["checkpoint_id"], "checkpoint_id")
         return plan_put(
             serde=self.serde,
             codec=self.codec,
@@ -319,6 +311,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
     ) -> tuple[dict[str, Any], bool]:
         thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
         text_id(config["configurable"].get("checkpoint_ns", ""), "checkpoint_ns")
+        text_id(config["configurable"]["checkpoint_id"], "checkpoint_id")
         task_id = text_id(task_id, "task_id")
         task_path = text_id(task_path, "task_path")
         for channel, _ in writes:

@@ -51,7 +51,19 @@ from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.codec._guard import check_payload
 from haive_langgraph.db._arrays import BigintArray, BoolArray, ByteaArray, IntArray, TextArray
-from haive_langgraph.errors import CorruptDataError, DecryptionError, SerializationError
+from haive_langgraph.db._limits import (
+    MAX_DEPTH,
+    MAX_JSON_BYTES,
+    check_depth,
+    has_lone_surrogate,
+    id_problem,
+)
+from haive_langgraph.errors import (
+    CorruptDataError,
+    DecryptionError,
+    SerializationError,
+    ValueTooLargeError,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -150,7 +162,12 @@ def is_inline(value: Any) -> bool:
     if type(value) is int:
         return -INLINE_INT_MAX < value < INLINE_INT_MAX
     if type(value) is str:
-        return len(value) <= INLINE_STR_MAX and "\x00" not in value
+        # jsonb holds neither NUL nor a lone surrogate: such a string is a
+        # blob (where the serde, as in every LangGraph saver, stores "?" for a
+        # lone surrogate).
+        return (
+            len(value) <= INLINE_STR_MAX and "\x00" not in value and not has_lone_surrogate(value)
+        )
     return False
 
 
@@ -281,14 +298,18 @@ class _Encoder:
             memo.put(self.tenant, key, payload)
         return key
 
-    def queue(self, key: bytes, payload: bytes) -> None:
-        """Send ``payload`` for insertion (once per statement)."""
+    def queue(self, key: bytes, payload: bytes, what: str | Where = "a value") -> None:
+        """Send ``payload`` for insertion (once per statement); ``what`` names it in errors."""
         if key not in self.seen:
+            try:
+                frame = self.codec.encode(
+                    payload, RowContext(self.tenant, self.family, Kind.BLOB, key)
+                )
+            except ValueTooLargeError as exc:
+                raise exc.about(f"{_text(what)} ({_text(self.scope)})") from None
             self.seen.add(key)
             self.blob_keys.append(key)
-            self.blob_data.append(
-                self.codec.encode(payload, RowContext(self.tenant, self.family, Kind.BLOB, key))
-            )
+            self.blob_data.append(frame)
 
     def blobs(self) -> tuple[ByteaArray, ByteaArray]:
         """The queued keys and frames, in key order.
@@ -308,7 +329,7 @@ class _Encoder:
         """Serialise ``value``, queue it for insertion, return its content key."""
         payload = self.serialize(value, what)
         key = self.key(payload, expect)
-        self.queue(key, payload)
+        self.queue(key, payload, what)
         return key
 
 
@@ -455,15 +476,15 @@ def plan_put(
                 upd_b.append(n_base)
                 upd_n.append(len(keys))
                 for seq in range(n_base, len(keys)):
-                    enc.queue(keys[seq], payloads[seq])
+                    enc.queue(keys[seq], payloads[seq], (_ITEM_OF_CHANNEL, seq, channel))
                     item_l.append(base.lineage)
                     item_s.append(seq)
                     item_k.append(keys[seq])
                 refs.lists[channel] = ListState(base.lineage, joined)
             else:
                 lineage = _new_lineage_id()
-                for key, payload in zip(keys, payloads, strict=True):
-                    enc.queue(key, payload)
+                for seq, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
+                    enc.queue(key, payload, (_ITEM_OF_CHANNEL, seq, channel))
                 new_l.append(lineage)
                 new_n.append(len(keys))
                 item_l.extend([lineage] * len(keys))
@@ -534,7 +555,11 @@ def tags_of(value: Any) -> list[str]:
             f"checkpoint metadata 'tags' must be a list of strings or a comma-separated "
             f"string, got {type(value).__name__}"
         )
-    return sorted({t.strip() for t in items if t.strip()})
+    tags = sorted({t.strip() for t in items if t.strip()})
+    for tag in tags:
+        if (problem := id_problem(tag)) is not None:
+            raise SerializationError(f"checkpoint metadata tag {tag[:60]!r} {problem}")
+    return tags
 
 
 def plan_writes(
@@ -631,8 +656,11 @@ def metadata_text(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     out = dict(metadata)
     try:
         text: str | None = _STRICT_JSON.encode(out)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = None
+    # Only a text with more brackets than the limit can nest that deep.
+    if text is None or text.count("{") + text.count("[") > MAX_DEPTH:
+        check_depth(out, "checkpoint metadata")
     if (
         text is None
         or "\\u0000" in text
@@ -641,15 +669,19 @@ def metadata_text(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     ):
         _check_metadata(out)  # raises naming the key (a key's own text may be a false alarm)
         text = text or _STRICT_JSON.encode(out)
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueTooLargeError(
+            "checkpoint metadata", len(text), MAX_JSON_BYTES, setting="for JSON metadata"
+        )
     return out, text
 
 
 def _check_metadata(metadata: dict[str, Any]) -> None:
     for key, value in metadata.items():
-        if not isinstance(key, str) or "\x00" in key:
+        if not isinstance(key, str) or "\x00" in key or has_lone_surrogate(key):
             raise SerializationError(
-                f"checkpoint metadata key {key!r} is not text PostgreSQL JSON can store "
-                "(keys are strings without NUL characters)"
+                f"checkpoint metadata key {key!r:.80} is not text PostgreSQL JSON can store "
+                "(keys are strings without NUL characters or lone surrogates)"
             )
         try:
             text = _STRICT_JSON.encode(value)

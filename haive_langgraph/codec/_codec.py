@@ -21,7 +21,12 @@ from haive_langgraph.codec._frame import (
     plain_header,
 )
 from haive_langgraph.codec._keys import ENCRYPTION_KEYS_ENV, KeyRing
-from haive_langgraph.errors import ConfigurationError, CorruptDataError, DecryptionError
+from haive_langgraph.errors import (
+    ConfigurationError,
+    CorruptDataError,
+    DecryptionError,
+    ValueTooLargeError,
+)
 
 __all__ = ["HaiveCodec"]
 
@@ -123,13 +128,23 @@ class HaiveCodec:
             The frame to store.
 
         Raises:
+            ValueTooLargeError: ``payload`` is longer than
+                ``compression.max_decompressed_size``, the most a reader
+                expands a frame to: refused here, so that what is written can
+                be read (compressed or not).
             KeyDestroyedError: The row's tenant was crypto-shredded.
         """
         if type(payload) is not bytes:
             payload = bytes(payload)  # bytearray, memoryview
+        limit = self._compression.max_decompressed_size
+        if len(payload) > limit:
+            raise ValueTooLargeError(ctx.describe(), len(payload), limit)
+        return self._frame(payload, ctx, compress=True)
+
+    def _frame(self, payload: bytes, ctx: RowContext, *, compress: bool) -> bytes:
         keyring = self._keyring
         if keyring is None:
-            compressed = self._zstd.compress(payload, checksum=True)
+            compressed = self._zstd.compress(payload, checksum=True) if compress else None
             if compressed is None:
                 return HEADER + payload
             if self._zstd.uses_dictionary:
@@ -137,7 +152,7 @@ class HaiveCodec:
             return _HEADER_COMPRESSED + compressed
         key = keyring._encryption_key(ctx.tenant_id, ctx)
         # The AEAD tag authenticates the compressed bytes; no zstd checksum needed.
-        compressed = self._zstd.compress(payload, checksum=False)
+        compressed = self._zstd.compress(payload, checksum=False) if compress else None
         if compressed is None:
             header = key.prefix_plain + os.urandom(NONCE_BYTES)
             body = payload
@@ -259,8 +274,14 @@ class HaiveCodec:
         the input: a plaintext row is only encrypted by a codec that accepts
         plaintext, so that rows planted in plaintext are not laundered.
 
+        A payload longer than ``max_decompressed_size`` (an uncompressed row
+        written before writes were limited, or under a larger limit) is
+        framed again uncompressed, so that it stays readable.
+
         Raises:
             DecryptionError: As :meth:`decode`.
             CorruptDataError: As :meth:`decode`.
         """
-        return self.encode(self.decode(frame, ctx), ctx)
+        payload = self.decode(frame, ctx)
+        compress = len(payload) <= self._compression.max_decompressed_size
+        return self._frame(payload, ctx, compress=compress)

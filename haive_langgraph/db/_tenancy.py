@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 
 from haive_langgraph.db._driver import Step
+from haive_langgraph.db._limits import MAX_ID_BYTES, utf8_len
+from haive_langgraph.db._limits import has_lone_surrogate as has_lone_surrogate
 from haive_langgraph.errors import ConfigurationError
 
 TENANT_SETTING = "haive.tenant_id"
@@ -40,15 +42,6 @@ TENANT_PREDICATE = f"tenant_id = nullif(current_setting('{TENANT_SETTING}', true
 
 MAX_TENANT_ID_LENGTH = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """Whether ``text`` holds a lone surrogate, which UTF-8 (PostgreSQL's text) cannot store.
-
-    ``isascii()`` (one C pass) spares the usual ASCII text the search.
-    """
-    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def tenant_policy_statements(table: str) -> tuple[str, ...]:
@@ -124,9 +117,11 @@ def row_security_step(qualified_table: str) -> Step:
 def validate_tenant_id(value: object, *, allow_default: bool = False) -> str:
     """Return ``value`` if it is a plain tenant id, else raise.
 
-    A plain tenant id is a ``str`` (not a subclass), 1-255 characters, with no
-    control characters and no lone surrogates (PostgreSQL stores UTF-8). ``""`` (the default tenant of single-tenant
-    deployments) is accepted only with ``allow_default``.
+    A plain tenant id is a ``str`` (not a subclass), 1-255 characters and at
+    most 512 bytes of UTF-8 (``db._limits.MAX_ID_BYTES``), with no control
+    characters and no lone surrogates (PostgreSQL stores UTF-8). ``""`` (the
+    default tenant of single-tenant deployments) is accepted only with
+    ``allow_default``.
 
     Raises:
         ConfigurationError: naming what is wrong with the value.
@@ -142,6 +137,11 @@ def validate_tenant_id(value: object, *, allow_default: bool = False) -> str:
     if len(value) > MAX_TENANT_ID_LENGTH:
         raise ConfigurationError(
             f"tenant_id is {len(value)} characters long; at most {MAX_TENANT_ID_LENGTH} are allowed"
+        )
+    if len(value) * 4 > MAX_ID_BYTES and utf8_len(value) > MAX_ID_BYTES:
+        raise ConfigurationError(
+            f"tenant_id is {utf8_len(value):,} bytes long (UTF-8); at most {MAX_ID_BYTES} "
+            "are allowed"
         )
     if _CONTROL.search(value):
         raise ConfigurationError(f"tenant_id {value!r} contains a control character")

@@ -24,7 +24,19 @@ from psycopg.types.numeric import Int8
 from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.db import Op, Route, Step, TenantScope
 from haive_langgraph.db._arrays import IntArray, TextArray
-from haive_langgraph.errors import ConfigurationError, CorruptDataError, SerializationError
+from haive_langgraph.db._limits import (
+    MAX_JSON_BYTES,
+    bad_json_text,
+    check_depth,
+    check_text_id,
+    id_problem,
+)
+from haive_langgraph.errors import (
+    ConfigurationError,
+    CorruptDataError,
+    SerializationError,
+    ValueTooLargeError,
+)
 from haive_langgraph.memory import _history_sql as S
 from haive_langgraph.memory._history_codec import (
     MessageCodec,
@@ -63,14 +75,17 @@ DETAILS_KEY = "details"
 
 
 def check_id(value: object, what: str) -> str:
-    """An id we store as text: a non-empty string without NUL characters."""
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{what} must be a string, got {type(value).__name__}")
-    if not value:
+    """An id we store as text: a non-empty string of the shared id rule (``db._limits``).
+
+    At most 512 bytes of UTF-8, no NUL character, no lone surrogate.
+    """
+    if isinstance(value, str) and not value:
         raise ConfigurationError(f"{what} must not be empty")
-    if "\x00" in value:
-        raise ConfigurationError(f"{what} {value!r} contains a NUL character")
-    return value
+    return check_text_id(value, what)
+
+
+def _id_problem(value: object) -> str | None:
+    return id_problem(value) if type(value) is str else "is not a string"
 
 
 def check_optional_id(value: object, what: str) -> str | None:
@@ -389,7 +404,12 @@ class HistoryOps:
             ) from None
         if kind != "msgpack":
             raise SerializationError(f"context serialised as {kind!r}; only msgpack is stored")
-        return self.codec.encode(payload, self._details_ctx(conversation_id))
+        try:
+            return self.codec.encode(payload, self._details_ctx(conversation_id))
+        except ValueTooLargeError as exc:
+            raise exc.about(
+                f"title and context of {self.describe('conversation', conversation_id)}"
+            ) from None
 
     def decode_details(self, row: ConvRow) -> tuple[str | None, dict[str, Any]]:
         if row.details is None:
@@ -506,8 +526,10 @@ class HistoryOps:
             mid = message.id
             if not mid:
                 mid = fingerprint_id(i, message) if fingerprint_ids else new_message_id()
-            elif type(mid) is not str or "\x00" in mid:
-                raise InvalidMessageError(f"message {i} has an invalid id {mid!r}")
+            elif (problem := _id_problem(mid)) is not None:
+                raise InvalidMessageError(
+                    f"message {i} has an invalid id {mid!r:.80}: it {problem}"
+                )
             if mid in seen:
                 raise InvalidMessageError(f"message {i} repeats the id {mid!r} within the batch")
             seen.add(mid)
@@ -543,7 +565,7 @@ class HistoryOps:
             "author": author,
             "ids": TextArray(ids),
             "roles": TextArray(roles),
-            "body": self.messages.frame(items, conversation_id) if items else b"",
+            "body": self._frame_batch(items, conversation_id),
         }
         params.update(self._usage_params(usage_list, lats, runs))
         params["in"] = Int8(sum(u.input_tokens for u in usage_list if u))
@@ -553,6 +575,19 @@ class HistoryOps:
         return AppendPlan(
             conversation_id, params, ids, list(messages), usage_list, metas, lats, runs
         )
+
+    def _frame_batch(self, items: Sequence[bytes], conversation_id: str) -> bytes:
+        """The stored frame of one batch; the whole batch is one frame, read whole."""
+        if not items:
+            return b""
+        try:
+            return self.messages.frame(items, conversation_id)
+        except ValueTooLargeError as exc:
+            raise exc.about(
+                f"the {len(items)} messages added together to "
+                f"{self.describe('conversation', conversation_id)} (one stored batch; add them "
+                "in smaller batches)"
+            ) from None
 
     @staticmethod
     def _usage_params(
@@ -1297,8 +1332,24 @@ def decode_conversation_cursor(cursor: object) -> tuple[datetime, str]:
 
 
 def check_json(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``value`` if PostgreSQL's jsonb can hold it, within the limits of ``db._limits``.
+
+    Raises:
+        ValueTooLargeError: Nested deeper than ``MAX_DEPTH`` or larger than
+            ``MAX_JSON_BYTES`` as JSON.
+        SerializationError: Not JSON, NaN or infinity, or a string with a
+            NUL character or a lone surrogate.
+    """
+    check_depth(value, what)
     try:
-        json.dumps(value)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{what} must be JSON-serialisable: {exc}") from None
+    if ("\\u0000" in text or "\\ud" in text) and (bad := bad_json_text(value)) is not None:
+        raise SerializationError(
+            f"{what} holds {bad[:40]!r}, with a character PostgreSQL's jsonb cannot store "
+            "(NUL or a lone surrogate)"
+        )
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueTooLargeError(what, len(text), MAX_JSON_BYTES, setting="for JSON metadata")
     return dict(value)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
 
+from haive_langgraph.db._limits import id_problem
 from haive_langgraph.errors import ConfigurationError, HaiveError, NotFoundError
 
 __all__ = [
@@ -266,6 +267,9 @@ class ConversationMetadata:
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise InvalidMessageError(f"{name} must be a sequence of strings, got {value!r}")
+            for v in value:
+                if (problem := id_problem(v)) is not None:
+                    raise InvalidMessageError(f"{name} entry {v[:60]!r} {problem}")
             object.__setattr__(self, name, tuple(value))
         for name in ("context", "settings"):
             if not isinstance(getattr(self, name), Mapping):

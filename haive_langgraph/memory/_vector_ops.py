@@ -39,6 +39,7 @@ from langgraph.store.base import (
     SearchOp,
 )
 
+from haive_langgraph.db._limits import check_depth, check_text_id
 from haive_langgraph.errors import ConfigurationError, HaiveError
 from haive_langgraph.memory._vector_types import (
     ConsolidationReport,
@@ -125,8 +126,9 @@ def utcnow() -> datetime:
 
 def user_label(user_id: object, what: str = "user_id") -> str:
     """A user id as a namespace label (labels cannot hold ``.``; ``%`` escapes)."""
-    if not isinstance(user_id, str) or not user_id or "\x00" in user_id:
-        raise ConfigurationError(f"{what} must be a non-empty string, got {user_id!r}")
+    if not isinstance(user_id, str) or not user_id:
+        raise ConfigurationError(f"{what} must be a non-empty string, got {user_id!r:.80}")
+    check_text_id(user_id, what)
     return user_id.replace("%", "%25").replace(".", "%2E")
 
 
@@ -151,8 +153,11 @@ class Spaces:
 
 
 def check_root(root: object) -> str:
-    if not isinstance(root, str) or not root or "." in root or "\x00" in root:
-        raise ConfigurationError(f"namespace must be a non-empty string without '.', got {root!r}")
+    if not isinstance(root, str) or not root or "." in root:
+        raise ConfigurationError(
+            f"namespace must be a non-empty string without '.', got {root!r:.80}"
+        )
+    check_text_id(root, "namespace")
     return root
 
 
@@ -236,6 +241,7 @@ def check_metadata(value: object, what: str = "metadata") -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
         raise InvalidMemoryError(f"{what} must be a dict with non-empty string keys, got {value!r}")
+    check_depth(value, what)
     return dict(value)
 
 
@@ -306,6 +312,7 @@ def translate_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(filters, Mapping):
         raise InvalidFilterError(f"filters must be a dict, got {type(filters).__name__}")
+    check_depth(filters, "filters", error=InvalidFilterError)
     out: dict[str, Any] = {}
     for key, value in filters.items():
         if not isinstance(key, str) or not key or key.startswith("$"):

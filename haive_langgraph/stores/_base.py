@@ -18,7 +18,6 @@ from langgraph.store.base import (
     SearchOp,
     TTLConfig,
     get_text_at_path,
-    validate_op_namespace,
 )
 from psycopg import sql
 
@@ -57,10 +56,11 @@ from haive_langgraph.stores._values import (
     check_document,
     check_key,
     dump_json,
+    encode_frame,
     encode_value,
     ns_text,
     project,
-    row_context,
+    validate_op,
 )
 
 # Below this many pending vectors, index_pending adds them one batch at a time.
@@ -238,7 +238,7 @@ class StoreBase(BaseStore):
         for i, op in enumerate(ops):
             if not isinstance(op, GetOp | SearchOp | PutOp | ListNamespacesOp):
                 raise ConfigurationError(f"unknown store operation {type(op).__name__}")
-            validate_op_namespace(op)
+            validate_op(op)
             if isinstance(op, GetOp):
                 plan.gets.append(
                     (i, op._replace(namespace=tuple(op.namespace), key=check_key(op.key)))
@@ -292,7 +292,7 @@ class StoreBase(BaseStore):
             ttl = check_ttl(op.ttl)
             plan.ns.append(ns_text(ns))
             plan.keys.append(key)
-            plan.values.append(self.codec.encode(payload, row_context(self.tenant_id, ns, key)))
+            plan.values.append(encode_frame(self.codec, payload, self.tenant_id, ns, key))
             doc: bytes | None = None
             if self._filter_paths is None:
                 doc = payload
@@ -400,7 +400,7 @@ class StoreBase(BaseStore):
             if refresh_ttl is not None
             else (self.ttl_config or {}).get("refresh_on_read", True),
         )
-        validate_op_namespace(op)
+        validate_op(op)
         self._check_search(op)
         return op
 

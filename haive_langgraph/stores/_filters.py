@@ -31,6 +31,7 @@ from typing import Any
 from psycopg import sql
 
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._limits import bad_json_text, check_depth
 from haive_langgraph.stores._errors import InvalidFilterError
 from haive_langgraph.stores._values import dump_json, nul_path
 
@@ -82,6 +83,7 @@ class FilterCompiler:
             return []
         if not isinstance(filter, Mapping):
             raise InvalidFilterError(f"filter must be a dict, got {type(filter).__name__}")
+        check_depth(filter, "filter", error=InvalidFilterError)
         out: list[sql.Composable] = []
         for key, value in filter.items():
             if not isinstance(key, str) or not key:
@@ -231,6 +233,11 @@ def _check_nul(where: str, what: str, value: Any) -> None:
     if nul_path(value) is not None:
         raise InvalidFilterError(
             f"filter {what} on {where!r} contains a NUL character, which PostgreSQL cannot hold"
+        )
+    if bad_json_text(value) is not None:
+        raise InvalidFilterError(
+            f"filter {what} on {where!r:.80} contains a lone surrogate, which PostgreSQL "
+            "cannot hold (it is not UTF-8)"
         )
 
 

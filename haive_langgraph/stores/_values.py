@@ -9,12 +9,25 @@ from typing import Any
 
 import orjson
 import psycopg
-from langgraph.store.base import InvalidNamespaceError
+from langgraph.store.base import (
+    GetOp,
+    InvalidNamespaceError,
+    ListNamespacesOp,
+    PutOp,
+    SearchOp,
+    validate_op_namespace,
+)
 from psycopg import pq
 from psycopg.adapt import Dumper, PyFormat
 
 from haive_langgraph.codec import Codec, Kind, RowContext
-from haive_langgraph.errors import ConfigurationError, CorruptDataError, SerializationError
+from haive_langgraph.db._limits import MAX_DEPTH, check_depth, has_lone_surrogate, utf8_len
+from haive_langgraph.errors import (
+    ConfigurationError,
+    CorruptDataError,
+    SerializationError,
+    ValueTooLargeError,
+)
 
 Namespace = tuple[str, ...]
 
@@ -41,22 +54,67 @@ def ns_upper(prefix: Namespace) -> list[str]:
 
 
 def check_key(key: Any) -> str:
+    """A key as text; what PostgreSQL text cannot hold (NUL, a lone surrogate) is refused.
+
+    Raises:
+        ConfigurationError: naming the key.
+    """
     text = key if isinstance(key, str) else str(key)
     if "\x00" in text:
         raise ConfigurationError(
-            f"key {text!r} contains a NUL character, which PostgreSQL cannot store"
+            f"key {text!r:.80} contains a NUL character, which PostgreSQL cannot store"
         )
+    if has_lone_surrogate(text):
+        raise ConfigurationError(f"key {text!r:.80} contains a lone surrogate (not UTF-8)")
     return text
 
 
+def check_labels(namespace: Sequence[Any], what: str = "namespace") -> None:
+    """Refuse namespace labels PostgreSQL text cannot hold (NUL, a lone surrogate).
+
+    LangGraph's own check (non-empty strings without ``.``) runs first.
+
+    Raises:
+        InvalidNamespaceError: naming the label.
+    """
+    for label in namespace:
+        if not isinstance(label, str):
+            continue
+        if "\x00" in label:
+            problem = "a NUL character"
+        elif has_lone_surrogate(label):
+            problem = "a lone surrogate (not UTF-8)"
+        else:
+            continue
+        raise InvalidNamespaceError(
+            f"{what} label {label!r:.80} contains {problem}, which PostgreSQL text cannot hold"
+        )
+
+
+def validate_op(op: Any) -> None:
+    """LangGraph's namespace check of an operation, then :func:`check_labels`.
+
+    Raises:
+        InvalidNamespaceError: naming the label.
+    """
+    validate_op_namespace(op)
+    if isinstance(op, GetOp | PutOp):
+        check_labels(op.namespace)
+    elif isinstance(op, SearchOp):
+        check_labels(op.namespace_prefix, "namespace prefix")
+    elif isinstance(op, ListNamespacesOp):
+        for condition in op.match_conditions or ():
+            check_labels(condition.path, "match condition")
+
+
 # Namespace and key lead the tables' primary keys, beside the tenant id (up
-# to 1,020 bytes) and a vector's field name, and a btree entry holds at most
-# 2,704 bytes: longer ones are refused before anything is sent.
+# to 512 bytes) and a vector's field name, and a btree entry holds at most
+# 2,704 bytes: longer ones are refused before anything is sent. In the
+# text[] array each label also takes a 4-byte length and up to 3 bytes of
+# alignment: a label counts its UTF-8 bytes plus LABEL_OVERHEAD, so that
+# many short labels cannot pass where few long ones could not.
 MAX_ADDRESS_BYTES = 1024
-
-
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+LABEL_OVERHEAD = 8
 
 
 def check_address(namespace: Namespace, key: str) -> None:
@@ -66,22 +124,38 @@ def check_address(namespace: Namespace, key: str) -> None:
         InvalidNamespaceError: the namespace alone is too long.
         ConfigurationError: namespace and key together are.
     """
-    ns_bytes = sum(_utf8_len(label) for label in namespace)
+    ns_bytes = sum(utf8_len(label) + LABEL_OVERHEAD for label in namespace)
     if ns_bytes > MAX_ADDRESS_BYTES:
         raise InvalidNamespaceError(
-            f"namespace {namespace!r:.80} takes {ns_bytes} bytes (UTF-8); namespace and key "
-            f"together may take at most {MAX_ADDRESS_BYTES}"
+            f"namespace {namespace!r:.80} takes {ns_bytes} bytes (UTF-8, {LABEL_OVERHEAD} more "
+            f"per label); namespace and key together may take at most {MAX_ADDRESS_BYTES}"
         )
-    total = ns_bytes + _utf8_len(key)
+    total = ns_bytes + utf8_len(key)
     if total > MAX_ADDRESS_BYTES:
         raise ConfigurationError(
             f"key {key!r:.80} in namespace {namespace!r:.80}: namespace and key take {total} "
-            f"bytes (UTF-8); at most {MAX_ADDRESS_BYTES} are allowed"
+            f"bytes (UTF-8, {LABEL_OVERHEAD} more per label); at most {MAX_ADDRESS_BYTES} are "
+            "allowed"
         )
 
 
 def row_context(tenant_id: str, namespace: Namespace, key: str) -> RowContext:
     return RowContext(tenant_id, ns_text(namespace), Kind.STORE_VALUE, key)
+
+
+def encode_frame(
+    codec: Codec, payload: bytes, tenant_id: str, namespace: Namespace, key: str
+) -> bytes:
+    """The stored frame of an item's value.
+
+    Raises:
+        ValueTooLargeError: The value is larger than the codec's
+            ``max_decompressed_size``; named by namespace and key.
+    """
+    try:
+        return codec.encode(payload, row_context(tenant_id, namespace, key))
+    except ValueTooLargeError as exc:
+        raise exc.about(f"the value of item {key!r:.80} in namespace {namespace!r:.80}") from None
 
 
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATACLASS
@@ -122,12 +196,18 @@ def _first(
 
 def _not_json(node: Any, where: str, is_key: bool) -> Finding | None:
     if is_key:
+        if not isinstance(node, str):
+            return where, f"a {type(node).__name__} key (keys must be str)"
+        if has_lone_surrogate(node):
+            return f"{where} (the key)", "a string with a lone surrogate (not UTF-8)"
+        return None
+    if isinstance(node, str):
         return (
-            None
-            if isinstance(node, str)
-            else (where, f"a {type(node).__name__} key (keys must be str)")
+            (where, "a string with a lone surrogate (not UTF-8)")
+            if has_lone_surrogate(node)
+            else None
         )
-    if node is None or isinstance(node, bool | str):
+    if node is None or isinstance(node, bool):
         return None
     if isinstance(node, int):
         return None if -(2**63) <= node < 2**64 else (where, "an integer outside the 64-bit range")
@@ -180,7 +260,9 @@ def encode_value(value: Mapping[str, Any], namespace: Namespace, key: str) -> by
 
     Raises:
         SerializationError: naming the item and the path of what cannot be
-            stored (a non-JSON object, a non-str key, NaN or infinity).
+            stored (a non-JSON object, a non-str key, NaN or infinity, a lone
+            surrogate).
+        ValueTooLargeError: The value nests more than ``MAX_DEPTH`` levels.
     """
     if not isinstance(value, Mapping):
         raise SerializationError(
@@ -191,6 +273,10 @@ def encode_value(value: Mapping[str, Any], namespace: Namespace, key: str) -> by
         data = dump_json(value)
     except TypeError:
         data = None
+    # Only a document with more brackets than the limit can nest that deep (and
+    # orjson itself stops at 254 levels): the walk below stays within it.
+    if data is None or data.count(b"{") + data.count(b"[") > MAX_DEPTH:
+        check_depth(value, f"the value of item {key!r:.80} in namespace {namespace!r:.80}")
     # orjson writes NaN and infinity as null: look for them only when a null is there.
     if data is None or b"null" in data:
         found = _bad_path(value, "value")

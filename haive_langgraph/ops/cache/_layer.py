@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
-from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.errors import ConfigurationError, ValueTooLargeError
 from haive_langgraph.ops.cache._checkpointer import CachedCheckpointer
 from haive_langgraph.ops.cache._format import V, _Format
 from haive_langgraph.ops.cache._history import (
@@ -310,7 +310,13 @@ class CacheLayer:
                 seen = None
         self._count_miss(refresh)
         value = yield _LOAD
-        data = fmt.dumps(value)
+        try:
+            data = fmt.dumps(value)
+        except ValueTooLargeError:
+            # Each stored value is within the limit, their sum (a whole
+            # checkpoint, one cache entry) may not be: served, not cached.
+            loaded: V = value
+            return loaded
         if shared or self.redis is None:
             self._fill_memory(group, sub, value, len(data), tokens)
         if self.redis is not None and seen is not None:

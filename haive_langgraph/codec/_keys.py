@@ -18,6 +18,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -411,6 +412,8 @@ class KeyRing:
             tenant_store if tenant_store is not None else InMemoryTenantKeyStore()
         )
         self._primary_entry: tuple[_Key, float] | None = None
+        # Told after each forget_tenant (caches drop the tenant at once); held weakly.
+        self._forget_listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
         self._provider: KeyProvider
         if provider is not None:
             if pairs:
@@ -590,7 +593,20 @@ class KeyRing:
             self._tenants[tenant_id] = _TenantState(
                 TenantKeyRecord(destroyed=True), time.monotonic() + self._cache_ttl
             )
+            listeners = [m for ref in self._forget_listeners if (m := ref()) is not None]
+        for listener in listeners:
+            listener(tenant_id)
         return destroyed
+
+    def add_forget_listener(self, listener: Callable[[str], None]) -> None:
+        """Call the bound method ``listener(tenant_id)`` after each :meth:`forget_tenant`.
+
+        Caches use it to drop a shredded tenant at once. The method is held
+        weakly (its object is not kept alive by this ring) and must not
+        raise: the keys are destroyed by then.
+        """
+        with self._lock:
+            self._forget_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
 
     def rewrap_tenant_keys(self, tenant_id: str) -> int:
         """Re-wrap the tenant's keys with the current global primary key.

@@ -16,7 +16,8 @@ message count; item; message count and last id); every 20th read is also
 compared whole with an uncached read from PostgreSQL (outside the timing).
 
 Variants, in interleaved rounds (best round kept): the cache with a memory
-level only, with memory and Redis, and the bare ``PostgresCheckpointer``;
+level only, with memory and Redis, with Redis only (what a Redis hit costs),
+and the bare ``PostgresCheckpointer``;
 LangGraph's ``InMemorySaver.get_tuple`` on the same checkpoints is the
 reference for the cached read.
 
@@ -311,14 +312,17 @@ def main() -> None:
             def make(name: str, round_: int) -> CacheLayer | None:
                 if name == "memory":
                     return CacheLayer([InMemoryCache(max_bytes=256 << 20, ttl=600)])
-                if name == "memory+redis":
+                if name in ("memory+redis", "redis"):
+                    memory = (
+                        [InMemoryCache(max_bytes=256 << 20, ttl=600)] if "memory" in name else []
+                    )
                     layer = CacheLayer(
                         [
-                            InMemoryCache(max_bytes=256 << 20, ttl=600),
+                            *memory,
                             RedisCache(
                                 REDIS_URL,
                                 ttl=600,
-                                prefix=f"{prefix}-{round_}",
+                                prefix=f"{prefix}-{name}-{round_}",
                                 secret=uuid.uuid4().hex * 2,
                             ),
                         ]
@@ -327,7 +331,8 @@ def main() -> None:
                     return layer
                 return None
 
-            variants = ["memory", "uncached"] + (["memory+redis"] if have_redis else [])
+            # "redis" (no memory level) shows what a hit in Redis costs.
+            variants = ["memory", "uncached"] + (["memory+redis", "redis"] if have_redis else [])
             last: dict[str, CacheLayer] = {}
             results: dict[str, list[Replay]] = {name: [] for name in variants}
             hit_rates: dict[str, list[float]] = {

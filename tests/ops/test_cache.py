@@ -227,14 +227,20 @@ def test_a_fill_that_raced_a_write_is_refused(redis_url: str, prefix: str) -> No
     layer = layer_for(redis_url, prefix)
     try:
         assert layer.redis is not None
-        ver, epoch, _ = layer.redis.read("g", "s")
+        tag = "0123abcd"  # the version in PostgreSQL the value was read at
+        seen, _, _ = layer.redis.read("g", "s", "t")
+        assert seen is not None
         layer.invalidate(["g"])  # the write
-        assert not layer.redis.write("g", "s", ver, epoch, b"old")
-        ver2, epoch2, _ = layer.redis.read("g", "s")
-        assert layer.redis.write("g", "s", ver2, epoch2, b"new")
-        assert layer.redis.read("g", "s")[2] == b"new"
+        assert not layer.redis.write("g", "s", "t", seen, tag, b"old")
+        seen2, _, _ = layer.redis.read("g", "s", "t")
+        assert seen2 is not None and layer.redis.write("g", "s", "t", seen2, tag, b"new")
+        assert layer.redis.read("g", "s", "t")[1:] == (tag, b"new")
+        layer.redis.invalidate([], tenants=["t"])  # the tenant's keys destroyed
+        assert layer.redis.read("g", "s", "t")[2] is None
+        seen3, _, _ = layer.redis.read("g", "s", "t")
+        assert seen3 is not None and layer.redis.write("g", "s", "t", seen3, tag, b"new")
         layer.invalidate(None)  # everything
-        assert layer.redis.read("g", "s")[2] is None
+        assert layer.redis.read("g", "s", "t")[2] is None
     finally:
         layer.close()
 
@@ -509,7 +515,8 @@ def test_a_forged_redis_entry_is_a_miss_and_never_deserialised(
             return real_loads(self, data)
 
         monkeypatch.setattr(cache_module._TupleFormat, "loads", spy)
-        head = genuine[: genuine.index(b":", genuine.index(b":") + 1) + 1]  # "ver:epoch:"
+        # "ver:epoch:tenant-ver:database-version:"
+        head = b":".join(genuine.split(b":", 4)[:4]) + b":"
         body = genuine[len(head) :]
         kid = body[:8]
         # a copied entry of another thread (authentic, but for another key),

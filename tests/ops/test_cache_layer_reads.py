@@ -80,26 +80,59 @@ class Source:
         return self.result
 
 
-async def read(layer: CacheLayer, mode: str, source: Source, *, refresh: bool = False) -> Any:
+class Database:
+    """What the layer asks PostgreSQL: the current version of a group (``None``: it
+    cannot be told), counting the questions."""
+
+    def __init__(self, version: str | None = "00aa") -> None:
+        self.current = version
+        self.asked: list[str] = []
+        self.tenant = ""
+        self.checkable = True
+
+    def shredded(self) -> bool:
+        return False
+
+    def version(self, group: str) -> str | None:
+        self.asked.append(group)
+        return self.current
+
+    async def aversion(self, group: str) -> str | None:
+        return self.version(group)
+
+
+DB = Database()
+
+
+async def read(
+    layer: CacheLayer,
+    mode: str,
+    source: Source,
+    *,
+    refresh: bool = False,
+    db: Database = DB,
+) -> Any:
+    origin: Any = db
     if mode == "sync":
-        return layer.read("g", "s", source, FMT, refresh=refresh)
+        return layer.read("g", "s", source, FMT, origin, refresh=refresh)
 
     async def load() -> Any:
         return source()
 
-    return await layer.aread("g", "s", load, FMT, refresh=refresh)
+    return await layer.aread("g", "s", load, FMT, origin, refresh=refresh)
 
 
 async def read_versioned(
     layer: CacheLayer, mode: str, source: Source, *, refresh: bool = False
 ) -> Any:
+    origin: Any = DB
     if mode == "sync":
-        return layer.read_versioned("h", source, ENTRY, refresh=refresh)
+        return layer.read_versioned("h", source, ENTRY, origin, refresh=refresh)
 
     async def load(known: Any) -> Any:
         return source(known)
 
-    return await layer.aread_versioned("h", load, ENTRY, refresh=refresh)
+    return await layer.aread_versioned("h", load, ENTRY, origin, refresh=refresh)
 
 
 def counts(layer: CacheLayer) -> dict[str, Any]:
@@ -261,13 +294,13 @@ async def test_read_takes_memory_tokens_before_the_redis_read(
     memory = layer.memory[0]
     real_read, real_aread = layer.redis.read, layer.redis.aread
 
-    def racing_read(group: str, sub: str) -> Any:
+    def racing_read(group: str, sub: str, tenant: str) -> Any:
         memory.drop_group(group)  # an invalidation lands while Redis is read
-        return real_read(group, sub)
+        return real_read(group, sub, tenant)
 
-    async def racing_aread(group: str, sub: str) -> Any:
+    async def racing_aread(group: str, sub: str, tenant: str) -> Any:
         memory.drop_group(group)
-        return await real_aread(group, sub)
+        return await real_aread(group, sub, tenant)
 
     monkeypatch.setattr(layer.redis, "read", racing_read)
     monkeypatch.setattr(layer.redis, "aread", racing_aread)
@@ -276,6 +309,31 @@ async def test_read_takes_memory_tokens_before_the_redis_read(
     assert c["stale_fills_refused"] == 1, "a memory fill racing an invalidation must be refused"
     assert c["fills"] == 1  # the Redis fill, under the version it read
     assert ("g", "s") not in memory
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_read_serves_redis_only_at_the_version_postgresql_holds(
+    mode: str, layers: Callable[..., CacheLayer]
+) -> None:
+    """An authentic Redis entry is served only while PostgreSQL still holds the version
+    it was read at; the version is asked before loading, so what is loaded is at least
+    as new as the version it is stored under."""
+    db = Database("00aa")
+    a, b, c = layers(memory=False), layers(memory=False), layers(memory=False)
+    source = Source(["v1"])
+    assert await read(a, mode, source, db=db) == ["v1"]
+    assert len(db.asked) == 1 and counts(a)["fills"] == 1  # asked before loading
+    assert await read(b, mode, source, db=db) == ["v1"] and len(source.calls) == 1
+    assert counts(b)["hits"] == {"redis": 1} and len(db.asked) == 2  # checked
+    db.current = "00bb"  # a write elsewhere: the entry is outdated (or replayed)
+    source.result = ["v2"]
+    assert await read(c, mode, source, db=db) == ["v2"] and len(source.calls) == 2
+    assert c.metrics().outdated == 1 and counts(c)["hits"] == {"redis": 0}
+    assert await read(b, mode, source, db=db) == ["v2"]  # the entry was replaced
+    assert counts(b)["hits"] == {"redis": 2}
+    db.current = None  # PostgreSQL cannot tell: Redis is neither served nor filled
+    assert await read(c, mode, source, db=db) == ["v2"] and len(source.calls) == 3
+    assert counts(c)["fills"] == 1
 
 
 # -- read_versioned -----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from langgraph.checkpoint.base import (
 from haive_langgraph.codec import Codec, Kind, RowContext, default_codec
 from haive_langgraph.errors import HaiveError
 from haive_langgraph.ops.cache._format import _NONE, _seal, _unseal
-from haive_langgraph.ops.cache._levels import log
+from haive_langgraph.ops.cache._memory import log
+from haive_langgraph.ops.cache._origin import _Origin
 
 if TYPE_CHECKING:
     from haive_langgraph.ops.cache._layer import CacheLayer
@@ -38,7 +39,6 @@ _READ_ONLY = frozenset(
         "alist_branches",
         "diff",
         "adiff",
-        "setup",
         "close",
         "aclose",
         "schema",
@@ -130,10 +130,14 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
 
     Build it with :meth:`CacheLayer.wrap`. Everything else is the wrapped
     checkpointer's: reads pass through, writes pass through and invalidate.
+    Entries are keyed by the database (its system identifier, oid and
+    name), schema, tenant and thread, so one layer can front checkpointers
+    on several databases.
 
     Args:
         inner: The checkpointer (``PostgresCheckpointer`` or
-            ``AsyncPostgresCheckpointer``, or any LangGraph checkpointer).
+            ``AsyncPostgresCheckpointer``; with an ``InMemoryCache``-only
+            layer, any LangGraph checkpointer).
         layer: The cache levels.
         refresh_on_put: Read the new latest checkpoint into the cache after
             each ``put`` (write-through), so the next read is a hit.
@@ -155,9 +159,13 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         self.refresh_on_put = refresh_on_put
         self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
         layer.ensure_secret(self._codec)
-        schema = str(getattr(inner, "schema", ""))
+        self._schema = str(getattr(inner, "schema", ""))
         self._tenant = str(getattr(inner, "tenant_id", ""))
-        self._prefix = "cp:" + json.dumps([schema, self._tenant]) + ":"
+        self._origin = _Origin(
+            inner, self._schema, self._tenant, getattr(self._codec, "keyring", None)
+        )
+        layer.adopt(self._origin)
+        self._prefix = ""
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -176,7 +184,24 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
     def get_next_version(self, current: Any, channel: Any) -> Any:
         return self.inner.get_next_version(current, channel)
 
+    def setup(self) -> Any:
+        """The checkpointer's tables, and the cache's versions table beside them (a
+        coroutine when the checkpointer's ``setup`` is one)."""
+        return self._origin.setup_with(self.inner.setup())  # type: ignore[attr-defined]
+
+    def _known(self) -> None:
+        """Learn the database's identity (once): every key names it."""
+        if not self._prefix:
+            ident = self._origin.identity()
+            self._prefix = "cp:" + json.dumps([ident, self._schema, self._tenant]) + ":"
+
+    async def _aknown(self) -> None:
+        if not self._prefix:
+            await self._origin.aidentity()
+            self._known()
+
     def _group(self, thread_id: Any) -> str:
+        self._known()
         return self._prefix + str(thread_id)
 
     def _keys(self, config: RunnableConfig) -> tuple[str, str]:
@@ -188,17 +213,32 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names (or the thread's latest), from the cache if there."""
-        group, sub = self._keys(config)
+        try:
+            group, sub = self._keys(config)
+        except Exception:  # no identity, no cache: the call is the source's
+            return self.inner.get_tuple(config)
         thread = str(config["configurable"]["thread_id"])
         return self.layer.read(
-            group, sub, lambda: self.inner.get_tuple(config), _TupleFormat(self, thread)
+            group,
+            sub,
+            lambda: self.inner.get_tuple(config),
+            _TupleFormat(self, thread),
+            self._origin,
         )
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        group, sub = self._keys(config)
+        try:
+            await self._aknown()
+            group, sub = self._keys(config)
+        except Exception:
+            return await self.inner.aget_tuple(config)
         thread = str(config["configurable"]["thread_id"])
         return await self.layer.aread(
-            group, sub, lambda: self.inner.aget_tuple(config), _TupleFormat(self, thread)
+            group,
+            sub,
+            lambda: self.inner.aget_tuple(config),
+            _TupleFormat(self, thread),
+            self._origin,
         )
 
     def list(
@@ -240,6 +280,34 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         )
 
     # -- writes -------------------------------------------------------------------------
+    #
+    # Every write runs on the source, then (in ``finally``: a write that failed
+    # may have happened) gives the threads it touched new versions in
+    # PostgreSQL and drops them from every level of every process.
+
+    def _groups(self, thread_ids: Sequence[str] | str | None) -> builtins.list[str] | None:
+        if thread_ids is None:
+            return None
+        ids = [thread_ids] if isinstance(thread_ids, str) else builtins.list(thread_ids)
+        try:
+            return [self._group(t) for t in ids]
+        except Exception:  # no identity: drop everything instead
+            log.warning("the database's identity is unknown: the whole cache is dropped")
+            return None
+
+    def _written(self, thread_ids: Sequence[str] | str | None) -> dict[str, str]:
+        return self.layer.written(self._origin, self._groups(thread_ids))
+
+    async def _awritten(self, thread_ids: Sequence[str] | str | None) -> dict[str, str]:
+        try:
+            await self._aknown()
+        except Exception:  # _groups falls back to everything
+            pass
+        return await self.layer.awritten(self._origin, self._groups(thread_ids))
+
+    @staticmethod
+    def _thread(config: RunnableConfig) -> str:
+        return str(config["configurable"]["thread_id"])
 
     def _latest(self, config: RunnableConfig) -> RunnableConfig:
         conf = config["configurable"]
@@ -260,9 +328,9 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         try:
             return self.inner.put(config, checkpoint, metadata, new_versions)
         finally:
-            self.layer.invalidate([self._group(config["configurable"]["thread_id"])])
+            versions = self._written(self._thread(config))
             if self.refresh_on_put:
-                self._refresh(config)
+                self._refresh(config, versions)
 
     async def aput(
         self,
@@ -274,40 +342,47 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         try:
             return await self.inner.aput(config, checkpoint, metadata, new_versions)
         finally:
-            await self.layer.ainvalidate([self._group(config["configurable"]["thread_id"])])
+            versions = await self._awritten(self._thread(config))
             if self.refresh_on_put:
-                await self._arefresh(config)
+                await self._arefresh(config, versions)
 
-    def _load_head(self, config: RunnableConfig) -> None:
+    def _load_head(self, config: RunnableConfig, versions: Mapping[str, str]) -> None:
         """Load a thread's latest checkpoint from the source into the levels."""
         head = self._latest(config)
         group, sub = self._keys(head)
-        thread = str(config["configurable"]["thread_id"])
         self.layer.read(
-            group, sub, lambda: self.inner.get_tuple(head), _TupleFormat(self, thread), refresh=True
+            group,
+            sub,
+            lambda: self.inner.get_tuple(head),
+            _TupleFormat(self, self._thread(config)),
+            self._origin,
+            refresh=True,
+            version=versions.get(group),
         )
 
-    async def _aload_head(self, config: RunnableConfig) -> None:
+    async def _aload_head(self, config: RunnableConfig, versions: Mapping[str, str]) -> None:
         head = self._latest(config)
+        await self._aknown()
         group, sub = self._keys(head)
-        thread = str(config["configurable"]["thread_id"])
         await self.layer.aread(
             group,
             sub,
             lambda: self.inner.aget_tuple(head),
-            _TupleFormat(self, thread),
+            _TupleFormat(self, self._thread(config)),
+            self._origin,
             refresh=True,
+            version=versions.get(group),
         )
 
-    def _refresh(self, config: RunnableConfig) -> None:
+    def _refresh(self, config: RunnableConfig, versions: Mapping[str, str]) -> None:
         try:
-            self._load_head(config)
+            self._load_head(config, versions)
         except Exception:  # the write succeeded; a failed read-back only costs a miss
             log.debug("read-back after put failed", exc_info=True)
 
-    async def _arefresh(self, config: RunnableConfig) -> None:
+    async def _arefresh(self, config: RunnableConfig, versions: Mapping[str, str]) -> None:
         try:
-            await self._aload_head(config)
+            await self._aload_head(config, versions)
         except Exception:
             log.debug("read-back after put failed", exc_info=True)
 
@@ -321,7 +396,7 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         try:
             self.inner.put_writes(config, writes, task_id, task_path)
         finally:
-            self.layer.invalidate([self._group(config["configurable"]["thread_id"])])
+            self._written(self._thread(config))
 
     async def aput_writes(
         self,
@@ -333,111 +408,103 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         try:
             await self.inner.aput_writes(config, writes, task_id, task_path)
         finally:
-            await self.layer.ainvalidate([self._group(config["configurable"]["thread_id"])])
-
-    def _threads(self, thread_ids: Sequence[str]) -> builtins.list[str]:
-        if isinstance(thread_ids, str):
-            return [self._group(thread_ids)]
-        return [self._group(t) for t in thread_ids]
+            await self._awritten(self._thread(config))
 
     def delete_thread(self, thread_id: str) -> None:
         try:
             self.inner.delete_thread(thread_id)
         finally:
-            self.layer.invalidate([self._group(thread_id)])
+            self._written(str(thread_id))
 
     async def adelete_thread(self, thread_id: str) -> None:
         try:
             await self.inner.adelete_thread(thread_id)
         finally:
-            await self.layer.ainvalidate([self._group(thread_id)])
+            await self._awritten(str(thread_id))
 
     def delete_threads(self, thread_ids: Sequence[str]) -> Any:
         try:
             return self.inner.delete_threads(thread_ids)  # type: ignore[attr-defined]
         finally:
-            self.layer.invalidate(self._threads(thread_ids))
+            self._written(thread_ids)
 
     async def adelete_threads(self, thread_ids: Sequence[str]) -> Any:
         try:
             return await self.inner.adelete_threads(thread_ids)  # type: ignore[attr-defined]
         finally:
-            await self.layer.ainvalidate(self._threads(thread_ids))
+            await self._awritten(thread_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         try:
             self.inner.copy_thread(source_thread_id, target_thread_id)
         finally:
-            self.layer.invalidate([self._group(target_thread_id)])
+            self._written(str(target_thread_id))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         try:
             await self.inner.acopy_thread(source_thread_id, target_thread_id)
         finally:
-            await self.layer.ainvalidate([self._group(target_thread_id)])
+            await self._awritten(str(target_thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         # The threads the runs wrote to are not known here: drop everything.
         try:
             self.inner.delete_for_runs(run_ids)
         finally:
-            self.layer.invalidate(None)
+            self._written(None)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         try:
             await self.inner.adelete_for_runs(run_ids)
         finally:
-            await self.layer.ainvalidate(None)
+            await self._awritten(None)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         try:
             self.inner.prune(thread_ids, strategy=strategy)
         finally:
-            self.layer.invalidate(self._threads(thread_ids))
+            self._written(thread_ids)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         try:
             await self.inner.aprune(thread_ids, strategy=strategy)
         finally:
-            await self.layer.ainvalidate(self._threads(thread_ids))
-
-    def _config_group(self, config: RunnableConfig) -> builtins.list[str]:
-        return [self._group(config["configurable"]["thread_id"])]
+            await self._awritten(thread_ids)
 
     def tag(self, config: RunnableConfig, *tags: str) -> None:
         try:
             self.inner.tag(config, *tags)  # type: ignore[attr-defined]
         finally:
-            self.layer.invalidate(self._config_group(config))
+            self._written(self._thread(config))
 
     async def atag(self, config: RunnableConfig, *tags: str) -> None:
         try:
             await self.inner.atag(config, *tags)  # type: ignore[attr-defined]
         finally:
-            await self.layer.ainvalidate(self._config_group(config))
+            await self._awritten(self._thread(config))
 
     def untag(self, config: RunnableConfig, *tags: str) -> None:
         try:
             self.inner.untag(config, *tags)  # type: ignore[attr-defined]
         finally:
-            self.layer.invalidate(self._config_group(config))
+            self._written(self._thread(config))
 
     async def auntag(self, config: RunnableConfig, *tags: str) -> None:
         try:
             await self.inner.auntag(config, *tags)  # type: ignore[attr-defined]
         finally:
-            await self.layer.ainvalidate(self._config_group(config))
+            await self._awritten(self._thread(config))
 
     def create_branch(self, config: RunnableConfig, name: str, **kwargs: Any) -> RunnableConfig:
         out: RunnableConfig = self.inner.create_branch(config, name, **kwargs)  # type: ignore[attr-defined]
-        self.layer.invalidate(self._config_group(out) + self._config_group(config))
+        self._written([self._thread(out), self._thread(config)])
         return out
 
     async def acreate_branch(
         self, config: RunnableConfig, name: str, **kwargs: Any
     ) -> RunnableConfig:
         out: RunnableConfig = await self.inner.acreate_branch(config, name, **kwargs)  # type: ignore[attr-defined]
-        await self.layer.ainvalidate(self._config_group(out) + self._config_group(config))
+        await self._awritten([self._thread(out), self._thread(config)])
         return out
 
     def restore(self, config: RunnableConfig) -> RunnableConfig:
@@ -445,14 +512,14 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
             out: RunnableConfig = self.inner.restore(config)  # type: ignore[attr-defined]
             return out
         finally:
-            self.layer.invalidate(self._config_group(config))
+            self._written(self._thread(config))
 
     async def arestore(self, config: RunnableConfig) -> RunnableConfig:
         try:
             out: RunnableConfig = await self.inner.arestore(config)  # type: ignore[attr-defined]
             return out
         finally:
-            await self.layer.ainvalidate(self._config_group(config))
+            await self._awritten(self._thread(config))
 
     def apply_retention(
         self, policy: Any, *, dry_run: bool = False, thread_ids: Sequence[str] | None = None
@@ -461,7 +528,7 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
             return self.inner.apply_retention(policy, dry_run=dry_run, thread_ids=thread_ids)  # type: ignore[attr-defined]
         finally:
             if not dry_run:
-                self.layer.invalidate(self._threads(thread_ids) if thread_ids is not None else None)
+                self._written(thread_ids)
 
     async def aapply_retention(
         self, policy: Any, *, dry_run: bool = False, thread_ids: Sequence[str] | None = None
@@ -472,18 +539,17 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
             )
         finally:
             if not dry_run:
-                await self.layer.ainvalidate(
-                    self._threads(thread_ids) if thread_ids is not None else None
-                )
+                await self._awritten(thread_ids)
 
     # -- warm-up ------------------------------------------------------------------------
 
     def warm(self, thread_ids: Sequence[str] | None = None, *, recent: int = 100) -> int:
         """Load threads' latest checkpoints from the source into the cache.
 
-        What is cached for them is replaced (not served): warm-up after a
-        deployment or after writes made outside the cache. Returns how many
-        threads were loaded.
+        What is cached for them is replaced (not served), in every process,
+        and they get new versions in PostgreSQL (so that no entry read
+        before can be served again): warm-up after a deployment or after
+        writes made outside the cache. Returns how many threads were loaded.
 
         Args:
             thread_ids: These threads; default: the ``recent`` most recently
@@ -491,8 +557,12 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
             recent: How many recent threads to warm.
         """
         ids = list(thread_ids) if thread_ids is not None else self._recent(recent)
+        # New versions first: an entry of the old value put back into Redis is a miss.
+        versions = self._written(ids) if ids else {}
         for thread_id in ids:
-            self._load_head({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+            self._load_head(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, versions
+            )
         return len(ids)
 
     async def awarm(self, thread_ids: Sequence[str] | None = None, *, recent: int = 100) -> int:
@@ -503,8 +573,11 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
             if lister is None:
                 raise HaiveError("this checkpointer cannot list threads: give thread_ids")
             ids = [t.thread_id for t in await lister(limit=recent)]
+        versions = await self._awritten(ids) if ids else {}
         for thread_id in ids:
-            await self._aload_head({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+            await self._aload_head(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, versions
+            )
         return len(ids)
 
     def _recent(self, limit: int) -> builtins.list[str]:

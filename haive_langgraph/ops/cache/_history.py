@@ -13,7 +13,8 @@ from langchain_core.messages import BaseMessage
 
 from haive_langgraph.codec import Kind, RowContext
 from haive_langgraph.db import Op as DbOp
-from haive_langgraph.ops.cache._levels import log
+from haive_langgraph.ops.cache._memory import log
+from haive_langgraph.ops.cache._origin import _Origin
 
 if TYPE_CHECKING:
     from haive_langgraph.memory._history_ops import Call, HistoryOps
@@ -103,8 +104,25 @@ class _CachedHistoryBase(BaseChatMessageHistory):
         self._ops = ops
         layer.ensure_secret(ops.codec)
         self._session = str(inner.session_id)
-        self._group = "ch:" + json.dumps([ops.schema, ops.tenant_id, self._session])
+        self._origin = _Origin(
+            inner, ops.schema, ops.tenant_id, getattr(ops.codec, "keyring", None)
+        )
+        layer.adopt(self._origin)
+        self._name = ""
         self._fmt = _HistoryFormat(ops, self._session)
+
+    @property
+    def _group(self) -> str:
+        """The conversation's key: database, schema, tenant, session (learns the
+        database's identity once)."""
+        if not self._name:
+            ident, ops = self._origin.identity(), self._ops
+            self._name = "ch:" + json.dumps([ident, ops.schema, ops.tenant_id, self._session])
+        return self._name
+
+    async def _aknown(self) -> None:
+        if not self._name:
+            await self._origin.aidentity()
 
     @property
     def session_id(self) -> str:
@@ -169,13 +187,24 @@ class CachedChatHistory(_CachedHistoryBase):
 
     def _read(self, refresh: bool = False) -> list[BaseMessage]:
         inner = self.inner
+        try:
+            group = self._group
+        except Exception:  # no identity, no cache: the read is the history's
+            return inner.messages
         entry = self.layer.read_versioned(
-            self._group, lambda known: inner._run(self._call(known)), self._fmt, refresh=refresh
+            group,
+            lambda known: inner._run(self._call(known)),
+            self._fmt,
+            self._origin,
+            refresh=refresh,
         )
         return self._messages(entry)
 
     def _written(self) -> None:
-        self.layer.drop([self._group])
+        try:
+            self.layer.drop([self._group])
+        except Exception:  # no identity: drop everything instead
+            self.layer.invalidate(None)
         if self.refresh_on_write:
             try:
                 self._read(refresh=True)
@@ -256,10 +285,21 @@ class AsyncCachedChatHistory(_CachedHistoryBase):
         async def load(known: tuple[int, ...] | None) -> Any:
             return await inner._arun(self._call(known))
 
-        entry = await self.layer.aread_versioned(self._group, load, self._fmt, refresh=refresh)
+        try:
+            await self._aknown()
+        except Exception:
+            return await inner.aget_messages()
+        entry = await self.layer.aread_versioned(
+            self._group, load, self._fmt, self._origin, refresh=refresh
+        )
         return self._messages(entry)
 
     async def _awritten(self) -> None:
+        try:
+            await self._aknown()
+        except Exception:
+            await self.layer.ainvalidate(None)
+            return
         await self.layer.adrop([self._group])
         if self.refresh_on_write:
             try:

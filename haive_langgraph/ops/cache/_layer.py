@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
-from haive_langgraph.errors import ConfigurationError, ValueTooLargeError
+from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops.cache._checkpointer import CachedCheckpointer
 from haive_langgraph.ops.cache._format import V, _Format
 from haive_langgraph.ops.cache._history import (
@@ -25,64 +26,38 @@ from haive_langgraph.ops.cache._levels import (
     CacheMetrics,
     InMemoryCache,
     RedisCache,
-    log,
+    Seen,
     secret_from_codec,
 )
+from haive_langgraph.ops.cache._memory import log
+from haive_langgraph.ops.cache._origin import _Origin
+from haive_langgraph.ops.cache._requests import (
+    _LOAD,
+    _Check,
+    _Load,
+    _Op,
+    _RedisCurrent,
+    _RedisRead,
+    _RedisWrite,
+    adrive,
+    drive,
+)
 from haive_langgraph.ops.cache._store import CachedStore
-
-T = TypeVar("T")
-
-# A read is written once, as a generator that yields requests and receives
-# their results (or gets their exception thrown in, so its own ``except``
-# around a Redis call catches it and a loader's exception passes through);
-# ``CacheLayer._run`` performs them with the sync Redis client and loader,
-# ``CacheLayer._arun`` with the async ones (as ``haive_langgraph.db`` does
-# for SQL steps).
-
-
-@dataclass(frozen=True, slots=True)
-class _Load:
-    """Call the loader with ``args``; receives what it returns."""
-
-    args: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _RedisRead:
-    """``RedisCache.read``; receives ``(version, epoch, value or None)``."""
-
-    group: str
-    sub: str
-
-
-@dataclass(frozen=True, slots=True)
-class _RedisWrite:
-    """``RedisCache.write``; receives whether the entry was stored."""
-
-    group: str
-    sub: str
-    ver: str
-    epoch: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _RedisCurrent:
-    """``RedisCache.current``; receives the group's ``(version, epoch)``."""
-
-    group: str
-
-
-_Request = _Load | _RedisRead | _RedisWrite | _RedisCurrent
-"""What a read yields: one of the requests above."""
-
-_Op = Generator[_Request, Any, T]
-
-_LOAD = _Load()
 
 
 class CacheLayer:
     """Cache levels in order, in front of a source (the wrapped object).
+
+    What each level promises (see ``docs/operations.md``, "Cache"):
+
+    * **Redis** entries are served only after PostgreSQL confirmed, in the
+      same read, that the thread or item still has the version the entry
+      was read at (one round trip, a one-row lookup): an entry that is old,
+      replayed, forged, or of another key, tenant or database is a miss.
+    * **Memory** entries are served without a round trip: they were loaded
+      from PostgreSQL by this process, or taken from Redis after that check,
+      and every write through a wrapper drops them in every process before
+      it returns (the invalidation channel, see :class:`RedisCache`).
 
     Args:
         levels: ``InMemoryCache`` and/or ``RedisCache``, fastest first.
@@ -107,6 +82,7 @@ class CacheLayer:
             raise ConfigurationError("a cache layer takes one RedisCache")
         self.redis = redis_levels[0] if redis_levels else None
         self._metrics = CacheMetrics(hits={lv.name: 0 for lv in self.levels})
+        self._keyrings: weakref.WeakSet[Any] = weakref.WeakSet()
         if self.redis is not None:
             self.redis.attach(self.memory, self._metrics)
 
@@ -125,6 +101,7 @@ class CacheLayer:
             invalidations_received=m.invalidations_received,
             redis_errors=m.redis_errors,
             rejected=m.rejected,
+            outdated=m.outdated,
             degraded=m.degraded,
             suspended=m.suspended,
         )
@@ -144,7 +121,9 @@ class CacheLayer:
         Raises:
             ConfigurationError: The layer has a :class:`RedisCache` without a
                 secret, and the checkpointer's codec has no keyring to derive
-                one from.
+                one from; or a :class:`RedisCache` and a checkpointer that is
+                not one of ours (there is no database to check its entries
+                against).
         """
         return CachedCheckpointer(checkpointer, self)
 
@@ -208,6 +187,32 @@ class CacheLayer:
             )
         self.redis.set_secret(derived)
 
+    def adopt(self, origin: _Origin) -> None:
+        """Called by the wrappers: check ``origin`` can be cached here, and listen to its
+        keyring so that a crypto-shred drops the tenant from every level at once."""
+        if self.redis is not None and not origin.checkable:
+            raise ConfigurationError(
+                f"a cache layer with a RedisCache cannot wrap {type(origin.inner).__name__}: "
+                "Redis entries are served only after the database confirms they are current, "
+                "and this object has no haive-langgraph database; use haive-langgraph's "
+                "classes, or a layer with an InMemoryCache only"
+            )
+        ring = origin.keyring
+        if ring is None or ring in self._keyrings:
+            return
+        self._keyrings.add(ring)
+        ring.add_forget_listener(self.forget_tenant)
+        if self.redis is not None:
+            self.redis.add_keyring(ring)
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop everything cached for ``tenant`` from every level, here and in every process
+        sharing the Redis server, before returning (called when its keys are destroyed)."""
+        for memory in self.memory:
+            memory.drop_tenant(tenant)
+        if self.redis is not None:
+            self.redis.invalidate([], tenants=[tenant])
+
     def close(self) -> None:
         if self.redis is not None:
             self.redis.close()
@@ -221,7 +226,7 @@ class CacheLayer:
     def _shared_ok(self) -> bool:
         return self.redis is None or self.redis.usable()
 
-    def _from_memory(self, group: str, sub: str, fmt: _Format[Any]) -> Any:
+    def _from_memory(self, group: str, sub: str) -> Any:
         for memory in self.memory:
             value = memory.get(group, sub)
             if value is not _MISSING:
@@ -233,10 +238,16 @@ class CacheLayer:
         return [m.token(group) for m in self.memory]
 
     def _fill_memory(
-        self, group: str, sub: str, value: Any, size: int, tokens: list[tuple[int, int]]
+        self,
+        group: str,
+        sub: str,
+        value: Any,
+        size: int,
+        tokens: list[tuple[int, int]],
+        tenant: str,
     ) -> None:
         for memory, token in zip(self.memory, tokens, strict=True):
-            if memory.put(group, sub, value, size, token):
+            if memory.put(group, sub, value, size, token, tenant):
                 self._metrics.fills += 1
             else:
                 self._metrics.stale_fills_refused += 1
@@ -247,17 +258,25 @@ class CacheLayer:
         sub: str,
         load: Callable[[], V],
         fmt: _Format[V],
+        origin: _Origin,
         *,
         refresh: bool = False,
+        version: str | None = None,
     ) -> V:
         """A cached value, else ``load()`` (stored in every level on the way back).
 
-        ``refresh`` loads without looking (a read-back after a write).
+        ``refresh`` loads without looking (a read-back after a write);
+        ``version`` is the group's version in PostgreSQL when the caller
+        just set it (saves the round trip that asks for it).
         """
+        if origin.shredded():
+            self._count_miss(refresh)
+            return load()
         shared, hit = self._memory_first(group, sub, fmt, refresh)
         if hit is not None:
             return hit[0]
-        return self._run(self._read(group, sub, fmt, refresh, shared), load)
+        op = self._read(group, sub, fmt, origin, refresh, shared, version)
+        return drive(op, self.redis, load)
 
     async def aread(
         self,
@@ -265,13 +284,19 @@ class CacheLayer:
         sub: str,
         load: Callable[[], Awaitable[V]],
         fmt: _Format[V],
+        origin: _Origin,
         *,
         refresh: bool = False,
+        version: str | None = None,
     ) -> V:
+        if origin.shredded():
+            self._count_miss(refresh)
+            return await load()
         shared, hit = self._memory_first(group, sub, fmt, refresh)
         if hit is not None:
             return hit[0]
-        return await self._arun(self._read(group, sub, fmt, refresh, shared), load)
+        op = self._read(group, sub, fmt, origin, refresh, shared, version)
+        return await adrive(op, self.redis, load)
 
     def _memory_first(
         self, group: str, sub: str, fmt: _Format[V], refresh: bool
@@ -284,49 +309,69 @@ class CacheLayer:
         """
         shared = self._shared_ok()
         if shared and not refresh:
-            value = self._from_memory(group, sub, fmt)
+            value = self._from_memory(group, sub)
             if value is not _MISSING:
                 return shared, (fmt.copy(value),)
         return shared, None
 
-    def _read(self, group: str, sub: str, fmt: _Format[V], refresh: bool, shared: bool) -> _Op[V]:
+    def _read(
+        self,
+        group: str,
+        sub: str,
+        fmt: _Format[V],
+        origin: _Origin,
+        refresh: bool,
+        shared: bool,
+        version: str | None,
+    ) -> _Op[V]:
         """The rest of :meth:`read` after a memory miss, as a sans-I/O generator (see
-        :data:`_Request`)."""
+        ``_requests``)."""
         # Taken before the Redis read: a fill racing an invalidation is refused.
         tokens = self._tokens(group)
-        seen: tuple[str, str] | None = None
-        if self.redis is not None and shared:
+        tenant = origin.tenant
+        redis = self.redis
+        seen: Seen | None = None
+        if redis is not None and shared:
             try:
-                ver, epoch, data = yield _RedisRead(group, sub)
-                seen = (ver, epoch) if ver else None
-                if data is not None and not refresh and self.redis.usable():
+                seen, tag, data = yield _RedisRead(group, sub, tenant)
+            except Exception as exc:  # whatever Redis does, read on
+                redis._error(exc, "read")
+                seen, data = None, None
+            if data is not None and not refresh and redis.usable():
+                # Authentic is not enough: it must still be what PostgreSQL holds.
+                if version is None:
+                    version = yield _Check(origin, group)
+                if version is not None and hmac.compare_digest(tag, version):
                     value = self._decode(group, sub, data, fmt)
                     if value is not _MISSING:
-                        self._metrics.hits[self.redis.name] += 1
-                        self._fill_memory(group, sub, value, len(data), tokens)
+                        self._metrics.hits[redis.name] += 1
+                        self._fill_memory(group, sub, value, len(data), tokens, tenant)
                         return fmt.copy(value)
-            except self._redis_errors() as exc:
-                self.redis._error(exc, "read")
-                seen = None
+                elif version is not None:
+                    self._metrics.outdated += 1
+            if seen is not None and version is None:
+                # Asked before loading: what is loaded is at least that new.
+                version = yield _Check(origin, group)
         self._count_miss(refresh)
         value = yield _LOAD
         try:
             data = fmt.dumps(value)
-        except ValueTooLargeError:
+        except Exception:
             # Each stored value is within the limit, their sum (a whole
-            # checkpoint, one cache entry) may not be: served, not cached.
+            # checkpoint, one cache entry) may not be (ValueTooLargeError);
+            # or the cache's serde cannot encode it: served, not cached.
             loaded: V = value
             return loaded
-        if shared or self.redis is None:
-            self._fill_memory(group, sub, value, len(data), tokens)
-        if self.redis is not None and seen is not None:
+        if shared or redis is None:
+            self._fill_memory(group, sub, value, len(data), tokens, tenant)
+        if redis is not None and seen is not None and version is not None:
             try:
-                if (yield _RedisWrite(group, sub, seen[0], seen[1], data)):
+                if (yield _RedisWrite(group, sub, tenant, seen, version, data)):
                     self._metrics.fills += 1
                 else:
                     self._metrics.stale_fills_refused += 1
-            except self._redis_errors() as exc:
-                self.redis._error(exc, "write")
+            except Exception as exc:
+                redis._error(exc, "write")
         return fmt.copy(value)
 
     # -- versioned reads (chat histories) ----------------------------------------------
@@ -338,9 +383,9 @@ class CacheLayer:
     # message, so memory keeps serving when Redis is down or peers lapsed.
 
     def _candidate(
-        self, group: str, fmt: _Format[Any], refresh: bool
-    ) -> _Op[tuple[str | None, Any, tuple[str, str] | None]]:
-        """(level, cached (token, value), Redis (version, epoch) seen) before a read."""
+        self, group: str, fmt: _Format[Any], tenant: str, refresh: bool
+    ) -> _Op[tuple[str | None, Any, Seen | None]]:
+        """(level, cached (token, value), Redis counters seen) before a read."""
         if refresh:
             return None, None, None
         for memory in self.memory:
@@ -351,11 +396,10 @@ class CacheLayer:
         if redis is None or not redis._connected:
             return None, None, None
         try:
-            ver, epoch, data = yield _RedisRead(group, "")
-        except self._redis_errors() as exc:
+            seen, _, data = yield _RedisRead(group, "", tenant)
+        except Exception as exc:
             redis._error(exc, "read")
             return None, None, None
-        seen = (ver, epoch) if ver else None
         if data is not None:
             value = self._decode(group, "", data, fmt)
             if value is not _MISSING:
@@ -370,6 +414,7 @@ class CacheLayer:
         loaded: tuple[Any, Any],
         tokens: list[tuple[int, int]],
         refresh: bool,
+        tenant: str,
     ) -> tuple[Any, bool]:
         """Count the read and fill memory; returns (the entry or ``None``, whether a hit)."""
         token, value = loaded
@@ -380,11 +425,11 @@ class CacheLayer:
             assert level is not None
             self._metrics.hits[level] += 1
             if level == self.redis_name:
-                self._fill_memory(group, "", cached, _approx_size(cached[1]), tokens)
+                self._fill_memory(group, "", cached, _approx_size(cached[1]), tokens, tenant)
             return cached, True
         self._count_miss(refresh)
         entry = (token, value)
-        self._fill_memory(group, "", entry, _approx_size(value), tokens)
+        self._fill_memory(group, "", entry, _approx_size(value), tokens, tenant)
         return entry, False
 
     @property
@@ -409,6 +454,7 @@ class CacheLayer:
         group: str,
         load: Callable[[Any], tuple[Any, Any]],
         fmt: _Format[Any],
+        origin: _Origin,
         *,
         refresh: bool = False,
     ) -> Any:
@@ -419,33 +465,45 @@ class CacheLayer:
         ``token`` otherwise, ``(None, None)`` when there is nothing. Returns
         the ``(token, value)`` entry, or ``None``.
         """
-        return self._run(self._read_versioned(group, fmt, refresh), load)
+        if origin.shredded():
+            refresh = True  # nothing cached is looked at, nothing loaded is kept
+        return drive(self._read_versioned(group, fmt, origin, refresh), self.redis, load)
 
     async def aread_versioned(
         self,
         group: str,
         load: Callable[[Any], Awaitable[tuple[Any, Any]]],
         fmt: _Format[Any],
+        origin: _Origin,
         *,
         refresh: bool = False,
     ) -> Any:
-        return await self._arun(self._read_versioned(group, fmt, refresh), load)
+        if origin.shredded():
+            refresh = True
+        return await adrive(self._read_versioned(group, fmt, origin, refresh), self.redis, load)
 
-    def _read_versioned(self, group: str, fmt: _Format[Any], refresh: bool) -> _Op[Any]:
-        """:meth:`read_versioned` as a sans-I/O generator (see :data:`_Request`)."""
+    def _read_versioned(
+        self, group: str, fmt: _Format[Any], origin: _Origin, refresh: bool
+    ) -> _Op[Any]:
+        """:meth:`read_versioned` as a sans-I/O generator (see ``_requests``)."""
+        tenant = origin.tenant
         tokens = self._tokens(group)
-        level, cached, seen = yield from self._candidate(group, fmt, refresh)
+        level, cached, seen = yield from self._candidate(group, fmt, tenant, refresh)
         loaded = yield _Load((cached[0] if cached is not None else None,))
-        entry, hit = self._settle(group, level, cached, loaded, tokens, refresh)
+        entry, hit = self._settle(group, level, cached, loaded, tokens, refresh, tenant)
         redis = self.redis
         if entry is not None and not hit and redis is not None and redis._connected:
             try:
                 if seen is None:
-                    seen = yield _RedisCurrent(group)
+                    seen = yield _RedisCurrent(group, tenant)
                 data = self._redis_entry(entry, fmt)
-                if data is not None and (yield _RedisWrite(group, "", seen[0], seen[1], data)):
+                if (
+                    seen is not None
+                    and data is not None
+                    and (yield _RedisWrite(group, "", tenant, seen, "", data))
+                ):
                     self._metrics.fills += 1
-            except self._redis_errors() as exc:
+            except Exception as exc:
                 redis._error(exc, "write")
         return fmt.copy(entry) if entry is not None else None
 
@@ -456,7 +514,7 @@ class CacheLayer:
         if redis is not None and redis._connected:
             try:
                 redis.notify(groups)
-            except self._redis_errors() as exc:
+            except Exception as exc:
                 redis._error(exc, "invalidate")
 
     async def adrop(self, groups: Sequence[str]) -> None:
@@ -465,7 +523,7 @@ class CacheLayer:
         if redis is not None and redis._connected:
             try:
                 await redis.anotify(groups)
-            except self._redis_errors() as exc:
+            except Exception as exc:
                 redis._error(exc, "invalidate")
 
     def _decode(self, group: str, sub: str, data: bytes, fmt: _Format[Any]) -> Any:
@@ -477,69 +535,15 @@ class CacheLayer:
             self.redis._reject(self.redis._k("val", group, sub), f"{type(exc).__name__}")
             return _MISSING
 
-    def _redis_errors(self) -> tuple[type[BaseException], ...]:
-        if self.redis is None:
-            return ()
-        return (self.redis._redis.RedisError, OSError)
-
-    # -- the two drivers ----------------------------------------------------------------
-
-    def _run(self, op: _Op[T], load: Callable[..., Any]) -> T:
-        """Drive ``op`` to completion with the sync Redis client and ``load``."""
-        try:
-            request = next(op)
-            while True:
-                try:
-                    result = self._perform(request, load)
-                except BaseException as exc:
-                    request = op.throw(exc)
-                else:
-                    request = op.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    def _perform(self, request: _Request, load: Callable[..., Any]) -> Any:
-        if isinstance(request, _Load):
-            return load(*request.args)
-        redis = self.redis
-        assert redis is not None  # reads ask Redis only when there is one
-        if isinstance(request, _RedisRead):
-            return redis.read(request.group, request.sub)
-        if isinstance(request, _RedisWrite):
-            return redis.write(request.group, request.sub, request.ver, request.epoch, request.data)
-        return redis.current(request.group)
-
-    async def _arun(self, op: _Op[T], load: Callable[..., Awaitable[Any]]) -> T:
-        """Drive ``op`` to completion with the async Redis client and ``load``."""
-        try:
-            request = next(op)
-            while True:
-                try:
-                    result = await self._aperform(request, load)
-                except BaseException as exc:
-                    request = op.throw(exc)
-                else:
-                    request = op.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    async def _aperform(self, request: _Request, load: Callable[..., Awaitable[Any]]) -> Any:
-        if isinstance(request, _Load):
-            return await load(*request.args)
-        redis = self.redis
-        assert redis is not None  # reads ask Redis only when there is one
-        if isinstance(request, _RedisRead):
-            return await redis.aread(request.group, request.sub)
-        if isinstance(request, _RedisWrite):
-            return await redis.awrite(
-                request.group, request.sub, request.ver, request.epoch, request.data
-            )
-        return await redis.acurrent(request.group)
-
     # -- writes -------------------------------------------------------------------------
 
     def invalidate(self, groups: Sequence[str] | None) -> None:
-        """Drop ``groups`` (``None``: everything) here and in every process; returns when done."""
+        """Drop ``groups`` (``None``: everything) here and in every process; returns when done.
+
+        Entries in Redis are made misses by Redis's counters only: a write
+        through a wrapper also gives its groups new versions in PostgreSQL
+        (:meth:`written`), which no Redis writer can undo.
+        """
         self._drop_local(groups)
         if self.redis is not None:
             self.redis.invalidate(groups)
@@ -548,6 +552,18 @@ class CacheLayer:
         self._drop_local(groups)
         if self.redis is not None:
             await self.redis.ainvalidate(groups)
+
+    def written(self, origin: _Origin, groups: Sequence[str] | None) -> dict[str, str]:
+        """After a write through a wrapper: new versions for ``groups`` in PostgreSQL (with a
+        Redis level), then :meth:`invalidate`. Returns the new versions."""
+        versions = origin.bump(groups) if self.redis is not None else {}
+        self.invalidate(groups)
+        return versions
+
+    async def awritten(self, origin: _Origin, groups: Sequence[str] | None) -> dict[str, str]:
+        versions = await origin.abump(groups) if self.redis is not None else {}
+        await self.ainvalidate(groups)
+        return versions
 
     def _drop_local(self, groups: Sequence[str] | None) -> None:
         for memory in self.memory:

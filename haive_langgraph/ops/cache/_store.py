@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -13,7 +13,8 @@ from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 from haive_langgraph.codec import Codec, Kind, RowContext, default_codec
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops.cache._format import _NONE, _seal, _unseal
-from haive_langgraph.ops.cache._levels import log
+from haive_langgraph.ops.cache._memory import log
+from haive_langgraph.ops.cache._origin import _Origin
 
 if TYPE_CHECKING:
     from haive_langgraph.ops.cache._layer import CacheLayer
@@ -107,12 +108,40 @@ class CachedStore(BaseStore):
         self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
         self._serde = JsonPlusSerializer()
         layer.ensure_secret(self._codec)
-        schema = str(getattr(inner, "schema", ""))
+        self._schema = str(getattr(inner, "schema", ""))
         self._tenant = str(getattr(inner, "tenant_id", ""))
-        self._prefix = "st:" + json.dumps([schema, self._tenant]) + ":"
+        self._origin = _Origin(
+            inner, self._schema, self._tenant, getattr(self._codec, "keyring", None)
+        )
+        layer.adopt(self._origin)
+        self._prefix = ""
+
+    def setup(self) -> Any:
+        """The store's tables, and the cache's versions table beside them (a coroutine
+        when the store's ``setup`` is one)."""
+        return self._origin.setup_with(self.inner.setup())  # type: ignore[attr-defined]
+
+    def _known(self) -> None:
+        """Learn the database's identity (once): every key names it."""
+        if not self._prefix:
+            ident = self._origin.identity()
+            self._prefix = "st:" + json.dumps([ident, self._schema, self._tenant]) + ":"
+
+    async def _aknown(self) -> None:
+        if not self._prefix:
+            await self._origin.aidentity()
+            self._known()
 
     def _group(self, namespace: tuple[str, ...], key: str) -> str:
+        self._known()
         return self._prefix + json.dumps([*namespace, key], separators=(",", ":"))
+
+    def _groups(self, items: Sequence[tuple[tuple[str, ...], str]]) -> builtins.list[str] | None:
+        try:
+            return [self._group(ns, key) for ns, key in items]
+        except Exception:  # no identity: drop everything instead
+            log.warning("the database's identity is unknown: the whole cache is dropped")
+            return None
 
     @staticmethod
     def _check(ops: Sequence[Op]) -> None:
@@ -143,9 +172,13 @@ class CachedStore(BaseStore):
             try:
                 return self.inner.batch(ops)
             finally:
-                self.layer.invalidate([self._group(ns, key) for ns, key in written])
+                versions = self.layer.written(self._origin, self._groups(written))
                 for ns, key in written:
-                    self._refresh(ns, key)
+                    self._refresh(ns, key, versions)
+        try:
+            self._known()
+        except Exception:  # no identity, no cache: the call is the store's
+            return self.inner.batch(ops)
         gets, others = self._split(ops)
         results: builtins.list[Result] = [None] * len(ops)
         if others:
@@ -165,9 +198,17 @@ class CachedStore(BaseStore):
             try:
                 return await self.inner.abatch(ops)
             finally:
-                await self.layer.ainvalidate([self._group(ns, key) for ns, key in written])
+                try:
+                    await self._aknown()
+                except Exception:  # _groups falls back to everything
+                    pass
+                versions = await self.layer.awritten(self._origin, self._groups(written))
                 for ns, key in written:
-                    await self._arefresh(ns, key)
+                    await self._arefresh(ns, key, versions)
+        try:
+            await self._aknown()
+        except Exception:
+            return await self.inner.abatch(ops)
         gets, others = self._split(ops)
         results: builtins.list[Result] = [None] * len(ops)
         if others:
@@ -181,55 +222,77 @@ class CachedStore(BaseStore):
             results[i] = await self._aget(op)
         return results
 
-    def _get(self, op: GetOp, *, refresh: bool = False) -> Item | None:
+    def _get(
+        self, op: GetOp, *, refresh: bool = False, versions: Mapping[str, str] | None = None
+    ) -> Item | None:
         ns = tuple(op.namespace)
 
         def load() -> Item | None:
             result = self.inner.batch([op])[0]
             return result if isinstance(result, Item) else None
 
+        group = self._group(ns, op.key)
         return self.layer.read(
-            self._group(ns, op.key), "", load, _ItemFormat(self, ns, op.key), refresh=refresh
+            group,
+            "",
+            load,
+            _ItemFormat(self, ns, op.key),
+            self._origin,
+            refresh=refresh,
+            version=versions.get(group) if versions else None,
         )
 
-    async def _aget(self, op: GetOp, *, refresh: bool = False) -> Item | None:
+    async def _aget(
+        self, op: GetOp, *, refresh: bool = False, versions: Mapping[str, str] | None = None
+    ) -> Item | None:
         ns = tuple(op.namespace)
 
         async def load() -> Item | None:
             result = (await self.inner.abatch([op]))[0]
             return result if isinstance(result, Item) else None
 
+        group = self._group(ns, op.key)
         return await self.layer.aread(
-            self._group(ns, op.key), "", load, _ItemFormat(self, ns, op.key), refresh=refresh
+            group,
+            "",
+            load,
+            _ItemFormat(self, ns, op.key),
+            self._origin,
+            refresh=refresh,
+            version=versions.get(group) if versions else None,
         )
 
-    def _refresh(self, namespace: tuple[str, ...], key: str) -> None:
+    def _refresh(self, namespace: tuple[str, ...], key: str, versions: Mapping[str, str]) -> None:
         try:
-            self._get(GetOp(namespace, key, False), refresh=True)
+            self._get(GetOp(namespace, key, False), refresh=True, versions=versions)
         except Exception:  # the write succeeded; a failed read-back only costs a miss
             log.debug("read-back after put failed", exc_info=True)
 
-    async def _arefresh(self, namespace: tuple[str, ...], key: str) -> None:
+    async def _arefresh(
+        self, namespace: tuple[str, ...], key: str, versions: Mapping[str, str]
+    ) -> None:
         try:
-            await self._aget(GetOp(namespace, key, False), refresh=True)
+            await self._aget(GetOp(namespace, key, False), refresh=True, versions=versions)
         except Exception:
             log.debug("read-back after put failed", exc_info=True)
 
     def warm(self, items: Iterable[tuple[tuple[str, ...], str]]) -> int:
         """Load ``(namespace, key)`` items from the store into the levels (replacing what is
-        cached for them); returns how many."""
-        count = 0
-        for namespace, key in items:
-            self._get(GetOp(tuple(namespace), key, False), refresh=True)
-            count += 1
-        return count
+        cached for them, in every process, under new versions in PostgreSQL); returns how
+        many."""
+        chosen = [(tuple(ns), key) for ns, key in items]
+        versions = self.layer.written(self._origin, self._groups(chosen)) if chosen else {}
+        for namespace, key in chosen:
+            self._get(GetOp(namespace, key, False), refresh=True, versions=versions)
+        return len(chosen)
 
     async def awarm(self, items: Iterable[tuple[tuple[str, ...], str]]) -> int:
-        count = 0
-        for namespace, key in items:
-            await self._aget(GetOp(tuple(namespace), key, False), refresh=True)
-            count += 1
-        return count
+        chosen = [(tuple(ns), key) for ns, key in items]
+        await self._aknown()
+        versions = await self.layer.awritten(self._origin, self._groups(chosen)) if chosen else {}
+        for namespace, key in chosen:
+            await self._aget(GetOp(namespace, key, False), refresh=True, versions=versions)
+        return len(chosen)
 
     def __getattr__(self, name: str) -> Any:
         if name in _STORE_PASSTHROUGH:
@@ -242,5 +305,5 @@ class CachedStore(BaseStore):
 
 # Attributes of our stores that neither write items nor depend on the cache.
 _STORE_PASSTHROUGH = frozenset(
-    {"setup", "close", "schema", "tenant_id", "config", "codec", "index_config", "embeddings"}
+    {"close", "schema", "tenant_id", "config", "codec", "index_config", "embeddings"}
 )

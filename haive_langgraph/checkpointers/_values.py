@@ -49,7 +49,7 @@ from psycopg.types.json import Jsonb
 
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
-from haive_langgraph.codec._guard import check_payload
+from haive_langgraph.codec._guard import ValueGuard, guard_for
 from haive_langgraph.db._arrays import BigintArray, BoolArray, ByteaArray, IntArray, TextArray
 from haive_langgraph.db._limits import (
     MAX_DEPTH,
@@ -968,7 +968,7 @@ class Decoder:
     a saver as immutable snapshots.
     """
 
-    __slots__ = ("cache", "codec", "memo", "sealed", "serde", "share", "strict", "tenant")
+    __slots__ = ("cache", "codec", "guard", "memo", "sealed", "serde", "share", "strict", "tenant")
 
     def __init__(
         self,
@@ -991,6 +991,7 @@ class Decoder:
         # them was written by someone else.
         self.strict = bool(getattr(codec, "require_encryption", False))
         self.sealed = sealed
+        self.guard: ValueGuard | None = None  # built at the first plaintext value
 
     def value(self, family: str, key: bytes, data: bytes | None, where: str | Where) -> Any:
         """Decode one stored value; ``data`` None means "the memo has its payload"."""
@@ -1008,7 +1009,9 @@ class Decoder:
                 raise ValueError("payload has no type tag")
             if data is not None:
                 if frame_key_id(data) is None:  # plaintext can be forged by a database writer
-                    check_payload(payload[:sep].decode("ascii"), payload[sep + 1 :])
+                    if self.guard is None:
+                        self.guard = guard_for(self.serde, self.codec)
+                    self.guard.check(payload[:sep].decode("ascii"), payload[sep + 1 :])
                 if self.memo is not None:
                     self.memo.put(self.tenant, key, payload)
             value = self.serde.loads_typed((payload[:sep].decode("ascii"), payload[sep + 1 :]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -19,6 +20,12 @@ from haive_langgraph.codec._frame import (
     frame_key_id,
     parse_header,
     plain_header,
+)
+from haive_langgraph.codec._guard import (
+    UnsafeValueError,
+    check_before_encrypting,
+    guard_for,
+    parse_allowed_modules,
 )
 from haive_langgraph.codec._keys import ENCRYPTION_KEYS_ENV, KeyRing
 from haive_langgraph.errors import (
@@ -58,9 +65,16 @@ class HaiveCodec:
         keyring: Keys to encrypt with; ``None`` writes unencrypted frames.
         require_encryption: Refuse to read frames that are not encrypted
             (fail closed once every row has been encrypted).
+        allowed_modules: Module prefixes of your own state types (pydantic
+            models, dataclasses, enums, named tuples) that a plaintext stored
+            value may rebuild, e.g. ``("myapp.state",)``; LangChain's and
+            LangGraph's own types are always allowed. Readers refuse any other
+            type a plaintext value names, without importing it (see
+            ``docs/codec.md``, "Forged stored values").
 
     Raises:
-        ConfigurationError: ``require_encryption`` without a key ring.
+        ConfigurationError: ``require_encryption`` without a key ring, or an
+            ``allowed_modules`` entry that is not a module name.
 
     Example:
         >>> codec = HaiveCodec(keyring=KeyRing.from_string(os.environ["HAIVE_ENCRYPTION_KEYS"]))
@@ -69,7 +83,7 @@ class HaiveCodec:
         b'value'
     """
 
-    __slots__ = ("_compression", "_keyring", "_require", "_zstd")
+    __slots__ = ("_allowed", "_compression", "_keyring", "_require", "_zstd")
 
     def __init__(
         self,
@@ -77,6 +91,7 @@ class HaiveCodec:
         compression: Compression | bool = True,
         keyring: KeyRing | None = None,
         require_encryption: bool = False,
+        allowed_modules: Sequence[str] = (),
     ) -> None:
         if isinstance(compression, bool):
             compression = Compression(enabled=compression)
@@ -93,6 +108,7 @@ class HaiveCodec:
         self._zstd = Zstd(compression)
         self._keyring = keyring
         self._require = require_encryption
+        self._allowed = parse_allowed_modules(allowed_modules, source="allowed_modules")
 
     @property
     def compression(self) -> Compression:
@@ -109,10 +125,15 @@ class HaiveCodec:
         """Whether frames that are not encrypted are refused."""
         return self._require
 
+    @property
+    def allowed_modules(self) -> tuple[str, ...]:
+        """Module prefixes of user types a plaintext stored value may rebuild."""
+        return self._allowed
+
     def __repr__(self) -> str:
         return (
             f"HaiveCodec(compression={self._compression!r}, keyring={self._keyring!r}, "
-            f"require_encryption={self._require!r})"
+            f"require_encryption={self._require!r}, allowed_modules={self._allowed!r})"
         )
 
     # -- the Codec protocol --------------------------------------------------
@@ -272,7 +293,9 @@ class HaiveCodec:
         The result uses the current primary key of the row's tenant and the
         current compression settings. ``require_encryption`` still applies to
         the input: a plaintext row is only encrypted by a codec that accepts
-        plaintext, so that rows planted in plaintext are not laundered.
+        plaintext, so that rows planted in plaintext are not laundered; and a
+        plaintext value is scanned as a reader scans it (readers trust
+        encrypted rows), with this codec's ``allowed_modules``.
 
         A payload longer than ``max_decompressed_size`` (an uncompressed row
         written before writes were limited, or under a larger limit) is
@@ -281,7 +304,14 @@ class HaiveCodec:
         Raises:
             DecryptionError: As :meth:`decode`.
             CorruptDataError: As :meth:`decode`.
+            UnsafeValueError: A plaintext value names a type or function that
+                readers refuse (see ``docs/codec.md``); it is left as it is.
         """
         payload = self.decode(frame, ctx)
+        if self._keyring is not None and frame_key_id(frame) is None:
+            try:
+                check_before_encrypting(ctx.kind.value, payload, guard_for(None, self))
+            except UnsafeValueError as exc:
+                raise UnsafeValueError(f"{ctx.describe()}, not encrypted: {exc}") from None
         compress = len(payload) <= self._compression.max_decompressed_size
         return self._frame(payload, ctx, compress=compress)

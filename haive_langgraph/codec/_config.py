@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from haive_langgraph.codec._codec import HaiveCodec
 from haive_langgraph.codec._compression import (
@@ -12,6 +12,7 @@ from haive_langgraph.codec._compression import (
     DEFAULT_THRESHOLD,
     Compression,
 )
+from haive_langgraph.codec._guard import ALLOWED_MODULES_ENV, parse_allowed_modules
 from haive_langgraph.codec._keys import ENCRYPTION_KEYS_ENV, KeyRing, TenantKeyStore
 from haive_langgraph.errors import ConfigurationError
 
@@ -58,6 +59,7 @@ def codec_from_config(
     keyring: KeyRing | None = None,
     require_encryption: bool | None = None,
     tenant_store: TenantKeyStore | None = None,
+    allowed_modules: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> HaiveCodec:
     """A :class:`HaiveCodec` from arguments, falling back to the environment.
@@ -73,6 +75,7 @@ def codec_from_config(
     ``max_decompressed_size``     ``HAIVE_MAX_DECOMPRESSED_SIZE`` 64 MiB
     ``encryption_keys``           ``HAIVE_ENCRYPTION_KEYS``       none
     ``require_encryption``        ``HAIVE_REQUIRE_ENCRYPTION``    off
+    ``allowed_modules``           ``HAIVE_ALLOWED_MODULES``       none
     ============================  ==============================  ==========
 
     Args:
@@ -86,6 +89,9 @@ def codec_from_config(
         require_encryption: Refuse unencrypted frames.
         tenant_store: Where wrapped tenant keys live, for a key ring built
             from ``encryption_keys`` or the environment.
+        allowed_modules: Module prefixes of your own state types that
+            plaintext stored values may rebuild (``HAIVE_ALLOWED_MODULES``:
+            comma-separated), see :class:`HaiveCodec`.
         environ: Environment to read; default ``os.environ``.
 
     Returns:
@@ -135,7 +141,16 @@ def codec_from_config(
             f"{REQUIRE_ENCRYPTION_ENV} is on but no encryption keys are configured; "
             f"set {ENCRYPTION_KEYS_ENV}"
         )
-    return HaiveCodec(compression=settings, keyring=keyring, require_encryption=require)
+    allowed = parse_allowed_modules(
+        env.get(ALLOWED_MODULES_ENV, "") if allowed_modules is None else allowed_modules,
+        source=ALLOWED_MODULES_ENV if allowed_modules is None else "allowed_modules",
+    )
+    return HaiveCodec(
+        compression=settings,
+        keyring=keyring,
+        require_encryption=require,
+        allowed_modules=allowed,
+    )
 
 
 def codec_from_env(environ: Mapping[str, str] | None = None) -> HaiveCodec:

@@ -37,7 +37,8 @@ from langchain_core.messages import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from haive_langgraph.codec import Codec, Kind, RowContext
+from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
+from haive_langgraph.codec._guard import ValueGuard, guard_for
 from haive_langgraph.errors import CorruptDataError, SerializationError
 from haive_langgraph.memory._history_types import (
     InvalidMessageError,
@@ -202,7 +203,7 @@ class MessageCodec:
         max_message_bytes: Largest serialised message accepted.
     """
 
-    __slots__ = ("codec", "max_message_bytes", "serde", "tenant_id")
+    __slots__ = ("_guard", "codec", "max_message_bytes", "serde", "tenant_id")
 
     def __init__(
         self,
@@ -217,6 +218,19 @@ class MessageCodec:
         # fields instead of being imported.
         self.serde = serde or JsonPlusSerializer(allowed_msgpack_modules=None)
         self.max_message_bytes = max_message_bytes
+        self._guard: ValueGuard | None = None
+
+    def check(self, frame: bytes, payload: bytes) -> None:
+        """Refuse object records a plaintext ``frame`` may not hold (see ``codec._guard``).
+
+        Raises:
+            UnsafeValueError: A record names a type outside the allow-list.
+            CorruptDataError: The payload is not well-formed msgpack.
+        """
+        if frame_key_id(frame) is None:  # plaintext can be forged by a database writer
+            if self._guard is None:
+                self._guard = guard_for(self.serde, self.codec)
+            self._guard.check("msgpack", payload)
 
     def _ctx(self, conversation_id: str) -> RowContext:
         return RowContext(self.tenant_id, conversation_id, Kind.MESSAGE, MESSAGES_KEY)
@@ -281,8 +295,11 @@ class MessageCodec:
         """
         payload = self.codec.decode(frame, self._ctx(conversation_id))
         try:
+            self.check(frame, payload)
             items: list[Any] = self.serde.loads_typed(("msgpack", payload))
             ok = isinstance(items, list) and [it[0]["id"] for it in items] == message_ids
+        except CorruptDataError as exc:
+            raise type(exc)(self._where(conversation_id, message_ids, str(exc))) from None
         except Exception as exc:
             raise CorruptDataError(self._where(conversation_id, message_ids, str(exc))) from None
         if not ok:

@@ -416,10 +416,11 @@ class HistoryOps:
             return None, {}
         payload = self.codec.decode(row.details, self._details_ctx(row.conversation_id))
         try:
+            self.messages.check(row.details, payload)
             data = self.messages.serde.loads_typed(("msgpack", payload))
             return data.get("title"), dict(data.get("context") or {})
         except Exception as exc:
-            raise CorruptDataError(
+            raise (type(exc) if isinstance(exc, CorruptDataError) else CorruptDataError)(
                 f"details of {self.describe('conversation', row.conversation_id)} are unreadable: "
                 f"{exc}"
             ) from None

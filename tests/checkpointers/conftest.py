@@ -19,6 +19,11 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
+from haive_langgraph.codec import codec_from_config
+
+# The state types these tests define (test_graphs.Point, .Color) are the
+# application's own: declared, as an application declares its state modules.
+STATE_MODULES = ("tests.checkpointers",)
 
 
 class Driver:
@@ -81,7 +86,9 @@ class Driver:
 
 @pytest.fixture(scope="module")
 async def sync_saver(dsn: str) -> AsyncIterator[PostgresCheckpointer]:
-    saver = await asyncio.to_thread(lambda: PostgresCheckpointer(dsn))
+    saver = await asyncio.to_thread(
+        lambda: PostgresCheckpointer(dsn, codec=codec_from_config(allowed_modules=STATE_MODULES))
+    )
     await asyncio.to_thread(saver.setup)
     try:
         yield saver
@@ -91,7 +98,9 @@ async def sync_saver(dsn: str) -> AsyncIterator[PostgresCheckpointer]:
 
 @pytest.fixture(scope="module")
 async def async_saver(dsn: str) -> AsyncIterator[AsyncPostgresCheckpointer]:
-    async with AsyncPostgresCheckpointer.from_conn_string(dsn) as saver:
+    async with AsyncPostgresCheckpointer.from_conn_string(
+        dsn, codec=codec_from_config(allowed_modules=STATE_MODULES)
+    ) as saver:
         await saver.setup()
         yield saver
 

@@ -75,8 +75,11 @@ async def close_driver(driver: Driver) -> None:
     ids=["plain", "zstd", "aes", "zstd+aes"],
 )
 async def test_values_round_trip_under_every_codec(
-    kind: str, dsn: str, options: dict[str, Any]
+    kind: str, dsn: str, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Point and Color are the application's own state types, declared as an
+    # application does (a plaintext row may rebuild only declared types).
+    monkeypatch.setenv("HAIVE_ALLOWED_MODULES", "tests.checkpointers.test_graphs")
     driver = await open_driver(kind, dsn, **options)
     try:
         builder: StateGraph[Any] = StateGraph(Mixed)

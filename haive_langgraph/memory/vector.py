@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -24,7 +23,8 @@ from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from haive_langgraph.codec import Codec
-from haive_langgraph.db import PersistenceConfig, resolve_dsn
+from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import _vector_ops as V
 from haive_langgraph.memory._history_types import Conversation, StoredMessage
@@ -402,7 +402,7 @@ class _MemoryBase:
         return await self._adrive(self._search_call(query, top_k, kw))  # type: ignore[no-any-return]
 
 
-class VectorMemory(_MemoryBase):
+class VectorMemory(_MemoryBase, FromConnString):
     """Long-term memory: semantic search, episodic recall, dedupe and consolidation.
 
     Memories are items of a :class:`~haive_langgraph.stores.PostgresStore`
@@ -411,7 +411,9 @@ class VectorMemory(_MemoryBase):
     ``superseded_by``) instead of deleting them, and leave an audit record.
 
     Args:
-        conn: A DSN, a psycopg ``Connection`` (autocommit) or a ``ConnectionPool``.
+        conn: A DSN, ``None`` (the default server: ``HAIVE_DATABASE_URL``,
+            ``DATABASE_URL``, then the embedded one), a psycopg ``Connection``
+            (autocommit, any row factory) or a ``ConnectionPool``.
         embeddings: LangChain ``Embeddings`` or a function ``texts -> vectors``.
             Default: :class:`HashingEmbeddings` (offline, lexical).
         dims: Dimensions of the vectors (default: what the embedder declares,
@@ -443,7 +445,7 @@ class VectorMemory(_MemoryBase):
 
     def __init__(
         self,
-        conn: str | Connection[Any] | ConnectionPool[Any],
+        conn: str | Connection[Any] | ConnectionPool[Any] | None = None,
         *,
         embeddings: Embeddings | Callable[..., Any] | None = None,
         dims: int | None = None,
@@ -481,18 +483,6 @@ class VectorMemory(_MemoryBase):
             schema=schema,
             config=config,
         )
-
-    @classmethod
-    @contextmanager
-    def from_conn_string(cls, dsn: str | None = None, **options: Any) -> Iterator[VectorMemory]:
-        """Open a memory on ``dsn`` (None: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``, then
-        the embedded server) and close it afterwards."""
-        config = options.pop("config", None) or PersistenceConfig()
-        memory = cls(resolve_dsn(dsn, config=config), config=config, **options)
-        try:
-            yield memory
-        finally:
-            memory.close()
 
     def setup(self) -> None:
         """Create the store's tables, pgvector and the index (idempotent)."""
@@ -754,7 +744,7 @@ class VectorMemory(_MemoryBase):
         return self._drive(V.forget_user_op(self._settings, self._user(user_id)))  # type: ignore[no-any-return]
 
 
-class AsyncVectorMemory(_MemoryBase):
+class AsyncVectorMemory(_MemoryBase, AsyncFromConnString):
     """:class:`VectorMemory` for asyncio, on an ``AsyncPostgresStore``.
 
     Same storage and behaviour; methods carry an ``a`` prefix
@@ -765,7 +755,7 @@ class AsyncVectorMemory(_MemoryBase):
 
     def __init__(
         self,
-        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any],
+        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None = None,
         *,
         embeddings: Embeddings | Callable[..., Any] | None = None,
         dims: int | None = None,
@@ -804,19 +794,8 @@ class AsyncVectorMemory(_MemoryBase):
             config=config,
         )
 
-    @classmethod
-    @asynccontextmanager
-    async def from_conn_string(
-        cls, dsn: str | None = None, **options: Any
-    ) -> AsyncIterator[AsyncVectorMemory]:
-        """Open a memory on ``dsn`` (see :meth:`VectorMemory.from_conn_string`)."""
-        config = options.pop("config", None) or PersistenceConfig()
-        resolved = await asyncio.to_thread(resolve_dsn, dsn, config=config)
-        memory = cls(resolved, config=config, **options)
-        try:
-            yield memory
-        finally:
-            await memory.aclose()
+    async def _aopen(self) -> None:
+        await self._store._aopen()
 
     async def asetup(self) -> None:
         """Create the store's tables, pgvector and the index (idempotent)."""

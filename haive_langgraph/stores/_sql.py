@@ -296,26 +296,31 @@ WHERE s.tenant_id = %(t)s AND s.namespace = %(ns)s AND s.key = %(key)s
 # ranking order, concurrent readers deadlocked. So a refresh only takes rows
 # no other transaction holds (FOR NO KEY UPDATE SKIP LOCKED): it never waits.
 # A row it skips is being refreshed (its expiry moves anyway), written (the
-# put sets its TTL) or deleted by its holder at that moment. {rows} selects
-# the rows to refresh from `l`, the item table.
+# put sets its TTL) or deleted by its holder at that moment. {want} yields the
+# (namespace, key) pairs to refresh; each is locked by a primary-key probe of
+# its own (LATERAL): as a join, the planner walked the tenant's items in key
+# order to lock ten (vector search p50 at 10,000 items with TTLs: 39 ms, against
+# 3.7 ms this way, the same as the refresh that could deadlock).
 REFRESH_TTL = """
     UPDATE {{schema}}.store_items AS s
     SET expires_at = now() + s.ttl_minutes * interval '1 minute'
-    WHERE s.tenant_id = %(t)s AND (s.namespace, s.key) IN (
-        SELECT l.namespace, l.key
-        FROM {rows}
-          AND l.ttl_minutes IS NOT NULL AND l.expires_at > now()
-        ORDER BY l.namespace, l.key
-        FOR NO KEY UPDATE OF l SKIP LOCKED
-    )"""
+    FROM (
+        SELECT x.namespace, x.key
+        FROM {want} AS w
+        CROSS JOIN LATERAL (
+            SELECT l.namespace, l.key
+            FROM {{schema}}.store_items AS l
+            WHERE l.tenant_id = %(t)s AND l.namespace = w.namespace AND l.key = w.key
+              AND l.ttl_minutes IS NOT NULL AND l.expires_at > now()
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS x
+    ) AS r
+    WHERE s.tenant_id = %(t)s AND s.namespace = r.namespace AND s.key = r.key"""
 
 # The same, refreshing the item's TTL (the read sees the row as it was).
 GET_ONE_REFRESH = (
     "\nWITH refreshed AS ("
-    + REFRESH_TTL.format(
-        rows="""{schema}.store_items AS l
-        WHERE l.tenant_id = %(t)s AND l.namespace = %(ns)s AND l.key = %(key)s"""
-    )
+    + REFRESH_TTL.format(want="(SELECT %(ns)s::text[] AS namespace, %(key)s::text AS key)")
     + "\n)"
     + GET_ONE
 )
@@ -328,11 +333,7 @@ WITH want AS (
     FROM unnest(%(ns)s::text[], %(keys)s::text[], %(ord)s::int[], %(refresh)s::boolean[])
         AS w(ns, key, ord, refresh)
 ), refreshed AS ("""
-    + REFRESH_TTL.format(
-        rows="""{schema}.store_items AS l
-        JOIN want AS w ON l.namespace = w.namespace AND l.key = w.key AND w.refresh
-        WHERE l.tenant_id = %(t)s"""
-    )
+    + REFRESH_TTL.format(want="(SELECT * FROM want WHERE refresh)")
     + """
 )
 SELECT w.ord, s.value, s.created_at, s.updated_at
@@ -351,15 +352,7 @@ NO_VECTORS = """
       )"""
 
 # Refreshes the TTL of what a search returned; appended as CTEs.
-REFRESH_RESULTS = (
-    ", refreshed AS ("
-    + REFRESH_TTL.format(
-        rows="""{schema}.store_items AS l
-        JOIN page AS p ON l.namespace = p.namespace AND l.key = p.key
-        WHERE l.tenant_id = %(t)s"""
-    )
-    + "\n)"
-)
+REFRESH_RESULTS = ", refreshed AS (" + REFRESH_TTL.format(want="page") + "\n)"
 
 # -- writes ----------------------------------------------------------------------------
 

@@ -270,7 +270,7 @@ class ValueGuard:
         if code == _METHOD_CODE:
             method = inner[3] if len(inner) > 3 else None
             what = f"{module}.{name}.{method}"
-            if (module, name, method) in SAFE_MSGPACK_METHODS:
+            if isinstance(method, str) and (module, name, method) in SAFE_MSGPACK_METHODS:
                 return what, None
             return what, "only LangGraph's safe methods may be called" + _FORGED
         reason = self.verdict(module, name)

@@ -468,7 +468,7 @@ def _records(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
                      st.dictionaries(st.text(max_size=6), children, max_size=3))  # fmt: skip
     methods = st.one_of(
         st.sampled_from(["fromisoformat", "system", "model_validate_json", "__call__"]),
-        st.lists(st.integers(), max_size=2),  # unhashable where a method name belongs
+        st.lists(st.integers(0, 9), max_size=2),  # unhashable where a method name belongs
     )
     # Random names, and names that pass (LangGraph's safe types, classes and
     # functions under the allowed prefixes) so that admitted records are built.

@@ -22,6 +22,7 @@ __all__ = [
     "MigrationError",
     "NotFoundError",
     "SerializationError",
+    "SourceSchemaError",
     "ValueTooLargeError",
 ]
 
@@ -120,6 +121,11 @@ class DecryptionError(CorruptDataError):
 
 class NotFoundError(HaiveError, LookupError):
     """A thread, checkpoint or other named object does not exist."""
+
+
+class SourceSchemaError(HaiveError, LookupError):
+    """The source database of an import lacks a table or column the import reads
+    (``haive-lg import``); the message names it and the package that writes it."""
 
 
 class ConcurrentUpdateError(HaiveError, RuntimeError):

@@ -37,6 +37,7 @@ from langgraph.store.base import GetOp, PutOp, SearchOp
 from psycopg import conninfo, sql
 
 from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.stores import ResourceQuota
 from haive_langgraph.stores import _sql as S
 from tests.stores.conftest import Driver, Factory, store_factory
 
@@ -94,6 +95,8 @@ MIXES = {
     "gets": (3,),
     # A batch of gets and a vector search, refreshed in one transaction.
     "batches": (4,),
+    # The same with a quota: each refresh also updates the tenant's usage row.
+    "batches with a quota": (4,),
 }
 
 
@@ -106,6 +109,8 @@ async def test_concurrent_refreshing_reads_never_deadlock(
     in the read's order and most of these calls failed with DeadlockDetected."""
     store = await make(index=index_config(), ttl={"default_ttl": 60, "refresh_on_read": True})
     await store.batch([_put(f"k{i:03d}", {"text": f"item {i}", "n": i}) for i in range(N_ITEMS)])
+    if "quota" in mix:
+        await store.admin("set_quota", ResourceQuota(max_items=10 * N_ITEMS))
     before = _expiries(dsn, schema_of(store))
     keys = sorted(before)
     rng = random.Random(7)
@@ -371,13 +376,18 @@ async def test_killed_build_is_repaired_by_setup(make: Factory, dsn: str) -> Non
     await _assert_exact(store)
 
 
-async def test_background_indexer_repairs_a_missing_index(make: Factory, dsn: str) -> None:
+@pytest.mark.parametrize("write_mode", ["deferred", "immediate"])
+async def test_background_indexer_repairs_a_missing_index(
+    make: Factory, dsn: str, write_mode: str
+) -> None:
     """A rebuild stopped between its DROP and its CREATE leaves no index at all;
-    the TTL sweeper's pass (which indexes pending vectors) rebuilds it."""
-    store = await make(index=REPAIR_INDEX, ttl={"sweep_interval_minutes": 0.001})
+    the TTL sweeper's next pass rebuilds it, whatever the write mode."""
+    index = {**REPAIR_INDEX, "write_mode": write_mode}
+    store = await make(index=index, ttl={"sweep_interval_minutes": 0.001})
     schema = schema_of(store)
     await _load(store)
-    assert await store.admin("index_pending", rebuild=True) == N_ITEMS
+    if write_mode == "deferred":
+        assert await store.admin("index_pending", rebuild=True) == N_ITEMS
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, ANN_INDEX)))
     assert _index_state(dsn, schema) is None

@@ -210,7 +210,9 @@ async def test_checkpointer_put_over_the_default_limit_writes_nothing(db: str) -
         assert "channel 'v'" in message and "thread 'big'" in message
         assert "67,108,864 bytes" in message and err.value.size > 70 * 1024 * 1024
         assert footprint(db, who) == before
-        latest = await run(saver, "get_tuple", config("big"))
+        reader = PostgresCheckpointer(db, tenant_id=who)
+        latest = await run(reader, "get_tuple", config("big"))
+        await close(reader)
         assert latest.checkpoint["channel_values"] == {"v": "small"}
     finally:
         await close(saver)
@@ -222,10 +224,12 @@ async def test_checkpointer_put_and_put_writes_over_the_limit_write_nothing(
 ) -> None:
     who = tenant()
     saver = saver_for(flavour, db, tenant_id=who, codec=small_codec())
+    # A second instance reads: the writer remembers what it wrote and would not decode it.
+    reader = saver_for(flavour, db, tenant_id=who, codec=small_codec())
     try:
         fits = "y" * (SMALL - 1024)
         saved = await run(saver, "put", config("t"), checkpoint_with({"v": fits}), META, {"v": 1})
-        got = await run(saver, "get_tuple", saved)
+        got = await run(reader, "get_tuple", saved)
         assert got.checkpoint["channel_values"]["v"] == fits  # what a put accepts, a get returns
         before = footprint(db, who)
         too_big = "z" * (SMALL + 1)
@@ -240,10 +244,11 @@ async def test_checkpointer_put_and_put_writes_over_the_limit_write_nothing(
         with pytest.raises(ValueTooLargeError, match=r"the write to channel 'w'.*task-1"):
             await run(saver, "put_writes", saved, [("a", "ok"), ("w", too_big)], "task-1")
         assert footprint(db, who) == before
-        got = await run(saver, "get_tuple", config("t"))
+        got = await run(reader, "get_tuple", config("t"))
         assert got.checkpoint["channel_values"]["v"] == fits and got.pending_writes == []
     finally:
         await close(saver)
+        await close(reader)
 
 
 async def test_a_cached_checkpoint_larger_than_the_limit_is_served_not_cached(db: str) -> None:

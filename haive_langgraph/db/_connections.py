@@ -387,7 +387,11 @@ class AsyncConnectionSource:
             self.dsn = normalize_dsn(conn, where=f"the argument {argument}")
             self._owned = True
         elif conn is None or isinstance(conn, str):
-            self._owned = True  # the default server, resolved by open()
+            self._owned = True
+            if self.config.database_url and self.config.database_url.strip():
+                # A variable's DSN is checked now (no I/O); the embedded server
+                # is left to open(), which starts it in a worker thread.
+                self.dsn = resolve_dsn(None, config=self.config)
         elif isinstance(conn, AsyncConnection):
             check_lent_connection(conn)
             self._conn = conn

@@ -157,9 +157,15 @@ def test_bad_dsn_names_its_source_and_hides_the_password(
     assert SECRET not in shown and SECRET not in repr(info.value)
 
 
-async def test_bad_dsn_of_an_async_class_is_refused_at_construction() -> None:
+async def test_bad_dsn_of_an_async_class_is_refused_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with pytest.raises(ConfigurationError, match=r"^the argument conn") as info:
         AsyncPostgresCheckpointer(BAD["unknown parameter"])
+    assert SECRET not in "".join(traceback.format_exception(info.value))
+    monkeypatch.setenv("DATABASE_URL", BAD["unencoded space"])
+    with pytest.raises(ConfigurationError, match=r"^the variable DATABASE_URL") as info:
+        AsyncPostgresStore()
     assert SECRET not in "".join(traceback.format_exception(info.value))
 
 

@@ -43,6 +43,7 @@ from haive_langgraph.cli import (
     SchemaOption,
     TenantOption,
     _fail,
+    _require_schema,
     _saver,
     app,
     console,
@@ -382,6 +383,7 @@ def audit_query(
         return
     from haive_langgraph.ops.audit import query
 
+    _require_schema(dsn, schema, "audit")
     events = query(
         dsn,
         schema=schema,
@@ -479,6 +481,7 @@ def audit_disable(
     """Stop auditing (recorded entries stay)."""
     from haive_langgraph.ops.audit import disable
 
+    _require_schema(_opt(ctx, "dsn", dsn), _opt(ctx, "schema", schema), "audit")
     status = disable(_opt(ctx, "dsn", dsn), schema=_opt(ctx, "schema", schema))
     _status_out(status, _opt(ctx, "json", as_json), "disabled")
 
@@ -494,6 +497,7 @@ def audit_status(
     """Whether auditing is on, which tables are covered, how large the log is."""
     from haive_langgraph.ops.audit import status
 
+    _require_schema(_opt(ctx, "dsn", dsn), _opt(ctx, "schema", schema))
     result = status(_opt(ctx, "dsn", dsn), schema=_opt(ctx, "schema", schema))
     _status_out(result, _opt(ctx, "json", as_json), "status")
 
@@ -516,6 +520,7 @@ def audit_prune(
     """Apply the audit log's retention: delete old entries."""
     from haive_langgraph.ops.audit import prune
 
+    _require_schema(_opt(ctx, "dsn", dsn), _opt(ctx, "schema", schema), "audit")
     deleted = prune(
         _opt(ctx, "dsn", dsn),
         schema=_opt(ctx, "schema", schema),

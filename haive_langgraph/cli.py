@@ -82,12 +82,28 @@ def handled(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _require_schema(dsn: str | None, schema: str | None, *needs: str) -> None:
+    """Exit 1 unless ``schema`` holds our tables (``needs`` migrated): commands other
+    than ``migrate`` and ``demo`` create nothing, so that a mistyped ``--schema`` or
+    ``--dsn`` is reported instead of getting a fresh set of empty tables."""
+    from haive_langgraph.ops import check_schema
+
+    check_schema(dsn, schema=schema, needs=needs)
+
+
 @contextmanager
-def _saver(dsn: str | None, schema: str | None, tenant: str | None) -> Iterator[Any]:
+def _saver(
+    dsn: str | None, schema: str | None, tenant: str | None, *, create: bool = False
+) -> Iterator[Any]:
+    """A checkpointer on the checkpoint tables; ``create`` sets them up (``demo`` only),
+    else they must exist already (see :func:`_require_schema`)."""
     from haive_langgraph.checkpointers import PostgresCheckpointer
 
+    if not create:
+        _require_schema(dsn, schema, "checkpoints")
     with PostgresCheckpointer.from_conn_string(dsn, schema=schema, tenant_id=tenant) as saver:
-        saver.setup()
+        if create:
+            saver.setup()
         yield saver
 
 
@@ -137,7 +153,7 @@ def demo(
     if turns < 3:
         _fail("--turns must be at least 3 (the demo forks from turn 2)", 2)
     with console.status("starting PostgreSQL and creating the tables ..."):
-        ctx = _saver(dsn, schema, None)
+        ctx = _saver(dsn, schema, None, create=True)
         saver = ctx.__enter__()
     try:
         console.print(
@@ -309,9 +325,12 @@ app.add_typer(keys_app, name="keys")
 
 
 @contextmanager
-def _env_codec(dsn: str, schema: str | None, *, required: bool = True) -> Iterator[Any]:
+def _env_codec(
+    dsn: str, schema: str | None, *, required: bool = True, create: bool = True
+) -> Iterator[Any]:
     """The codec of the ``HAIVE_*`` settings (``None`` without keys when not ``required``),
-    its key ring reading tenants' own keys from ``{schema}.tenant_keys``."""
+    its key ring reading tenants' own keys from ``{schema}.tenant_keys`` (created unless
+    not ``create``: then they must exist)."""
     from haive_langgraph.codec import codec_from_config
     from haive_langgraph.ops.keys import PostgresTenantKeyStore
 
@@ -323,7 +342,10 @@ def _env_codec(dsn: str, schema: str | None, *, required: bool = True) -> Iterat
                 _fail("no encryption keys: set HAIVE_ENCRYPTION_KEYS (new primary key first)")
             yield None
             return
-        store.setup()
+        if create:
+            store.setup()
+        else:
+            _require_schema(dsn, schema, "keys")
         yield codec
     finally:
         store.close()
@@ -429,7 +451,8 @@ def keys_status(
     from haive_langgraph.ops.keys import key_status
 
     target = resolve_dsn(dsn)
-    with _env_codec(target, schema, required=False) as codec:
+    _require_schema(target, schema)
+    with _env_codec(target, schema, required=False, create=False) as codec:
         status = key_status(
             target, keyring=codec.keyring if codec is not None else None, schema=schema
         )

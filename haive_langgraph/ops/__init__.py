@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from haive_langgraph.ops._migrate import all_components, migrate_all
+from haive_langgraph.ops._migrate import (
+    SchemaState,
+    all_components,
+    check_schema,
+    migrate_all,
+)
 
-__all__ = ["all_components", "migrate_all"]
+__all__ = ["SchemaState", "all_components", "check_schema", "migrate_all"]

@@ -650,7 +650,11 @@ def _diagnose_op(
                     component,
                 )
             )
-        elif applied < latest and live.tables:
+        elif 0 < applied < latest and live.tables:
+            # A component never migrated (applied 0) is one the application does
+            # not use: ``saver.setup()`` migrates the checkpoints only, as the
+            # README shows, and that database is healthy. Only a component
+            # left part-way behind this code needs ``haive-lg migrate``.
             findings.append(
                 Finding(
                     "migrations-pending",

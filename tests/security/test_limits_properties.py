@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
@@ -233,6 +233,10 @@ def test_checkpointer_put(arena: Arena) -> None:
         flavour=FLAVOUR, thread_id=sometimes(IDS, "t"), ns=sometimes(IDS, ""), cid=sometimes(IDS, None),
         key=KEYS, meta=sometimes(JSON_ANY, 1), value=VALUES,
     )  # fmt: skip
+    # Explicit examples (always run first): each outcome the run must see.
+    @example("sync", "t", "", None, "k", 1, "fits")
+    @example("async", "t", "", None, "k", 1, "x" * (2 * LIMIT))
+    @example("sync", "x" * 3000, "", None, "k", 1, 1)
     def prop(
         flavour: str, thread_id: str, ns: str, cid: str | None, key: str, meta: Any, value: Any
     ) -> None:
@@ -273,6 +277,9 @@ def test_checkpointer_put_writes(arena: Arena) -> None:
         channel=sometimes(IDS, "c"),
         value=VALUES,
     )
+    @example("async", "task", "", "c", "fits")
+    @example("sync", "task", "", "c", "x" * (2 * LIMIT))
+    @example("async", "x" * 3000, "", "c", 1)
     def prop(flavour: str, task: str, path: str, channel: str, value: Any) -> None:
         saver = arena.make(flavour, PostgresCheckpointer, AsyncPostgresCheckpointer, tenant_id=who)
         thread_id = f"w-{uuid.uuid4().hex}"
@@ -309,6 +316,9 @@ def test_store_put_get_and_search(arena: Arena) -> None:
         flavour=FLAVOUR, namespace=sometimes(st.lists(IDS, min_size=1, max_size=4), ["ns"]),
         key=sometimes(IDS, "k"), name=KEYS, value=VALUES, probe=JSON_ANY,
     )  # fmt: skip
+    @example("sync", ["ns"], "k", "v", "fits", "fits")
+    @example("async", ["ns"], "k", "v", "x" * (2 * LIMIT), 1)
+    @example("sync", ["a.b"], "k", "v", 1, 1)
     def prop(
         flavour: str, namespace: list[str], key: str, name: str, value: Any, probe: Any
     ) -> None:
@@ -334,6 +344,9 @@ def test_chat_history_add_messages(arena: Arena) -> None:
         flavour=FLAVOUR, session=sometimes(IDS, "s"), user=sometimes(IDS, None), mid=sometimes(IDS, None),
         content=st.one_of(NASTY, TEXTS, SIZED), extra=sometimes(JSON_ANY, 1),
     )  # fmt: skip
+    @example("async", "s", None, None, "fits", 1)
+    @example("sync", "s", None, None, "x" * (2 * LIMIT), 1)
+    @example("async", "x" * 3000, None, None, "hi", 1)
     def prop(
         flavour: str, session: str, user: str | None, mid: str | None, content: str, extra: Any
     ) -> None:

@@ -297,6 +297,7 @@ def test_a_shredded_tenant_is_forgotten_by_every_level_at_once(
     ring_a = rings(master)
     ring_a.create_tenant_key(tenant)
     ring_b = rings(master)  # another process: its own keyring, same key store
+    ring_c = rings(master)  # another object of the first process, with its own keyring
     la = layer_of(levels, redis_url, prefix)
     lb = layer_of(levels, redis_url, prefix)
     thread = f"shred-{uuid.uuid4().hex[:8]}"
@@ -304,10 +305,12 @@ def test_a_shredded_tenant_is_forgotten_by_every_level_at_once(
         with (
             PostgresCheckpointer.from_conn_string(dsn, keyring=ring_a, tenant_id=tenant) as sa,
             PostgresCheckpointer.from_conn_string(dsn, keyring=ring_b, tenant_id=tenant) as sb,
+            PostgresCheckpointer.from_conn_string(dsn, keyring=ring_c, tenant_id=tenant) as sc,
         ):
             sa.setup()
-            a, b = la.wrap(sa), lb.wrap(sb)
+            a, b, c = la.wrap(sa), lb.wrap(sb), la.wrap(sc)
             converse(a, thread, 1)
+            assert len(messages_of(sc.get_tuple(latest(thread)))) == 2  # ring_c has the key
             assert len(messages_of(a.get_tuple(latest(thread)))) == 2
             assert len(messages_of(b.get_tuple(latest(thread)))) == 2
             assert la.metrics().hits["memory"] >= 1 and lb.metrics().hits["memory"] == 0
@@ -317,6 +320,8 @@ def test_a_shredded_tenant_is_forgotten_by_every_level_at_once(
                 sa.get_tuple(latest(thread))  # the uncached read
             with pytest.raises(KeyDestroyedError):
                 a.get_tuple(latest(thread))
+            with pytest.raises(KeyDestroyedError):  # nor through another keyring of A's
+                c.get_tuple(latest(thread))
             if "redis" in levels:
                 # B was told through the invalidation channel before forget returned
                 with pytest.raises(KeyDestroyedError):

@@ -210,6 +210,13 @@ class CacheLayer:
         sharing the Redis server, before returning (called when its keys are destroyed)."""
         for memory in self.memory:
             memory.drop_tenant(tenant)
+        # Other keyrings of this process (other wrapped objects) learn it now too:
+        # none of them may load the tenant back into memory meanwhile.
+        for ring in list(self._keyrings):
+            try:
+                ring.invalidate(tenant)
+            except Exception:  # a keyring's problem is not the shred's
+                log.debug("a keyring could not be invalidated", exc_info=True)
         if self.redis is not None:
             self.redis.invalidate([], tenants=[tenant])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -10,6 +12,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.errors import ConfigurationError
 
 PoolerMode = Literal["auto", "none", "session", "transaction"]
 
@@ -26,6 +29,13 @@ class PersistenceConfig(BaseSettings):
     variable named ``HAIVE_<FIELD>`` (``HAIVE_DATABASE_URL``,
     ``HAIVE_POOL_MAX_SIZE`` ...). ``DATABASE_URL`` is read as a fallback for
     ``database_url``.
+
+    An unknown keyword argument (``pool_max_sise=99``) raises
+    :class:`~haive_langgraph.errors.ConfigurationError` naming it and the
+    closest option. Unknown ``HAIVE_*`` variables are ignored: the prefix is
+    shared with settings other parts read (``HAIVE_ENCRYPTION_KEYS``,
+    ``HAIVE_CACHE_SECRET`` ...), and a process's environment is not ours to
+    police.
 
     Attributes:
         database_url: PostgreSQL DSN. ``None`` uses the embedded server.
@@ -93,6 +103,10 @@ class PersistenceConfig(BaseSettings):
     replica_retry_after: float = Field(default=30.0, gt=0)
     replica_timeout: float = Field(default=1.0, gt=0)
 
+    def __init__(self, **values: Any) -> None:
+        _reject_unknown_options(type(self), values)
+        super().__init__(**values)
+
     @field_validator("replica_urls", mode="before")
     @classmethod
     def _split_replicas(cls, value: Any) -> Any:
@@ -119,3 +133,33 @@ class PersistenceConfig(BaseSettings):
                 f"pool_max_size ({self.pool_max_size})"
             )
         return self
+
+
+# BaseSettings' own keyword arguments (``_env_file``, ``_secrets_dir`` ...).
+_SETTINGS_ARGUMENTS = frozenset(
+    name for name in inspect.signature(BaseSettings.__init__).parameters if name.startswith("_")
+)
+
+
+def _reject_unknown_options(cls: type[BaseSettings], values: dict[str, Any]) -> None:
+    """Refuse keyword arguments that are no option, naming each and its closest match
+    (the values are never shown: a DSN holds a password)."""
+    options = sorted(cls.model_fields)
+    known = set(options) | _SETTINGS_ARGUMENTS
+    for info in cls.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            known.add(alias)
+        elif isinstance(alias, AliasChoices):
+            known.update(c for c in alias.choices if isinstance(c, str))
+    unknown = [name for name in values if name not in known]
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), options, n=1, cutoff=0.6)
+        named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigurationError(
+        f"{cls.__name__} has no option{'s' if len(named) > 1 else ''} {', '.join(named)}; "
+        f"its options are: {', '.join(options)}"
+    )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+import psycopg
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore
 from psycopg import AsyncConnection, Connection
@@ -27,6 +29,8 @@ from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import _vector_ops as V
+from haive_langgraph.memory._history_base import make_ops
+from haive_langgraph.memory._history_ops import Call
 from haive_langgraph.memory._history_types import Conversation, StoredMessage
 from haive_langgraph.memory._vector_drive import adrive, drive, store_index
 from haive_langgraph.memory._vector_retriever import LEGACY as LEGACY_ARGUMENTS
@@ -43,7 +47,11 @@ from haive_langgraph.memory._vector_types import (
     Memory,
     MergeRecord,
 )
-from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
+from haive_langgraph.memory.conversations import (
+    AsyncConversationStore,
+    ConversationStore,
+    _StoreCalls,
+)
 from haive_langgraph.memory.embeddings import (
     CheckedEmbeddings,
     HashingEmbeddings,
@@ -54,6 +62,18 @@ __all__ = ["AsyncVectorMemory", "MemoryRetriever", "VectorMemory"]
 
 ConversationLike = Conversation | str | Sequence[StoredMessage] | Sequence[Any]
 DEFAULT_DIMS = 384
+
+
+@contextmanager
+def _conversation_tables(store: Any) -> Iterator[None]:
+    """Name the fix when the memory's schema has no conversation tables."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable:
+        raise ConfigurationError(
+            f"schema {store.schema!r} has no conversation tables to read the conversation "
+            "from: give the memory the store that holds it, conversations=ConversationStore(...)"
+        ) from None
 
 
 def _lines(messages: Sequence[Any]) -> list[V.Line]:
@@ -207,8 +227,9 @@ class _MemoryBase:
             if isinstance(conv, str):
                 conv = yield V.LoadConversation(conv)
             if isinstance(conv, Conversation):
-                if conv.messages is None:
-                    conv = yield V.LoadConversation(conv.conversation_id)
+                # Always the stored messages: the object is a snapshot (the one
+                # create_conversation returned has none of those added since).
+                conv = yield V.LoadConversation(conv.conversation_id)
                 user = self._user(user_id if user_id is not None else conv.user_id)
                 cid: str | None = conv.conversation_id
                 messages: Sequence[Any] = conv.messages or []
@@ -365,10 +386,10 @@ class _MemoryBase:
     def _load_sync(self, conversation_id: str) -> Conversation:
         conv = self._conversations
         if conv is None:
-            raise ConfigurationError(
-                "to store a conversation by id, give the memory a conversation store: "
-                "VectorMemory(..., conversations=ConversationStore(...))"
-            )
+            call, scope = self._own_conversation_read(conversation_id)
+            store: Any = self._store
+            with _conversation_tables(store):
+                return store._source.run(call.op, read=True, scope=scope)  # type: ignore[no-any-return]
         if isinstance(conv, AsyncConversationStore):
             raise ConfigurationError(
                 "an AsyncConversationStore is read by the async memory only; "
@@ -387,13 +408,26 @@ class _MemoryBase:
             return list(await asyncio.to_thread(step.encoder.score, step.query, step.texts))
         conv = self._conversations
         if conv is None:
-            raise ConfigurationError(
-                "to store a conversation by id, give the memory a conversation store: "
-                "AsyncVectorMemory(..., conversations=AsyncConversationStore(...))"
-            )
+            call, scope = self._own_conversation_read(step.conversation_id)
+            store: Any = self._store
+            with _conversation_tables(store):
+                return await store._source.run(call.op, read=True, scope=scope)
         if isinstance(conv, AsyncConversationStore):
             return await conv.aget_conversation(step.conversation_id)
         return await asyncio.to_thread(conv.get_conversation, step.conversation_id)
+
+    def _own_conversation_read(self, conversation_id: str) -> tuple[Call[Conversation], Any]:
+        """Reading a conversation with its messages from the memory's own database,
+        schema and tenant, with its codec (no ``conversations=`` store given)."""
+        store: Any = self._store
+        _, ops = make_ops(
+            config=store.config,
+            schema=store.schema,
+            tenant_id=store.tenant_id,
+            codec=store.codec,
+            serde=None,
+        )
+        return _StoreCalls(ops).get_conversation(conversation_id, True), ops.scope()
 
     def _search_sync(self, query: str, top_k: int, kw: Mapping[str, Any]) -> list[Memory]:
         return self._drive(self._search_call(query, top_k, kw))  # type: ignore[no-any-return]
@@ -426,8 +460,9 @@ class VectorMemory(_MemoryBase, FromConnString):
         track_access: Count accesses (default true): searches and recalls
             update each returned memory's ``access_count`` and ``last_accessed_at``.
         clock: Returns "now" (timezone-aware); for tests and replays.
-        conversations: A :class:`ConversationStore` to read conversations
-            given by id in :meth:`store_conversation`.
+        conversations: The :class:`ConversationStore` :meth:`store_conversation`
+            reads conversations from (default: the conversation tables of the
+            memory's own database, schema and tenant, with its codec).
         tenant_id, schema, config, codec: As for ``PostgresStore``.
         index_options: Store index settings: ``ann_index_config``,
             ``write_mode`` (``"deferred"`` for bulk loads, then
@@ -552,9 +587,10 @@ class VectorMemory(_MemoryBase, FromConnString):
         """Remember a conversation as overlapping chunks linked to its messages.
 
         Args:
-            conversation: A :class:`Conversation` (with messages, or read by
-                id through ``conversations=``), a conversation id, or a list of
-                messages (``StoredMessage`` or LangChain messages).
+            conversation: A :class:`Conversation` or a conversation id (its
+                messages are read from the database at this call, never taken
+                from the object, which may predate messages added since), or a
+                list of messages (``StoredMessage`` or LangChain messages).
             metadata: Stored with every chunk.
             chunk_size: Most characters per chunk (``role: text`` lines).
             chunk_overlap: Characters shared by neighbouring chunks.

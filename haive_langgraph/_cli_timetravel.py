@@ -105,6 +105,8 @@ def parse_ref(text: str, *, what: str, need_checkpoint: bool = False) -> Checkpo
         _usage(f"{what} {text!r} names no checkpoint: expected {expected}")
     if thread != thread.strip() or checkpoint != checkpoint.strip():
         _usage(f"{what} {text!r} has spaces around its parts: expected {expected}")
+    if checkpoint == "latest" and not need_checkpoint:
+        checkpoint = ""  # THREAD@latest: as a bare THREAD
     return CheckpointRef(thread, checkpoint or None)
 
 
@@ -505,6 +507,12 @@ _DIFF_STYLES = {"+": "green", "-": "red", "~": "yellow"}
 def diff(
     a: Annotated[str, typer.Argument(help="First checkpoint: THREAD@CHECKPOINT_ID or THREAD.")],
     b: Annotated[str, typer.Argument(help="Second checkpoint: THREAD@CHECKPOINT_ID or THREAD.")],
+    internal: Annotated[
+        bool,
+        typer.Option(
+            "--internal", help="Also compare LangGraph's channels (__start__, branch:to:...)."
+        ),
+    ] = False,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     tenant: TenantOption = None,
@@ -513,11 +521,12 @@ def diff(
     """What changed from checkpoint A to checkpoint B, per channel (messages by id).
 
     In JSON, a message channel lists its added/removed/edited messages; other
-    channels give their values before and after.
+    channels give their values before and after. LangGraph's bookkeeping
+    channels are compared only with --internal.
     """
     ref_a, ref_b = parse_ref(a, what="A"), parse_ref(b, what="B")
     with _saver(dsn, schema, tenant) as saver:
-        result = saver.diff(_pinned(saver, ref_a).config, _pinned(saver, ref_b).config)
+        result = saver.diff(ref_a.config, ref_b.config, include_internal=internal)
     if as_json:
         _print_json(_diff_json(result))
         return
@@ -696,6 +705,7 @@ def branch(
     if thread_id is not None and not thread_id.strip():
         _usage("--thread-id must be non-empty")
     with _saver(dsn, schema, tenant) as saver:
+        ref = _pinned(saver, ref)
         config = saver.create_branch(ref.config, name, thread_id=thread_id, metadata=meta)
     conf = config["configurable"]
     if as_json:
@@ -704,13 +714,11 @@ def branch(
                 "name": name,
                 "thread_id": conf["thread_id"],
                 "parent_thread_id": ref.thread_id,
-                "branch_point": conf["checkpoint_id"],
+                "branch_point": ref.checkpoint_id,
             }
         )
         return
-    err.print(
-        Text(f"branch {name!r} of {ref.thread_id} at {conf['checkpoint_id']}; its thread id:")
-    )
+    err.print(Text(f"branch {name!r} of {ref.thread_id} at {ref.checkpoint_id}; its thread id:"))
     print(conf["thread_id"])
 
 

@@ -12,6 +12,7 @@ from haive_langgraph.checkpointers._timetravel import (
     CheckpointDiff,
     CheckpointSummary,
     MessageListDiff,
+    is_internal_channel,
 )
 from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
 from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
@@ -35,4 +36,5 @@ __all__ = [
     "SupabaseCheckpointer",
     "ThreadInfo",
     "ThreadPage",
+    "is_internal_channel",
 ]

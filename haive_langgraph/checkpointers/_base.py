@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import random
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,6 +59,10 @@ from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveEr
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
+# A checkpoint id the time-travel API reads as "the thread's latest checkpoint"
+# (as a config without checkpoint_id; LangGraph's ids are uuid6, never this).
+LATEST = "latest"
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadInfo:
@@ -107,6 +112,29 @@ def thread_info(row: Sequence[Any]) -> ThreadInfo:
         metadata=dict(metadata or {}),
         family_id=str(family_id),
     )
+
+
+def check_limit(value: Any, what: str = "limit") -> int:
+    """A ``limit`` argument: an integer >= 0.
+
+    0 asks for nothing and gets nothing, as LangGraph's savers answer
+    ``list(limit=0)``; a negative number, a bool, a float or a string is refused
+    before anything is sent.
+    """
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 0:
+        raise ConfigurationError(f"{what} must be a non-negative integer, got {value!r}")
+    return number
+
+
+def thread_page(rows: Sequence[Sequence[Any]], limit: int | None) -> ThreadPage:
+    """A :meth:`list_threads` page: a full page has a cursor to the next one."""
+    threads = [thread_info(r) for r in rows]
+    full = bool(threads) and len(threads) == limit
+    return ThreadPage(threads, encode_cursor(threads[-1]) if full else None)
 
 
 def encode_cursor(info: ThreadInfo) -> str:
@@ -433,7 +461,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             "checkpoint_id": conf.get("checkpoint_id") if config else None,
             "filter": json_filter(filter, "filter"),
             "before_id": get_checkpoint_id(before) if before else None,
-            "limit": int(limit) if limit is not None else None,
+            "limit": None if limit is None else check_limit(limit),
         }
 
     @staticmethod
@@ -551,6 +579,38 @@ class TimeTravelMixin(CheckpointerBase):
         )
 
     @staticmethod
+    def _checkpoint_or_latest(
+        config: RunnableConfig, what: str
+    ) -> tuple[RunnableConfig, str, str | None]:
+        """The config ``get_tuple`` reads for ``config``: the checkpoint it names, or
+        the thread's latest when it names none (no ``checkpoint_id``, or ``"latest"``).
+
+        Returns:
+            That config, the thread id and the checkpoint id (``None`` for the latest).
+        """
+        conf = config.get("configurable", {}) if isinstance(config, Mapping) else {}
+        if "thread_id" not in conf:
+            raise ConfigurationError(
+                f"{what} needs a config naming a thread: "
+                '{"configurable": {"thread_id": ...}} for its latest checkpoint, with '
+                '"checkpoint_id": ... for another one'
+            )
+        th = text_id(conf["thread_id"], "thread_id")
+        ns = text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns")
+        raw = conf.get("checkpoint_id")
+        cid = None if raw in (None, "", LATEST) else str(raw)
+        target: dict[str, Any] = {"thread_id": th, "checkpoint_ns": ns}
+        if cid is not None:
+            target["checkpoint_id"] = cid
+        return {"configurable": target}, th, cid
+
+    @staticmethod
+    def _not_found(thread_id: str, checkpoint_id: str | None) -> NotFoundError:
+        if checkpoint_id is None:
+            return NotFoundError(f"thread {thread_id!r} has no checkpoints")
+        return NotFoundError(f"checkpoint {checkpoint_id} not found in thread {thread_id!r}")
+
+    @staticmethod
     def _tags(tags: Sequence[str]) -> list[str]:
         if not tags or not all(isinstance(t, str) and t.strip() for t in tags):
             raise ConfigurationError("tags must be one or more non-empty strings")
@@ -588,8 +648,6 @@ class TimeTravelMixin(CheckpointerBase):
     ) -> dict[str, Any]:
         """Keyword arguments of ``find_op`` from ``find_checkpoints``'s."""
         inline, keyed = self._state_filters(state_matching)
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ConfigurationError(f"limit must be a positive integer, got {limit!r}")
         return {
             "tags": self._tags(tags) if tags else [],
             "metadata": json_filter(metadata, "metadata filter"),
@@ -597,7 +655,7 @@ class TimeTravelMixin(CheckpointerBase):
             "keyed": keyed,
             "before": time_bound(before, "before"),
             "after": time_bound(after, "after"),
-            "limit": limit,
+            "limit": None if limit is None else check_limit(limit),
         }
 
     @staticmethod
@@ -635,7 +693,12 @@ class TimeTravelMixin(CheckpointerBase):
                 f"(checkpoint_ns {conf['checkpoint_ns']!r})"
             )
         dst = text_id(thread_id, "thread_id") if thread_id else f"branch-{uuid.uuid4()}"
-        return text_id(conf["thread_id"], "thread_id"), conf.get("checkpoint_id"), dst
+        point = conf.get("checkpoint_id")
+        return (
+            text_id(conf["thread_id"], "thread_id"),
+            None if point in (None, "", LATEST) else str(point),
+            dst,
+        )
 
     @staticmethod
     def _branch_error(reason: str, thread_id: str, cid: str, name: str, dst: str) -> HaiveError:

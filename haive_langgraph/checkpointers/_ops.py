@@ -466,7 +466,7 @@ def list_threads_op(
     t: str,
     *,
     filter: dict[str, Any] | None,
-    limit: int,
+    limit: int | None,
     after: tuple[Any, str] | None,
 ) -> Op[list[tuple[Any, ...]]]:
     rows = yield Step(

@@ -179,12 +179,29 @@ def diff_messages(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) -
     )
 
 
-def diff_tuples(a: CheckpointTuple, b: CheckpointTuple) -> CheckpointDiff:
-    """The differences between two checkpoints' channel values."""
+def is_internal_channel(channel: str) -> bool:
+    """Whether ``channel`` is LangGraph's bookkeeping rather than the graph's state.
+
+    ``__start__`` (the input), ``__pregel_*``, ``__interrupt__`` and any other
+    ``__``-prefixed name, and ``branch:to:<node>`` (edge triggers).
+    """
+    return channel.startswith(("__", "branch:"))
+
+
+def diff_tuples(
+    a: CheckpointTuple, b: CheckpointTuple, *, include_internal: bool = False
+) -> CheckpointDiff:
+    """The differences between two checkpoints' channel values.
+
+    Internal channels (:func:`is_internal_channel`) are left out unless
+    ``include_internal``.
+    """
     va = a.checkpoint["channel_values"]
     vb = b.checkpoint["channel_values"]
     changes: list[ChannelChange] = []
     for channel in sorted(set(va) | set(vb)):
+        if not include_internal and is_internal_channel(channel):
+            continue
         if channel not in vb:
             changes.append(ChannelChange(channel, "removed", va[channel], None))
         elif channel not in va:

@@ -27,11 +27,12 @@ from haive_langgraph.checkpointers._base import (
     ThreadInfo,
     ThreadPage,
     TimeTravelMixin,
+    check_limit,
     decode_cursor,
-    encode_cursor,
     json_filter,
     text_id,
     thread_info,
+    thread_page,
 )
 from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
 from haive_langgraph.checkpointers._timetravel import (
@@ -341,10 +342,11 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         self,
         filter: dict[str, Any] | None = None,
         *,
-        limit: int = 100,
+        limit: int | None = 100,
         cursor: str | None = None,
     ) -> ThreadPage:
         """Threads most recently updated first (see :meth:`PostgresCheckpointer.list_threads`)."""
+        limit = None if limit is None else check_limit(limit)
         after = decode_cursor(cursor) if cursor else None
         rows = await self._source.run(
             lambda: ops.list_threads_op(
@@ -357,9 +359,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
             read=True,
             route="replica",
         )
-        threads = [thread_info(r) for r in rows]
-        next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
-        return ThreadPage(threads, next_cursor)
+        return thread_page(rows, limit)
 
     # -- time travel ----------------------------------------------------------------------
 
@@ -440,7 +440,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
             raise self._branch_error(exc.reason, th, point, name, dst) from None
         except psycopg.errors.UniqueViolation:
             raise self._branch_error("name", th, point, name, dst) from None
-        return {"configurable": {"thread_id": dst, "checkpoint_ns": "", "checkpoint_id": point}}
+        # The branch's thread, not the branch point: LangGraph forks from a config's
+        # checkpoint_id at every invoke, where the thread continues from its head.
+        return {"configurable": {"thread_id": dst, "checkpoint_ns": ""}}
 
     async def alist_branches(self, thread_id: str) -> builtins.list[BranchInfo]:
         """The named branches made from a thread, oldest first."""
@@ -452,16 +454,22 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         )
         return self._branches(th, rows)
 
-    async def adiff(self, config_a: RunnableConfig, config_b: RunnableConfig) -> CheckpointDiff:
+    async def adiff(
+        self,
+        config_a: RunnableConfig,
+        config_b: RunnableConfig,
+        *,
+        include_internal: bool = False,
+    ) -> CheckpointDiff:
         """Per-channel differences between two checkpoints (see :meth:`PostgresCheckpointer.diff`)."""
         tuples = []
         for config in (config_a, config_b):
-            th, _, cid = self._checkpoint_of(config, "diff")
-            tup = await self.aget_tuple(config)
+            target, th, cid = self._checkpoint_or_latest(config, "diff")
+            tup = await self.aget_tuple(target)
             if tup is None:
-                raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+                raise self._not_found(th, cid)
             tuples.append(tup)
-        return diff_tuples(tuples[0], tuples[1])
+        return diff_tuples(tuples[0], tuples[1], include_internal=include_internal)
 
     async def arestore(self, config: RunnableConfig) -> RunnableConfig:
         """Make a checkpoint the head of its thread again (see :meth:`PostgresCheckpointer.restore`)."""

@@ -27,11 +27,12 @@ from haive_langgraph.checkpointers._base import (
     ThreadInfo,
     ThreadPage,
     TimeTravelMixin,
+    check_limit,
     decode_cursor,
-    encode_cursor,
     json_filter,
     text_id,
     thread_info,
+    thread_page,
 )
 from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
 from haive_langgraph.checkpointers._timetravel import (
@@ -352,16 +353,17 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         self,
         filter: dict[str, Any] | None = None,
         *,
-        limit: int = 100,
+        limit: int | None = 100,
         cursor: str | None = None,
     ) -> ThreadPage:
         """Threads most recently updated first, optionally by metadata containment.
 
         Args:
             filter: Metadata the threads must contain, e.g. ``{"user_id": "u1"}``.
-            limit: Page size.
+            limit: Page size (0: an empty page; ``None``: every thread).
             cursor: ``next_cursor`` of the previous page.
         """
+        limit = None if limit is None else check_limit(limit)
         after = decode_cursor(cursor) if cursor else None
         rows = self._source.run(
             lambda: ops.list_threads_op(
@@ -374,9 +376,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             read=True,
             route="replica",
         )
-        threads = [thread_info(r) for r in rows]
-        next_cursor = encode_cursor(threads[-1]) if len(threads) == limit else None
-        return ThreadPage(threads, next_cursor)
+        return thread_page(rows, limit)
 
     # -- time travel ----------------------------------------------------------------------
 
@@ -447,11 +447,17 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         thread_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> RunnableConfig:
-        """Branch a thread at a checkpoint (its latest if ``config`` names none).
+        """Branch a thread at a checkpoint (its latest if ``config`` names none or ``"latest"``).
 
         The branch is a new thread that shares the source's history up to that
-        checkpoint (no value is copied) and continues from it: invoke the graph
-        with the returned config.
+        checkpoint (no value is copied) and continues from it.
+
+        Returns:
+            The branch thread's config, ``{"configurable": {"thread_id":
+            <branch>, "checkpoint_ns": ""}}`` (no ``checkpoint_id``): every
+            invoke with it continues from the branch's head, the branch point
+            at first, so the branch's history stays linear. The branch point
+            is in :meth:`list_branches`.
 
         Raises:
             NotFoundError: The checkpoint does not exist.
@@ -483,7 +489,9 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             raise self._branch_error(exc.reason, th, point, name, dst) from None
         except psycopg.errors.UniqueViolation:
             raise self._branch_error("name", th, point, name, dst) from None
-        return {"configurable": {"thread_id": dst, "checkpoint_ns": "", "checkpoint_id": point}}
+        # The branch's thread, not the branch point: LangGraph forks from a config's
+        # checkpoint_id at every invoke, where the thread continues from its head.
+        return {"configurable": {"thread_id": dst, "checkpoint_ns": ""}}
 
     def list_branches(self, thread_id: str) -> builtins.list[BranchInfo]:
         """The named branches made from a thread, oldest first."""
@@ -495,19 +503,35 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         )
         return self._branches(th, rows)
 
-    def diff(self, config_a: RunnableConfig, config_b: RunnableConfig) -> CheckpointDiff:
+    def diff(
+        self,
+        config_a: RunnableConfig,
+        config_b: RunnableConfig,
+        *,
+        include_internal: bool = False,
+    ) -> CheckpointDiff:
         """Per-channel differences between two checkpoints (messages compared by id).
 
         The checkpoints may be in different threads; the result says so.
+
+        Args:
+            config_a: The first checkpoint; a thread's config without
+                ``checkpoint_id`` (or with ``"latest"``) means its latest one.
+            config_b: The second, likewise.
+            include_internal: Also compare LangGraph's bookkeeping channels
+                (``__start__``, ``branch:to:<node>``, any ``__``-prefixed one).
+
+        Raises:
+            NotFoundError: A checkpoint does not exist, or a thread has none.
         """
         tuples = []
         for config in (config_a, config_b):
-            th, _, cid = self._checkpoint_of(config, "diff")
-            tup = self.get_tuple(config)
+            target, th, cid = self._checkpoint_or_latest(config, "diff")
+            tup = self.get_tuple(target)
             if tup is None:
-                raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+                raise self._not_found(th, cid)
             tuples.append(tup)
-        return diff_tuples(tuples[0], tuples[1])
+        return diff_tuples(tuples[0], tuples[1], include_internal=include_internal)
 
     def restore(self, config: RunnableConfig) -> RunnableConfig:
         """Make the checkpoint ``config`` names the head of its thread again.

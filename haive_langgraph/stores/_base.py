@@ -250,6 +250,7 @@ class StoreBase(BaseStore):
                 if op.query and self._spec is not None and op.query not in queries:
                     queries[op.query] = len(queries)
             elif isinstance(op, ListNamespacesOp):
+                self._check_page(op, "list_namespaces")
                 plan.lists.append((i, op))
             else:
                 ns = tuple(op.namespace)
@@ -264,13 +265,18 @@ class StoreBase(BaseStore):
             plan.put = self._plan_puts(puts, request)
         return plan, request
 
-    def _check_search(self, op: SearchOp) -> None:
+    @staticmethod
+    def _check_page(op: SearchOp | ListNamespacesOp, what: str) -> None:
+        """``limit`` and ``offset`` are integers >= 0 (0 gives nothing, as LangGraph's stores)."""
         for name in ("limit", "offset"):
             value = getattr(op, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigurationError(
-                    f"search {name} must be a non-negative integer, got {value!r}"
+                    f"{what} {name} must be a non-negative integer, got {value!r}"
                 )
+
+    def _check_search(self, op: SearchOp) -> None:
+        self._check_page(op, "search")
         # Compile once here so a bad filter fails before anything is embedded.
         FilterCompiler(allowed=self._filter_paths).compile(op.filter)
 

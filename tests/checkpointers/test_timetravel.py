@@ -155,7 +155,12 @@ async def test_named_branch_shares_history_and_continues(cp: Driver, dsn: str, t
     with psycopg.connect(dsn) as conn:
         before = conn.execute("SELECT count(*) FROM haive.blobs").fetchone()[0]
     branch = await call(cp, "create_branch", point.config, "alternative", metadata={"why": "test"})
-    assert branch["configurable"]["checkpoint_id"] == point.config["configurable"]["checkpoint_id"]
+    assert "checkpoint_id" not in branch["configurable"]  # the branch's thread: its head
+    head = await call(cp, "get_tuple", branch)
+    assert (
+        head.config["configurable"]["checkpoint_id"]
+        == point.config["configurable"]["checkpoint_id"]
+    )
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM haive.blobs").fetchone()[0] == before
         rows = conn.execute(

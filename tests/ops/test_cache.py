@@ -426,6 +426,33 @@ async def test_async_saver_and_warm_up(dsn: str, redis_url: str, prefix: str) ->
     await layer.aclose()
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_setup_creates_the_versions_table_beside_the_tables(
+    mode: str, pg_server: str, redis_url: str, prefix: str
+) -> None:
+    """``setup()`` on a wrapper also creates the cache's versions table (the table a
+    Redis entry is checked against), in the wrapped object's schema."""
+    from tests.conftest import create_database, drop_database
+
+    url = create_database(pg_server)
+    layer = layer_for(redis_url, prefix)
+    try:
+        if mode == "sync":
+            with PostgresCheckpointer.from_conn_string(url, schema="elsewhere") as inner:
+                assert layer.wrap(inner).setup() is None
+        else:
+            async with AsyncPostgresCheckpointer.from_conn_string(url, schema="elsewhere") as ai:
+                await layer.wrap(ai).setup()
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT to_regclass('elsewhere.checkpoints'), to_regclass('elsewhere.cache_versions')"
+            ).fetchone()
+            assert row is not None and all(row), row
+    finally:
+        await layer.aclose()
+        drop_database(pg_server, url)
+
+
 def test_warm_recent_threads(saver: PostgresCheckpointer) -> None:
     layer = CacheLayer([InMemoryCache()])
     cached = layer.wrap(saver)

@@ -117,6 +117,8 @@ for _cls in _CLASSES:
     _SHAPES[str(_s.defaults["type"])] = _s
 
 _setattr = object.__setattr__
+# A field without a default (``content``): always stored.
+_REQUIRED: Any = object()
 
 ROLES: dict[str, type[BaseMessage]] = {
     "human": HumanMessage,
@@ -237,22 +239,21 @@ class MessageCodec:
 
     # -- writing -------------------------------------------------------------
 
-    def item(self, message: BaseMessage, message_id: str, metadata: Any, where: str) -> bytes:
-        """One message serialised as ``[fields, metadata]`` (not yet framed).
-
-        Raises:
-            SerializationError: A field holds a value the serde cannot store.
-            MessageTooLargeError: Larger than ``max_message_bytes``.
-        """
+    @staticmethod
+    def fields(message: BaseMessage, message_id: str) -> dict[str, Any]:
+        """The fields of a message as stored: those not at their default (the
+        reader restores them), its extras, its type and its stored id."""
         kind = message.type
         shape = _SHAPES.get(kind)
         if shape is None:
             fields = dict(message.__dict__)
         else:
-            # Fields at their default are left out; the reader restores them.
-            defaults = shape.defaults
+            get = shape.defaults.get
             fields = {
-                k: v for k, v in message.__dict__.items() if k not in defaults or v != defaults[k]
+                k: v
+                for k, v in message.__dict__.items()
+                if (default := get(k, _REQUIRED)) is _REQUIRED
+                or (v is not default and v != default)
             }
         extra = message.__pydantic_extra__
         if extra:
@@ -261,7 +262,20 @@ class MessageCodec:
         fields["id"] = message_id
         if message.id != message_id:
             fields[GENERATED_ID] = True
-        data = self.dump([fields, metadata or None], f"{where} ({kind} message {message_id!r})")
+        return fields
+
+    def item(self, message: BaseMessage, message_id: str, metadata: Any, where: str) -> bytes:
+        """One message serialised as ``[fields, metadata]`` (not yet framed).
+
+        Raises:
+            SerializationError: A field holds a value the serde cannot store.
+            MessageTooLargeError: Larger than ``max_message_bytes``.
+        """
+        kind = message.type
+        data = self.dump(
+            [self.fields(message, message_id), metadata or None],
+            f"{where} ({kind} message {message_id!r})",
+        )
         if len(data) > self.max_message_bytes:
             raise MessageTooLargeError(
                 f"{where} ({kind} message {message_id!r}) is {len(data):,} bytes "
@@ -269,6 +283,16 @@ class MessageCodec:
                 "(max_message_bytes); nothing was written"
             )
         return data
+
+    def batch_payload(self, values: list[list[Any]]) -> bytes | None:
+        """The payload of a batch of ``[fields, metadata]`` items serialised in one
+        call (a msgpack array, as :meth:`payload` of the items one by one), or
+        ``None`` when the serde cannot (then :meth:`item` names the message)."""
+        try:
+            kind, data = self.serde.dumps_typed(values)
+        except Exception:
+            return None
+        return data if kind == "msgpack" else None
 
     def dump(self, value: Any, what: str) -> bytes:
         try:
@@ -279,9 +303,17 @@ class MessageCodec:
             raise SerializationError(f"{what} serialised as {kind!r}; only msgpack is stored")
         return data
 
+    @staticmethod
+    def payload(items: Sequence[bytes]) -> bytes:
+        """The payload of a batch of serialised messages: a msgpack array of them."""
+        return _array_header(len(items)) + b"".join(items)
+
     def frame(self, items: Sequence[bytes], conversation_id: str) -> bytes:
         """The stored frame of a batch of serialised messages."""
-        payload = _array_header(len(items)) + b"".join(items)
+        return self.frame_payload(self.payload(items), conversation_id)
+
+    def frame_payload(self, payload: bytes, conversation_id: str) -> bytes:
+        """The stored frame of a batch's payload (see :meth:`payload`)."""
         return self.codec.encode(payload, self._ctx(conversation_id))
 
     # -- reading -------------------------------------------------------------

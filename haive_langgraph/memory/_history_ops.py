@@ -23,13 +23,12 @@ from psycopg.types.numeric import Int8
 
 from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.db import Op, Route, Step, TenantScope
-from haive_langgraph.db._arrays import IntArray, TextArray
+from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._limits import (
     MAX_JSON_BYTES,
     bad_json_text,
     check_depth,
     check_text_id,
-    id_problem,
 )
 from haive_langgraph.errors import (
     ConfigurationError,
@@ -38,16 +37,9 @@ from haive_langgraph.errors import (
     ValueTooLargeError,
 )
 from haive_langgraph.memory import _history_sql as S
-from haive_langgraph.memory._history_codec import (
-    MessageCodec,
-    build_message,
-    fingerprint_id,
-    new_message_id,
-    priced,
-    sum_cost,
-    usage_arrays,
-    usage_of,
-)
+from haive_langgraph.memory._history_codec import MessageCodec, build_message
+from haive_langgraph.memory._history_plan import AppendPlan as AppendPlan
+from haive_langgraph.memory._history_plan import AppendPlanner, usage_params
 from haive_langgraph.memory._history_types import (
     PERMISSION_RANK,
     Conversation,
@@ -55,7 +47,6 @@ from haive_langgraph.memory._history_types import (
     ConversationMetadata,
     ConversationNotFoundError,
     ErasureReport,
-    InvalidMessageError,
     MessagePage,
     ModelPrice,
     Permission,
@@ -82,10 +73,6 @@ def check_id(value: object, what: str) -> str:
     if isinstance(value, str) and not value:
         raise ConfigurationError(f"{what} must not be empty")
     return check_text_id(value, what)
-
-
-def _id_problem(value: object) -> str | None:
-    return id_problem(value) if type(value) is str else "is not a string"
 
 
 def check_optional_id(value: object, what: str) -> str | None:
@@ -206,20 +193,6 @@ class ConvRow:
 
 
 @dataclass(slots=True)
-class AppendPlan:
-    """One encoded batch and the statement parameters of its append."""
-
-    conversation_id: str
-    params: dict[str, Any]
-    message_ids: list[str]
-    messages: list[BaseMessage]
-    usages: list[TokenUsage | None]
-    metadata: list[dict[str, Any] | None]
-    latencies: list[float | None]
-    run_ids: list[str | None]
-
-
-@dataclass(slots=True)
 class Entry:
     """One stored message, unpacked from its batch row.
 
@@ -246,10 +219,6 @@ class Entry:
 
 def _at(values: Sequence[Any] | None, i: int) -> Any:
     return values[i] if values is not None else None
-
-
-def _array_or_none(cls: type[Any], values: Sequence[Any]) -> Any:
-    return cls(values) if any(v is not None for v in values) else None
 
 
 class HistoryOps:
@@ -284,6 +253,7 @@ class HistoryOps:
         self.codec = codec
         self.messages = MessageCodec(codec, tenant_id, serde, max_message_bytes)
         self.prices: dict[str, ModelPrice] = dict(prices or {})
+        self.planner = AppendPlanner(self.messages, tenant_id, self.prices, self.describe)
         self._scope_table = S.q(f"{{schema}}.{S.SCOPE_TABLE}", schema)
 
         def r(template: str) -> str:
@@ -492,123 +462,20 @@ class HistoryOps:
         user_id: str | None = None,
         agent_id: str | None = None,
     ) -> AppendPlan:
-        """Serialise, price and encode a batch; raises before anything is written.
-
-        Raises:
-            InvalidMessageError: Not a message, a bad id, or too large.
-            SerializationError: A value the serde cannot store.
-        """
-        if isinstance(messages, BaseMessage) or not isinstance(messages, Sequence):
-            raise InvalidMessageError(
-                f"expected a sequence of messages, got {type(messages).__name__}"
-            )
-        n = len(messages)
-        for name, values in (
-            ("usages", usages),
-            ("metadata", metadata),
-            ("run_ids", run_ids),
-            ("latencies", latencies),
-        ):
-            if values is not None and len(values) != n:
-                raise ConfigurationError(f"{name} has {len(values)} entries for {n} messages")
-        ids: list[str] = []
-        items: list[bytes] = []
-        roles: list[str] = []
-        usage_list: list[TokenUsage | None] = []
-        metas: list[dict[str, Any] | None] = []
-        item = self.messages.item
-        prices = self.prices
-        seen: set[str] = set()
-        for i, message in enumerate(messages):
-            if not isinstance(message, BaseMessage):
-                raise InvalidMessageError(
-                    f"message {i} is a {type(message).__name__}, not a LangChain message"
-                )
-            mid = message.id
-            if not mid:
-                mid = fingerprint_id(i, message) if fingerprint_ids else new_message_id()
-            elif (problem := _id_problem(mid)) is not None:
-                raise InvalidMessageError(
-                    f"message {i} has an invalid id {mid!r:.80}: it {problem}"
-                )
-            if mid in seen:
-                raise InvalidMessageError(f"message {i} repeats the id {mid!r} within the batch")
-            seen.add(mid)
-            kind = message.type
-            usage = usages[i] if usages is not None else None
-            if usage is None and kind == "ai":
-                usage = usage_of(message)
-            if usage is not None:
-                if not isinstance(usage, TokenUsage):
-                    raise InvalidMessageError(
-                        f"token usage of message {i} must be a TokenUsage, got {usage!r}"
-                    )
-                if usage.cost is None and prices:
-                    usage = priced(usage, prices)
-            meta = metadata[i] if metadata is not None else None
-            if meta is not None:
-                if not isinstance(meta, Mapping):
-                    raise InvalidMessageError(f"metadata of message {i} must be a mapping")
-                meta = dict(meta)
-            items.append(item(message, mid, meta, f"message {i}"))
-            ids.append(mid)
-            roles.append(kind)
-            usage_list.append(usage)
-            metas.append(meta)
-        runs: list[str | None] = list(run_ids) if run_ids is not None else [None] * n
-        lats: list[float | None] = list(latencies) if latencies is not None else [None] * n
-        params: dict[str, Any] = {
-            "t": self.tenant_id,
-            "c": conversation_id,
-            "n": Int8(n),
-            "user": user_id,
-            "agent": agent_id,
-            "author": author,
-            "ids": TextArray(ids),
-            "roles": TextArray(roles),
-            "body": self._frame_batch(items, conversation_id),
-        }
-        params.update(self._usage_params(usage_list, lats, runs))
-        params["in"] = Int8(sum(u.input_tokens for u in usage_list if u))
-        params["out"] = Int8(sum(u.output_tokens for u in usage_list if u))
-        params["tot"] = Int8(sum(u.total_tokens or 0 for u in usage_list if u))
-        params["sum_cost"] = sum_cost(usage_list)
-        return AppendPlan(
-            conversation_id, params, ids, list(messages), usage_list, metas, lats, runs
+        """Serialise, price and encode a batch; raises before anything is written
+        (see :meth:`AppendPlanner.plan`)."""
+        return self.planner.plan(
+            conversation_id,
+            messages,
+            usages=usages,
+            metadata=metadata,
+            run_ids=run_ids,
+            latencies=latencies,
+            fingerprint_ids=fingerprint_ids,
+            author=author,
+            user_id=user_id,
+            agent_id=agent_id,
         )
-
-    def _frame_batch(self, items: Sequence[bytes], conversation_id: str) -> bytes:
-        """The stored frame of one batch; the whole batch is one frame, read whole."""
-        if not items:
-            return b""
-        try:
-            return self.messages.frame(items, conversation_id)
-        except ValueTooLargeError as exc:
-            raise exc.about(
-                f"the {len(items)} messages added together to "
-                f"{self.describe('conversation', conversation_id)} (one stored batch; add them "
-                "in smaller batches)"
-            ) from None
-
-    @staticmethod
-    def _usage_params(
-        usages: Sequence[TokenUsage | None],
-        latencies: Sequence[float | None],
-        run_ids: Sequence[str | None],
-    ) -> dict[str, Any]:
-        """Array parameters of usage columns; ``None`` (SQL NULL) when a batch has none."""
-        cols = usage_arrays(usages)
-        return {
-            "models": _array_or_none(TextArray, cols["model"]),
-            "it": _array_or_none(IntArray, cols["input_tokens"]),
-            "ot": _array_or_none(IntArray, cols["output_tokens"]),
-            "tt": _array_or_none(IntArray, cols["total_tokens"]),
-            "costs": _array_or_none(TextArray, cols["cost"]),
-            "lat": _array_or_none(
-                TextArray, [None if x is None else repr(float(x)) for x in latencies]
-            ),
-            "runs": _array_or_none(TextArray, run_ids),
-        }
 
     # -- operations: appending ----------------------------------------------------------
 
@@ -1015,7 +882,7 @@ class HistoryOps:
                 "body": self.messages.frame(items, target),
             }
             params.update(
-                self._usage_params(usages, [e.latency_ms for e in group], [e.run_id for e in group])
+                usage_params(usages, [e.latency_ms for e in group], [e.run_id for e in group])
             )
             yield Step(self.insert_chunk, params, fetch="none")
             largest = max(largest, len(group))

@@ -1,0 +1,117 @@
+"""The chat-history write path: one statement per append, and what it keeps.
+
+An append is planned in Python (messages checked, serialised together in one
+call, framed once) and stored by one prepared statement. These tests hold
+what that fast path must not lose: the stored bytes are those of the
+messages serialised one by one, the per-message size limit applies to each
+message and not to the batch, and an append is one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from haive_langgraph.codec import Kind, RowContext
+from haive_langgraph.memory import (
+    AsyncPostgresChatMessageHistory,
+    ConversationStore,
+    PostgresChatMessageHistory,
+)
+from haive_langgraph.memory._history_codec import MESSAGES_KEY
+
+FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
+
+
+@pytest.fixture(scope="module")
+def db(dsn: str) -> Iterator[str]:
+    with ConversationStore(dsn) as store:
+        store.setup()
+    yield dsn
+
+
+def history(flavour: str, sid: str, conn: Any, **kwargs: Any) -> Any:
+    if flavour == "async":
+        return AsyncPostgresChatMessageHistory(sid, conn, **kwargs)
+    return PostgresChatMessageHistory(sid, conn, **kwargs)
+
+
+async def call(h: Any, method: str, *args: Any) -> Any:
+    if isinstance(h, AsyncPostgresChatMessageHistory):
+        return await getattr(h, "a" + method)(*args)
+    return await asyncio.to_thread(getattr(h, method), *args)
+
+
+async def close(h: Any) -> None:
+    if isinstance(h, AsyncPostgresChatMessageHistory):
+        await h.aclose()
+    else:
+        h.close()
+
+
+def chat(n: int) -> list[BaseMessage]:
+    out: list[BaseMessage] = []
+    for i in range(n):
+        if i % 3 == 0:
+            out.append(HumanMessage(f"question {i} " * 20, id=f"h-{i}"))
+        elif i % 3 == 1:
+            out.append(
+                AIMessage(
+                    f"answer {i} " * 30,
+                    id=f"a-{i}",
+                    tool_calls=[{"name": "f", "args": {"x": i}, "id": f"c-{i}"}],
+                    usage_metadata={"input_tokens": i, "output_tokens": 2, "total_tokens": i + 2},
+                    extra_field=i,
+                )
+            )
+        else:
+            out.append(ToolMessage(f"result {i}", tool_call_id=f"c-{i - 1}"))  # no id
+    return out
+
+
+@FLAVOURS
+async def test_the_stored_batch_is_the_messages_serialised_one_by_one(
+    db: str, flavour: str
+) -> None:
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    h = history(flavour, sid, db)
+    try:
+        messages = chat(12)
+        await call(h, "add_messages", messages)
+        ops = h._ops
+        with psycopg.connect(db, autocommit=True) as conn:
+            ids, body = conn.execute(
+                "SELECT message_ids, body FROM haive.conversation_messages "
+                "WHERE conversation_id = %s",
+                (sid,),
+            ).fetchone()  # type: ignore[misc]
+        ctx = RowContext(ops.tenant_id, sid, Kind.MESSAGE, MESSAGES_KEY)
+        payload = ops.codec.decode(bytes(body), ctx)
+        one_by_one = ops.messages.payload(
+            [ops.messages.item(m, mid, None, "x") for m, mid in zip(messages, ids, strict=True)]
+        )
+        assert payload == one_by_one
+        got = await call(h, "get_messages")
+        assert got == messages
+    finally:
+        await close(h)
+
+
+@FLAVOURS
+async def test_the_size_limit_is_per_message_not_per_batch(db: str, flavour: str) -> None:
+    """Three messages of ~900 bytes under a 2,000-byte limit: the batch (~2,700
+    bytes together) is stored, and reads back whole."""
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    h = history(flavour, sid, db, max_message_bytes=2_000)
+    try:
+        batch = [HumanMessage(f"{i}" + "x" * 900, id=f"m-{i}") for i in range(3)]
+        await call(h, "add_messages", batch)
+        assert await call(h, "get_messages") == batch
+    finally:
+        await close(h)

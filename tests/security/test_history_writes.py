@@ -10,6 +10,7 @@ message and not to the batch, and an append is one round trip.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -115,3 +116,43 @@ async def test_the_size_limit_is_per_message_not_per_batch(db: str, flavour: str
         assert await call(h, "get_messages") == batch
     finally:
         await close(h)
+
+
+def _messages_sent(trace: str) -> list[str]:
+    """The frontend messages of a libpq trace, in order (``Parse``, ``Bind``, ``Sync``...)."""
+    return [line.split("\t")[2] for line in trace.splitlines() if line.startswith("F\t")]
+
+
+@FLAVOURS
+async def test_an_append_is_one_round_trip_of_a_statement_prepared_at_its_first_run(
+    db: str, flavour: str, tmp_path: Any
+) -> None:
+    """On a lent connection: the first append prepares its statement (no waiting for
+    psycopg's fifth run), every later one is Bind/Describe/Execute/Sync, once."""
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    if flavour == "async":
+        conn: Any = await psycopg.AsyncConnection.connect(db, autocommit=True)
+    else:
+        conn = psycopg.connect(db, autocommit=True)
+    h = history(flavour, sid, conn)
+    path = tmp_path / "trace"
+    try:
+        await call(h, "add_messages", chat(2))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            conn.pgconn.trace(fd)
+            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            await call(h, "add_messages", chat(2))
+            await call(h, "add_messages", chat(5))
+            conn.pgconn.untrace()
+        finally:
+            os.close(fd)
+        sent = _messages_sent(path.read_text())
+        assert sent == ["Bind", "Describe", "Execute", "Sync"] * 2
+        assert len(await call(h, "get_messages")) == 9
+    finally:
+        await close(h)
+        if flavour == "async":
+            await conn.close()
+        else:
+            conn.close()

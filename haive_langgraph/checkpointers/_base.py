@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import os
 import random
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.base.id import uuid6
 
 from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._objects import DecodedObjects, WrittenObjects, shape
 from haive_langgraph.checkpointers._ops import RawLineages, Statements
 from haive_langgraph.checkpointers._timetravel import (
     BranchInfo,
@@ -52,12 +54,15 @@ from haive_langgraph.checkpointers._values import (
     seal_metadata,
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
+from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.db import PersistenceConfig, validate_identifier
 from haive_langgraph.db._limits import check_depth, check_text_id
 from haive_langgraph.db._tenancy import TenantScope, has_lone_surrogate, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
+# Set to 1/true to serialise every list item at every put (see `strict_serialisation`).
+STRICT_SERIALISATION_ENV = "HAIVE_STRICT_SERIALISATION"
 
 # A checkpoint id the time-travel API reads as "the thread's latest checkpoint"
 # (as a config without checkpoint_id; LangGraph's ids are uuid6, never this).
@@ -213,6 +218,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         require_encryption: bool | None = None,
         encrypt_metadata: Sequence[str] = (),
         cache_bytes: int = 32 * 1024 * 1024,
+        strict_serialisation: bool | None = None,
     ) -> None:
         self.config = config or PersistenceConfig()
         self.schema = validate_identifier(
@@ -249,6 +255,30 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         # The last checkpoint stored or read per (thread, namespace): the next
         # read of that thread skips the data of list items we already hold.
         self._last: LRU[tuple[str, str], StoredRefs] = LRU(cache_size)
+        # List items already serialised (or handed out), by identity, so that
+        # a put serialises only what is new or edited; and decoded values, so
+        # that a read copies instead of decoding (see `_objects`).
+        if strict_serialisation is None:
+            strict_serialisation = os.environ.get(STRICT_SERIALISATION_ENV, "").lower() in (
+                "1",
+                "true",
+                "yes",
+                "on",
+            )
+        self.strict_serialisation = strict_serialisation
+        self._written = None if strict_serialisation else WrittenObjects(cache_size * 16)
+        self._objects = DecodedObjects(cache_size * 16)
+        keyring = getattr(self.codec, "keyring", None)
+        if isinstance(keyring, KeyRing):
+            keyring.add_forget_listener(self._forget_tenant)
+
+    def _forget_tenant(self, tenant_id: str) -> None:
+        """Drop every value held in memory once this saver's tenant is crypto-shredded."""
+        if tenant_id == self.tenant_id:
+            self._memo.clear()
+            self._objects.clear()
+            if self._written is not None:
+                self._written.clear()
 
     # -- versions --------------------------------------------------------------
 
@@ -328,6 +358,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             tips=self._tips,
             fresh_lists=fresh_lists,
             encrypt_metadata=self.encrypt_metadata,
+            written=self._written,
         )
 
     def _plan_writes(
@@ -390,6 +421,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             share=share,
             memo=self._memo,
             sealed=self.encrypt_metadata,
+            objects=self._objects,
         )
 
     def _remember(self, thread_id: str, ns: str, checkpoint_id: str, refs: StoredRefs) -> None:
@@ -414,6 +446,19 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         """Decode a row; raises ``MissingValueError`` if a known item left the memo."""
         tup, refs = decode_row(row, self._decoder(share=False))
         self._remember(row.thread_id, row.checkpoint_ns, row.checkpoint_id, refs)
+        if self._written is not None and refs.lists:
+            # The caller goes on with these objects (a graph puts them back
+            # in its next checkpoint): their keys are known.
+            values = tup.checkpoint["channel_values"]
+            for channel, state in refs.lists.items():
+                keys = state.keys
+                self._written.replace(
+                    (row.thread_id, row.checkpoint_ns, channel),
+                    (
+                        (shape(item), keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+                        for i, item in enumerate(values[channel])
+                    ),
+                )
         return tup
 
     def _load_rows(self, rows: list[Row], raw: RawLineages) -> Iterator[CheckpointTuple]:

@@ -18,8 +18,11 @@ How a value is stored:
 
 Values are serialised with the saver's serde (LangGraph's
 ``JsonPlusSerializer`` and its msgpack allow-list by default), then framed by
-the codec. Items are never re-serialised by identity: a value mutated in
-place is stored as it is at ``put`` time, as with LangGraph's own savers.
+the codec. A list item met again is not serialised again when it is the
+same object with the same shape (nothing reachable from it replaced, added
+or removed: see ``_objects``); a value edited in place is stored as it is at
+``put`` time, as with LangGraph's own savers. ``strict_serialisation`` turns
+the shortcut off.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg.types.json import Jsonb
 
+from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects, WrittenObjects
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.codec._guard import ValueGuard, guard_for
@@ -221,6 +225,14 @@ class PayloadMemo:
         # immutable. Eviction is in insertion order.
         return self._data.get((tenant, key))
 
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._size = 0
+
     def put(self, tenant: str, key: bytes, payload: bytes) -> None:
         if len(payload) > self._max // 8:
             return
@@ -245,10 +257,14 @@ class _Encoder:
         "codec",
         "family",
         "memo",
+        "ns",
         "scope",
         "seen",
         "serde",
+        "shapes",
         "tenant",
+        "thread",
+        "written",
     )
 
     def __init__(
@@ -259,8 +275,14 @@ class _Encoder:
         family: str,
         memo: PayloadMemo | None,
         scope: str | Where,
+        written: WrittenObjects | None = None,
+        thread: tuple[str, str] = ("", ""),
     ) -> None:
         self.scope = scope
+        # Items seen before (see `item_keys`), for lists of this (thread, namespace).
+        self.written = written
+        self.thread, self.ns = thread
+        self.shapes: dict[str, list[list[Any] | None]] = {}
         self.serde = serde
         self.codec = codec
         self.tenant = tenant
@@ -325,6 +347,69 @@ class _Encoder:
             keys, data = [keys[i] for i in order], [data[i] for i in order]
         return ByteaArray(keys), ByteaArray(data)
 
+    def item_keys(
+        self, items: list[Any], channel: str, base_keys: bytes, n_base: int
+    ) -> tuple[list[bytes], list[bytes | None]]:
+        """Content keys of a list's items, and the payloads of those serialised for it.
+
+        An item this saver serialised or handed out, and unchanged since (its
+        shape, see ``_objects``), is not serialised again. ``base_keys``: the
+        parent's item keys (``n_base`` of them), to recognise unchanged items
+        by their bytes instead of hashing them.
+        """
+        known: Sequence[bytes | None] = ()
+        if self.written is not None:
+            known, shapes = self.written.keys((self.thread, self.ns, channel), items)
+            self.shapes[channel] = shapes
+        keys: list[bytes] = []
+        payloads: list[bytes | None] = []
+        for i, item in enumerate(items):
+            key = known[i] if known else None
+            if key is None:
+                payload: bytes | None = self.serialize(item, (_ITEM_OF_CHANNEL, i, channel))
+                assert payload is not None
+                # The parent's key is sliced in place (no method call).
+                key = self.key(
+                    payload, base_keys[i * KEY_BYTES : (i + 1) * KEY_BYTES] if i < n_base else None
+                )
+            else:
+                payload = None
+            keys.append(key)
+            payloads.append(payload)
+        return keys, payloads
+
+    def remember_items(self, channel: str, keys: list[bytes]) -> None:
+        """The list of ``channel`` is now these items (see :meth:`item_keys`)."""
+        if self.written is not None:
+            self.written.replace(
+                (self.thread, self.ns, channel), zip(self.shapes.pop(channel), keys, strict=True)
+            )
+
+    def fill_payloads(
+        self,
+        items: list[Any],
+        channel: str,
+        keys: list[bytes],
+        payloads: list[bytes | None],
+        start: int,
+    ) -> tuple[list[bytes], bool]:
+        """The payloads of items ``start`` on (from the memo, else serialised now),
+        and whether a key changed (then ``keys`` is updated)."""
+        out: list[bytes] = []
+        moved = False
+        for seq in range(start, len(keys)):
+            payload = payloads[seq]
+            if payload is None and self.memo is not None:
+                payload = self.memo.get(self.tenant, keys[seq])
+            if payload is None:
+                payload = self.serialize(items[seq], (_ITEM_OF_CHANNEL, seq, channel))
+                key = self.key(payload)
+                if key != keys[seq]:
+                    keys[seq] = key
+                    moved = True
+            out.append(payload)
+        return out, moved
+
     def key_of(self, value: Any, what: str | Where, expect: bytes | None = None) -> bytes:
         """Serialise ``value``, queue it for insertion, return its content key."""
         payload = self.serialize(value, what)
@@ -370,6 +455,7 @@ def plan_put(
     tips: LRU[tuple[str, int], int] | None = None,
     fresh_lists: bool = False,
     encrypt_metadata: frozenset[str] = frozenset(),
+    written: WrittenObjects | None = None,
 ) -> PutPlan:
     """Plan one checkpoint write.
 
@@ -387,6 +473,10 @@ def plan_put(
     parent's length already (a fork), or ``fresh_lists`` is set (a retry
     after a conflict): then the list starts a new lineage.
 
+    With ``written``, a list item this saver serialised or handed out before
+    and unchanged since (same shape, see ``_objects``) is not serialised
+    again.
+
     Raises:
         SerializationError: naming the channel and the type of a value that
             cannot be serialised (raised before anything is sent).
@@ -398,7 +488,14 @@ def plan_put(
     versions: ChannelVersions = checkpoint["channel_versions"]
 
     enc = _Encoder(
-        serde, codec, tenant, family, memo, (_CHECKPOINT_OF_THREAD, checkpoint["id"], thread_id)
+        serde,
+        codec,
+        tenant,
+        family,
+        memo,
+        (_CHECKPOINT_OF_THREAD, checkpoint["id"], thread_id),
+        written,
+        (thread_id, ns),
     )
     inline_ok = not encrypts(codec)
     refs = StoredRefs(family=family, versions=dict(versions))
@@ -450,19 +547,11 @@ def plan_put(
             base = parent.lists.get(channel) if parent is not None else None
             n_base = base.length if base is not None and base.lineage != EMPTY_LINEAGE else 0
             base_keys = base.keys if base is not None else b""
-            # Per item: the parent's key is sliced in place (no method call).
-            payloads = [
-                enc.serialize(item, (_ITEM_OF_CHANNEL, i, channel)) for i, item in enumerate(value)
-            ]
-            keys = [
-                enc.key(
-                    payload, base_keys[i * KEY_BYTES : (i + 1) * KEY_BYTES] if i < n_base else None
-                )
-                for i, payload in enumerate(payloads)
-            ]
+            keys, payloads = enc.item_keys(value, channel, base_keys, n_base)
             joined = b"".join(keys)
             if not keys:
                 refs.lists[channel] = ListState(EMPTY_LINEAGE, b"")
+                enc.remember_items(channel, keys)
             elif (
                 base is not None
                 and n_base
@@ -475,15 +564,22 @@ def plan_put(
                 upd_l.append(base.lineage)
                 upd_b.append(n_base)
                 upd_n.append(len(keys))
+                queued, moved = enc.fill_payloads(value, channel, keys, payloads, n_base)
+                if moved:
+                    joined = b"".join(keys)
                 for seq in range(n_base, len(keys)):
-                    enc.queue(keys[seq], payloads[seq], (_ITEM_OF_CHANNEL, seq, channel))
+                    enc.queue(keys[seq], queued[seq - n_base], (_ITEM_OF_CHANNEL, seq, channel))
                     item_l.append(base.lineage)
                     item_s.append(seq)
                     item_k.append(keys[seq])
                 refs.lists[channel] = ListState(base.lineage, joined)
+                enc.remember_items(channel, keys)
             else:
                 lineage = _new_lineage_id()
-                for seq, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
+                queued, moved = enc.fill_payloads(value, channel, keys, payloads, 0)
+                if moved:
+                    joined = b"".join(keys)
+                for seq, (key, payload) in enumerate(zip(keys, queued, strict=True)):
                     enc.queue(key, payload, (_ITEM_OF_CHANNEL, seq, channel))
                 new_l.append(lineage)
                 new_n.append(len(keys))
@@ -491,6 +587,7 @@ def plan_put(
                 item_s.extend(range(len(keys)))
                 item_k.extend(keys)
                 refs.lists[channel] = ListState(lineage, joined)
+                enc.remember_items(channel, keys)
         else:
             expect = parent.values.get(channel) if parent is not None else None
             refs.values[channel] = enc.key_of(value, (_CHANNEL, channel), expect)
@@ -968,7 +1065,18 @@ class Decoder:
     a saver as immutable snapshots.
     """
 
-    __slots__ = ("cache", "codec", "guard", "memo", "sealed", "serde", "share", "strict", "tenant")
+    __slots__ = (
+        "cache",
+        "codec",
+        "guard",
+        "memo",
+        "objects",
+        "sealed",
+        "serde",
+        "share",
+        "strict",
+        "tenant",
+    )
 
     def __init__(
         self,
@@ -979,8 +1087,11 @@ class Decoder:
         share: bool,
         memo: PayloadMemo | None = None,
         sealed: frozenset[str] = frozenset(),
+        objects: DecodedObjects | None = None,
     ) -> None:
         self.serde = serde
+        # Decoded values kept across reads: each read gets copies of its own.
+        self.objects = None if share else objects
         self.codec = codec
         self.tenant = tenant
         self.share = share
@@ -993,10 +1104,26 @@ class Decoder:
         self.sealed = sealed
         self.guard: ValueGuard | None = None  # built at the first plaintext value
 
-    def value(self, family: str, key: bytes, data: bytes | None, where: str | Where) -> Any:
-        """Decode one stored value; ``data`` None means "the memo has its payload"."""
+    def value(
+        self,
+        family: str,
+        key: bytes,
+        data: bytes | None,
+        where: str | Where,
+        *,
+        cached: bool = True,
+    ) -> Any:
+        """Decode one stored value; ``data`` None means "the memo has its payload".
+
+        ``cached=False``: the caller looked the decoded objects up already.
+        """
         if self.share and (family, key) in self.cache:
             return self.cache[(family, key)]
+        objects = self.objects
+        if objects is not None and cached:
+            (copied,) = objects.copies((key,))
+            if copied is not MISSING:
+                return copied
         try:
             if data is None:
                 payload = self.memo.get(self.tenant, key) if self.memo is not None else None
@@ -1025,7 +1152,19 @@ class Decoder:
             ) from exc
         if self.share:
             self.cache[(family, key)] = value
+        elif objects is not None:
+            objects.keep(key, value)
         return value
+
+    def items(
+        self, family: str, keys: Sequence[bytes], datas: Sequence[bytes | None], where: str | Where
+    ) -> list[Any]:
+        """Decode the items of a stored list (copies of those decoded before)."""
+        found = self.objects.copies(keys) if self.objects is not None else [MISSING] * len(keys)
+        return [
+            self.value(family, k, d, (_nth, where, j), cached=False) if x is MISSING else x
+            for j, (x, k, d) in enumerate(zip(found, keys, datas, strict=True))
+        ]
 
 
 class MissingValueError(LookupError):
@@ -1155,10 +1294,7 @@ def decode_row(
             family, key, blob, (_where, row, f"channel {channel!r}")
         )
     for channel, where, keys, datas in list_items:
-        channel_values[channel] = [
-            decoder.value(family, k, d, (_nth, where, j))
-            for j, (k, d) in enumerate(zip(keys, datas, strict=True))
-        ]
+        channel_values[channel] = decoder.items(family, keys, datas, where)
     checkpoint["channel_values"] = channel_values
 
     pending: list[PendingWrite] = []

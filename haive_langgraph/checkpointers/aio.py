@@ -86,6 +86,8 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         cache_size: Checkpoints whose stored references are remembered.
         replicas: DSNs of streaming read replicas (default:
             ``HAIVE_REPLICA_URLS``); see :class:`PostgresCheckpointer`.
+        strict_serialisation: Serialise every list item at every ``put``
+            (see :class:`PostgresCheckpointer`).
 
     Example:
         >>> async with AsyncPostgresCheckpointer.from_conn_string() as saver:
@@ -109,6 +111,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         config: PersistenceConfig | None = None,
         cache_size: int = 1024,
         replicas: Sequence[str] | None = None,
+        strict_serialisation: bool | None = None,
     ) -> None:
         super().__init__(serde=serde)
         self._init_base(
@@ -121,6 +124,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
             keyring=keyring,
             require_encryption=require_encryption,
             encrypt_metadata=encrypt_metadata,
+            strict_serialisation=strict_serialisation,
         )
         self._source = AsyncConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()

@@ -82,6 +82,13 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             from them (they may lag by up to ``max_replica_lag``);
             ``get_tuple`` reads from one only once it has replayed this
             instance's writes, else from the primary. See ``docs/scaling.md``.
+        strict_serialisation: Serialise every list item at every ``put``.
+            By default an item this instance serialised or returned before is
+            taken as unchanged while everything reachable from it (through
+            dicts, lists, tuples and attributes) is the same objects; an
+            in-place edit of a type the guard cannot see into (see
+            ``docs/architecture.md#unchanged-values``) needs this on (also
+            ``HAIVE_STRICT_SERIALISATION=1``).
 
     Example:
         >>> with PostgresCheckpointer.from_conn_string() as saver:  # embedded server
@@ -104,6 +111,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         config: PersistenceConfig | None = None,
         cache_size: int = 1024,
         replicas: Sequence[str] | None = None,
+        strict_serialisation: bool | None = None,
     ) -> None:
         super().__init__(serde=serde)
         self._init_base(
@@ -116,6 +124,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             keyring=keyring,
             require_encryption=require_encryption,
             encrypt_metadata=encrypt_metadata,
+            strict_serialisation=strict_serialisation,
         )
         self._source = ConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()

@@ -30,7 +30,7 @@ def messages_checkpoint(messages: list[Any], version: int) -> Any:
 
 
 async def test_message_edited_in_place_between_puts_is_stored(cp: Driver, dsn: str) -> None:
-    """Unchanged items are recognised by their bytes, never by identity: an edit is stored."""
+    """Unchanged items are recognised by their bytes, or by identity and shape: an edit is stored."""
     config = {"configurable": {"thread_id": f"edit-{uuid.uuid4().hex[:8]}", "checkpoint_ns": ""}}
     first, second = HumanMessage(content="hello", id="h1"), AIMessage(content="hi", id="a1")
     messages = [first, second]

@@ -80,6 +80,18 @@ def check_optional_id(value: object, what: str) -> str | None:
 
 
 def check_limit(value: object, what: str = "limit") -> int:
+    """How many a read asks for (a page, the last n): an integer >= 0.
+
+    0 asks for nothing and gets nothing, as LangGraph's savers and stores answer
+    ``limit=0``; a negative number, a bool, a float or a string is refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def check_positive(value: object, what: str) -> int:
+    """A size or a quota: an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{what} must be a positive integer, got {value!r}")
     return value
@@ -242,7 +254,7 @@ class HistoryOps:
             raise ConfigurationError(
                 f"max_message_bytes must be a positive integer, got {max_message_bytes!r}"
             )
-        check_limit(max_message_bytes, "max_message_bytes")
+        check_positive(max_message_bytes, "max_message_bytes")
         for name, price in (prices or {}).items():
             if not isinstance(name, str) or not isinstance(price, ModelPrice):
                 raise ConfigurationError(
@@ -721,6 +733,8 @@ class HistoryOps:
         """A page of ``limit`` positions after ``cursor`` (oldest first, or newest first)."""
         check_limit(limit)
         position = parse_message_cursor(cursor)
+        if limit == 0:
+            return MessagePage([], None)
         count = row.message_count
         cid = row.conversation_id
         if newest_first:

@@ -163,19 +163,22 @@ def search_op(
         mmr: ``(fetch_k, lambda_mult)``: pick ``k`` of ``fetch_k`` candidates by
             maximal marginal relevance.
     """
-    k = V.check_positive_int(k, "k")
+    k = V.check_count(k, "k")
     limit = k
     lambda_mult = 0.5
     if mmr is not None:
-        limit = max(k, V.check_positive_int(mmr[0], "fetch_k"))
+        limit = max(k, V.check_count(mmr[0], "fetch_k"))
         lambda_mult = V.check_unit(mmr[1], "lambda_mult")
     store_filter = document_filter(filter)
     if vector is None:
         text = V.check_text(query, "query")
-        qvec = yield V.EmbedQuery(text)
     else:
         text = BY_VECTOR
         qvec = check_vector(vector)
+    if k == 0:  # as InMemoryVectorStore answers k=0
+        return []
+    if vector is None:
+        qvec = yield V.EmbedQuery(text)
     (items,) = yield V.Batch(
         [SearchOp(namespace, store_filter or None, limit, 0, text, refresh_ttl=False)],
         {text: qvec},

@@ -216,6 +216,18 @@ def check_positive_int(value: object, what: str) -> int:
     return value
 
 
+def check_count(value: object, what: str) -> int:
+    """How many results a call asks for: an integer >= 0.
+
+    0 asks for nothing and gets nothing, as LangChain's ``InMemoryVectorStore``
+    answers ``k=0`` and LangGraph's savers ``limit=0``; a negative number, a bool,
+    a float or a string is refused before anything is embedded or sent.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
 def check_unit(value: object, what: str, *, low_open: bool = False) -> float:
     """A number in [0, 1] (or (0, 1] with ``low_open``)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -667,7 +679,7 @@ def search_op(
     decay_half_life: timedelta | None,
 ) -> Op_:
     check_text(query, "query")
-    top_k = check_positive_int(top_k, "top_k")
+    top_k = check_count(top_k, "top_k")
     mmr_lambda = check_unit(mmr_lambda, "mmr_lambda")
     decay = check_duration(decay_half_life, "decay_half_life") or settings.decay_half_life
     encoder: CrossEncoder | None = None
@@ -685,9 +697,12 @@ def search_op(
             )
         encoder = rerank  # type: ignore[assignment]
     widen = use_mmr or encoder is not None or decay is not None
-    fetch = check_positive_int(fetch_k, "fetch_k") if fetch_k is not None else None
-    limit = max(top_k, fetch or (max(4 * top_k, 20) if widen else top_k))
+    # A fetch_k below top_k (0 included) fetches top_k, as it always has.
+    fetch = check_count(fetch_k, "fetch_k") if fetch_k is not None else None
+    limit = max(top_k, fetch if fetch is not None else (max(4 * top_k, 20) if widen else top_k))
     filter = search_filter(filters, as_of, include_superseded)
+    if top_k == 0:
+        return []
     qvec = yield EmbedQuery(query)
     # Access records are read when they are updated or decay needs them:
     # otherwise a search is one round trip.
@@ -743,12 +758,14 @@ def episodic_op(
 ) -> Op_:
     check_text(context_query, "context_query")
     w = check_unit(temporal_weight, "temporal_weight")
-    max_episodes = check_positive_int(max_episodes, "max_episodes")
-    per_episode = check_positive_int(per_episode, "per_episode")
-    candidates = check_positive_int(candidates, "candidates")
+    max_episodes = check_count(max_episodes, "max_episodes")
+    per_episode = check_count(per_episode, "per_episode")
+    candidates = check_count(candidates, "candidates")
     half = check_duration(half_life, "half_life")
     assert half is not None
     filter = search_filter(filters, None, False)
+    if not (max_episodes and per_episode and candidates):
+        return []
     qvec = yield EmbedQuery(context_query)
     cands = yield from _fetch(
         settings, user, context_query, qvec, filter, candidates, settings.track_access

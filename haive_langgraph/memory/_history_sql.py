@@ -406,14 +406,23 @@ SELECT {columns},
        greatest(chain.lo, chain.blo) AS from_pos,
        least(chain.hi, chain.bhi) AS to_pos
 FROM chain
-JOIN {schema}.conversation_messages AS m
-  ON m.tenant_id = %(t)s
- AND m.conversation_id = chain.cid
- AND m.seq > greatest(chain.lo, chain.blo) - chain.mc
- AND m.seq < least(chain.hi, chain.bhi)
- AND m.seq + m.n > greatest(chain.lo, chain.blo)
+CROSS JOIN LATERAL (
+    SELECT * FROM {schema}.conversation_messages AS m
+    WHERE m.tenant_id = %(t)s
+      AND m.conversation_id = chain.cid
+      AND m.seq > greatest(chain.lo, chain.blo) - chain.mc
+      AND m.seq < least(chain.hi, chain.bhi)
+      AND m.seq + m.n > greatest(chain.lo, chain.blo)
+    OFFSET 0
+) AS m
 ORDER BY m.seq
 """
+# The messages of each conversation of the chain are one primary-key range
+# scan (LATERAL, kept from being flattened into a join by OFFSET 0): as a
+# plain join, a table not analysed yet (a new deployment) was planned as a
+# hash join over every message of the tenant, 0.57 ms of server time for one
+# session of 50 against 0.17 ms (the same 0.11 ms once analysed), and a
+# prepared statement keeps such a plan until the next ANALYZE.
 # A conversation shows its own rows from ``lo`` (its branch point) to ``hi``,
 # and its parent's below ``lo``, but never past what the child itself showed
 # (a branch of a branch shares a shorter prefix): hence least(lo, hi).

@@ -1,10 +1,12 @@
-"""The chat-history write path: one statement per append, and what it keeps.
+"""The chat-history hot path: one statement per append, one per read, and what it keeps.
 
 An append is planned in Python (messages checked, serialised together in one
-call, framed once) and stored by one prepared statement. These tests hold
-what that fast path must not lose: the stored bytes are those of the
-messages serialised one by one, the per-message size limit applies to each
-message and not to the batch, and an append is one round trip.
+call, framed once) and stored by one prepared statement; a read is one
+statement whose plan must not depend on the tables having statistics. These
+tests hold what that fast path must not lose: the stored bytes are those of
+the messages serialised one by one, the per-message size limit applies to
+each message and not to the batch, an append is one round trip, and a read
+touches only its session's rows.
 """
 
 from __future__ import annotations
@@ -156,3 +158,50 @@ async def test_an_append_is_one_round_trip_of_a_statement_prepared_at_its_first_
             await conn.close()
         else:
             conn.close()
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def test_a_read_scans_only_its_sessions_rows_before_any_analyze(dsn: str) -> None:
+    """A new deployment's tables have no statistics yet: reading one session of 30
+    must still be a key range scan of that session's rows, not a join over every
+    message of the tenant (the plan a prepared read would keep until ANALYZE)."""
+    schema = f"fresh_{uuid.uuid4().hex[:8]}"
+    conn = psycopg.connect(dsn, autocommit=True)
+    factory = None
+    try:
+        from haive_langgraph.memory import history_factory
+
+        factory = history_factory(conn, schema=schema)
+        factory.setup()
+        for table in ("conversations", "conversation_messages"):
+            conn.execute(f'ALTER TABLE "{schema}".{table} SET (autovacuum_enabled = false)')
+        for k in range(30):
+            h = factory(f"s{k}")
+            for _ in range(3):
+                h.add_messages(chat(4))
+        ops = factory("s7")._ops
+        row = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + ops.read_bodies,
+            ops._bounds("s7", 0, 2**62, None),
+        ).fetchone()
+        assert row is not None
+        scans = [
+            n
+            for n in _nodes(row[0][0]["Plan"])
+            if n.get("Relation Name") == "conversation_messages"
+        ]
+        assert scans, row[0]
+        read = sum(
+            n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0) for n in scans
+        )
+        assert read == 3  # the session's 3 batch rows, none of the other 87
+        assert len(factory("s7").messages) == 12
+    finally:
+        if factory is not None:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.close()

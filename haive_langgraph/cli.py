@@ -332,9 +332,13 @@ def _env_codec(
     its key ring reading tenants' own keys from ``{schema}.tenant_keys`` (created unless
     not ``create``: then they must exist)."""
     from haive_langgraph.codec import codec_from_config
+    from haive_langgraph.ops import check_schema
     from haive_langgraph.ops.keys import PostgresTenantKeyStore
 
-    store = PostgresTenantKeyStore(dsn, schema=schema)
+    # Without ``create``, a schema whose keys tables were never set up holds no
+    # tenant keys: the key ring then reads the global keys only.
+    with_tenant_keys = create or check_schema(dsn, schema=schema).versions["keys"][0] > 0
+    store = PostgresTenantKeyStore(dsn, schema=schema) if with_tenant_keys else None
     try:
         codec = codec_from_config(tenant_store=store)
         if codec.keyring is None:
@@ -342,13 +346,14 @@ def _env_codec(
                 _fail("no encryption keys: set HAIVE_ENCRYPTION_KEYS (new primary key first)")
             yield None
             return
-        if create:
+        if store is not None and create:
             store.setup()
-        else:
+        elif store is not None:
             _require_schema(dsn, schema, "keys")
         yield codec
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 @keys_app.command("rotate")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -27,6 +27,7 @@ from haive_langgraph.db import PersistenceConfig, Route, TenantScope, validate_i
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _sql as S
+from haive_langgraph.stores._batch import BatchPlan
 from haive_langgraph.stores._config import (
     PostgresIndexConfig,
     ResourceQuota,
@@ -36,18 +37,17 @@ from haive_langgraph.stores._config import (
     normalize_ttl,
     tokenize_fields,
 )
-from haive_langgraph.stores._filters import FilterCompiler
+from haive_langgraph.stores._filters import compiled, frozen
+from haive_langgraph.stores._hybrid_ops import HybridPlan
 from haive_langgraph.stores._ops import (
-    BatchPlan,
     Context,
-    HybridPlan,
     PutPlan,
     ScopeSizes,
-    SearchPlan,
     Statements,
     VectorTypes,
     vector_types_op,
 )
+from haive_langgraph.stores._search_ops import SearchPlan
 from haive_langgraph.stores._values import (
     Namespace,
     PgvectorParam,
@@ -83,6 +83,51 @@ class Shared:
     scopes: ScopeSizes = field(default_factory=ScopeSizes)
     sweeper: Any = None
     stop: Any = None
+    # The async store's calls waiting to be merged, and the task running them.
+    calls: list[Any] = field(default_factory=list)
+    flusher: Any = None
+
+
+@dataclass(slots=True)
+class PutRow:
+    """One write of a batch, encoded: a delete when ``frame`` is None."""
+
+    frame: bytes | None
+    doc: bytes | None = None
+    ttl: str | None = None
+    # The text of the indexed fields (hybrid search), and (field, text) per vector.
+    text: str | None = None
+    vectors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _validate(op: Op, checked: set[Hashable]) -> None:
+    """:func:`validate_op`, once per kind of op and namespace in a batch."""
+    if isinstance(op, ListNamespacesOp):
+        validate_op(op)
+        return
+    ns = op.namespace_prefix if isinstance(op, SearchOp) else op.namespace  # type: ignore[union-attr]
+    seen: Hashable = (type(op), ns)
+    try:
+        if seen in checked:
+            return
+    except TypeError:  # a label that is no string: validation names it
+        seen = None
+    validate_op(op)
+    if seen is not None and type(ns) is tuple:
+        checked.add(seen)
+
+
+def _search_key(op: SearchOp) -> Hashable | None:
+    """What makes two searches identical (``None``: a filter too odd to compare)."""
+    spec = frozen(op.filter) if op.filter else ()
+    if spec is None:
+        return None
+    key = (op.namespace_prefix, spec, op.limit, op.offset, op.query, op.refresh_ttl)
+    try:
+        hash(key)
+    except TypeError:  # an odd limit or query: its own validation refuses it
+        return None
+    return key
 
 
 @dataclass(slots=True)
@@ -228,42 +273,112 @@ class StoreBase(BaseStore):
             scopes=self._shared.scopes,
         )
 
-    def _plan(self, ops: Iterable[Op]) -> tuple[BatchPlan, EmbedRequest]:
-        """Validate and sort a batch; nothing is sent and nothing is embedded yet."""
+    def _plan(
+        self,
+        ops: Iterable[Op],
+        *,
+        errors: dict[int, BaseException] | None = None,
+        after: Set[int] = frozenset(),
+    ) -> tuple[BatchPlan, EmbedRequest]:
+        """Validate and sort a batch; nothing is sent and nothing is embedded yet.
+
+        Args:
+            ops: The batch.
+            errors: Collects the error of each op refused (by index), which
+                is then left out, instead of raising the first one.
+            after: Indices of reads that run after the batch's write.
+        """
         ops = list(ops)
         plan = BatchPlan(size=len(ops))
         request = EmbedRequest()
-        puts: dict[tuple[Namespace, str], PutOp] = {}
+        puts: dict[tuple[Namespace, str], list[tuple[int, PutOp]]] = {}
         queries: dict[str, int] = {}
+        same: tuple[dict[Hashable, SearchPlan], dict[Hashable, SearchPlan]] = ({}, {})
+        checked: set[Hashable] = set()
         for i, op in enumerate(ops):
-            if not isinstance(op, GetOp | SearchOp | PutOp | ListNamespacesOp):
-                raise ConfigurationError(f"unknown store operation {type(op).__name__}")
-            validate_op(op)
-            if isinstance(op, GetOp):
-                plan.gets.append(
-                    (i, op._replace(namespace=tuple(op.namespace), key=check_key(op.key)))
-                )
-            elif isinstance(op, SearchOp):
-                self._check_search(op)
-                sop = op._replace(namespace_prefix=tuple(op.namespace_prefix))
-                plan.searches.append(SearchPlan(index=i, op=sop, vector=None))
-                if op.query and self._spec is not None and op.query not in queries:
-                    queries[op.query] = len(queries)
-            elif isinstance(op, ListNamespacesOp):
-                self._check_page(op, "list_namespaces")
-                plan.lists.append((i, op))
-            else:
-                ns = tuple(op.namespace)
-                if not ns:
-                    raise InvalidNamespaceError("Namespace cannot be empty.")
-                key = check_key(op.key)
-                if op.value is not None:
-                    check_address(ns, key)
-                puts[(ns, key)] = op._replace(namespace=ns, key=key)
+            try:
+                self._plan_op(i, op, plan, puts, queries, same, checked, i in after)
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors[i] = exc
         request.queries = list(queries)
-        if puts:
-            plan.put = self._plan_puts(puts, request)
+        rows = self._encode_puts(puts, errors)
+        if rows:
+            plan.put = self._plan_puts(rows, request)
         return plan, request
+
+    def _plan_op(
+        self,
+        i: int,
+        op: Op,
+        plan: BatchPlan,
+        puts: dict[tuple[Namespace, str], list[tuple[int, PutOp]]],
+        queries: dict[str, int],
+        same: tuple[dict[Hashable, SearchPlan], dict[Hashable, SearchPlan]],
+        checked: set[Hashable],
+        late: bool,
+    ) -> None:
+        if not isinstance(op, GetOp | SearchOp | PutOp | ListNamespacesOp):
+            raise ConfigurationError(f"unknown store operation {type(op).__name__}")
+        _validate(op, checked)
+        reads = plan.after if late else plan.reads
+        if isinstance(op, GetOp):
+            text = check_key(op.key)
+            if type(op.namespace) is not tuple or text is not op.key:
+                op = op._replace(namespace=tuple(op.namespace), key=text)
+            reads.gets.append((i, op))
+        elif isinstance(op, SearchOp):
+            sop = op
+            if type(op.namespace_prefix) is not tuple:
+                sop = op._replace(namespace_prefix=tuple(op.namespace_prefix))
+            # Identical searches of one stage run once (LangGraph's merged
+            # calls dedupe them too); each still gets its own items.
+            key = _search_key(sop)
+            twin = None if key is None else same[late].get(key)
+            if twin is not None:
+                twin.copies.append(i)
+                return
+            self._check_search(op)
+            sp = SearchPlan(index=i, op=sop, vector=None)
+            reads.searches.append(sp)
+            if key is not None:
+                same[late][key] = sp
+            if op.query and self._spec is not None and op.query not in queries:
+                queries[op.query] = len(queries)
+        elif isinstance(op, ListNamespacesOp):
+            self._check_page(op, "list_namespaces")
+            reads.lists.append((i, op))
+        else:
+            ns = tuple(op.namespace)
+            if not ns:
+                raise InvalidNamespaceError("Namespace cannot be empty.")
+            key_ = check_key(op.key)
+            if op.value is not None:
+                check_address(ns, key_)
+            puts.setdefault((ns, key_), []).append((i, op))
+
+    def _encode_puts(
+        self,
+        puts: Mapping[tuple[Namespace, str], list[tuple[int, PutOp]]],
+        errors: dict[int, BaseException] | None,
+    ) -> dict[tuple[Namespace, str], PutRow]:
+        """Encode the writes; of several writes of one key, the last wins.
+
+        With ``errors`` (merged calls), every write is encoded, so that each
+        refused one gets its error, and the last one accepted wins.
+        """
+        rows: dict[tuple[Namespace, str], PutRow] = {}
+        for (ns, key), entries in sorted(puts.items(), key=lambda entry: entry[0]):
+            if errors is None:
+                rows[(ns, key)] = self._encode_put(ns, key, entries[-1][1])
+                continue
+            for i, op in entries:
+                try:
+                    rows[(ns, key)] = self._encode_put(ns, key, op)
+                except Exception as exc:
+                    errors[i] = exc
+        return rows
 
     @staticmethod
     def _check_page(op: SearchOp | ListNamespacesOp, what: str) -> None:
@@ -278,53 +393,61 @@ class StoreBase(BaseStore):
     def _check_search(self, op: SearchOp) -> None:
         self._check_page(op, "search")
         # Compile once here so a bad filter fails before anything is embedded.
-        FilterCompiler(allowed=self._filter_paths).compile(op.filter)
+        compiled(op.filter, allowed=self._filter_paths)
 
-    def _plan_puts(
-        self, puts: Mapping[tuple[Namespace, str], PutOp], request: EmbedRequest
-    ) -> PutPlan:
+    def _encode_put(self, ns: Namespace, key: str, op: PutOp) -> PutRow:
+        """One write, checked and encoded (a delete when ``op.value`` is None)."""
+        if op.value is None:
+            return PutRow(None)
+        payload = encode_value(op.value, ns, key)
+        ttl = check_ttl(op.ttl)
+        frame = encode_frame(self.codec, payload, self.tenant_id, ns, key)
+        doc: bytes | None = None
+        if self._filter_paths is None:
+            doc = payload
+            check_document(doc, op.value, ns, key)
+        elif self._filter_paths:
+            searchable = project(op.value, self._filter_paths)
+            doc = dump_json(searchable)
+            check_document(doc, searchable, ns, key)
+        row = PutRow(frame, doc, None if ttl is None else repr(ttl))
+        spec = self._spec
+        if spec is None or op.index is False:
+            return row
+        fields = spec.fields if op.index is None else tokenize_fields(op.index, "put index")
+        words: list[str] = []
+        for path, tokens in fields:
+            found = get_text_at_path(op.value, tokens)
+            words += found
+            for n, text in enumerate(found):
+                row.vectors.append((f"{path}.{n}" if len(found) > 1 else path, text))
+        # The full-text index sees what the embedder sees, NULs (which
+        # PostgreSQL text cannot hold) aside.
+        if spec.text is not None and words:
+            row.text = "\n".join(words).replace("\x00", " ")
+        return row
+
+    @staticmethod
+    def _plan_puts(rows: Mapping[tuple[Namespace, str], PutRow], request: EmbedRequest) -> PutPlan:
         plan = PutPlan()
         texts: dict[str, int] = {}
-        spec = self._spec
         # Rows are written (and locked) in the order of these arrays: one order
         # for every batch, so concurrent batches over the same keys wait for
         # each other instead of deadlocking.
-        for (ns, key), op in sorted(puts.items(), key=lambda entry: entry[0]):
-            if op.value is None:
+        for (ns, key), row in sorted(rows.items(), key=lambda entry: entry[0]):
+            if row.frame is None:
                 plan.del_ns.append(ns_text(ns))
                 plan.del_keys.append(key)
                 continue
-            payload = encode_value(op.value, ns, key)
-            ttl = check_ttl(op.ttl)
             plan.ns.append(ns_text(ns))
             plan.keys.append(key)
-            plan.values.append(encode_frame(self.codec, payload, self.tenant_id, ns, key))
-            doc: bytes | None = None
-            if self._filter_paths is None:
-                doc = payload
-                check_document(doc, op.value, ns, key)
-            elif self._filter_paths:
-                searchable = project(op.value, self._filter_paths)
-                doc = dump_json(searchable)
-                check_document(doc, searchable, ns, key)
-            plan.docs.append(doc)
-            plan.ttls.append(None if ttl is None else repr(ttl))
-            if spec is None or op.index is False:
-                plan.texts.append(None)
-                continue
-            fields = spec.fields if op.index is None else tokenize_fields(op.index, "put index")
-            words: list[str] = []
-            for path, tokens in fields:
-                found = get_text_at_path(op.value, tokens)
-                words += found
-                for n, text in enumerate(found):
-                    name = f"{path}.{n}" if len(found) > 1 else path
-                    slot = texts.setdefault(text, len(texts))
-                    request.slots.append((ns, key, name, slot, doc))
-            # The full-text index sees what the embedder sees, NULs (which
-            # PostgreSQL text cannot hold) aside.
-            has_text = spec.text is not None and words
-            plan.texts.append("\n".join(words).replace("\x00", " ") if has_text else None)
+            plan.values.append(row.frame)
+            plan.docs.append(row.doc)
+            plan.ttls.append(row.ttl)
+            plan.texts.append(row.text)
+            for name, text in row.vectors:
+                slot = texts.setdefault(text, len(texts))
+                request.slots.append((ns, key, name, slot, row.doc))
         request.texts = list(texts)
         return plan
 
@@ -361,7 +484,7 @@ class StoreBase(BaseStore):
             for text, vec in zip(request.queries, query_vectors, strict=True):
                 encoder.check(vec, f"the query {text[:60]!r}")
                 by_text[text] = PgvectorParam(encoder.body(vec), types.oid)
-            for sp in plan.searches:
+            for sp in plan.searches():
                 if sp.op.query:
                     sp.vector = by_text.get(sp.op.query)
 
@@ -435,13 +558,14 @@ class StoreBase(BaseStore):
         gets to a replica that has replayed this store's writes ("fresh");
         searches and namespace listings to any replica.
         """
-        if plan.put is not None:
+        if plan.put is not None or plan.after:
             return "primary"
-        if any(op.refresh_ttl for _, op in plan.gets) or any(
-            sp.op.refresh_ttl for sp in plan.searches
+        reads = plan.reads
+        if any(op.refresh_ttl for _, op in reads.gets) or any(
+            sp.op.refresh_ttl for sp in reads.searches
         ):
             return "primary"
-        return "fresh" if plan.gets else "replica"
+        return "fresh" if reads.gets else "replica"
 
 
 __all__ = ["EmbedRequest", "Shared", "StoreBase"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from psycopg import sql
@@ -173,8 +173,8 @@ class FilterCompiler:
         return self._comparison(path, op, operand)
 
     def _equality(self, path: tuple[str, ...], op: str, operand: Any) -> sql.Composable:
-        e = self._expr(path)
         if operand is None:
+            e = self._expr(path)
             if op == "$eq":
                 return sql.SQL(_NULL_MATCH).format(e=e)
             return sql.SQL("({e} IS NOT NULL AND {e} <> 'null'::jsonb)").format(e=e)
@@ -189,6 +189,7 @@ class FilterCompiler:
             return sql.SQL("{} @> {}::jsonb").format(
                 sql.SQL(self.column), self._param(nested.decode())
             )
+        e = self._expr(path)
         value = self._param(data.decode())
         if op == "$eq":
             return sql.SQL("{} = {}::jsonb").format(e, value)
@@ -226,6 +227,73 @@ class FilterCompiler:
         raise InvalidFilterError(
             f"{op} on {where!r} compares numbers or strings, got a {type(operand).__name__}"
         )
+
+
+# Compiled filters, by the filter's exact content (types included) and where
+# it goes. A batch of merged calls often repeats a filter, and composing SQL
+# costs more than the statement it builds (0.1-0.2 ms a filter).
+_COMPILED: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
+_COMPILED_MAX = 2048
+
+
+def compiled(
+    filter: Mapping[str, Any] | None,
+    column: str = "s.doc",
+    prefix: str = "f",
+    allowed: tuple[tuple[str, ...], ...] | None = None,
+) -> tuple[str, Mapping[str, Any]]:
+    """``filter`` compiled by :class:`FilterCompiler`: the conditions as SQL text
+    (each preceded by `` AND ``) and their parameters (shared: do not change them).
+
+    Raises:
+        InvalidFilterError: as :meth:`FilterCompiler.compile`.
+    """
+    if not filter:
+        return "", {}
+    key = frozen(filter)
+    if key is not None:
+        key = (key, column, prefix, allowed)
+        hit = _COMPILED.get(key)
+        if hit is not None:
+            return hit
+    compiler = FilterCompiler(column, prefix=prefix, allowed=allowed)
+    conditions = compiler.compile(filter)
+    text = "".join(" AND " + c.as_string(None) for c in conditions)
+    out = (text, compiler.params)
+    if key is not None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = out
+    return out
+
+
+def frozen(value: Any, depth: int = 0) -> Hashable | None:
+    """A hashable copy of a filter that tells apart whatever compiles differently
+    (types, order), or ``None`` when there is none (then nothing is cached)."""
+    if depth > 8:
+        return None
+    kind = type(value)
+    if kind is dict:
+        items = []
+        for k, v in value.items():
+            fv = frozen(v, depth + 1)
+            if fv is None or type(k) is not str:
+                return None
+            items.append((k, fv))
+        return (dict, tuple(items))
+    if kind is list or kind is tuple:
+        parts = []
+        for v in value:
+            fv = frozen(v, depth + 1)
+            if fv is None:
+                return None
+            parts.append(fv)
+        return (kind, tuple(parts))
+    if kind in (str, int, bool, type(None)):
+        return (kind, value)
+    if kind is float and math.isfinite(value) and value != 0.0:  # -0.0 == 0.0, not in SQL
+        return (kind, value)
+    return None
 
 
 def _check_nul(where: str, what: str, value: Any) -> None:

@@ -354,6 +354,13 @@ NO_VECTORS = """
 # Refreshes the TTL of what a search returned; appended as CTEs.
 REFRESH_RESULTS = ", refreshed AS (" + REFRESH_TTL.format(want="page") + "\n)"
 
+# The same for grouped searches: the rows of those that refresh.
+REFRESH_GROUPED = (
+    ", refreshed AS ("
+    + REFRESH_TTL.format(want="(SELECT namespace, key FROM page WHERE refresh)")
+    + "\n)"
+)
+
 # -- writes ----------------------------------------------------------------------------
 
 PUT_DELETE = """del AS (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -17,8 +18,10 @@ from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, Route, 
 from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
+from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _ops as ops
-from haive_langgraph.stores._base import StoreBase
+from haive_langgraph.stores._base import EmbedRequest, Shared, StoreBase
+from haive_langgraph.stores._batch import BatchPlan, batch_op
 from haive_langgraph.stores._config import (
     DEFAULT_BUILD_MEMORY,
     PostgresIndexConfig,
@@ -26,6 +29,7 @@ from haive_langgraph.stores._config import (
     TenantUsage,
 )
 from haive_langgraph.stores._errors import quota_error
+from haive_langgraph.stores._hybrid_ops import hybrid_search_op
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -139,9 +143,26 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
     async def abatch(self, ops_: Iterable[Op]) -> list[Result]:
         """Run a batch: reads first (one round trip), then every write in one statement.
 
-        Embeddings are computed before a connection is taken.
+        Embeddings are computed before a connection is taken. A batch of one
+        op (what ``aget``, ``aput``, ``asearch``, ``adelete`` and
+        ``alist_namespaces`` send) is merged with the other calls of the same
+        event-loop tick into one batch; each call still gets its own result
+        or error, and sees the writes issued before it (see
+        :mod:`haive_langgraph.stores._merge`).
         """
+        ops_ = list(ops_)
+        if len(ops_) == 1 and asyncio.get_running_loop() is self.loop:
+            call = _Call(self, ops_[0], self.loop.create_future())
+            shared = self._shared
+            shared.calls.append(call)
+            if shared.flusher is None:
+                shared.flusher = self.loop.create_task(_flush(shared), name="haive-store-batch")
+            return [await call.future]
         plan, request = self._plan(ops_)
+        return await self._execute(plan, request)
+
+    async def _execute(self, plan: BatchPlan, request: EmbedRequest) -> list[Result]:
+        """Embed what the batch needs, then run it."""
         doc_vectors: list[list[float]] = []
         query_vectors: list[list[float]] = []
         if self.embeddings is not None:
@@ -158,8 +179,37 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         self._attach_vectors(plan, request, doc_vectors, query_vectors)
         ctx = self._context()
         return await self._run(
-            lambda: ops.batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
+            lambda: batch_op(ctx, plan),
+            read=plan.put is None and not plan.after,
+            route=self._route(plan),
         )
+
+    async def _run_calls(self, calls: list[_Call]) -> None:
+        """Run merged calls of this store's tenant as one batch; each gets its outcome."""
+        ops_ = [c.op for c in calls]
+        errors: dict[int, BaseException] = {}
+        plan: BatchPlan | None = None
+        failure: BaseException | None = None
+        try:
+            plan, request = self._plan(ops_, errors=errors, after=merge.after_writes(ops_))
+            await self._execute(plan, request)
+        except Exception as exc:
+            failure = exc
+        outcomes, redo = merge.resolve(ops_, plan, errors, failure)
+        for i in redo:
+            # Alone, in the order they were issued.
+            try:
+                plan, request = self._plan([ops_[i]])
+                outcomes[i] = (await self._execute(plan, request))[0]
+            except Exception as exc:
+                outcomes[i] = merge.Failed(exc)
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if call.future.done():
+                continue  # the caller was cancelled
+            if isinstance(outcome, merge.Failed):
+                call.future.set_exception(outcome.error)
+            else:
+                call.future.set_result(outcome)
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], name: str) -> T:
         try:
@@ -202,7 +252,7 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         plan = self._hybrid_plan(op, vector)
         ctx = self._context()
         return await self._run(
-            lambda: ops.hybrid_search_op(ctx, plan),
+            lambda: hybrid_search_op(ctx, plan),
             read=True,
             route="primary" if op.refresh_ttl else "replica",
         )
@@ -371,3 +421,45 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         return await self._run(
             lambda: ops.usage_op(self._statements, tenant), read=True, tenant_id=tenant
         )
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call waiting to be merged: its store (its tenant), its op, its future."""
+
+    store: AsyncPostgresStore
+    op: Op
+    future: asyncio.Future[Any]
+
+
+async def _flush(shared: Shared) -> None:
+    """Run the waiting calls, a batch per tenant, until none are left.
+
+    Started by the first call of a tick, it runs after the tick's other calls
+    have queued theirs; calls made while a batch runs make the next batch.
+    """
+    calls: list[_Call] = []
+    try:
+        while shared.calls:
+            calls, shared.calls = shared.calls, []
+            groups: dict[str, list[_Call]] = {}
+            for call in calls:
+                if not call.future.done():
+                    groups.setdefault(call.store.tenant_id, []).append(call)
+            done = await asyncio.gather(
+                *(group[0].store._run_calls(group) for group in groups.values()),
+                return_exceptions=True,
+            )
+            for group, exc in zip(groups.values(), done, strict=True):
+                if isinstance(exc, BaseException):
+                    for call in group:
+                        if not call.future.done():
+                            call.future.set_exception(exc)
+    except BaseException:
+        # Cancelled (the loop shutting down): so are the calls still waiting.
+        for call in (*calls, *shared.calls):
+            call.future.cancel()
+        shared.calls = []
+        raise
+    finally:
+        shared.flusher = None

@@ -21,6 +21,7 @@ from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _ops as ops
 from haive_langgraph.stores._base import StoreBase
+from haive_langgraph.stores._batch import batch_op
 from haive_langgraph.stores._config import (
     DEFAULT_BUILD_MEMORY,
     PostgresIndexConfig,
@@ -28,6 +29,7 @@ from haive_langgraph.stores._config import (
     TenantUsage,
 )
 from haive_langgraph.stores._errors import quota_error
+from haive_langgraph.stores._hybrid_ops import hybrid_search_op
 
 T = TypeVar("T")
 
@@ -180,7 +182,7 @@ class PostgresStore(StoreBase, FromConnString):
         self._attach_vectors(plan, request, doc_vectors, query_vectors)
         ctx = self._context()
         return self._run(
-            lambda: ops.batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
+            lambda: batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
         )
 
     def _embed_queries(self, queries: list[str]) -> list[list[float]]:
@@ -241,7 +243,7 @@ class PostgresStore(StoreBase, FromConnString):
         plan = self._hybrid_plan(op, vector)
         ctx = self._context()
         return self._run(
-            lambda: ops.hybrid_search_op(ctx, plan),
+            lambda: hybrid_search_op(ctx, plan),
             read=True,
             route="primary" if op.refresh_ttl else "replica",
         )

@@ -211,10 +211,20 @@ def run_restore(
             f"{exc.diag.table_name}: {exc.diag.message_detail or exc}; pass on_existing='merge', "
             "'skip' or 'replace' (--merge, --skip-existing, --replace)"
         ) from None
-    except psycopg.errors.DataError as exc:
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        # A null where the target requires a value (a null, or a column the
+        # archive leaves out), or a value of the wrong form. Client-side
+        # errors (a NUL in text) have no diagnostics: their text names the value.
+        what = exc.diag.message_primary or str(exc)
+        context = f"; {exc.diag.context}" if exc.diag.context else ""
         raise ArchiveIntegrityError(
-            f"the archive holds a value the target does not accept ({exc.diag.message_primary}; "
-            f"{exc.diag.context or ''}): nothing was written"
+            f"the archive holds a value the target does not accept ({what}{context}): nothing "
+            "was written"
+        ) from None
+    except UnicodeEncodeError:
+        raise ArchiveIntegrityError(
+            "the archive holds text with a lone surrogate, which PostgreSQL cannot store (no "
+            "backup writes one): nothing was written"
         ) from None
     finally:
         conn.close()

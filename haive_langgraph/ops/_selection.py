@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from psycopg import sql
 
@@ -186,7 +186,7 @@ class TableScope:
         if not isinstance(data, dict):
             raise ValueError("a scope is not an object")
         kind = data.get("kind")
-        if kind not in _WIDTH:
+        if not isinstance(kind, str) or kind not in _WIDTH:
             raise ValueError(f"unknown scope kind {kind!r}")
         allowed = {"table", "kind", "tenants", "column"} | (
             {"pairs"} if kind == "entities" else {"values"} if kind == "values" else set()
@@ -217,7 +217,7 @@ class TableScope:
             raise ValueError("values is not a list of strings")
         return cls(
             table=table,
-            kind=kind,
+            kind=cast(ScopeKind, kind),
             tenants=list(tenants) if tenants is not None else None,
             column=column,
             pairs=[(str(a), str(b)) for a, b in pairs],

@@ -46,6 +46,7 @@ from haive_langgraph.ops._archive import (
     RestoreConflictError,
     parse_row,
 )
+from haive_langgraph.ops._framed import TENANT_KEYS
 from haive_langgraph.ops._restore_checks import (
     ArchivedTable,
     RowFilter,
@@ -157,7 +158,7 @@ def run_restore(
             if on_existing == "replace":
                 for table in reversed(tables):
                     in_scope = scopes[table.name]
-                    if in_scope.kind == "shared":
+                    if _kept(table.name, in_scope):
                         continue
                     cond, params = in_scope.predicate(table)
                     cur = conn.execute(
@@ -170,7 +171,7 @@ def run_restore(
             counter = _Counter(progress, total, BackupProgress)
             for number, table in enumerate(tables):
                 source = archived[table.name]
-                shared = scopes[table.name].kind == "shared"
+                shared = _kept(table.name, scopes[table.name])
                 direct = not chain and not shared and on_existing in ("refuse", "replace")
                 tick = functools.partial(counter.advance, table.name)
                 if direct:
@@ -233,6 +234,17 @@ def run_restore(
     return report
 
 
+def _kept(table: str, scope: TableScope) -> bool:
+    """Whether rows of ``table`` already in the target are kept whatever ``on_existing`` says.
+
+    Tenant-level rows of a selection by value (``shared``), and always a
+    tenant's keys: the live record holds every key the tenant still has, or
+    the marker of its crypto-shredding, which an archive taken before must
+    never undo. Archived key rows are added only where the target has none.
+    """
+    return scope.kind == "shared" or table == TENANT_KEYS
+
+
 class _Counter:
     def __init__(
         self, progress: Callable[[Any], None] | None, total: int, event: Callable[..., Any]
@@ -257,7 +269,7 @@ def _refuse_existing(
     busy = []
     for table in tables:
         scope = scopes.get(table.name)
-        if scope is None or scope.kind == "shared":
+        if scope is None or _kept(table.name, scope):
             continue
         cond, params = scope.predicate(table)
         row = conn.execute(

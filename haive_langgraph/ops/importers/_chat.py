@@ -12,11 +12,13 @@ batches, and the next run continues after the last one: nothing doubles.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
+from haive_langgraph.codec import Codec
 from haive_langgraph.errors import CorruptDataError, SourceSchemaError
 from haive_langgraph.memory import (
     ConversationExistsError,
@@ -30,8 +32,10 @@ from haive_langgraph.ops.importers._report import (
     ImportReport,
     ProgressCallback,
     VerifyReport,
+    no_progress,
 )
-from haive_langgraph.ops.importers._source import columns
+from haive_langgraph.ops.importers._source import check_batch, columns, open_source, source_name
+from haive_langgraph.ops.importers._target import import_dsn
 
 PACKAGE = "langchain-postgres"
 MARK = "imported"
@@ -136,8 +140,10 @@ def import_chat(
             imported += len(rows)
             done += len(rows)
             progress(ImportProgress("messages", done + mcount.skipped, total, cid))
+            if len(rows) < batch_size:
+                break  # the session's last rows (a row added meanwhile waits for the next run)
         mcount.imported += imported
-        mcount.skipped += int(n) - imported
+        mcount.skipped += max(0, int(n) - imported)
         if imported:
             scount.imported += 1
         else:
@@ -181,6 +187,8 @@ def verify_chat(
         ).fetchall():
             want += [(int(i), m) for i, m, _ in rows]
             after = int(rows[-1][0])
+            if len(rows) < batch_size:
+                break
         conn.commit()
         result.count("sessions")
         result.count("messages", len(want))
@@ -203,4 +211,124 @@ def verify_chat(
                 ):
                     result.mismatch(f"session {cid}: message of source row id {i} differs")
         done += len(want)
-        progress(ImportProgress("verify", done, total, cid))
+        progress(ImportProgress("verify messages", done, total, cid))
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def _chat_store(
+    target: str | None, tenant_id: str | None, schema: str | None, codec: Codec | None
+) -> ConversationStore:
+    return ConversationStore(target, tenant_id=tenant_id, schema=schema, codec=codec)
+
+
+def import_chat_history(
+    source_dsn: str,
+    target: str | None = None,
+    *,
+    table: str,
+    source_schema: str = "public",
+    tenant_id: str | None = None,
+    schema: str | None = None,
+    codec: Codec | None = None,
+    dry_run: bool = False,
+    verify: bool = True,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Import a ``langchain-postgres`` ``PostgresChatMessageHistory`` table.
+
+    Each ``session_id`` becomes the history of that id
+    (``PostgresChatMessageHistory(session_id, ...)`` reads it), messages in
+    their order; each keeps its source row id and time in
+    ``metadata["imported"]`` (see :meth:`ConversationStore.get_messages`), which is
+    how a later run knows where to continue.
+
+    Args:
+        source_dsn: The source database (read only).
+        target: Our database (``None``: the default server).
+        table: The source table (``table_name`` given to ``langchain-postgres``).
+        source_schema: Its schema (default ``public``).
+        tenant_id, schema, codec: Of our tables.
+        dry_run: Read and decode everything, count, write nothing.
+        verify: Compare the source with the target afterwards.
+        batch_size: Messages per statement.
+        progress: Called with an :class:`ImportProgress` as messages are handled.
+
+    Raises:
+        SourceSchemaError: No such table, or not a history table.
+        CorruptDataError: A source row is not a LangChain message (the rows
+            before it are imported; a run after the fix continues).
+    """
+    batch = check_batch(batch_size)
+    progress = progress or no_progress
+    target = import_dsn(target)
+    report = ImportReport("chat-history", source_name(source_dsn), "", dry_run=dry_run)
+    started = time.perf_counter()
+    with open_source(source_dsn) as conn:
+        check_table(conn, source_schema, table)
+        conn.commit()
+        store = _chat_store(target, tenant_id, schema, codec)
+        try:
+            report.tenant_id = store.tenant_id
+            if not dry_run:
+                store.setup()
+            import_chat(
+                conn,
+                source_schema,
+                table,
+                store,
+                report,
+                dry_run=dry_run,
+                batch_size=batch,
+                progress=progress,
+            )
+            report.seconds = time.perf_counter() - started
+            if verify and not dry_run:
+                result = VerifyReport()
+                t0 = time.perf_counter()
+                verify_chat(
+                    conn, source_schema, table, store, result, batch_size=batch, progress=progress
+                )
+                result.seconds = time.perf_counter() - t0
+                report.verification = result
+        finally:
+            store.close()
+    return report
+
+
+def verify_chat_history(
+    source_dsn: str,
+    target: str | None = None,
+    *,
+    table: str,
+    source_schema: str = "public",
+    tenant_id: str | None = None,
+    schema: str | None = None,
+    codec: Codec | None = None,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Compare a chat history table with the histories imported from it (writes nothing)."""
+    batch = check_batch(batch_size)
+    with open_source(source_dsn) as conn:
+        check_table(conn, source_schema, table)
+        conn.commit()
+        store = _chat_store(target, tenant_id, schema, codec)
+        try:
+            result = VerifyReport()
+            t0 = time.perf_counter()
+            verify_chat(
+                conn,
+                source_schema,
+                table,
+                store,
+                result,
+                batch_size=batch,
+                progress=progress or no_progress,
+            )
+            result.seconds = time.perf_counter() - t0
+            return result
+        finally:
+            store.close()

@@ -261,7 +261,7 @@ def verify_checkpoints(
         for cp in cps:
             _compare(reader, thread_id, cp, target.get((cp.ns, cp.cid)), result)
             done += 1
-            progress(ImportProgress("verify", done, total, thread_id))
+            progress(ImportProgress("verify checkpoints", done, total, thread_id))
         result.count("threads")
 
 

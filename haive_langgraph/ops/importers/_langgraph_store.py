@@ -315,7 +315,7 @@ def verify_store(
         if plan.copier is not None:
             _verify_vectors(store, live, vectors, result)
         done += len(rows)
-        progress(ImportProgress("verify", done, None, after[0]))
+        progress(ImportProgress("verify store", done, None, after[0]))
 
 
 def _verify_vectors(

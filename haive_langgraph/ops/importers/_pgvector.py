@@ -14,6 +14,7 @@ id), so a rerun never doubles.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,17 @@ from haive_langgraph.ops.importers._report import (
     ImportReport,
     ProgressCallback,
     VerifyReport,
+    no_progress,
 )
-from haive_langgraph.ops.importers._source import columns, parse_vector, vector_type
+from haive_langgraph.ops.importers._source import (
+    check_batch,
+    columns,
+    open_source,
+    parse_vector,
+    source_name,
+    vector_type,
+)
+from haive_langgraph.ops.importers._target import import_dsn
 from haive_langgraph.ops.importers._vectors import CopiedVectors, unique_texts
 from haive_langgraph.stores import PostgresStore
 
@@ -141,7 +151,7 @@ def _doc(row: tuple[Any, ...]) -> tuple[str, str, dict[str, Any], list[float]]:
     return str(doc_id), text or "", dict(meta or {}), parse_vector(str(emb), where)
 
 
-def import_pgvector(
+def import_documents(
     conn: psycopg.Connection[Any],
     collection: Collection,
     store: PostgresVectorStore,
@@ -204,7 +214,7 @@ def _write(
         )
 
 
-def verify_pgvector(
+def verify_documents(
     conn: psycopg.Connection[Any],
     collection: Collection,
     store: PostgresVectorStore,
@@ -250,10 +260,156 @@ def verify_pgvector(
             if copied and not _close(vec, vectors.get(doc_id, [])):
                 result.mismatch(f"{where}: the vector differs")
         done += len(rows)
-        progress(ImportProgress("verify", done, None, collection.name))
+        progress(ImportProgress("verify documents", done, None, collection.name))
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:
     return len(a) == len(b) and all(
         math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b, strict=True)
     )
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def import_pgvector(
+    source_dsn: str,
+    target: str | None = None,
+    *,
+    collection: str,
+    target_collection: str | None = None,
+    source_schema: str = "public",
+    embeddings: Embeddings | None = None,
+    reembed: bool = False,
+    dims: int | None = None,
+    tenant_id: str | None = None,
+    schema: str | None = None,
+    dry_run: bool = False,
+    verify: bool = True,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Import a ``PGVector`` collection into :class:`~haive_langgraph.memory.PostgresVectorStore`.
+
+    Documents keep their ids, text and metadata; vectors are copied (the
+    target gets the source's dimensions) unless ``reembed``.
+
+    Args:
+        source_dsn: The source database (read only; a SQLAlchemy URL such as
+            ``postgresql+psycopg://`` is accepted).
+        target: Our database (``None``: the default server).
+        collection: The PGVector collection name.
+        target_collection: Our collection (default: the same name).
+        source_schema: Schema of the PGVector tables (default ``public``).
+        embeddings: The model of the collection: used to embed documents the
+            source holds no vector for, and by ``reembed``.
+        reembed: Embed every document again with ``embeddings``.
+        dims: Dimensions of the target (default: the source's).
+        tenant_id, schema: Of our tables.
+        dry_run: Read everything, count, write nothing.
+        verify: Compare the source with the target afterwards.
+        batch_size: Documents per page.
+        progress: Called with an :class:`ImportProgress` as documents are handled.
+
+    Raises:
+        SourceSchemaError: No PGVector tables, or no such collection.
+        ConfigurationError: Dimensions that differ without ``reembed``.
+    """
+    batch = check_batch(batch_size)
+    progress = progress or no_progress
+    target = import_dsn(target)
+    report = ImportReport("pgvector", source_name(source_dsn), "", dry_run=dry_run)
+    started = time.perf_counter()
+    with open_source(source_dsn) as conn:
+        coll = detect_collection(conn, source_schema, collection)
+        store, copier = vector_store(
+            target,
+            coll,
+            first_dims(conn, coll),
+            target_collection=target_collection,
+            embeddings=embeddings,
+            reembed=reembed,
+            dims=dims,
+            tenant_id=tenant_id,
+            schema=schema,
+        )
+        try:
+            report.tenant_id = tenant_id or ""
+            if not dry_run:
+                store.setup()
+            import_documents(
+                conn,
+                coll,
+                store,
+                copier,
+                report,
+                dry_run=dry_run,
+                page_size=batch,
+                progress=progress,
+            )
+            report.seconds = time.perf_counter() - started
+            if verify and not dry_run:
+                result = VerifyReport()
+                t0 = time.perf_counter()
+                verify_documents(
+                    conn,
+                    coll,
+                    store,
+                    copier is not None,
+                    result,
+                    page_size=batch,
+                    progress=progress,
+                )
+                result.seconds = time.perf_counter() - t0
+                report.verification = result
+        finally:
+            store.close()
+    return report
+
+
+def verify_pgvector(
+    source_dsn: str,
+    target: str | None = None,
+    *,
+    collection: str,
+    target_collection: str | None = None,
+    source_schema: str = "public",
+    embeddings: Embeddings | None = None,
+    reembed: bool = False,
+    dims: int | None = None,
+    tenant_id: str | None = None,
+    schema: str | None = None,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Compare a PGVector collection with the documents imported from it (writes nothing)."""
+    batch = check_batch(batch_size)
+    with open_source(source_dsn) as conn:
+        coll = detect_collection(conn, source_schema, collection)
+        store, copier = vector_store(
+            target,
+            coll,
+            first_dims(conn, coll),
+            target_collection=target_collection,
+            embeddings=embeddings,
+            reembed=reembed,
+            dims=dims,
+            tenant_id=tenant_id,
+            schema=schema,
+        )
+        try:
+            result = VerifyReport()
+            t0 = time.perf_counter()
+            verify_documents(
+                conn,
+                coll,
+                store,
+                copier is not None,
+                result,
+                page_size=batch,
+                progress=progress or no_progress,
+            )
+            result.seconds = time.perf_counter() - t0
+            return result
+        finally:
+            store.close()

@@ -134,7 +134,7 @@ class ImportProgress:
 
     Attributes:
         phase: What is being done (``"checkpoints"``, ``"store"``,
-            ``"messages"``, ``"documents"``, ``"verify"``).
+            ``"messages"``, ``"documents"``; ``"verify checkpoints"`` ...).
         done: Source rows handled so far in this phase.
         total: Source rows of the phase, when known.
         detail: The thread, session or namespace being worked on.

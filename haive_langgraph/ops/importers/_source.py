@@ -22,7 +22,7 @@ from psycopg.rows import tuple_row
 from haive_langgraph.codec._guard import ValueGuard
 from haive_langgraph.db import describe_dsn, normalize_dsn
 from haive_langgraph.db._connections import connect_error
-from haive_langgraph.errors import CorruptDataError
+from haive_langgraph.errors import ConfigurationError, CorruptDataError
 from haive_langgraph.ops.importers import _sql as Q
 
 
@@ -49,6 +49,13 @@ def open_source(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
     finally:
         conn.close()
+
+
+def check_batch(batch_size: int) -> int:
+    """``batch_size`` (rows read per query), checked."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
 
 
 def source_name(dsn: str) -> str:

@@ -33,6 +33,7 @@ import json
 import os
 import tracemalloc
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +72,14 @@ def _checkpoint(value: Any) -> Any:
 def source(dsn: str) -> str:
     """Tenants A and B, each with a checkpoint and a store item."""
     for tenant in ("A", "B"):
-        saver = PostgresCheckpointer(dsn, tenant_id=tenant)
-        saver.setup()
-        saver.put(CFG, _checkpoint(f"secret of {tenant}"), {"source": "input", "step": 1}, {"x": 1})
-        store = PostgresStore(dsn, tenant_id=tenant)
-        store.setup()
-        store.put(("ns",), "k", {"owner": tenant})
+        with (
+            closing(PostgresCheckpointer(dsn, tenant_id=tenant)) as saver,
+            closing(PostgresStore(dsn, tenant_id=tenant)) as store,
+        ):
+            saver.setup()
+            saver.put(CFG, _checkpoint(f"secret of {tenant}"), {"source": "input"}, {"x": 1})
+            store.setup()
+            store.put(("ns",), "k", {"owner": tenant})
     return dsn
 
 
@@ -195,29 +198,35 @@ def test_a_long_row_line_is_parsed_in_memory_about_its_size() -> None:
 _SPEC = "g1:" + base64.b64encode(os.urandom(32)).decode()
 
 
-def _ring(dsn: str) -> KeyRing:
-    store = PostgresTenantKeyStore(dsn)
-    store.setup()
-    return KeyRing.from_string(_SPEC, tenant_store=store)
+@contextmanager
+def _ring(dsn: str) -> Iterator[KeyRing]:
+    with closing(PostgresTenantKeyStore(dsn)) as keys:
+        keys.setup()
+        yield KeyRing.from_string(_SPEC, tenant_store=keys)
 
 
 def _read_item(dsn: str) -> Any:
-    store = PostgresStore(dsn, tenant_id="A", codec=HaiveCodec(keyring=_ring(dsn)))
-    item = store.get(("ns",), "k")
-    return item.value if item is not None else None
+    with (
+        _ring(dsn) as ring,
+        closing(PostgresStore(dsn, tenant_id="A", codec=HaiveCodec(keyring=ring))) as store,
+    ):
+        item = store.get(("ns",), "k")
+        return item.value if item is not None else None
 
 
 @pytest.fixture
 def shredded(target: str, tmp_path: Path) -> tuple[str, Path]:
     """Tenant A with a key of its own and an item; a full backup; then A shredded."""
-    ring = _ring(target)
-    ring.create_tenant_key("A")
-    store = PostgresStore(target, tenant_id="A", codec=HaiveCodec(keyring=ring))
-    store.setup()
-    store.put(("ns",), "k", {"secret": "of A"})
     path = tmp_path / "before-shred.tar"
-    backup(path, target, encrypt=False)
-    ring.forget_tenant("A")
+    with (
+        _ring(target) as ring,
+        closing(PostgresStore(target, tenant_id="A", codec=HaiveCodec(keyring=ring))) as store,
+    ):
+        ring.create_tenant_key("A")
+        store.setup()
+        store.put(("ns",), "k", {"secret": "of A"})
+        backup(path, target, encrypt=False)
+        ring.forget_tenant("A")
     with pytest.raises(KeyDestroyedError):
         _read_item(target)
     return target, path
@@ -278,12 +287,12 @@ def _ours_or_works(call: Any) -> None:
 )
 @pytest.mark.parametrize("where", ["get_tuple", "list before"])
 def test_a_checkpoint_id_of_another_type_is_our_error(source: str, where: str) -> None:
-    saver = PostgresCheckpointer(source, tenant_id="A")
     config = {"configurable": {**CFG["configurable"], "checkpoint_id": 5}}
-    if where == "get_tuple":
-        _ours_or_works(lambda: saver.get_tuple(config))
-    else:
-        _ours_or_works(lambda: saver.list(CFG, before=config))
+    with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
+        if where == "get_tuple":
+            _ours_or_works(lambda: saver.get_tuple(config))
+        else:
+            _ours_or_works(lambda: saver.list(CFG, before=config))
 
 
 @pytest.mark.xfail(
@@ -292,8 +301,8 @@ def test_a_checkpoint_id_of_another_type_is_our_error(source: str, where: str) -
     "NumericValueOutOfRange (bigint); clamp or refuse past 2**63 - 1",
 )
 def test_a_list_limit_past_bigint_is_our_error_or_works(source: str) -> None:
-    saver = PostgresCheckpointer(source, tenant_id="A")
-    _ours_or_works(lambda: saver.list(None, limit=10**20))
+    with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
+        _ours_or_works(lambda: saver.list(None, limit=10**20))
 
 
 @pytest.mark.xfail(
@@ -302,9 +311,9 @@ def test_a_list_limit_past_bigint_is_our_error_or_works(source: str) -> None:
     "a NUL (psycopg CharacterNotInRepertoire); refuse a channel that is not a string",
 )
 def test_a_write_channel_that_is_not_a_string_is_our_error(source: str) -> None:
-    saver = PostgresCheckpointer(source, tenant_id="A")
-    config = saver.put(CFG, _checkpoint(1), {"source": "input", "step": 2}, {"x": 2})
-    _ours_or_works(lambda: saver.put_writes(config, [(5, "value")], "task"))  # type: ignore[list-item]
+    with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
+        config = saver.put(CFG, _checkpoint(1), {"source": "input", "step": 2}, {"x": 2})
+        _ours_or_works(lambda: saver.put_writes(config, [(5, "value")], "task"))  # type: ignore[list-item]
 
 
 @pytest.mark.xfail(
@@ -314,12 +323,12 @@ def test_a_write_channel_that_is_not_a_string_is_our_error(source: str) -> None:
     "store it so that it reads back",
 )
 def test_checkpoint_metadata_with_nul_reads_back_or_is_refused(source: str) -> None:
-    saver = PostgresCheckpointer(source, tenant_id="A")
-    try:
-        config = saver.put(CFG, _checkpoint(1), {"note": "a\x00b"}, {"x": 3})
-    except HaiveError:
-        return
-    read = saver.get_tuple(config)
+    with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
+        try:
+            config = saver.put(CFG, _checkpoint(1), {"note": "a\x00b"}, {"x": 3})
+        except HaiveError:
+            return
+        read = saver.get_tuple(config)
     assert read is not None
     assert read.metadata["note"] == "a\x00b"
 
@@ -334,16 +343,16 @@ def test_checkpoint_metadata_with_nul_reads_back_or_is_refused(source: str) -> N
     ["search limit", "search offset", "namespaces limit", "namespaces offset", "max_depth"],
 )
 def test_store_counts_past_their_sql_type_are_our_error_or_work(source: str, call: str) -> None:
-    store = PostgresStore(source, tenant_id="A")
     huge = 10**20
-    calls = {
-        "search limit": lambda: store.search(("ns",), limit=huge),
-        "search offset": lambda: store.search(("ns",), offset=huge),
-        "namespaces limit": lambda: store.list_namespaces(limit=huge),
-        "namespaces offset": lambda: store.list_namespaces(offset=huge),
-        "max_depth": lambda: store.list_namespaces(max_depth=huge),
-    }
-    _ours_or_works(calls[call])
+    with closing(PostgresStore(source, tenant_id="A")) as store:
+        calls = {
+            "search limit": lambda: store.search(("ns",), limit=huge),
+            "search offset": lambda: store.search(("ns",), offset=huge),
+            "namespaces limit": lambda: store.list_namespaces(limit=huge),
+            "namespaces offset": lambda: store.list_namespaces(offset=huge),
+            "max_depth": lambda: store.list_namespaces(max_depth=huge),
+        }
+        _ours_or_works(calls[call])
 
 
 @pytest.mark.xfail(
@@ -352,5 +361,5 @@ def test_store_counts_past_their_sql_type_are_our_error_or_work(source: str, cal
     "range: ttl=1e300 is psycopg DatetimeFieldOverflow",
 )
 def test_a_store_ttl_past_the_interval_range_is_our_error(source: str) -> None:
-    store = PostgresStore(source, tenant_id="A")
-    _ours_or_works(lambda: store.put(("ns",), "ttl", {"a": 1}, ttl=1e300))
+    with closing(PostgresStore(source, tenant_id="A")) as store:
+        _ours_or_works(lambda: store.put(("ns",), "ttl", {"a": 1}, ttl=1e300))

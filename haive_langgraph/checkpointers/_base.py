@@ -26,8 +26,15 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base.id import uuid6
 
+from haive_langgraph.checkpointers import _ops as ops
 from haive_langgraph.checkpointers import _sql as S
-from haive_langgraph.checkpointers._objects import DecodedObjects, WrittenObjects, shape
+from haive_langgraph.checkpointers._heads import Head, probe_row, probe_row_of, tuple_of
+from haive_langgraph.checkpointers._objects import (
+    DecodedObjects,
+    WrittenObjects,
+    fresh_copy,
+    shape,
+)
 from haive_langgraph.checkpointers._ops import RawLineages, Statements
 from haive_langgraph.checkpointers._timetravel import (
     BranchInfo,
@@ -39,6 +46,7 @@ from haive_langgraph.checkpointers._values import (
     EMPTY_LINEAGE,
     LRU,
     Decoder,
+    MissingValueError,
     PayloadMemo,
     PutPlan,
     Row,
@@ -55,7 +63,7 @@ from haive_langgraph.checkpointers._values import (
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
-from haive_langgraph.db import PersistenceConfig, validate_identifier
+from haive_langgraph.db import Op, PersistenceConfig, validate_identifier
 from haive_langgraph.db._limits import check_depth, check_text_id
 from haive_langgraph.db._tenancy import TenantScope, has_lone_surrogate, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
@@ -253,8 +261,10 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         # of it (a fork) must start a new lineage.
         self._tips: LRU[tuple[str, int], int] = LRU(cache_size * 4)
         # The last checkpoint stored or read per (thread, namespace): the next
-        # read of that thread skips the data of list items we already hold.
+        # read of that thread skips the data of list items we already hold,
+        # or, if it is still the latest, reads nothing but a probe (`_heads`).
         self._last: LRU[tuple[str, str], StoredRefs] = LRU(cache_size)
+        self._heads: LRU[tuple[str, str], Head] = LRU(cache_size)
         # List items already serialised (or handed out), by identity, so that
         # a put serialises only what is new or edited; and decoded values, so
         # that a read copies instead of decoding (see `_objects`).
@@ -275,6 +285,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
     def _forget_tenant(self, tenant_id: str) -> None:
         """Drop every value held in memory once this saver's tenant is crypto-shredded."""
         if tenant_id == self.tenant_id:
+            self._heads.clear()
             self._memo.clear()
             self._objects.clear()
             if self._written is not None:
@@ -394,6 +405,20 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         thread_id = str(conf["thread_id"])
         ns = str(conf.get("checkpoint_ns", ""))
         self._remember(thread_id, ns, checkpoint["id"], plan.refs)
+        parent = conf.get("checkpoint_id")
+        self._heads.put(
+            (thread_id, ns),
+            Head(
+                thread_id=thread_id,
+                ns=ns,
+                checkpoint_id=checkpoint["id"],
+                parent_id=str(parent) if parent else None,
+                body=plan.body,
+                metadata=plan.metadata,
+                refs=plan.refs,
+                row=probe_row(plan.params),
+            ),
+        )
         return {
             "configurable": {
                 "thread_id": conf["thread_id"],
@@ -444,22 +469,71 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
 
     def _load_row(self, row: Row) -> CheckpointTuple:
         """Decode a row; raises ``MissingValueError`` if a known item left the memo."""
-        tup, refs = decode_row(row, self._decoder(share=False))
+        decoder = self._decoder(share=False)
+        tup, refs = decode_row(row, decoder)
         self._remember(row.thread_id, row.checkpoint_ns, row.checkpoint_id, refs)
-        if self._written is not None and refs.lists:
-            # The caller goes on with these objects (a graph puts them back
-            # in its next checkpoint): their keys are known.
-            values = tup.checkpoint["channel_values"]
-            for channel, state in refs.lists.items():
-                keys = state.keys
-                self._written.replace(
-                    (row.thread_id, row.checkpoint_ns, channel),
-                    (
-                        (shape(item), keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
-                        for i, item in enumerate(values[channel])
-                    ),
-                )
+        self._heads.put(
+            (row.thread_id, row.checkpoint_ns),
+            Head(
+                thread_id=row.thread_id,
+                ns=row.checkpoint_ns,
+                checkpoint_id=row.checkpoint_id,
+                parent_id=row.parent_checkpoint_id,
+                body=decoder.body,
+                metadata=fresh_copy(tup.metadata),
+                refs=refs,
+                row=probe_row_of(row),
+            ),
+        )
+        self._handed_out(row.thread_id, row.checkpoint_ns, tup, refs)
         return tup
+
+    def _handed_out(self, thread_id: str, ns: str, tup: CheckpointTuple, refs: StoredRefs) -> None:
+        """The caller goes on with these list items (a graph puts them back in its
+        next checkpoint): remember their keys (see ``_objects``)."""
+        if self._written is None or not refs.lists:
+            return
+        values = tup.checkpoint["channel_values"]
+        for channel, state in refs.lists.items():
+            keys = state.keys
+            self._written.replace(
+                (thread_id, ns, channel),
+                (
+                    (shape(item), keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+                    for i, item in enumerate(values[channel])
+                ),
+            )
+
+    def _get_tuple_op(self, thread_id: str, ns: str, cid: str | None) -> Op[CheckpointTuple | None]:
+        """``get_tuple``, once for both drivers: the latest checkpoint from memory when
+        the probe finds it unchanged, else the row (without the data of list items
+        already held)."""
+        head = self._heads.get((thread_id, ns)) if cid is None else None
+        if head is not None:
+            fresh = yield from ops.probe_op(
+                self._statements, self.tenant_id, thread_id, ns, head.row
+            )
+            if fresh is None:
+                return None
+            if fresh:
+                try:
+                    tup = tuple_of(head, self._decoder(share=False))
+                except MissingValueError:
+                    pass  # a payload left the memo meanwhile: read the row
+                else:
+                    self._handed_out(thread_id, ns, tup, head.refs)
+                    return tup
+        known = self._known(thread_id, ns)
+        while True:
+            row = yield from ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid, known)
+            if row is None:
+                return None
+            try:
+                return self._load_row(row)
+            except MissingValueError:
+                if known is None:
+                    raise
+                known = None  # a payload left the memo meanwhile: read it all
 
     def _load_rows(self, rows: list[Row], raw: RawLineages) -> Iterator[CheckpointTuple]:
         decoder = self._decoder(share=True)

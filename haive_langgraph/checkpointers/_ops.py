@@ -43,6 +43,7 @@ class Statements:
         self.thread_family = r(S.THREAD_FAMILY)
         self.get_checkpoint = r(S.GET_CHECKPOINT)
         self.get_latest_checkpoint = r(S.GET_LATEST_CHECKPOINT)
+        self.probe_latest = r(S.PROBE_LATEST)
         self.list_template = S.LIST_CHECKPOINTS
         self.lineage_items = r(S.LINEAGE_ITEMS)
         self.lock_exclusive = r(S.LOCK_FAMILY_EXCLUSIVE)
@@ -171,6 +172,16 @@ def get_op(
         st.get_checkpoint if cid else st.get_latest_checkpoint, params, fetch="one", prepare=True
     )
     return Row.from_tuple(row) if row is not None else None
+
+
+def probe_op(st: Statements, t: str, th: str, ns: str, row: dict[str, Any]) -> Op[bool | None]:
+    """Whether the thread's latest checkpoint is the one ``row`` describes (the
+    columns of ``PROBE_LATEST``), without pending writes; None if the thread has
+    no checkpoint."""
+    found = yield Step(
+        st.probe_latest, {**row, "t": t, "th": th, "ns": ns}, fetch="one", prepare=True
+    )
+    return None if found is None else bool(found[0])
 
 
 def family_op(st: Statements, t: str, th: str) -> Op[str | None]:

@@ -511,6 +511,35 @@ GET_LATEST_CHECKPOINT = (
     + _LIST_ITEMS_LATERAL
 )
 
+# Whether the latest checkpoint of a thread is still the one the reader
+# holds in memory, column for column (a row changed in place, by a prune
+# that detaches it from its parent or a key rotation that re-encrypts its
+# body, differs), with no pending writes: then get_tuple builds it from
+# memory. NULL when the thread has no checkpoint.
+PROBE_LATEST = """
+SELECT c.checkpoint_id = %(cid)s
+   AND c.checkpoint = %(body)s
+   AND c.parent_checkpoint_id IS NOT DISTINCT FROM %(parent)s
+   AND c.family_id = %(family)s
+   AND c.inline_values = %(inline)s
+   AND c.metadata = %(metadata)s
+   AND c.value_channels = %(vch)s::text[]
+   AND c.value_keys = %(vkeys)s::bytea[]
+   AND c.list_channels = %(lch)s::text[]
+   AND c.list_lineages = %(llin)s::bigint[]
+   AND c.list_lengths = %(llen)s::int[]
+   AND NOT EXISTS (
+       SELECT 1 FROM {schema}.writes AS w
+       WHERE w.tenant_id = c.tenant_id AND w.thread_id = c.thread_id
+         AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
+   )
+FROM (
+    SELECT * FROM {schema}.checkpoints
+    WHERE tenant_id = %(t)s AND thread_id = %(th)s AND checkpoint_ns = %(ns)s
+    ORDER BY checkpoint_id DESC LIMIT 1
+) AS c
+"""
+
 # History: checkpoint rows first (list values as references), then the items
 # of every lineage they use, once each, in a second statement.
 LIST_CHECKPOINTS = (

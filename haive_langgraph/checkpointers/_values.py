@@ -124,10 +124,17 @@ class StoredRefs:
 
 @dataclass(slots=True)
 class PutPlan:
-    """Parameters of one ``PUT_CHECKPOINT`` statement and the refs it stores."""
+    """Parameters of one ``PUT_CHECKPOINT`` statement and the refs it stores.
+
+    ``body`` is the payload of the checkpoint body (what a reader decodes
+    from its frame) and ``metadata`` the JSON text of the metadata before any
+    sealing: with the refs, what a later read of this checkpoint returns.
+    """
 
     params: dict[str, Any]
     refs: StoredRefs
+    body: bytes = b""
+    metadata: str = "{}"
 
 
 def payload_of(type_tag: str, data: bytes) -> bytes:
@@ -593,8 +600,10 @@ def plan_put(
             refs.values[channel] = enc.key_of(value, (_CHANNEL, channel), expect)
 
     refs.inline = inline
-    body = encode_body(serde, codec, tenant, family, ns, checkpoint, refs)
+    body_payload = body_of(serde, codec, checkpoint, refs)
+    body = codec.encode(body_payload, body_context(tenant, family, ns, checkpoint["id"]))
     meta, meta_text = metadata_text(metadata)
+    plain_meta_text = meta_text
     thread_meta = (
         {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA and k not in encrypt_metadata}
         if ns == ""
@@ -638,7 +647,7 @@ def plan_put(
         "blob_keys": blob_keys,
         "blob_data": blob_data,
     }
-    return PutPlan(params=params, refs=refs)
+    return PutPlan(params=params, refs=refs, body=body_payload, metadata=plain_meta_text)
 
 
 def tags_of(value: Any) -> list[str]:
@@ -832,13 +841,20 @@ def encode_body(
     encryption it is sealed and authenticated like every value, and holds the
     digest of ``refs`` (see :func:`refs_digest`).
     """
+    return codec.encode(
+        body_of(serde, codec, checkpoint, refs), body_context(tenant, family, ns, checkpoint["id"])
+    )
+
+
+def body_of(
+    serde: SerializerProtocol, codec: Codec, checkpoint: Checkpoint, refs: StoredRefs | None
+) -> bytes:
+    """The payload :func:`encode_body` frames."""
     body = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
     if refs is not None and encrypts(codec):
         body[REFS_DIGEST] = refs_digest(refs)
     type_tag, data = serde.dumps_typed(body)
-    return codec.encode(
-        payload_of(type_tag, data), body_context(tenant, family, ns, checkpoint["id"])
-    )
+    return payload_of(type_tag, data)
 
 
 def _plain_data_only(code: int, data: bytes) -> Any:
@@ -935,15 +951,9 @@ def decode_body(decoder: Decoder, row: Row) -> tuple[dict[str, Any], bytes | Non
         payload = decoder.codec.decode(bytes(row.checkpoint), ctx)
     except CorruptDataError as exc:
         raise type(exc)(_where(row, f"the checkpoint body: {exc}")) from exc
-    sep = payload.find(b"\x00")
+    decoder.body = payload
     try:
-        if payload[:sep] != b"msgpack":
-            raise ValueError(f"unexpected type tag {payload[:sep][:20]!r}")
-        body = ormsgpack.unpackb(
-            payload[sep + 1 :], ext_hook=_plain_data_only, option=ormsgpack.OPT_NON_STR_KEYS
-        )
-        if not isinstance(body, dict):
-            raise ValueError(f"a {type(body).__name__}, not a map")
+        body = unpack_body(payload)
     except Exception as exc:
         raise CorruptDataError(
             _where(
@@ -957,6 +967,23 @@ def decode_body(decoder: Decoder, row: Row) -> tuple[dict[str, Any], bytes | Non
         raise CorruptDataError(_where(row, "the checkpoint body holds a malformed digest"))
     body["id"] = row.checkpoint_id
     return body, digest
+
+
+def unpack_body(payload: bytes) -> dict[str, Any]:
+    """The checkpoint body in a body payload (plain data only).
+
+    Raises:
+        ValueError: It is not a msgpack map of plain data.
+    """
+    sep = payload.find(b"\x00")
+    if payload[:sep] != b"msgpack":
+        raise ValueError(f"unexpected type tag {payload[:sep][:20]!r}")
+    body = ormsgpack.unpackb(
+        payload[sep + 1 :], ext_hook=_plain_data_only, option=ormsgpack.OPT_NON_STR_KEYS
+    )
+    if not isinstance(body, dict):
+        raise ValueError(f"a {type(body).__name__}, not a map")
+    return body
 
 
 # Marker of an encrypted metadata value: {"$haive_sealed": "<base64 frame>"}.
@@ -1066,6 +1093,7 @@ class Decoder:
     """
 
     __slots__ = (
+        "body",
         "cache",
         "codec",
         "guard",
@@ -1090,6 +1118,7 @@ class Decoder:
         objects: DecodedObjects | None = None,
     ) -> None:
         self.serde = serde
+        self.body = b""  # the payload of the last body decoded
         # Decoded values kept across reads: each read gets copies of its own.
         self.objects = None if share else objects
         self.codec = codec

@@ -43,7 +43,6 @@ from haive_langgraph.checkpointers._timetravel import (
     diff_tuples,
 )
 from haive_langgraph.checkpointers._values import (
-    MissingValueError,
     PutPlan,
     StoredRefs,
     metadata_json,
@@ -144,23 +143,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
         thread_id, ns, cid = self._target(config)
-        known = self._known(thread_id, ns)
-        while True:
-            row = await self._source.run(
-                lambda known=known: ops.get_op(  # type: ignore[misc]
-                    self._statements, self.tenant_id, thread_id, ns, cid, known
-                ),
-                read=True,
-                route="fresh",
-            )
-            if row is None:
-                return None
-            try:
-                return self._load_row(row)
-            except MissingValueError:
-                if known is None:
-                    raise
-                known = None  # a payload left the memo meanwhile: read it all
+        return await self._source.run(
+            lambda: self._get_tuple_op(thread_id, ns, cid), read=True, route="fresh"
+        )
 
     async def alist(
         self,

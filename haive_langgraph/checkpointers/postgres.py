@@ -42,7 +42,7 @@ from haive_langgraph.checkpointers._timetravel import (
     TimeBound,
     diff_tuples,
 )
-from haive_langgraph.checkpointers._values import MissingValueError, PutPlan, metadata_json
+from haive_langgraph.checkpointers._values import PutPlan, metadata_json
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op
 from haive_langgraph.db._conn_string import FromConnString
@@ -143,23 +143,9 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
         thread_id, ns, cid = self._target(config)
-        known = self._known(thread_id, ns)
-        while True:
-            row = self._source.run(
-                lambda known=known: ops.get_op(  # type: ignore[misc]
-                    self._statements, self.tenant_id, thread_id, ns, cid, known
-                ),
-                read=True,
-                route="fresh",
-            )
-            if row is None:
-                return None
-            try:
-                return self._load_row(row)
-            except MissingValueError:
-                if known is None:
-                    raise
-                known = None  # a payload left the memo meanwhile: read it all
+        return self._source.run(
+            lambda: self._get_tuple_op(thread_id, ns, cid), read=True, route="fresh"
+        )
 
     def list(
         self,

@@ -171,6 +171,14 @@ def backup_create(
     no_encrypt: Annotated[
         bool, typer.Option("--no-encrypt", help="Do not encrypt even if HAIVE_BACKUP_KEY is set.")
     ] = False,
+    with_tenant_keys: Annotated[
+        bool,
+        typer.Option(
+            "--with-tenant-keys",
+            help="Also archive the tenants' own keys (a later crypto-shred then does not "
+            "reach this archive).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write a logical backup archive of the tables (all, or a selection)."""
@@ -189,6 +197,7 @@ def backup_create(
             tenants=tenants or None,
             users=users or None,
             threads=threads or None,
+            tenant_keys=with_tenant_keys,
             since=since,
             key=_key(key_file),
             encrypt=not no_encrypt,

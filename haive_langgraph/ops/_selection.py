@@ -28,6 +28,7 @@ from psycopg import sql
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.errors import ConfigurationError, NotFoundError
+from haive_langgraph.ops._framed import TENANT_KEYS
 from haive_langgraph.ops._schema import TENANT_COLUMN, Schema, Table
 
 ScopeKind = Literal["all", "tenants", "entities", "values", "shared"]
@@ -64,6 +65,7 @@ class Selection:
         threads: Sequence[str] | None = None,
         where: Mapping[str, Sequence[str]] | None = None,
         global_tables: bool | None = None,
+        tenant_keys: bool = False,
     ) -> Selection:
         """Validate and normalise the options of :func:`~haive_langgraph.ops.backup.backup`."""
         columns: dict[str, set[str]] = {}
@@ -83,9 +85,13 @@ class Selection:
             tenant_list = tuple(sorted(set(_strings(tenants, "tenants"))))
             if not tenant_list:
                 raise ConfigurationError("--tenant selection names no tenant")
+        excluded = _strings(exclude, "exclude patterns") if exclude else []
+        # Tenant keys stay out unless asked for: a crypto-shred must reach every archive.
+        if not tenant_keys and TENANT_KEYS not in excluded:
+            excluded.append(TENANT_KEYS)
         return cls(
             include=tuple(_strings(include, "include patterns")) if include else ("*",),
-            exclude=tuple(_strings(exclude, "exclude patterns")) if exclude else (),
+            exclude=tuple(excluded),
             tenants=tenant_list,
             where=tuple(sorted((c, tuple(sorted(v))) for c, v in columns.items())),
             global_tables=global_tables,

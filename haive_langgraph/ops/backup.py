@@ -270,6 +270,7 @@ def backup(
     threads: Sequence[str] | None = None,
     where: Mapping[str, Sequence[str]] | None = None,
     global_tables: bool | None = None,
+    tenant_keys: bool = False,
     since: str | os.PathLike[str] | None = None,
     key: KeyArg = None,
     encrypt: bool = True,
@@ -298,6 +299,12 @@ def backup(
         where: Generic form of ``users``/``threads``: ``{column: values}``.
         global_tables: Back up tables without ``tenant_id`` (default: only
             in a backup that selects no rows).
+        tenant_keys: Also back up the tenants' own keys (``tenant_keys``,
+            wrapped by the global keys). Off by default, so that a later
+            crypto-shred reaches every archive: keep the key store's own
+            backups apart and destroy a shredded tenant's copies there. An
+            archive with tenant keys reads the tenant's rows wherever it is
+            restored, even after the tenant was shredded here.
         since: A previous archive of the same selection: write only what
             changed after it (an incremental backup).
         key: Backup key (a :class:`BackupKey`, raw bytes, base64 text or a
@@ -334,6 +341,7 @@ def backup(
         threads=threads,
         where=where,
         global_tables=global_tables,
+        tenant_keys=tenant_keys,
     )
     base: dict[str, Any] | None = None
     if since is not None:

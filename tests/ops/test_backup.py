@@ -288,7 +288,7 @@ def test_every_component_table_is_backed_up_and_restored(
     assert expected, "no component creates a table?"
     # what backup writes and restore accepts: these, and the store's vector table
     assert our_tables() - expected == {"store_vectors"} and expected <= our_tables()
-    report = backup(tmp_path / "full.tar", migrated)
+    report = backup(tmp_path / "full.tar", migrated, tenant_keys=True)
     assert expected <= set(report.tables), expected - set(report.tables)
     assert set(report.tables) == set(tables_of(migrated, "haive"))
     restored = restore(tmp_path / "full.tar", other_db)

@@ -16,11 +16,12 @@ Archives (fixed):
   archive);
 * an archive taken before a tenant was crypto-shredded, restored with
   ``merge`` or ``replace``, brought the tenant's keys back over the
-  shredding marker: the tenant's rows read again.
+  shredding marker: the tenant's rows read again;
+* the same archive restored into another database read the shredded
+  tenant's rows (archives held the wrapped tenant keys; they now leave them
+  out unless ``tenant_keys=True``).
 
-Still open (xfail): the same archive restored into another database reads
-the shredded tenant's rows (backups hold the wrapped tenant keys); raw
-psycopg errors from the checkpointer (a checkpoint id of another type, a
+Still open (xfail): raw psycopg errors from the checkpointer (a checkpoint id of another type, a
 limit past bigint, a channel that is not a string) and the store (limits,
 offsets and depths past their column types, a TTL past PostgreSQL's
 interval); checkpoint metadata text with NUL stored without it.
@@ -44,7 +45,7 @@ from psycopg import sql
 
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.codec import HaiveCodec, KeyDestroyedError, KeyRing
-from haive_langgraph.errors import HaiveError
+from haive_langgraph.errors import DecryptionError, HaiveError
 from haive_langgraph.ops._archive import parse_row
 from haive_langgraph.ops.backup import ArchiveIntegrityError, backup, restore
 from haive_langgraph.ops.keys import PostgresTenantKeyStore
@@ -225,7 +226,9 @@ def shredded(target: str, tmp_path: Path) -> tuple[str, Path]:
         ring.create_tenant_key("A")
         store.setup()
         store.put(("ns",), "k", {"secret": "of A"})
-        backup(path, target, encrypt=False)
+        # with the tenant's keys: the restore below must still leave A shredded
+        backup(path, target, encrypt=False, tenant_keys=True)
+        backup(path.with_name("no-keys.tar"), target, encrypt=False)
         ring.forget_tenant("A")
     with pytest.raises(KeyDestroyedError):
         _read_item(target)
@@ -247,22 +250,30 @@ def test_restoring_an_archive_taken_before_a_shred_never_undoes_it(
     assert row == (True, [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backups hold tenant_keys (tenant keys wrapped by the global key): a pre-shred "
-    "archive restored into another database reads the tenant again. Needs a design fix "
-    "(tenant keys kept out of data archives and backed up with the key store, or wrapped "
-    "by a per-tenant-revocable key), or docs that stop promising shredding of backups",
-)
 def test_an_archive_taken_before_a_shred_does_not_read_the_tenant_elsewhere(
     shredded: tuple[str, Path], pg_server: str
 ) -> None:
+    """Archives hold no tenant keys by default: restored into another database with
+    the same global keys, a shredded tenant's rows stay unreadable there too."""
+    _, archive = shredded
+    elsewhere = create_database(pg_server, "haive_retest")
+    try:
+        restore(archive.with_name("no-keys.tar"), elsewhere)
+        with pytest.raises(DecryptionError, match="not in the key ring"):
+            _read_item(elsewhere)
+    finally:
+        drop_database(pg_server, elsewhere)
+
+
+def test_an_archive_taken_with_tenant_keys_reads_the_tenant_elsewhere(
+    shredded: tuple[str, Path], pg_server: str
+) -> None:
+    """The documented trade-off of ``tenant_keys=True``: such an archive is self-contained."""
     _, archive = shredded
     elsewhere = create_database(pg_server, "haive_retest")
     try:
         restore(archive, elsewhere)
-        with pytest.raises(KeyDestroyedError):
-            _read_item(elsewhere)
+        assert _read_item(elsewhere) == {"secret": "of A"}
     finally:
         drop_database(pg_server, elsewhere)
 

@@ -25,10 +25,11 @@ def all_components() -> list[Component]:
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
     from haive_langgraph.memory._history_sql import COMPONENT as conversations
     from haive_langgraph.ops.audit._sql import COMPONENT as audit
+    from haive_langgraph.ops.cache._sql import COMPONENT as cache
     from haive_langgraph.ops.keys import COMPONENT as keys
     from haive_langgraph.stores._sql import COMPONENT as store
 
-    return [checkpoints, store, keys, conversations, audit]
+    return [checkpoints, store, keys, conversations, audit, cache]
 
 
 def migrate_all(

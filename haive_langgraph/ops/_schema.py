@@ -294,22 +294,25 @@ def dependency_order(tables: Iterable[Table]) -> tuple[list[Table], list[str]]:
     return out, cycles
 
 
-# "CREATE TABLE [IF NOT EXISTS] {schema}.<name>" in a migration statement.
+# "CREATE [UNLOGGED] TABLE [IF NOT EXISTS] {schema}.<name>" in a migration statement.
 _CREATES = re.compile(
-    r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\{schema\}\.([a-z_][a-z0-9_]*)\s*\(",
+    r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"\{schema\}\.([a-z_][a-z0-9_]*)\s*\(",
     re.IGNORECASE,
 )
 
 
 @functools.cache
 def our_tables() -> frozenset[str]:
-    """The tables haive-langgraph creates: those of every component's migrations, and the
-    store's vector table (created by ``setup()`` for a configured index).
+    """The tables of data haive-langgraph creates: those of every component's migrations,
+    and the store's vector table (created by ``setup()`` for a configured index), less
+    the cache's versions (its state, not data: ``ops.cache._sql.NOT_ARCHIVED``).
 
     Backup writes only these, restore accepts only these: a table someone else
     created in the schema is theirs (``pg_dump`` it).
     """
     from haive_langgraph.ops._migrate import all_components
+    from haive_langgraph.ops.cache._sql import NOT_ARCHIVED
     from haive_langgraph.stores._sql import VECTORS
 
     names = {
@@ -319,4 +322,4 @@ def our_tables() -> frozenset[str]:
         for statement in migration.statements
         for match in _CREATES.finditer(statement)
     }
-    return frozenset(names | {VECTORS})
+    return frozenset((names | {VECTORS}) - NOT_ARCHIVED)

@@ -35,7 +35,19 @@ MIGRATIONS = (
     ),
 )
 
+# Registered in ``ops.all_components()``: ``haive-lg migrate`` creates the table
+# as a wrapper's setup() does (the same migration, so either order converges).
 COMPONENT = Component(name="cache", migrations=MIGRATIONS)
+
+# Rows keyed by tenant (its id and the hashes of its threads and items), for
+# tenant erasure (``stores._ops.tenant_tables()``) to delete: that also makes
+# the erased tenant's Redis entries misses.
+TENANT_TABLES = (VERSIONS_TABLE,)
+
+# State of the cache, not data: backups leave these out (``our_tables()``). A
+# restored database starts with no versions, so no Redis entry read before the
+# restore is served after it.
+NOT_ARCHIVED = frozenset({VERSIONS_TABLE})
 
 # The database a connection reaches: its cluster (initdb's random system
 # identifier), then the database's oid and name (a database dropped and

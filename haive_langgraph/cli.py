@@ -519,9 +519,9 @@ def keys_forget_tenant(
 
 
 # The time-travel commands (history, show, diff, tag, find, branch, restore, prune).
+from haive_langgraph import _cli_import as _cli_import  # noqa: E402  (haive-lg import ...)
 from haive_langgraph import _cli_ops as _cli_ops  # noqa: E402
 from haive_langgraph import _cli_timetravel as _cli_timetravel  # noqa: E402
-from haive_langgraph import _cli_import as _cli_import  # noqa: E402  (haive-lg import ...)
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ use, never by ``haive-lg migrate`` (a deployment whose application role may not
 and a restore did not create it. Now ``all_components()`` lists ``cache`` with
 the very migration the wrapper runs (``CREATE UNLOGGED TABLE IF NOT EXISTS``),
 so databases where the cache already made it converge; backups leave its rows
-out (random versions, state of the cache: a restored database starts with none,
-so every Redis entry read before is a miss); tenant erasure must delete a
+out (random versions, state of the cache: restored into a new database, the
+table starts empty, never with an archive's versions); tenant erasure must delete a
 tenant's rows (they carry its id and the hashes of its threads and items).
 """
 

@@ -44,9 +44,8 @@ COMPONENT = Component(name="cache", migrations=MIGRATIONS)
 # the erased tenant's Redis entries misses.
 TENANT_TABLES = (VERSIONS_TABLE,)
 
-# State of the cache, not data: backups leave these out (``our_tables()``). A
-# restored database starts with no versions, so no Redis entry read before the
-# restore is served after it.
+# State of the cache, not data: backups leave these out (``our_tables()``), so no
+# Redis entry is ever checked against versions taken from an archive.
 NOT_ARCHIVED = frozenset({VERSIONS_TABLE})
 
 # The database a connection reaches: its cluster (initdb's random system

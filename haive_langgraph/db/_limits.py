@@ -1,4 +1,4 @@
-"""Limits on what the application may write: id lengths and nesting depth.
+"""Limits on what the application may write and ask for: id lengths, nesting depth, counts.
 
 Every component checks its ids and JSON values against these before any
 statement runs, so that a write either works (and its read returns the same
@@ -20,6 +20,11 @@ psycopg error or a ``RecursionError``. Value sizes are the codec's limit
   metadata) add a few levels of their own.
 * JSON metadata the codec does not frame (jsonb columns) takes at most
   :data:`MAX_JSON_BYTES`.
+* Counts (limits, offsets, numbers of results, depths) are integers from 0
+  to the largest value of the SQL type the statement gives them:
+  :data:`MAX_COUNT` (``bigint``, what ``LIMIT`` and ``OFFSET`` take) or
+  :data:`MAX_INT4` (``integer``: a namespace depth slices an array), checked
+  by :func:`check_count`.
 """
 
 from __future__ import annotations
@@ -31,15 +36,19 @@ from typing import Any
 from haive_langgraph.errors import ConfigurationError, HaiveError, ValueTooLargeError
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_DEPTH",
     "MAX_ID_BYTES",
+    "MAX_INT4",
     "MAX_JSON_BYTES",
     "bad_json_text",
+    "check_count",
     "check_depth",
     "check_text_id",
     "exceeds_depth",
     "has_lone_surrogate",
     "id_problem",
+    "shown",
     "utf8_len",
 ]
 
@@ -55,6 +64,12 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 The same as the codec's default ``max_decompressed_size``, and well under
 PostgreSQL's own jsonb limit (256 MB), whose error would otherwise surface.
 """
+
+MAX_COUNT = 2**63 - 1
+"""Largest count (a limit, an offset, a number of results): PostgreSQL's ``bigint``."""
+
+MAX_INT4 = 2**31 - 1
+"""Largest count a statement uses as an ``integer`` (an array subscript: a namespace depth)."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -111,6 +126,44 @@ def check_text_id(
     if problem is not None:
         raise error(f"{what} {value[:60]!r}{'...' if len(value) > 60 else ''} {problem}")
     return value
+
+
+def check_count(name: str, value: object, *, maximum: int = MAX_COUNT, minimum: int = 0) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) from ``minimum`` to ``maximum``.
+
+    The one rule for the counts an API takes (limits, offsets, numbers of
+    results, depths, quotas): 0 asks for nothing and gets nothing, as
+    LangGraph's savers and stores answer ``limit=0``; a negative number, a
+    bool, a float, a string or a number past the SQL type the statement
+    gives it is refused before anything is sent.
+
+    Args:
+        name: The argument's name in the message (``"limit"``, ``"search offset"``).
+        value: The count.
+        maximum: Largest value allowed: :data:`MAX_COUNT` (``bigint``) unless
+            the statement uses the count as an ``integer`` (:data:`MAX_INT4`).
+        minimum: Smallest value allowed (1 for a depth).
+
+    Raises:
+        ConfigurationError: naming the argument, the range and the value.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum:
+        return value
+    kind = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
+    raise ConfigurationError(
+        f"{name} must be a {kind} integer of at most {maximum:,}, got {shown(value)}"
+    )
+
+
+def shown(value: object) -> str:
+    """``value`` for a message: its repr, cut at 80 characters.
+
+    An integer of more than 128 bits is described instead (``repr`` raises
+    ``ValueError`` past 4,300 digits, and its digits say nothing useful).
+    """
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    return f"{value!r:.80}"
 
 
 def _children(node: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import random
 import uuid
@@ -21,7 +20,6 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
     PendingWrite,
-    get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.base.id import uuid6
@@ -64,9 +62,15 @@ from haive_langgraph.checkpointers._values import (
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.db import Op, PersistenceConfig, validate_identifier
-from haive_langgraph.db._limits import check_depth, check_text_id
+from haive_langgraph.db._limits import check_count, check_depth, check_text_id
 from haive_langgraph.db._tenancy import TenantScope, has_lone_surrogate, validate_tenant_id
-from haive_langgraph.errors import ConfigurationError, CorruptDataError, HaiveError, NotFoundError
+from haive_langgraph.errors import (
+    ConfigurationError,
+    CorruptDataError,
+    HaiveError,
+    NotFoundError,
+    SerializationError,
+)
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 # Set to 1/true to serialise every list item at every put (see `strict_serialisation`).
@@ -127,22 +131,6 @@ def thread_info(row: Sequence[Any]) -> ThreadInfo:
     )
 
 
-def check_limit(value: Any, what: str = "limit") -> int:
-    """A ``limit`` argument: an integer >= 0.
-
-    0 asks for nothing and gets nothing, as LangGraph's savers answer
-    ``list(limit=0)``; a negative number, a bool, a float or a string is refused
-    before anything is sent.
-    """
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < 0:
-        raise ConfigurationError(f"{what} must be a non-negative integer, got {value!r}")
-    return number
-
-
 def thread_page(rows: Sequence[Sequence[Any]], limit: int | None) -> ThreadPage:
     """A :meth:`list_threads` page: a full page has a cursor to the next one."""
     threads = [thread_info(r) for r in rows]
@@ -166,6 +154,37 @@ def text_id(value: Any, what: str) -> str:
     """A thread id, namespace, tag or task id as text; what PostgreSQL cannot store is refused."""
     text = value if isinstance(value, str) else str(value)
     return check_text_id(text, what)  # the shared rule (db._limits)
+
+
+def conf_of(config: object) -> Mapping[str, Any] | None:
+    """``config["configurable"]``, or ``None`` if ``config`` has none."""
+    conf = config.get("configurable") if isinstance(config, Mapping) else None
+    return conf if isinstance(conf, Mapping) else None
+
+
+def configurable(config: object) -> Mapping[str, Any]:
+    """``config["configurable"]`` naming a thread, or an error saying so.
+
+    LangGraph's ``InMemorySaver`` answers a config without them with a
+    ``KeyError`` (``'configurable'``, ``'thread_id'``); ours names what is needed.
+    """
+    conf = conf_of(config)
+    if conf is None or conf.get("thread_id") is None:
+        missing = '"configurable"' if conf is None else 'configurable "thread_id"'
+        raise ConfigurationError(
+            'the config must name a thread, {"configurable": {"thread_id": ...}}; '
+            f"it has no {missing}"
+        )
+    return conf
+
+
+def checkpoint_id_in(conf: Mapping[str, Any]) -> str | None:
+    """The checkpoint id a ``configurable`` names, checked as an id (``None`` if none).
+
+    As LangGraph's ``get_checkpoint_id``: ``checkpoint_id``, else the legacy ``thread_ts``.
+    """
+    cid = conf.get("checkpoint_id", conf.get("thread_ts"))
+    return None if cid is None else text_id(cid, "checkpoint_id")
 
 
 def json_filter(value: Any, what: str) -> dict[str, Any] | None:
@@ -349,11 +368,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         *,
         fresh_lists: bool = False,
     ) -> PutPlan:
-        conf = config["configurable"]
-        text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns")
         text_id(checkpoint["id"], "checkpoint id")
-        if conf.get("checkpoint_id") is not None:
-            text_id(conf["checkpoint_id"], "checkpoint_id")
         return plan_put(
             serde=self.serde,
             codec=self.codec,
@@ -372,6 +387,30 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             written=self._written,
         )
 
+    @staticmethod
+    def _put_thread(config: RunnableConfig, metadata: CheckpointMetadata) -> str:
+        """The thread a ``put`` writes to; its config and metadata checked before anything else.
+
+        LangGraph's ``get_checkpoint_metadata`` strips NUL characters from the
+        metadata's strings (which jsonb cannot store); they are refused instead,
+        as a NUL anywhere else in metadata is, so that what a put accepts a read
+        returns. (Values LangGraph copies from ``config["metadata"]`` and
+        ``configurable`` are still stripped, as by its own savers.)
+        """
+        conf = configurable(config)
+        thread_id = text_id(conf["thread_id"], "thread_id")
+        text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns")
+        checkpoint_id_in(conf)
+        if not isinstance(metadata, Mapping):
+            raise SerializationError(
+                "checkpoint metadata must be a dict (LangGraph's CheckpointMetadata), "
+                f"got {type(metadata).__name__}"
+            )
+        for value in metadata.values():
+            if isinstance(value, str) and "\x00" in value:
+                metadata_json(metadata)  # raises the documented error, naming the key
+        return thread_id
+
     def _plan_writes(
         self,
         config: RunnableConfig,
@@ -379,13 +418,19 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         task_id: str,
         task_path: str,
     ) -> tuple[dict[str, Any], bool]:
-        thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
-        text_id(config["configurable"].get("checkpoint_ns", ""), "checkpoint_ns")
-        text_id(config["configurable"]["checkpoint_id"], "checkpoint_id")
+        conf = configurable(config)
+        thread_id = text_id(conf["thread_id"], "thread_id")
+        text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns")
+        if conf.get("checkpoint_id") is None:
+            raise ConfigurationError(
+                "put_writes needs the config of a stored checkpoint (the one put returned): "
+                'it has no configurable "checkpoint_id"'
+            )
+        text_id(conf["checkpoint_id"], "checkpoint_id")
         task_id = text_id(task_id, "task_id")
         task_path = text_id(task_path, "task_path")
         for channel, _ in writes:
-            text_id(channel, "channel")
+            check_text_id(channel, "write channel")  # a str: it is sent as it is
         return plan_writes(
             serde=self.serde,
             codec=self.codec,
@@ -557,11 +602,11 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
 
     @staticmethod
     def _target(config: RunnableConfig) -> tuple[str, str, str | None]:
-        conf = config["configurable"]
+        conf = configurable(config)
         return (
             text_id(conf["thread_id"], "thread_id"),
             text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns"),
-            get_checkpoint_id(config),
+            checkpoint_id_in(conf),
         )
 
     @staticmethod
@@ -571,16 +616,26 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         before: RunnableConfig | None,
         limit: int | None,
     ) -> dict[str, Any]:
-        conf = (config or {}).get("configurable", {}) if config else {}
+        conf = conf_of(config) or {}
         thread_id = conf.get("thread_id")
         ns = conf.get("checkpoint_ns")
+        cid = conf.get("checkpoint_id")
+        before_id = None
+        if before:
+            before_conf = conf_of(before)
+            if before_conf is None:
+                raise ConfigurationError(
+                    'before must be a checkpoint\'s config, {"configurable": {"checkpoint_id": '
+                    '...}}; it has no "configurable"'
+                )
+            before_id = checkpoint_id_in(before_conf)
         return {
             "thread_id": text_id(thread_id, "thread_id") if thread_id is not None else None,
             "checkpoint_ns": text_id(ns, "checkpoint_ns") if ns is not None else None,
-            "checkpoint_id": conf.get("checkpoint_id") if config else None,
+            "checkpoint_id": text_id(cid, "checkpoint_id") if cid is not None else None,
             "filter": json_filter(filter, "filter"),
-            "before_id": get_checkpoint_id(before) if before else None,
-            "limit": None if limit is None else check_limit(limit),
+            "before_id": before_id,
+            "limit": None if limit is None else check_count("limit", limit),
         }
 
     @staticmethod
@@ -694,7 +749,7 @@ class TimeTravelMixin(CheckpointerBase):
         return (
             text_id(conf["thread_id"], "thread_id"),
             text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns"),
-            str(cid),
+            text_id(cid, "checkpoint_id"),
         )
 
     @staticmethod
@@ -717,7 +772,7 @@ class TimeTravelMixin(CheckpointerBase):
         th = text_id(conf["thread_id"], "thread_id")
         ns = text_id(conf.get("checkpoint_ns", ""), "checkpoint_ns")
         raw = conf.get("checkpoint_id")
-        cid = None if raw in (None, "", LATEST) else str(raw)
+        cid = None if raw in (None, "", LATEST) else text_id(raw, "checkpoint_id")
         target: dict[str, Any] = {"thread_id": th, "checkpoint_ns": ns}
         if cid is not None:
             target["checkpoint_id"] = cid
@@ -774,7 +829,7 @@ class TimeTravelMixin(CheckpointerBase):
             "keyed": keyed,
             "before": time_bound(before, "before"),
             "after": time_bound(after, "after"),
-            "limit": None if limit is None else check_limit(limit),
+            "limit": None if limit is None else check_count("limit", limit),
         }
 
     @staticmethod
@@ -815,7 +870,7 @@ class TimeTravelMixin(CheckpointerBase):
         point = conf.get("checkpoint_id")
         return (
             text_id(conf["thread_id"], "thread_id"),
-            None if point in (None, "", LATEST) else str(point),
+            None if point in (None, "", LATEST) else text_id(point, "checkpoint_id"),
             dst,
         )
 

@@ -27,7 +27,6 @@ from haive_langgraph.checkpointers._base import (
     ThreadInfo,
     ThreadPage,
     TimeTravelMixin,
-    check_limit,
     decode_cursor,
     json_filter,
     text_id,
@@ -50,6 +49,7 @@ from haive_langgraph.checkpointers._values import (
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op
 from haive_langgraph.db._conn_string import AsyncFromConnString
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 T = TypeVar("T")
@@ -173,7 +173,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint (one statement, one round trip)."""
-        thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
+        thread_id = self._put_thread(config, metadata)
         parent = self._parent_refs(config)
         if parent is None and self._needs_parent(config, checkpoint, new_versions):
             parent = await self._afetch_parent(config)
@@ -335,7 +335,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         cursor: str | None = None,
     ) -> ThreadPage:
         """Threads most recently updated first (see :meth:`PostgresCheckpointer.list_threads`)."""
-        limit = None if limit is None else check_limit(limit)
+        limit = None if limit is None else check_count("limit", limit)
         after = decode_cursor(cursor) if cursor else None
         rows = await self._source.run(
             lambda: ops.list_threads_op(

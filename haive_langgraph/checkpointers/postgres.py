@@ -27,7 +27,6 @@ from haive_langgraph.checkpointers._base import (
     ThreadInfo,
     ThreadPage,
     TimeTravelMixin,
-    check_limit,
     decode_cursor,
     json_filter,
     text_id,
@@ -46,6 +45,7 @@ from haive_langgraph.checkpointers._values import PutPlan, metadata_json
 from haive_langgraph.codec import Codec, KeyRing
 from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op
 from haive_langgraph.db._conn_string import FromConnString
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 
@@ -176,7 +176,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint (one statement, one round trip)."""
-        thread_id = text_id(config["configurable"]["thread_id"], "thread_id")
+        thread_id = self._put_thread(config, metadata)
         parent = self._parent_refs(config)
         if parent is None and self._needs_parent(config, checkpoint, new_versions):
             parent = self._fetch_parent(config)
@@ -358,7 +358,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             limit: Page size (0: an empty page; ``None``: every thread).
             cursor: ``next_cursor`` of the previous page.
         """
-        limit = None if limit is None else check_limit(limit)
+        limit = None if limit is None else check_count("limit", limit)
         after = decode_cursor(cursor) if cursor else None
         rows = self._source.run(
             lambda: ops.list_threads_op(

@@ -24,6 +24,7 @@ from psycopg import sql
 from haive_langgraph.codec import Codec, HaiveCodec, PlainCodec, default_codec
 from haive_langgraph.db import Op as DbOp
 from haive_langgraph.db import PersistenceConfig, Route, TenantScope, validate_identifier
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _sql as S
@@ -382,13 +383,10 @@ class StoreBase(BaseStore):
 
     @staticmethod
     def _check_page(op: SearchOp | ListNamespacesOp, what: str) -> None:
-        """``limit`` and ``offset`` are integers >= 0 (0 gives nothing, as LangGraph's stores)."""
-        for name in ("limit", "offset"):
-            value = getattr(op, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigurationError(
-                    f"{what} {name} must be a non-negative integer, got {value!r}"
-                )
+        """``limit`` and ``offset`` are integers from 0 (which gives nothing, as LangGraph's
+        stores answer) to ``bigint``'s largest (``db._limits.check_count``)."""
+        check_count(f"{what} limit", op.limit)
+        check_count(f"{what} offset", op.offset)
 
     def _check_search(self, op: SearchOp) -> None:
         self._check_page(op, "search")

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypedDict, cast
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import IndexConfig, TTLConfig, ensure_embeddings, tokenize_path
 
+from haive_langgraph.db._limits import check_count, shown
 from haive_langgraph.errors import ConfigurationError
 
 Distance = Literal["cosine", "l2", "inner_product"]
@@ -351,17 +352,26 @@ def normalize_ttl(ttl: TTLConfig | None) -> TTLConfig | None:
     return TTLConfig(**ttl)  # type: ignore[typeddict-item]
 
 
+MAX_TTL_MINUTES = 1_000_000_000
+"""Longest TTL, in minutes (about 1,900 years): its expiry, ``now() + ttl * interval
+'1 minute'``, then fits PostgreSQL's ``interval`` and ``timestamptz``."""
+
+
 def check_ttl(ttl: Any) -> float | None:
-    """A TTL in minutes: a positive finite number, or None for no expiry."""
+    """A TTL in minutes: a positive number up to :data:`MAX_TTL_MINUTES`, or None for no expiry.
+
+    LangGraph's ``InMemoryStore`` has no TTL (it refuses any); NaN, infinities,
+    0, negative numbers and numbers past the bound are refused here, before
+    anything is sent.
+    """
     if ttl is None:
         return None
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, int | float)
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
-        raise ConfigurationError(f"ttl must be a positive number of minutes or None, got {ttl!r}")
+    # The comparisons are false for NaN; no float() first: a huge int overflows it.
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_MINUTES:
+        raise ConfigurationError(
+            f"ttl must be a positive number of minutes, at most {MAX_TTL_MINUTES:,} "
+            f"(about 1,900 years), or None; got {shown(ttl)}"
+        )
     return float(ttl)
 
 
@@ -388,12 +398,8 @@ class ResourceQuota:
     def __post_init__(self) -> None:
         for name in ("max_items", "max_bytes", "max_writes_per_minute"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise ConfigurationError(
-                    f"ResourceQuota.{name} must be a non-negative int or None, got {value!r}"
-                )
+            if value is not None:
+                check_count(f"ResourceQuota.{name}", value)  # a bigint column
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from psycopg import sql
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BoolArray, ByteaArray, IntArray, TextArray
+from haive_langgraph.db._limits import MAX_INT4, check_count
 from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _sql as S
@@ -215,8 +216,9 @@ def list_namespaces_step(ctx: Context, op: ListNamespacesOp) -> Step:
         else:
             raise ConfigurationError(f"unknown namespace match type {cond.match_type!r}")
     depth = op.max_depth
-    if depth is not None and (not isinstance(depth, int) or depth < 1):
-        raise ConfigurationError(f"max_depth must be a positive integer, got {depth!r}")
+    if depth is not None:
+        # It slices an array: an `integer` subscript.
+        check_count("max_depth", depth, minimum=1, maximum=MAX_INT4)
     range_ = prefix_condition("s", lead, params, "lead")
     # With max_depth and only short prefix conditions, whole groups of
     # namespaces sharing the first max_depth labels are skipped at once.

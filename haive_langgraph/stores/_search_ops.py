@@ -19,6 +19,7 @@ from psycopg import sql
 
 from haive_langgraph.db import Step
 from haive_langgraph.db._arrays import BigintArray, BoolArray, IntArray, TextArray
+from haive_langgraph.db._limits import MAX_COUNT
 from haive_langgraph.stores import _sql as S
 from haive_langgraph.stores._config import VectorIndexSpec
 from haive_langgraph.stores._filters import compiled
@@ -43,10 +44,12 @@ MAX_CANDIDATES = 100_000
 
 
 def candidates_for(wanted: int) -> int:
+    """Candidates for a page ending at ``wanted``: at most ``bigint``'s largest, as
+    ``limit`` and ``offset`` (``wanted`` may be their sum, times vectors per item)."""
     k = MIN_CANDIDATES
     while k < wanted:
         k *= 2
-    return k
+    return min(k, MAX_COUNT)
 
 
 def search_item(
@@ -356,7 +359,7 @@ def vector_search_step(ctx: Context, plan: SearchPlan) -> Step:
         "off": op.offset,
         # Only the best `want` candidates are checked for expiry, unless an
         # expired one was seen among them: then all of them.
-        "top": plan.candidates if plan.check_all else want,
+        "top": plan.candidates if plan.check_all else min(want, MAX_COUNT),
     }
     scope, cand = vector_candidates(ctx, op, params, exact=plan.force_exact)
     query = ctx.statements.q(

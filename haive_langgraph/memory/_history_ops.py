@@ -27,6 +27,7 @@ from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._limits import (
     MAX_JSON_BYTES,
     bad_json_text,
+    check_count,
     check_depth,
     check_text_id,
 )
@@ -79,22 +80,9 @@ def check_optional_id(value: object, what: str) -> str | None:
     return None if value is None else check_id(value, what)
 
 
-def check_limit(value: object, what: str = "limit") -> int:
-    """How many a read asks for (a page, the last n): an integer >= 0.
-
-    0 asks for nothing and gets nothing, as LangGraph's savers and stores answer
-    ``limit=0``; a negative number, a bool, a float or a string is refused.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
-
-
 def check_positive(value: object, what: str) -> int:
-    """A size or a quota: an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{what} must be a positive integer, got {value!r}")
-    return value
+    """A size or a quota: an integer from 1 to ``bigint``'s largest (``db._limits``)."""
+    return check_count(what, value, minimum=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,7 +719,7 @@ class HistoryOps:
         self, row: ConvRow, limit: int, cursor: str | None, newest_first: bool
     ) -> Op[MessagePage]:
         """A page of ``limit`` positions after ``cursor`` (oldest first, or newest first)."""
-        check_limit(limit)
+        check_count("limit", limit)
         position = parse_message_cursor(cursor)
         if limit == 0:
             return MessagePage([], None)
@@ -744,7 +732,7 @@ class HistoryOps:
             messages.reverse()
             return MessagePage(messages, str(lo) if lo > 0 else None)
         lo = position + 1 if position is not None else 0
-        hi = lo + limit
+        hi = min(lo + limit, MAX_SEQ)  # a bigint: limit may be bigint's largest
         messages = yield from self.read_stored(cid, lo=lo, hi=hi)
         return MessagePage(messages, str(hi - 1) if hi < count else None)
 
@@ -1199,9 +1187,12 @@ def totals_of(rows: Sequence[Sequence[Any]]) -> UsageTotals:
 def parse_message_cursor(cursor: object) -> int | None:
     if cursor is None:
         return None
-    if isinstance(cursor, str) and cursor.isdigit():
-        return int(cursor)
-    raise ConfigurationError(f"invalid message cursor {cursor!r}; pass a page's next_cursor")
+    # ASCII digits only ("²".isdigit() is true, int("²") fails), at most MAX_SEQ.
+    if isinstance(cursor, str) and cursor.isascii() and cursor.isdigit() and len(cursor) < 20:
+        position = int(cursor)
+        if position < MAX_SEQ:
+            return position
+    raise ConfigurationError(f"invalid message cursor {cursor!r:.80}; pass a page's next_cursor")
 
 
 def encode_conversation_cursor(value: datetime, conversation_id: str) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langgraph.store.base import GetOp, Item, Op, PutOp, SearchOp
 
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import _vector_ops as V
 from haive_langgraph.stores import InvalidFilterError
@@ -163,11 +164,11 @@ def search_op(
         mmr: ``(fetch_k, lambda_mult)``: pick ``k`` of ``fetch_k`` candidates by
             maximal marginal relevance.
     """
-    k = V.check_count(k, "k")
+    k = check_count("k", k)
     limit = k
     lambda_mult = 0.5
     if mmr is not None:
-        limit = max(k, V.check_count(mmr[0], "fetch_k"))
+        limit = max(k, check_count("fetch_k", mmr[0]))
         lambda_mult = V.check_unit(mmr[1], "lambda_mult")
     store_filter = document_filter(filter)
     if vector is None:

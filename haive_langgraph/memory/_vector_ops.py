@@ -39,7 +39,7 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from haive_langgraph.db._limits import check_depth, check_text_id
+from haive_langgraph.db._limits import MAX_COUNT, check_count, check_depth, check_text_id
 from haive_langgraph.errors import ConfigurationError, HaiveError
 from haive_langgraph.memory._vector_types import (
     ConsolidationReport,
@@ -213,18 +213,6 @@ def _unit_rows(matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.floa
 def check_positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigurationError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_count(value: object, what: str) -> int:
-    """How many results a call asks for: an integer >= 0.
-
-    0 asks for nothing and gets nothing, as LangChain's ``InMemoryVectorStore``
-    answers ``k=0`` and LangGraph's savers ``limit=0``; a negative number, a bool,
-    a float or a string is refused before anything is embedded or sent.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{what} must be a non-negative integer, got {value!r}")
     return value
 
 
@@ -679,7 +667,9 @@ def search_op(
     decay_half_life: timedelta | None,
 ) -> Op_:
     check_text(query, "query")
-    top_k = check_count(top_k, "top_k")
+    # Counts: 0 gives nothing (as LangChain's InMemoryVectorStore answers k=0), up to
+    # a store search's limit (db._limits.check_count), checked before anything is embedded.
+    top_k = check_count("top_k", top_k)
     mmr_lambda = check_unit(mmr_lambda, "mmr_lambda")
     decay = check_duration(decay_half_life, "decay_half_life") or settings.decay_half_life
     encoder: CrossEncoder | None = None
@@ -698,8 +688,9 @@ def search_op(
         encoder = rerank  # type: ignore[assignment]
     widen = use_mmr or encoder is not None or decay is not None
     # A fetch_k below top_k (0 included) fetches top_k, as it always has.
-    fetch = check_count(fetch_k, "fetch_k") if fetch_k is not None else None
-    limit = max(top_k, fetch if fetch is not None else (max(4 * top_k, 20) if widen else top_k))
+    fetch = check_count("fetch_k", fetch_k) if fetch_k is not None else None
+    widened = min(max(4 * top_k, 20), MAX_COUNT)
+    limit = max(top_k, fetch if fetch is not None else (widened if widen else top_k))
     filter = search_filter(filters, as_of, include_superseded)
     if top_k == 0:
         return []
@@ -758,9 +749,9 @@ def episodic_op(
 ) -> Op_:
     check_text(context_query, "context_query")
     w = check_unit(temporal_weight, "temporal_weight")
-    max_episodes = check_count(max_episodes, "max_episodes")
-    per_episode = check_count(per_episode, "per_episode")
-    candidates = check_count(candidates, "candidates")
+    max_episodes = check_count("max_episodes", max_episodes)
+    per_episode = check_count("per_episode", per_episode)
+    candidates = check_count("candidates", candidates)
     half = check_duration(half_life, "half_life")
     assert half is not None
     filter = search_filter(filters, None, False)

@@ -24,8 +24,8 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, model_validator
 
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.memory._vector_ops import check_count
 from haive_langgraph.memory._vector_types import Memory
 
 __all__ = ["MemoryRetriever", "SearchType", "memory_document"]
@@ -116,7 +116,7 @@ def retriever_query(search_type: object, kwargs: Mapping[str, Any]) -> Retriever
             'search_type="similarity_score_threshold" needs search_kwargs={"score_threshold": x}'
         )
     return RetrieverQuery(
-        check_count(kwargs.get("k", DEFAULT_K), "k"),
+        check_count("k", kwargs.get("k", DEFAULT_K)),
         search,
         None if threshold is None else float(threshold),
     )

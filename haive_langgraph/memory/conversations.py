@@ -17,6 +17,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory._history_base import AsyncClient, SyncClient, make_ops
 from haive_langgraph.memory._history_codec import DEFAULT_MAX_MESSAGE_BYTES, message_from_role
@@ -26,7 +27,6 @@ from haive_langgraph.memory._history_ops import (
     HistoryOps,
     check_id,
     check_json,
-    check_limit,
     check_optional_id,
     decode_conversation_cursor,
     encode_conversation_cursor,
@@ -215,7 +215,7 @@ class _StoreCalls:
         ops = self.ops
         cid = check_id(conversation_id, "conversation_id")
         if limit is not None:
-            check_limit(limit)
+            check_count("limit", limit)
 
         if limit is None and cursor is not None:
             raise ConfigurationError("a cursor needs a limit")
@@ -251,7 +251,7 @@ class _StoreCalls:
             raise ConfigurationError(
                 f"order_by {order_by!r} is not one of {', '.join(sorted(ORDER_COLUMNS))}"
             )
-        check_limit(limit)
+        check_count("limit", limit)
         filters: dict[str, Any] = {}
         if user_id is not None:
             filters["user_id"] = check_id(user_id, "user_id")

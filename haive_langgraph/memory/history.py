@@ -27,13 +27,13 @@ from haive_langgraph.db import (
 )
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.memory._history_base import AsyncClient, SyncClient, make_ops
 from haive_langgraph.memory._history_codec import DEFAULT_MAX_MESSAGE_BYTES
 from haive_langgraph.memory._history_ops import (
     Call,
     HistoryOps,
     check_id,
-    check_limit,
     check_optional_id,
     parse_message_cursor,
 )
@@ -67,7 +67,7 @@ class _HistoryCalls:
     def get(self, last: int | None = None) -> Call[list[BaseMessage]]:
         sid = self.session_id
         if last is not None:
-            check_limit(last, "n")
+            check_count("n", last)
         return Call(lambda: self.ops.read_messages(sid, last=last), read=True, subject=self.subject)
 
     def add(self, messages: Sequence[BaseMessage]) -> Call[Any] | None:
@@ -96,7 +96,7 @@ class _HistoryCalls:
     def page(self, limit: int, cursor: str | None, newest_first: bool) -> Call[MessagePage]:
         sid = self.session_id
         ops = self.ops
-        check_limit(limit)
+        check_count("limit", limit)
         parse_message_cursor(cursor)
 
         def op() -> Any:

@@ -22,6 +22,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from haive_langgraph.codec import Codec
 from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory._history_base import AsyncClient, SyncClient, make_ops
 from haive_langgraph.memory._history_codec import DEFAULT_MAX_MESSAGE_BYTES, message_from_role
@@ -29,7 +30,6 @@ from haive_langgraph.memory._history_ops import (
     Call,
     HistoryOps,
     check_id,
-    check_limit,
     check_optional_id,
     check_positive,
     decode_conversation_cursor,
@@ -161,7 +161,7 @@ class _SessionCalls:
         sid = check_id(session_id, "session_id")
         who = check_id(actor, "user_id")
         if limit is not None:
-            check_limit(limit)
+            check_count("limit", limit)
         elif cursor is not None:
             raise ConfigurationError("a cursor needs a limit")
 
@@ -348,7 +348,7 @@ class _SessionCalls:
     ) -> Call[SessionPage]:
         ops = self.ops
         who = check_id(actor, "user_id")
-        check_limit(limit)
+        check_count("limit", limit)
         after = decode_conversation_cursor(cursor) if cursor is not None else None
         filters: dict[str, Any] = {"participant": who}
         if not include_expired:

@@ -21,10 +21,12 @@ Archives (fixed):
   tenant's rows (archives held the wrapped tenant keys; they now leave them
   out unless ``tenant_keys=True``).
 
-Still open (xfail): raw psycopg errors from the checkpointer (a checkpoint id of another type, a
-limit past bigint, a channel that is not a string) and the store (limits,
-offsets and depths past their column types, a TTL past PostgreSQL's
-interval); checkpoint metadata text with NUL stored without it.
+Checkpointer and store inputs (fixed): raw psycopg errors from the
+checkpointer (a checkpoint id of another type, a limit past bigint, a
+channel that is not a string) and the store (limits, offsets and depths past
+their column types, a TTL past PostgreSQL's interval) are our errors now;
+checkpoint metadata text with NUL, which LangGraph's metadata helper
+stripped, is refused (``tests/security/test_counts.py`` holds the rule).
 """
 
 from __future__ import annotations
@@ -291,11 +293,6 @@ def _ours_or_works(call: Any) -> None:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpointers: a checkpoint_id that is not a string reaches SQL (psycopg "
-    "UndefinedFunction 'text = smallint'); validate it as an id (db/_limits.check_text_id)",
-)
 @pytest.mark.parametrize("where", ["get_tuple", "list before"])
 def test_a_checkpoint_id_of_another_type_is_our_error(source: str, where: str) -> None:
     config = {"configurable": {**CFG["configurable"], "checkpoint_id": 5}}
@@ -306,33 +303,17 @@ def test_a_checkpoint_id_of_another_type_is_our_error(source: str, where: str) -
             _ours_or_works(lambda: saver.list(CFG, before=config))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpointers/_base.py limit check has no upper bound: 10**20 is psycopg "
-    "NumericValueOutOfRange (bigint); clamp or refuse past 2**63 - 1",
-)
 def test_a_list_limit_past_bigint_is_our_error_or_works(source: str) -> None:
     with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
         _ours_or_works(lambda: saver.list(None, limit=10**20))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpointers: put_writes sends an int channel as binary int2, read as text with "
-    "a NUL (psycopg CharacterNotInRepertoire); refuse a channel that is not a string",
-)
 def test_a_write_channel_that_is_not_a_string_is_our_error(source: str) -> None:
     with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
         config = saver.put(CFG, _checkpoint(1), {"source": "input", "step": 2}, {"x": 2})
         _ours_or_works(lambda: saver.put_writes(config, [(5, "value")], "task"))  # type: ignore[list-item]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpointers: metadata text holding NUL is accepted and stored without it "
-    "(keys with NUL and values with lone surrogates are refused); refuse it as well, or "
-    "store it so that it reads back",
-)
 def test_checkpoint_metadata_with_nul_reads_back_or_is_refused(source: str) -> None:
     with closing(PostgresCheckpointer(source, tenant_id="A")) as saver:
         try:
@@ -344,11 +325,6 @@ def test_checkpoint_metadata_with_nul_reads_back_or_is_refused(source: str) -> N
     assert read.metadata["note"] == "a\x00b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stores: limit, offset and max_depth are checked >= 0 only: 10**20 is psycopg "
-    "NumericValueOutOfRange; clamp or refuse past the column type",
-)
 @pytest.mark.parametrize(
     "call",
     ["search limit", "search offset", "namespaces limit", "namespaces offset", "max_depth"],
@@ -366,11 +342,6 @@ def test_store_counts_past_their_sql_type_are_our_error_or_work(source: str, cal
         _ours_or_works(calls[call])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stores: ttl is checked finite and positive but not against PostgreSQL's interval "
-    "range: ttl=1e300 is psycopg DatetimeFieldOverflow",
-)
 def test_a_store_ttl_past_the_interval_range_is_our_error(source: str) -> None:
     with closing(PostgresStore(source, tenant_id="A")) as store:
         _ours_or_works(lambda: store.put(("ns",), "ttl", {"a": 1}, ttl=1e300))

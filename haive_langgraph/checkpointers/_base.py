@@ -297,6 +297,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         self.strict_serialisation = strict_serialisation
         self._written = None if strict_serialisation else WrittenObjects(cache_size * 16)
         self._objects = DecodedObjects(cache_size * 16)
+        self._frames: LRU[tuple[str, bytes], bytes] = LRU(cache_size * 2)
         keyring = getattr(self.codec, "keyring", None)
         if isinstance(keyring, KeyRing):
             keyring.add_forget_listener(self._forget_tenant)
@@ -305,6 +306,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         """Drop every value held in memory once this saver's tenant is crypto-shredded."""
         if tenant_id == self.tenant_id:
             self._heads.clear()
+            self._frames.clear()
             self._memo.clear()
             self._objects.clear()
             if self._written is not None:
@@ -385,6 +387,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             fresh_lists=fresh_lists,
             encrypt_metadata=self.encrypt_metadata,
             written=self._written,
+            frames=self._frames,
         )
 
     @staticmethod
@@ -441,6 +444,9 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             writes=writes,
             task_id=task_id,
             task_path=task_path,
+            memo=self._memo,
+            written=self._written,
+            frames=self._frames,
         )
 
     def _stored(
@@ -530,12 +536,20 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
                 row=probe_row_of(row),
             ),
         )
-        self._handed_out(row.thread_id, row.checkpoint_ns, tup, refs)
+        self._handed_out(row.thread_id, row.checkpoint_ns, tup, refs, decoder.shapes)
         return tup
 
-    def _handed_out(self, thread_id: str, ns: str, tup: CheckpointTuple, refs: StoredRefs) -> None:
+    def _handed_out(
+        self,
+        thread_id: str,
+        ns: str,
+        tup: CheckpointTuple,
+        refs: StoredRefs,
+        shapes: dict[int, list[Any]],
+    ) -> None:
         """The caller goes on with these list items (a graph puts them back in its
-        next checkpoint): remember their keys (see ``_objects``)."""
+        next checkpoint): remember their keys, with the shapes the copies were made
+        with where known (see ``_objects``)."""
         if self._written is None or not refs.lists:
             return
         values = tup.checkpoint["channel_values"]
@@ -544,7 +558,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             self._written.replace(
                 (thread_id, ns, channel),
                 (
-                    (shape(item), keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+                    (shapes.get(id(item)) or shape(item), keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
                     for i, item in enumerate(values[channel])
                 ),
             )
@@ -561,12 +575,13 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             if fresh is None:
                 return None
             if fresh:
+                decoder = self._decoder(share=False)
                 try:
-                    tup = tuple_of(head, self._decoder(share=False))
+                    tup = tuple_of(head, decoder)
                 except MissingValueError:
                     pass  # a payload left the memo meanwhile: read the row
                 else:
-                    self._handed_out(thread_id, ns, tup, head.refs)
+                    self._handed_out(thread_id, ns, tup, head.refs, decoder.shapes)
                     return tup
         known = self._known(thread_id, ns)
         while True:

@@ -92,17 +92,23 @@ def shape(value: Any) -> list[Any] | None:
         out = [value, t, len(d)]
         vals = d.values()
     out.extend(vals)
+    add = out.append
     for v in vals:
-        if type(v) not in LEAVES and not _inner(v, out):
+        tv = type(v)
+        if tv in LEAVES:
+            continue
+        if not v and (tv is list or tv is dict):
+            add(0)  # what _inner adds for an empty container, without the call
+        elif not _inner(v, out):
             return None
     model = _IS_MODEL.get(t)
     if model is None:
         model = _IS_MODEL[t] = issubclass(t, BaseModel)
     if model:
         extra = value.__pydantic_extra__
-        out.append(extra)
+        add(extra)
         if extra:
-            out.append(len(extra))
+            add(len(extra))
             out.extend(extra)
             out.extend(extra.values())
     return out
@@ -261,6 +267,21 @@ class WrittenObjects:
                 _, dropped = data.popitem(last=False)
                 self._count -= len(dropped)
 
+    def add(self, scope: Scope, entries: Iterable[tuple[list[Any] | None, bytes]]) -> None:
+        """Add ``entries`` to the channel's (a task's writes, which its next list holds)."""
+        new = {id(shp[0]): (shp, key) for shp, key in entries if shp is not None}
+        if not new:
+            return
+        with self._lock:
+            data = self._data
+            old = data.pop(scope, None)
+            merged = {**old, **new} if old else new
+            self._count += len(merged) - (len(old) if old is not None else 0)
+            data[scope] = merged
+            while self._count > self._items and len(data) > 1:
+                _, dropped = data.popitem(last=False)
+                self._count -= len(dropped)
+
     def forget(self, scope: Scope) -> None:
         with self._lock:
             old = self._data.pop(scope, None)
@@ -277,6 +298,65 @@ class WrittenObjects:
 MISSING: Any = object()
 
 
+Recipe = tuple[type, dict[str, Any], tuple[tuple[str, type], ...], frozenset[str], bool]
+"""How to copy a decoded pydantic model fast: its class, its fields, which of them
+hold containers (copied, the empty ones as new empties), its fields set, and
+whether its extra fields are None (else an empty dict)."""
+
+
+def _recipe(obj: Any) -> Recipe | None:
+    """A :data:`Recipe` for ``obj``, or None to copy it with :func:`fresh_copy`."""
+    t = type(obj)
+    model = _MODELS.get(t)
+    if model is None:
+        model = _MODELS[t] = _plain_model(t)
+    if not model or obj.__pydantic_extra__ or getattr(obj, "__pydantic_private__", None):
+        return None
+    fields = obj.__dict__
+    containers = []
+    for k, v in fields.items():
+        tv = type(v)
+        if tv in LEAVES:
+            continue
+        if tv is not list and tv is not dict:
+            return None
+        containers.append((k, tv))
+    extra_none = obj.__pydantic_extra__ is None
+    return t, fields, tuple(containers), frozenset(obj.__pydantic_fields_set__), extra_none
+
+
+def _cook(recipe: Recipe) -> tuple[Any, list[Any]]:
+    """A copy made by ``recipe``, and the copy's :func:`shape`."""
+    t, fields, containers, fields_set, extra_none = recipe
+    new = t.__new__(t)  # type: ignore[call-overload]
+    d = fields.copy()
+    simple = True
+    for k, tv in containers:
+        v = fields[k]
+        if v:
+            d[k] = fresh_copy(v)
+            simple = False
+        else:
+            d[k] = [] if tv is list else {}
+    extra: dict[str, Any] | None = None if extra_none else {}
+    setattr_ = object.__setattr__
+    setattr_(new, "__dict__", d)
+    setattr_(new, "__pydantic_extra__", extra)
+    setattr_(new, "__pydantic_fields_set__", set(fields_set))
+    setattr_(new, "__pydantic_private__", None)
+    if not simple:
+        shp = shape(new)
+        assert shp is not None
+        return new, shp
+    # What shape(new) builds: the model, its class, size and values, a 0 per
+    # (empty) container, and its extra fields.
+    out = [new, t, len(d)]
+    out.extend(d.values())
+    out.extend([0] * len(containers))
+    out.append(extra)
+    return new, out
+
+
 class DecodedObjects:
     """Content key → a decoded object, kept private (callers get :func:`fresh_copy` of it).
 
@@ -288,25 +368,39 @@ class DecodedObjects:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._data: OrderedDict[bytes, Any] = OrderedDict()
+        self._data: OrderedDict[bytes, tuple[Any, Recipe | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def copies(self, keys: Sequence[bytes]) -> list[Any]:
-        """A fresh copy of the object decoded for each key, or :data:`MISSING`."""
+    def copies(self, keys: Sequence[bytes]) -> tuple[list[Any], dict[int, list[Any]]]:
+        """A fresh copy of the object decoded for each key (or :data:`MISSING`), and
+        the shapes of the copies made by a recipe, by ``id``."""
         with self._lock:
             data = self._data
             get = data.get
             move = data.move_to_end
             found = []
             for key in keys:
-                obj = get(key, MISSING)
-                if obj is not MISSING:
+                entry = get(key)
+                if entry is not None:
                     move(key)
-                found.append(obj)
-        return [x if x is MISSING or type(x) in ATOMS else fresh_copy(x) for x in found]
+                found.append(entry)
+        out: list[Any] = []
+        shapes: dict[int, list[Any]] = {}
+        for entry in found:
+            if entry is None:
+                out.append(MISSING)
+                continue
+            obj, recipe = entry
+            if recipe is not None:
+                new, shp = _cook(recipe)
+                shapes[id(new)] = shp
+                out.append(new)
+            else:
+                out.append(obj if type(obj) in ATOMS else fresh_copy(obj))
+        return out, shapes
 
     def keep(self, key: bytes, decoded: Any) -> None:
         """Keep a copy of ``decoded`` (the caller keeps ``decoded``); skipped if not copyable."""
@@ -317,9 +411,10 @@ class DecodedObjects:
                 private = fresh_copy(decoded)
             except (NotCopyable, RecursionError):
                 return
+        recipe = _recipe(private)
         with self._lock:
             data = self._data
-            data[key] = private
+            data[key] = (private, recipe)
             while len(data) > self._size:
                 data.popitem(last=False)
 

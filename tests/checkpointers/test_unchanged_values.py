@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.checkpointers._base import STRICT_SERIALISATION_ENV
@@ -241,3 +242,29 @@ async def test_a_crypto_shredded_tenant_leaves_nothing_decoded_in_memory(dsn: st
             assert not any(len(c) for c in caches)  # type: ignore[arg-type]
 
     await asyncio.to_thread(run)
+
+
+class ReducerRace(JsonPlusSerializer):
+    """Sets a message's id right after serialising it, as LangGraph's reducer does on the
+    graph's thread while a task's writes are being stored on another."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        out = super().dumps_typed(obj)
+        if isinstance(obj, HumanMessage) and obj.content == "racy" and obj.id is None:
+            obj.id = "assigned-while-writing"
+        return out
+
+
+async def test_an_item_changed_while_its_write_is_stored_is_stored_as_changed(dsn: str) -> None:
+    def run() -> Any:
+        with PostgresCheckpointer.from_conn_string(dsn, serde=ReducerRace()) as saver:
+            saver.setup()
+            first = HumanMessage(content="hi", id="h1")
+            saved = saver.put(new_thread(), checkpoint_of([first], 1), META, {"messages": 1})
+            racy = HumanMessage(content="racy")
+            saver.put_writes(saved, [("messages", [racy])], "task-1")
+            assert racy.id == "assigned-while-writing"
+            return saver.put(saved, checkpoint_of([first, racy], 2), META, {"messages": 2})
+
+    saved = await asyncio.to_thread(run)
+    assert [m.id for m in await fresh_read(dsn, saved)] == ["h1", "assigned-while-writing"]

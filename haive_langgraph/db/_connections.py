@@ -226,6 +226,11 @@ class ConnectionSource:
     def is_pooled(self) -> bool:
         return self._pool is not None
 
+    @property
+    def max_connections(self) -> int:
+        """How many connections operations may hold at once (1 for a lent connection)."""
+        return 1 if self._pool is None else self._pool.max_size
+
     @contextmanager
     def connection(self) -> Iterator[Connection[Any]]:
         """Borrow a connection for one operation."""
@@ -446,6 +451,13 @@ class AsyncConnectionSource:
     @property
     def is_pooled(self) -> bool:
         return self._pool is not None or self._owned
+
+    @property
+    def max_connections(self) -> int:
+        """How many connections operations may hold at once (1 for a lent connection)."""
+        if self._pool is not None:
+            return self._pool.max_size
+        return self.config.pool_max_size if self._owned else 1
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable, Iterable, Mapping, Sequence, Set
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import (
     BaseStore,
-    GetOp,
-    InvalidNamespaceError,
-    ListNamespacesOp,
-    Op,
-    PutOp,
     SearchOp,
     TTLConfig,
-    get_text_at_path,
 )
 from psycopg import sql
 
 from haive_langgraph.codec import Codec, HaiveCodec, PlainCodec, default_codec
 from haive_langgraph.db import Op as DbOp
 from haive_langgraph.db import PersistenceConfig, Route, TenantScope, validate_identifier
-from haive_langgraph.db._limits import check_count
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _sql as S
@@ -33,39 +27,24 @@ from haive_langgraph.stores._config import (
     PostgresIndexConfig,
     ResourceQuota,
     VectorIndexSpec,
-    check_ttl,
     normalize_index,
     normalize_ttl,
-    tokenize_fields,
 )
-from haive_langgraph.stores._filters import compiled, frozen
 from haive_langgraph.stores._hybrid_ops import HybridPlan
+from haive_langgraph.stores._index_ops import rebuild_wanted
 from haive_langgraph.stores._ops import (
     Context,
-    PutPlan,
     ScopeSizes,
     Statements,
     VectorTypes,
     vector_types_op,
 )
-from haive_langgraph.stores._search_ops import SearchPlan
+from haive_langgraph.stores._planning import Planning
 from haive_langgraph.stores._values import (
-    Namespace,
     PgvectorParam,
     VectorEncoder,
-    check_address,
-    check_document,
-    check_key,
-    dump_json,
-    encode_frame,
-    encode_value,
-    ns_text,
-    project,
     validate_op,
 )
-
-# Below this many pending vectors, index_pending adds them one batch at a time.
-REBUILD_MIN_PENDING = 10_000
 
 
 def _encrypts(codec: Codec) -> bool:
@@ -87,61 +66,13 @@ class Shared:
     # The async store's calls waiting to be merged, and the task running them.
     calls: list[Any] = field(default_factory=list)
     flusher: Any = None
+    # The background indexer (write_mode="background"), and whether this role
+    # was refused a bulk rebuild (it then indexes in batches only).
+    indexer: Any = None
+    rebuild_refused: bool = False
 
 
-@dataclass(slots=True)
-class PutRow:
-    """One write of a batch, encoded: a delete when ``frame`` is None."""
-
-    frame: bytes | None
-    doc: bytes | None = None
-    ttl: str | None = None
-    # The text of the indexed fields (hybrid search), and (field, text) per vector.
-    text: str | None = None
-    vectors: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _validate(op: Op, checked: set[Hashable]) -> None:
-    """:func:`validate_op`, once per kind of op and namespace in a batch."""
-    if isinstance(op, ListNamespacesOp):
-        validate_op(op)
-        return
-    ns = op.namespace_prefix if isinstance(op, SearchOp) else op.namespace  # type: ignore[union-attr]
-    seen: Hashable = (type(op), ns)
-    try:
-        if seen in checked:
-            return
-    except TypeError:  # a label that is no string: validation names it
-        seen = None
-    validate_op(op)
-    if seen is not None and type(ns) is tuple:
-        checked.add(seen)
-
-
-def _search_key(op: SearchOp) -> Hashable | None:
-    """What makes two searches identical (``None``: a filter too odd to compare)."""
-    spec = frozen(op.filter) if op.filter else ()
-    if spec is None:
-        return None
-    key = (op.namespace_prefix, spec, op.limit, op.offset, op.query, op.refresh_ttl)
-    try:
-        hash(key)
-    except TypeError:  # an odd limit or query: its own validation refuses it
-        return None
-    return key
-
-
-@dataclass(slots=True)
-class EmbedRequest:
-    """What a batch needs embedded, before any connection is taken."""
-
-    texts: list[str] = field(default_factory=list)
-    # For each put vector: (namespace, key, field, index into texts, filter document).
-    slots: list[tuple[Namespace, str, str, int, bytes | None]] = field(default_factory=list)
-    queries: list[str] = field(default_factory=list)
-
-
-class StoreBase(BaseStore):
+class StoreBase(Planning, BaseStore):
     """Configuration and pure logic shared by both store classes."""
 
     supports_ttl: bool = True
@@ -207,9 +138,42 @@ class StoreBase(BaseStore):
                     f"filter_fields must be a list of dotted paths such as 'meta.kind', got {filter_fields!r}"
                 )
             self._filter_paths = tuple(tuple(f.split(".")) for f in filter_fields)
+        self._checked = set()
         self._statements = Statements(self.schema)
         self._scope_table = sql.Identifier(self.schema, S.ITEMS).as_string(None)
         self._shared = Shared()
+
+    def _settle_write_mode(self, index: Mapping[str, Any] | None, connections: int) -> bool:
+        """Fix the write mode for the connections given; whether a background
+        indexer is wanted.
+
+        Background indexing needs a connection of its own: with a lent
+        connection (which it would share with the caller between calls), or
+        a pool of one, the default write mode is ``"immediate"``, and
+        ``"background"`` is refused.
+        """
+        spec = self._spec
+        if spec is None or not spec.background:
+            return False
+        if connections < 2:
+            if index is not None and "write_mode" in index:
+                raise ConfigurationError(
+                    'write_mode="background" indexes vectors on a connection of its own: give '
+                    "the store a DSN or a pool of 2 connections or more, or use "
+                    'write_mode="immediate" or "deferred" with a lent connection'
+                )
+            self._spec = dataclasses.replace(spec, deferred=False, background=False)
+            return False
+        return spec.kind != "flat"
+
+    def _wrote_vectors(self, plan: BatchPlan) -> bool:
+        """Whether a batch left vectors for the background indexer."""
+        return (
+            self._shared.indexer is not None
+            and plan.put is not None
+            and bool(plan.put.v_keys)
+            and plan.stage in ("after", "done")
+        )
 
     # -- tenants -------------------------------------------------------------------
 
@@ -254,7 +218,7 @@ class StoreBase(BaseStore):
     def _rebuild_wanted(pending: int, total: int, rebuild: bool | None) -> bool:
         if rebuild is not None:
             return rebuild
-        return pending >= REBUILD_MIN_PENDING and pending >= total - pending
+        return rebuild_wanted(pending, total)
 
     @staticmethod
     def _check_quota(quota: object) -> None:
@@ -273,218 +237,6 @@ class StoreBase(BaseStore):
             filter_paths=self._filter_paths,
             scopes=self._shared.scopes,
         )
-
-    def _plan(
-        self,
-        ops: Iterable[Op],
-        *,
-        errors: dict[int, BaseException] | None = None,
-        after: Set[int] = frozenset(),
-    ) -> tuple[BatchPlan, EmbedRequest]:
-        """Validate and sort a batch; nothing is sent and nothing is embedded yet.
-
-        Args:
-            ops: The batch.
-            errors: Collects the error of each op refused (by index), which
-                is then left out, instead of raising the first one.
-            after: Indices of reads that run after the batch's write.
-        """
-        ops = list(ops)
-        plan = BatchPlan(size=len(ops))
-        request = EmbedRequest()
-        puts: dict[tuple[Namespace, str], list[tuple[int, PutOp]]] = {}
-        queries: dict[str, int] = {}
-        same: tuple[dict[Hashable, SearchPlan], dict[Hashable, SearchPlan]] = ({}, {})
-        checked: set[Hashable] = set()
-        for i, op in enumerate(ops):
-            try:
-                self._plan_op(i, op, plan, puts, queries, same, checked, i in after)
-            except Exception as exc:
-                if errors is None:
-                    raise
-                errors[i] = exc
-        request.queries = list(queries)
-        rows = self._encode_puts(puts, errors)
-        if rows:
-            plan.put = self._plan_puts(rows, request)
-        return plan, request
-
-    def _plan_op(
-        self,
-        i: int,
-        op: Op,
-        plan: BatchPlan,
-        puts: dict[tuple[Namespace, str], list[tuple[int, PutOp]]],
-        queries: dict[str, int],
-        same: tuple[dict[Hashable, SearchPlan], dict[Hashable, SearchPlan]],
-        checked: set[Hashable],
-        late: bool,
-    ) -> None:
-        if not isinstance(op, GetOp | SearchOp | PutOp | ListNamespacesOp):
-            raise ConfigurationError(f"unknown store operation {type(op).__name__}")
-        _validate(op, checked)
-        reads = plan.after if late else plan.reads
-        if isinstance(op, GetOp):
-            text = check_key(op.key)
-            if type(op.namespace) is not tuple or text is not op.key:
-                op = op._replace(namespace=tuple(op.namespace), key=text)
-            reads.gets.append((i, op))
-        elif isinstance(op, SearchOp):
-            sop = op
-            if type(op.namespace_prefix) is not tuple:
-                sop = op._replace(namespace_prefix=tuple(op.namespace_prefix))
-            # Identical searches of one stage run once (LangGraph's merged
-            # calls dedupe them too); each still gets its own items.
-            key = _search_key(sop)
-            twin = None if key is None else same[late].get(key)
-            if twin is not None:
-                twin.copies.append(i)
-                return
-            self._check_search(op)
-            sp = SearchPlan(index=i, op=sop, vector=None)
-            reads.searches.append(sp)
-            if key is not None:
-                same[late][key] = sp
-            if op.query and self._spec is not None and op.query not in queries:
-                queries[op.query] = len(queries)
-        elif isinstance(op, ListNamespacesOp):
-            self._check_page(op, "list_namespaces")
-            reads.lists.append((i, op))
-        else:
-            ns = tuple(op.namespace)
-            if not ns:
-                raise InvalidNamespaceError("Namespace cannot be empty.")
-            key_ = check_key(op.key)
-            if op.value is not None:
-                check_address(ns, key_)
-            puts.setdefault((ns, key_), []).append((i, op))
-
-    def _encode_puts(
-        self,
-        puts: Mapping[tuple[Namespace, str], list[tuple[int, PutOp]]],
-        errors: dict[int, BaseException] | None,
-    ) -> dict[tuple[Namespace, str], PutRow]:
-        """Encode the writes; of several writes of one key, the last wins.
-
-        With ``errors`` (merged calls), every write is encoded, so that each
-        refused one gets its error, and the last one accepted wins.
-        """
-        rows: dict[tuple[Namespace, str], PutRow] = {}
-        for (ns, key), entries in sorted(puts.items(), key=lambda entry: entry[0]):
-            if errors is None:
-                rows[(ns, key)] = self._encode_put(ns, key, entries[-1][1])
-                continue
-            for i, op in entries:
-                try:
-                    rows[(ns, key)] = self._encode_put(ns, key, op)
-                except Exception as exc:
-                    errors[i] = exc
-        return rows
-
-    @staticmethod
-    def _check_page(op: SearchOp | ListNamespacesOp, what: str) -> None:
-        """``limit`` and ``offset`` are integers from 0 (which gives nothing, as LangGraph's
-        stores answer) to ``bigint``'s largest (``db._limits.check_count``)."""
-        check_count(f"{what} limit", op.limit)
-        check_count(f"{what} offset", op.offset)
-
-    def _check_search(self, op: SearchOp) -> None:
-        self._check_page(op, "search")
-        # Compile once here so a bad filter fails before anything is embedded.
-        compiled(op.filter, allowed=self._filter_paths)
-
-    def _encode_put(self, ns: Namespace, key: str, op: PutOp) -> PutRow:
-        """One write, checked and encoded (a delete when ``op.value`` is None)."""
-        if op.value is None:
-            return PutRow(None)
-        payload = encode_value(op.value, ns, key)
-        ttl = check_ttl(op.ttl)
-        frame = encode_frame(self.codec, payload, self.tenant_id, ns, key)
-        doc: bytes | None = None
-        if self._filter_paths is None:
-            doc = payload
-            check_document(doc, op.value, ns, key)
-        elif self._filter_paths:
-            searchable = project(op.value, self._filter_paths)
-            doc = dump_json(searchable)
-            check_document(doc, searchable, ns, key)
-        row = PutRow(frame, doc, None if ttl is None else repr(ttl))
-        spec = self._spec
-        if spec is None or op.index is False:
-            return row
-        fields = spec.fields if op.index is None else tokenize_fields(op.index, "put index")
-        words: list[str] = []
-        for path, tokens in fields:
-            found = get_text_at_path(op.value, tokens)
-            words += found
-            for n, text in enumerate(found):
-                row.vectors.append((f"{path}.{n}" if len(found) > 1 else path, text))
-        # The full-text index sees what the embedder sees, NULs (which
-        # PostgreSQL text cannot hold) aside.
-        if spec.text is not None and words:
-            row.text = "\n".join(words).replace("\x00", " ")
-        return row
-
-    @staticmethod
-    def _plan_puts(rows: Mapping[tuple[Namespace, str], PutRow], request: EmbedRequest) -> PutPlan:
-        plan = PutPlan()
-        texts: dict[str, int] = {}
-        # Rows are written (and locked) in the order of these arrays: one order
-        # for every batch, so concurrent batches over the same keys wait for
-        # each other instead of deadlocking.
-        for (ns, key), row in sorted(rows.items(), key=lambda entry: entry[0]):
-            if row.frame is None:
-                plan.del_ns.append(ns_text(ns))
-                plan.del_keys.append(key)
-                continue
-            plan.ns.append(ns_text(ns))
-            plan.keys.append(key)
-            plan.values.append(row.frame)
-            plan.docs.append(row.doc)
-            plan.ttls.append(row.ttl)
-            plan.texts.append(row.text)
-            for name, text in row.vectors:
-                slot = texts.setdefault(text, len(texts))
-                request.slots.append((ns, key, name, slot, row.doc))
-        request.texts = list(texts)
-        return plan
-
-    def _attach_vectors(
-        self,
-        plan: BatchPlan,
-        request: EmbedRequest,
-        doc_vectors: Sequence[Sequence[float]],
-        query_vectors: Sequence[Sequence[float]],
-    ) -> None:
-        """Put the embeddings where the statements expect them (dims checked)."""
-        encoder = self._encoder
-        if encoder is None:
-            return
-        if len(doc_vectors) != len(request.texts):
-            raise ConfigurationError(
-                f"the embedder returned {len(doc_vectors)} vectors for {len(request.texts)} texts"
-            )
-        for n, vec in enumerate(doc_vectors):
-            encoder.check(vec, f"the text {request.texts[n][:60]!r}")
-        bodies = encoder.bodies(doc_vectors)
-        if plan.put is not None:
-            put = plan.put
-            for ns, key, name, slot, doc in request.slots:
-                put.v_ns.append(ns_text(ns))
-                put.v_keys.append(key)
-                put.v_fields.append(name)
-                put.v_docs.append(doc)
-                put.v_emb.append(bodies[slot])
-        if request.queries:
-            types = self._shared.vector_types
-            assert types is not None
-            by_text: dict[str, PgvectorParam] = {}
-            for text, vec in zip(request.queries, query_vectors, strict=True):
-                encoder.check(vec, f"the query {text[:60]!r}")
-                by_text[text] = PgvectorParam(encoder.body(vec), types.oid)
-            for sp in plan.searches():
-                if sp.op.query:
-                    sp.vector = by_text.get(sp.op.query)
 
     def _vector_types_op(self) -> DbOp[VectorTypes]:
         """Look up pgvector's types (and check the text-search configuration, if any)."""
@@ -537,13 +289,6 @@ class StoreBase(BaseStore):
         encoder.check(vector, f"the query {op.query[:60]!r}" if op.query else "the query")
         return HybridPlan(op, PgvectorParam(encoder.body(vector), types.oid))
 
-    def _needs_vector_types(self, request: EmbedRequest) -> bool:
-        return (
-            self._spec is not None
-            and self._shared.vector_types is None
-            and bool(request.queries or request.slots)
-        )
-
     def _scope(self, tenant_id: str | None = None) -> TenantScope:
         """The tenant a call acts for (default: this store's), bound for row-level security."""
         return TenantScope(self._scope_table, self.tenant_id if tenant_id is None else tenant_id)
@@ -566,4 +311,4 @@ class StoreBase(BaseStore):
         return "fresh" if reads.gets else "replica"
 
 
-__all__ = ["EmbedRequest", "Shared", "StoreBase"]
+__all__ = ["Shared", "StoreBase"]

@@ -43,6 +43,7 @@ DEFAULT_MAX_SCAN_TUPLES = 20000
 # the repair of an invalid index): the HNSW graph of 100,000 384-dim vectors
 # (about 1.5 x their size) fits.
 DEFAULT_BUILD_MEMORY = "512MB"
+WRITE_MODES = ("background", "immediate", "deferred")
 
 # Reciprocal-rank fusion: score = sum of 1 / (k + rank) over the rankings an
 # item appears in. k = 60 is the constant of Cormack et al. (SIGIR 2009),
@@ -89,11 +90,15 @@ class PostgresIndexConfig(IndexConfig, total=False):
             "vector_type": "vector" | "halfvec", "m", "ef_construction",
             "ef_search", "lists", "probes", "max_scan_tuples"}``.
         exact_search_threshold: Scopes with fewer vectors are searched exactly.
-        write_mode: ``"immediate"`` (default): every put maintains the ANN
-            index. ``"deferred"``: puts skip it (they run at the speed of the
-            table); their vectors are searched exactly until
-            ``index_pending()`` adds them to the index (in batches, or by one
-            bulk rebuild after a large import).
+        write_mode: ``"background"`` (default, with a DSN or a pool): puts
+            skip the ANN index (they run at the speed of the table) and a
+            background indexer of the store adds their vectors to it moments
+            later; until then they are searched exactly, so results never
+            miss them. ``"immediate"`` (default with a lent connection, which
+            background work must not share): every put maintains the index.
+            ``"deferred"``: as ``"background"``, but nothing indexes them until
+            ``index_pending()`` (or the TTL sweeper) does (in batches, or by
+            one bulk rebuild after a large import).
         hybrid: ``True`` or a :class:`HybridConfig`: also keep a full-text
             index (``tsvector``) of the ``fields`` text, for
             ``hybrid_search()`` (full-text and vector rankings fused by
@@ -103,7 +108,7 @@ class PostgresIndexConfig(IndexConfig, total=False):
     distance_type: Distance
     ann_index_config: dict[str, Any]
     exact_search_threshold: int
-    write_mode: Literal["immediate", "deferred"]
+    write_mode: Literal["immediate", "deferred", "background"]
     hybrid: bool | HybridConfig
 
 
@@ -132,7 +137,10 @@ class VectorIndexSpec:
     probes: int
     max_scan_tuples: int
     exact_threshold: int
+    # Puts skip the ANN index ("deferred" and "background"), and an indexer of
+    # the store's own adds their vectors to it ("background").
     deferred: bool = False
+    background: bool = False
     text: TextSearchSpec | None = None
 
     @property
@@ -250,10 +258,11 @@ def normalize_index(index: Mapping[str, Any]) -> tuple[Embeddings, VectorIndexSp
             f"unknown ann_index_config keys {unknown}; known: kind, vector_type, {', '.join(sorted(known))}"
         )
     lists = _positive_int(ann.get("lists", ann.get("nlist", 100)), 'ann_index_config["lists"]')
-    write_mode = index.get("write_mode", "immediate")
-    if write_mode not in ("immediate", "deferred"):
+    write_mode = index.get("write_mode", "background")
+    if write_mode not in WRITE_MODES:
         raise ConfigurationError(
-            f'index["write_mode"] must be "immediate" or "deferred", got {write_mode!r}'
+            f'index["write_mode"] must be one of {", ".join(map(repr, WRITE_MODES))}, '
+            f"got {write_mode!r}"
         )
     spec = VectorIndexSpec(
         dims=dims,
@@ -280,7 +289,8 @@ def normalize_index(index: Mapping[str, Any]) -> tuple[Embeddings, VectorIndexSp
             index.get("exact_search_threshold", DEFAULT_EXACT_THRESHOLD),
             'index["exact_search_threshold"]',
         ),
-        deferred=write_mode == "deferred",
+        deferred=write_mode != "immediate",
+        background=write_mode == "background",
         text=normalize_hybrid(index.get("hybrid")),
     )
     return ensure_embeddings(index["embed"]), spec

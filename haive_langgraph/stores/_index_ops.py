@@ -23,7 +23,10 @@ once: the others find the lock taken and leave it to its holder.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from psycopg import sql
 
 from haive_langgraph.db import Op, Step
 from haive_langgraph.stores import _sql as S
@@ -45,10 +48,67 @@ def count_vectors_op(statements: Statements) -> Op[tuple[int, int]]:
     return int(row[0]), int(row[1])
 
 
-def index_pending_op(statements: Statements, batch: int) -> Op[int]:
-    """Add up to ``batch`` pending vectors to the ANN index (one transaction)."""
-    row = yield Step(statements.q(S.INDEX_PENDING), {"n": batch}, fetch="one")
+def index_pending_op(statements: Statements, batch: int, tenant_id: str | None = None) -> Op[int]:
+    """Add up to ``batch`` pending vectors (of ``tenant_id``, or of every tenant)
+    to the ANN index (one transaction)."""
+    params: dict[str, object] = {"n": batch}
+    tenant = sql.SQL("")
+    if tenant_id is not None:
+        params["t"] = tenant_id
+        tenant = sql.SQL(" AND v.tenant_id = %(t)s")
+    row = yield Step(statements.q(S.INDEX_PENDING, tenant=tenant), params, fetch="one")
     return int(row[0])
+
+
+# -- the background indexer (write_mode="background") --------------------------------------
+
+# Vectors per transaction of the background indexer. Its transaction holds the
+# rows it indexes: a put re-writing one of them waits for it. pgvector adds
+# about 1-3 ms per vector to an HNSW index of 20,000-100,000 vectors, so a
+# batch holds its rows for 0.2-0.6 s, and its commit makes them indexed.
+BACKGROUND_BATCH = 200
+
+# Batches between two checks whether a bulk rebuild would now be cheaper.
+RECOUNT_EVERY = 10
+
+# A backlog this large, and at least as large as the indexed set, is indexed
+# by rebuilding the index in bulk (several times cheaper per vector).
+REBUILD_MIN_PENDING = 10_000
+
+Action = tuple[Literal["count", "rebuild", "batch"], str | None]
+
+
+def rebuild_wanted(pending: int, total: int) -> bool:
+    """Whether a backlog of ``pending`` vectors (of ``total``) is cheaper rebuilt in bulk."""
+    return pending >= REBUILD_MIN_PENDING and pending >= total - pending
+
+
+def backlog(tenants: Iterable[str], *, may_rebuild: bool) -> Generator[Action, Any, None]:
+    """One round of the background indexer, as the actions its driver runs.
+
+    Yields ``("count", tenant)`` (send back ``(pending, total)``),
+    ``("rebuild", None)`` (send back the vectors indexed, or ``None`` when the
+    role may not rebuild) and ``("batch", tenant)`` (index up to
+    :data:`BACKGROUND_BATCH` of the tenant's pending vectors; send back how
+    many). A tenant is done when a batch comes back short.
+    """
+    for tenant in tenants:
+        batches = 0
+        while True:
+            if may_rebuild and batches % RECOUNT_EVERY == 0:
+                pending, total = yield ("count", tenant)
+                if not pending:
+                    break
+                if rebuild_wanted(pending, total):
+                    done = yield ("rebuild", None)
+                    if done is None:
+                        may_rebuild = False  # not the tables' owner: batches only
+                    elif done:
+                        continue
+                    # 0: another process holds the rebuild lock; index batches meanwhile.
+            batches += 1
+            if (yield ("batch", tenant)) < BACKGROUND_BATCH:
+                break
 
 
 def rebuild_lock_op(statements: Statements) -> Op[bool]:
@@ -102,4 +162,14 @@ def repair_refused(schema: str, exc: BaseException) -> str:
         f"the vector index {schema}.{S.ANN_INDEX} is invalid or missing (a build did not "
         f"finish) and this role may not rebuild it ({reason}); searches stay correct but scan "
         f"every vector: run setup() or index_pending() as the owner of {schema}.{S.VECTORS}"
+    )
+
+
+def rebuild_refused(schema: str, exc: BaseException) -> str:
+    """What the background indexer logs when its role may not rebuild the index."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (
+        f"the background indexer may not rebuild {schema}.{S.ANN_INDEX} in bulk ({reason}); "
+        f"it adds pending vectors in batches instead (slower per vector). Run "
+        f"index_pending() as the owner of {schema}.{S.VECTORS} after large imports"
     )

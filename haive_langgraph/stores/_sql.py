@@ -460,7 +460,7 @@ INDEX_PENDING = """
 WITH batch AS (
     SELECT v.tenant_id, v.namespace, v.key, v.field
     FROM {schema}.store_vectors AS v
-    WHERE NOT v.indexed
+    WHERE NOT v.indexed{tenant}
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
 ), done AS (

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from langgraph.store.base import Op, Result, SearchItem, TTLConfig
+from langgraph.store.base import Op, Result, SearchItem, SearchOp, TTLConfig
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,7 +22,7 @@ from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _ops as ops
-from haive_langgraph.stores._base import EmbedRequest, Shared, StoreBase
+from haive_langgraph.stores._base import Shared, StoreBase
 from haive_langgraph.stores._batch import BatchPlan, batch_op
 from haive_langgraph.stores._config import (
     DEFAULT_BUILD_MEMORY,
@@ -30,6 +32,8 @@ from haive_langgraph.stores._config import (
 )
 from haive_langgraph.stores._errors import quota_error
 from haive_langgraph.stores._hybrid_ops import hybrid_search_op
+from haive_langgraph.stores._indexer import TaskIndexer
+from haive_langgraph.stores._planning import Call, EmbedRequest
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -87,6 +91,8 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         )
         self._source = AsyncConnectionSource(conn, config=self.config, replicas=replicas)
         self.loop = asyncio.get_running_loop()
+        if self._settle_write_mode(index, self._source.max_connections):
+            self._shared.indexer = TaskIndexer(self._drain_backlog)
 
     async def aclose(self) -> None:
         """Stop the sweeper and close the pool this store opened (a lent one stays open).
@@ -97,6 +103,8 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         if self._derived:
             return
         await self.stop_ttl_sweeper()
+        if self._shared.indexer is not None:
+            await self._shared.indexer.stop(self.config.pool_timeout)
         await self._source.close()
 
     async def setup(self) -> None:
@@ -146,64 +154,99 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         Embeddings are computed before a connection is taken. A batch of one
         op (what ``aget``, ``aput``, ``asearch``, ``adelete`` and
         ``alist_namespaces`` send) is merged with the other calls of the same
-        event-loop tick into one batch; each call still gets its own result
-        or error, and sees the writes issued before it (see
-        :mod:`haive_langgraph.stores._merge`).
+        event-loop tick into one batch; each call is checked and embedded in
+        its caller's context first, gets its own result or error, and sees
+        the writes issued before it (see :mod:`haive_langgraph.stores._merge`).
         """
         ops_ = list(ops_)
         if len(ops_) == 1 and asyncio.get_running_loop() is self.loop:
-            call = _Call(self, ops_[0], self.loop.create_future())
+            # Checked here (a refused op raises to its caller); embedded in the
+            # batch, in the caller's context (context variables hold there).
+            call = self._plan_call(ops_[0])
+            embed = self.embeddings is not None and self._needs_embedding(call)
+            pending = _Pending(
+                self, call, self.loop.create_future(), contextvars.copy_context() if embed else None
+            )
             shared = self._shared
-            shared.calls.append(call)
+            shared.calls.append(pending)
             if shared.flusher is None:
                 shared.flusher = self.loop.create_task(_flush(shared), name="haive-store-batch")
-            return [await call.future]
+            return [await pending.future]
         plan, request = self._plan(ops_)
         return await self._execute(plan, request)
 
+    async def _embed_call(self, call: Call) -> None:
+        """Embed what one merged call needs (run in its caller's context)."""
+        embeddings, op, row = self.embeddings, call.op, call.row
+        assert embeddings is not None
+        if isinstance(op, SearchOp) and op.query:
+            call.vector = await embeddings.aembed_query(op.query)
+        elif row is not None and row.vectors:
+            row.embedded = list(await embeddings.aembed_documents([t for _, t in row.vectors]))
+        self._check_call_vectors(call)
+
     async def _execute(self, plan: BatchPlan, request: EmbedRequest) -> list[Result]:
-        """Embed what the batch needs, then run it."""
-        doc_vectors: list[list[float]] = []
+        """Embed what the batch still needs, then run it."""
+        texts, queries = self._to_embed(request)
+        doc_vectors: Sequence[Sequence[float]] = request.doc_vectors or []
         query_vectors: list[list[float]] = []
         if self.embeddings is not None:
-            if request.texts:
-                doc_vectors = await self.embeddings.aembed_documents(request.texts)
-            if request.queries:
+            if texts:
+                doc_vectors = await self.embeddings.aembed_documents(texts)
+            if queries:
                 query_vectors = list(
-                    await asyncio.gather(
-                        *(self.embeddings.aembed_query(q) for q in request.queries)
-                    )
+                    await asyncio.gather(*(self.embeddings.aembed_query(q) for q in queries))
                 )
-        if self._needs_vector_types(request):
-            self._shared.vector_types = await self._run(self._vector_types_op, read=True)
-        self._attach_vectors(plan, request, doc_vectors, query_vectors)
+        shared = self._shared
+        if self._needs_vector_types(request, shared.vector_types is not None):
+            shared.vector_types = await self._run(self._vector_types_op, read=True)
+        oid = None if shared.vector_types is None else shared.vector_types.oid
+        self._attach_vectors(plan, request, doc_vectors, query_vectors, oid)
         ctx = self._context()
-        return await self._run(
-            lambda: batch_op(ctx, plan),
-            read=plan.put is None and not plan.after,
-            route=self._route(plan),
-        )
+        try:
+            return await self._run(
+                lambda: batch_op(ctx, plan),
+                read=plan.put is None and not plan.after,
+                route=self._route(plan),
+            )
+        finally:
+            if self._wrote_vectors(plan):
+                self._shared.indexer.wake(self.tenant_id)
 
-    async def _run_calls(self, calls: list[_Call]) -> None:
-        """Run merged calls of this store's tenant as one batch; each gets its outcome."""
+    async def _run_calls(self, waiting: list[_Pending]) -> None:
+        """Run merged calls of this store's tenant as one batch; each gets its outcome.
+
+        Each call's texts are embedded first, in its caller's context; a call
+        whose embedding fails gets that error, the others go on.
+        """
+        loop = asyncio.get_running_loop()
+        embedding = [p for p in waiting if p.context is not None]
+        done = await asyncio.gather(
+            *(loop.create_task(self._embed_call(p.call), context=p.context) for p in embedding),
+            return_exceptions=True,
+        )
+        for p, exc in zip(embedding, done, strict=True):
+            if isinstance(exc, BaseException) and not p.future.done():
+                p.future.set_exception(exc)
+        pending = [p for p in waiting if not p.future.done()]
+        calls = [p.call for p in pending]
         ops_ = [c.op for c in calls]
-        errors: dict[int, BaseException] = {}
         plan: BatchPlan | None = None
         failure: BaseException | None = None
         try:
-            plan, request = self._plan(ops_, errors=errors, after=merge.after_writes(ops_))
+            plan, request = self._plan_calls(calls, merge.after_writes(ops_))
             await self._execute(plan, request)
         except Exception as exc:
             failure = exc
-        outcomes, redo = merge.resolve(ops_, plan, errors, failure)
+        outcomes, redo = merge.resolve(ops_, plan, {}, failure)
         for i in redo:
             # Alone, in the order they were issued.
             try:
-                plan, request = self._plan([ops_[i]])
+                plan, request = self._plan_calls([calls[i]], frozenset())
                 outcomes[i] = (await self._execute(plan, request))[0]
             except Exception as exc:
                 outcomes[i] = merge.Failed(exc)
-        for call, outcome in zip(calls, outcomes, strict=True):
+        for call, outcome in zip(pending, outcomes, strict=True):
             if call.future.done():
                 continue  # the caller was cancelled
             if isinstance(outcome, merge.Failed):
@@ -370,6 +413,38 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
             if n < batch_size:
                 return done
 
+    async def _drain_backlog(self, tenants: set[str], stopping: Callable[[], bool]) -> None:
+        """Async twin of :meth:`PostgresStore._drain_backlog`."""
+        shared, st, spec = self._shared, self._statements, self._spec
+        assert spec is not None
+        plan = index_ops.backlog(sorted(tenants), may_rebuild=not shared.rebuild_refused)
+        reply: Any = None
+        while not stopping():
+            try:
+                action, tenant = plan.send(reply)
+            except StopIteration:
+                return
+            if action == "count":
+                reply = await self._run(
+                    lambda: index_ops.count_vectors_op(st), read=True, tenant_id=tenant
+                )
+            elif action == "batch":
+                reply = await self._run(
+                    functools.partial(
+                        index_ops.index_pending_op, st, index_ops.BACKGROUND_BATCH, tenant
+                    ),
+                    tenant_id=tenant,
+                )
+            else:
+                try:
+                    reply = await self._rebuild(
+                        lambda: index_ops.rebuild_index_op(st, spec, DEFAULT_BUILD_MEMORY)
+                    )
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    shared.rebuild_refused = True
+                    logger.warning(index_ops.rebuild_refused(self.schema, exc))
+                    reply = None
+
     async def _repair_index(self, memory: str, *, checked: bool = False) -> int | None:
         """Async twin of :meth:`PostgresStore._repair_index`."""
         spec = self._spec
@@ -424,12 +499,14 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
 
 
 @dataclass(slots=True)
-class _Call:
+class _Pending:
     """One call waiting to be merged: its store (its tenant), its op, its future."""
 
     store: AsyncPostgresStore
-    op: Op
+    call: Call
     future: asyncio.Future[Any]
+    # The caller's context, for embedding its texts (None: nothing to embed).
+    context: contextvars.Context | None
 
 
 async def _flush(shared: Shared) -> None:
@@ -438,11 +515,11 @@ async def _flush(shared: Shared) -> None:
     Started by the first call of a tick, it runs after the tick's other calls
     have queued theirs; calls made while a batch runs make the next batch.
     """
-    calls: list[_Call] = []
+    calls: list[_Pending] = []
     try:
         while shared.calls:
             calls, shared.calls = shared.calls, []
-            groups: dict[str, list[_Call]] = {}
+            groups: dict[str, list[_Pending]] = {}
             for call in calls:
                 if not call.future.done():
                     groups.setdefault(call.store.tenant_id, []).append(call)

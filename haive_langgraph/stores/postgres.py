@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -30,6 +31,7 @@ from haive_langgraph.stores._config import (
 )
 from haive_langgraph.stores._errors import quota_error
 from haive_langgraph.stores._hybrid_ops import hybrid_search_op
+from haive_langgraph.stores._indexer import ThreadIndexer
 
 T = TypeVar("T")
 
@@ -98,9 +100,12 @@ class PostgresStore(StoreBase, FromConnString):
             filter_fields=filter_fields,
         )
         self._source = ConnectionSource(conn, config=self.config, replicas=replicas)
+        if self._settle_write_mode(index, self._source.max_connections):
+            self._shared.indexer = ThreadIndexer(self._drain_backlog)
 
     def close(self) -> None:
-        """Stop the sweeper and close the pool this store opened (a lent one stays open).
+        """Stop the sweeper and the background indexer, and close the pool this store
+        opened (a lent one stays open).
 
         A store from :meth:`for_tenant` shares its parent's connections:
         closing it does nothing; close the parent.
@@ -108,6 +113,8 @@ class PostgresStore(StoreBase, FromConnString):
         if self._derived:
             return
         self.stop_ttl_sweeper()
+        if self._shared.indexer is not None:
+            self._shared.indexer.stop(self.config.pool_timeout)
         self._source.close()
 
     def setup(self) -> None:
@@ -177,13 +184,19 @@ class PostgresStore(StoreBase, FromConnString):
                 doc_vectors = self.embeddings.embed_documents(request.texts)
             if request.queries:
                 query_vectors = self._embed_queries(request.queries)
-        if self._needs_vector_types(request):
-            self._shared.vector_types = self._run(self._vector_types_op, read=True)
-        self._attach_vectors(plan, request, doc_vectors, query_vectors)
+        shared = self._shared
+        if self._needs_vector_types(request, shared.vector_types is not None):
+            shared.vector_types = self._run(self._vector_types_op, read=True)
+        oid = None if shared.vector_types is None else shared.vector_types.oid
+        self._attach_vectors(plan, request, doc_vectors, query_vectors, oid)
         ctx = self._context()
-        return self._run(
-            lambda: batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
-        )
+        try:
+            return self._run(
+                lambda: batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
+            )
+        finally:
+            if self._wrote_vectors(plan):
+                self._shared.indexer.wake(self.tenant_id)
 
     def _embed_queries(self, queries: list[str]) -> list[list[float]]:
         assert self.embeddings is not None
@@ -389,6 +402,38 @@ class PostgresStore(StoreBase, FromConnString):
             done += n
             if n < batch_size:
                 return done
+
+    def _drain_backlog(self, tenants: set[str], stopping: Callable[[], bool]) -> None:
+        """One round of the background indexer (see :func:`index_ops.backlog`)."""
+        shared, st, spec = self._shared, self._statements, self._spec
+        assert spec is not None
+        plan = index_ops.backlog(sorted(tenants), may_rebuild=not shared.rebuild_refused)
+        reply: Any = None
+        while not stopping():
+            try:
+                action, tenant = plan.send(reply)
+            except StopIteration:
+                return
+            if action == "count":
+                reply = self._run(
+                    lambda: index_ops.count_vectors_op(st), read=True, tenant_id=tenant
+                )
+            elif action == "batch":
+                reply = self._run(
+                    functools.partial(
+                        index_ops.index_pending_op, st, index_ops.BACKGROUND_BATCH, tenant
+                    ),
+                    tenant_id=tenant,
+                )
+            else:
+                try:
+                    reply = self._rebuild(
+                        lambda: index_ops.rebuild_index_op(st, spec, DEFAULT_BUILD_MEMORY)
+                    )
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    shared.rebuild_refused = True
+                    logger.warning(index_ops.rebuild_refused(self.schema, exc))
+                    reply = None
 
     def _repair_index(self, memory: str, *, checked: bool = False) -> int | None:
         """Rebuild the ANN index if it is invalid or missing (``checked``: known to be).

@@ -18,8 +18,9 @@ Each test runs on a lent ``AsyncConnection`` and on an ``AsyncConnectionPool``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -38,7 +39,7 @@ from haive_langgraph.stores import (
 )
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores._batch import BatchPlan, Reads, Stage
-from tests.stores.conftest import index_config
+from tests.stores.conftest import embed, index_config
 
 
 @pytest.fixture(scope="module", params=["connection", "pool"])
@@ -238,6 +239,48 @@ async def test_identical_searches_of_a_batch_get_values_of_their_own(
             first, second = await store.abatch(ops[1:])
     first[0].value["tags"].append("changed")
     assert second[0].value == {"text": "green tea", "tags": ["a"]}
+
+
+WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+async def test_each_call_is_embedded_in_its_caller_context(dsn: str, ns: tuple[str, ...]) -> None:
+    """Context variables (tracing, vectors primed by the caller) reach the embedder
+    as they would for a call on its own, and an embedder failing for one call
+    fails that call only."""
+    seen: list[tuple[str, tuple[str, ...]]] = []
+
+    async def aembed(texts: Sequence[str]) -> list[list[float]]:
+        seen.append((WHO.get(), tuple(texts)))
+        if WHO.get() == "unlucky":
+            raise ValueError("the embedding service refused this caller")
+        return embed(texts)
+
+    async def as_(who: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        WHO.set(who)
+        return await make()
+
+    async with AsyncPostgresStore.from_conn_string(
+        dsn, index=index_config(embed=aembed), schema="merge_context"
+    ) as store:
+        await store.setup()
+        results = await asyncio.gather(
+            as_("writer", lambda: store.aput(ns, "k", {"text": "green tea"})),
+            as_("reader", lambda: store.asearch(ns, query="green tea")),
+            as_("unlucky", lambda: store.aput(ns, "lost", {"text": "coffee"})),
+            as_("getter", lambda: store.aget(ns, "k")),
+            return_exceptions=True,
+        )
+        assert results[0] is None
+        assert [it.key for it in results[1]] == ["k"]  # issued after the put: sees it
+        assert isinstance(results[2], ValueError)
+        assert results[3].value == {"text": "green tea"}
+        assert await store.aget(ns, "lost") is None
+    assert sorted(seen) == [
+        ("reader", ("green tea",)),
+        ("unlucky", ("coffee",)),
+        ("writer", ("green tea",)),
+    ]
 
 
 async def test_a_call_cancelled_before_its_batch_runs_has_no_effect(

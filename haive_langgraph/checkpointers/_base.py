@@ -29,9 +29,10 @@ from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._heads import Head, probe_row, probe_row_of, tuple_of
 from haive_langgraph.checkpointers._objects import (
     DecodedObjects,
+    Entry,
     WrittenObjects,
+    entry_of,
     fresh_copy,
-    shape,
 )
 from haive_langgraph.checkpointers._ops import RawLineages, Statements
 from haive_langgraph.checkpointers._timetravel import (
@@ -545,7 +546,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         ns: str,
         tup: CheckpointTuple,
         refs: StoredRefs,
-        shapes: dict[int, list[Any]],
+        shapes: dict[int, tuple[list[Any], tuple[int, ...] | None]],
     ) -> None:
         """The caller goes on with these list items (a graph puts them back in its
         next checkpoint): remember their keys, with the shapes the copies were made
@@ -555,13 +556,12 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         values = tup.checkpoint["channel_values"]
         for channel, state in refs.lists.items():
             keys = state.keys
-            self._written.replace(
-                (thread_id, ns, channel),
-                (
-                    (shapes.get(id(item)) or shape(item), keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
-                    for i, item in enumerate(values[channel])
-                ),
-            )
+            entries: list[Entry | None] = []
+            for i, item in enumerate(values[channel]):
+                key = keys[i * KEY_BYTES : (i + 1) * KEY_BYTES]
+                made = shapes.get(id(item))
+                entries.append((made[0], key, made[1]) if made else entry_of(item, key))
+            self._written.replace((thread_id, ns, channel), entries)
 
     def _get_tuple_op(self, thread_id: str, ns: str, cid: str | None) -> Op[CheckpointTuple | None]:
         """``get_tuple``, once for both drivers: the latest checkpoint from memory when

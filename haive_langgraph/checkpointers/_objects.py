@@ -31,6 +31,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 from pydantic import BaseModel
@@ -145,6 +146,59 @@ def same_shape(a: Sequence[Any], b: Sequence[Any]) -> bool:
     return len(a) == len(b) and all(map(_is, a, b))
 
 
+Entry = tuple[list[Any], bytes, tuple[int, ...] | None]
+"""What :class:`WrittenObjects` keeps of an object: its shape, its content key, and
+for a *plain* model (see :func:`plain_fields`), where its containers are."""
+
+
+def plain_fields(shp: list[Any]) -> tuple[int, ...] | None:
+    """For the shape of a pydantic model whose fields are immutable values and empty
+    lists and dicts, and whose extra fields are None or empty (a chat message, most
+    often): the positions of those containers among its fields; else None.
+
+    Such a shape is ``[model, class, n, *fields, 0 per container, extra]``, so
+    :func:`unchanged` can check it without building a new one.
+    """
+    if len(shp) < 4 or not _IS_MODEL.get(shp[1]):
+        return None
+    n = shp[2]
+    conts = tuple(i for i, v in enumerate(shp[3 : 3 + n]) if type(v) is list or type(v) is dict)
+    # Each empty container adds one 0; anything else (a container with items,
+    # another object, extra fields) adds more.
+    if len(shp) != 4 + n + len(conts) or shp[-1]:
+        return None
+    return conts
+
+
+def unchanged(obj: Any, entry: Entry) -> bool:
+    """Whether ``obj`` has the shape its entry holds (``same_shape(entry[0], shape(obj))``),
+    checked in place for a plain model (0.5 us for a chat message, not 1.4)."""
+    shp, _, conts = entry
+    if conts is None:
+        now = shape(obj)
+        return now is not None and same_shape(shp, now)
+    if shp[0] is not obj or type(obj) is not shp[1]:
+        return False
+    d = obj.__dict__
+    n = shp[2]
+    if len(d) != n:
+        return False
+    vals = tuple(d.values())
+    if not all(map(_is, vals, islice(shp, 3, 3 + n))):
+        return False
+    for i in conts:
+        if vals[i]:
+            return False  # an item was added to an empty container
+    extra = obj.__pydantic_extra__
+    return extra is shp[-1] and not extra
+
+
+def entry_of(obj: Any, key: bytes) -> Entry | None:
+    """The entry of ``obj`` (serialised as ``key``), or None if it has no shape."""
+    shp = shape(obj)
+    return None if shp is None else (shp, key, plain_fields(shp))
+
+
 class NotCopyable(Exception):
     """A value :func:`fresh_copy` does not copy; it is decoded afresh instead."""
 
@@ -216,7 +270,7 @@ Scope = tuple[str, str, str]
 class WrittenObjects:
     """Per list channel of a thread: the objects of its latest list, with their shapes and keys.
 
-    A ``put`` looks a list's items up here (:meth:`keys`), then the entry of
+    A ``put`` looks a list's items up here (:meth:`lookup`), then the entry of
     that channel becomes the items of that list (:meth:`replace`); a
     ``get_tuple`` replaces it with the copies it hands out. An entry holds
     the objects its shapes name (so their ids stay unique) only until the
@@ -232,44 +286,37 @@ class WrittenObjects:
     def __init__(self, items: int) -> None:
         self._items = items
         self._count = 0
-        self._data: OrderedDict[Scope, dict[int, tuple[list[Any], bytes]]] = OrderedDict()
+        self._data: OrderedDict[Scope, dict[int, Entry]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return self._count
 
-    def keys(
-        self, scope: Scope, objs: Sequence[Any]
-    ) -> tuple[list[bytes | None], list[list[Any] | None]]:
-        """Per object: its key if it is unchanged since it was remembered, and its shape now."""
+    def lookup(self, scope: Scope, objs: Sequence[Any]) -> list[Entry | None]:
+        """Per object: its entry if it is unchanged since it was remembered, else None."""
         entries = self._data.get(scope)
-        shapes = [shape(obj) for obj in objs]
         if not entries:
-            return [None] * len(objs), shapes
-        keys: list[bytes | None] = []
-        for obj, now in zip(objs, shapes, strict=True):
-            entry = entries.get(id(obj))
-            if entry is None or now is None or not same_shape(entry[0], now):
-                keys.append(None)
-            else:
-                keys.append(entry[1])
-        return keys, shapes
+            return [None] * len(objs)
+        out: list[Entry | None] = []
+        get = entries.get
+        for obj in objs:
+            entry = get(id(obj))
+            out.append(entry if entry is not None and unchanged(obj, entry) else None)
+        return out
 
-    def replace(self, scope: Scope, entries: Iterable[tuple[list[Any] | None, bytes]]) -> None:
-        """Make ``entries`` ((shape, key) of each object; unshaped ones skipped) the thread's."""
-        new = {id(shp[0]): (shp, key) for shp, key in entries if shp is not None}
+    def replace(self, scope: Scope, entries: Iterable[Entry | None]) -> None:
+        """Make ``entries`` (None for an object without a shape) the channel's."""
+        new = {id(e[0][0]): e for e in entries if e is not None}
         with self._lock:
             data = self._data
             old = data.pop(scope, None)
             self._count += len(new) - (len(old) if old is not None else 0)
             data[scope] = new
-            while self._count > self._items and len(data) > 1:
-                _, dropped = data.popitem(last=False)
-                self._count -= len(dropped)
+            self._evict()
 
-    def add(self, scope: Scope, entries: Iterable[tuple[list[Any] | None, bytes]]) -> None:
+    def add(self, scope: Scope, entries: Iterable[Entry | None]) -> None:
         """Add ``entries`` to the channel's (a task's writes, which its next list holds)."""
-        new = {id(shp[0]): (shp, key) for shp, key in entries if shp is not None}
+        new = {id(e[0][0]): e for e in entries if e is not None}
         if not new:
             return
         with self._lock:
@@ -278,9 +325,13 @@ class WrittenObjects:
             merged = {**old, **new} if old else new
             self._count += len(merged) - (len(old) if old is not None else 0)
             data[scope] = merged
-            while self._count > self._items and len(data) > 1:
-                _, dropped = data.popitem(last=False)
-                self._count -= len(dropped)
+            self._evict()
+
+    def _evict(self) -> None:
+        data = self._data
+        while self._count > self._items and len(data) > 1:
+            _, dropped = data.popitem(last=False)
+            self._count -= len(dropped)
 
     def forget(self, scope: Scope) -> None:
         with self._lock:
@@ -298,10 +349,13 @@ class WrittenObjects:
 MISSING: Any = object()
 
 
-Recipe = tuple[type, dict[str, Any], tuple[tuple[str, type], ...], frozenset[str], bool]
+Recipe = tuple[
+    type, dict[str, Any], tuple[tuple[str, type], ...], frozenset[str], bool, tuple[int, ...]
+]
 """How to copy a decoded pydantic model fast: its class, its fields, which of them
-hold containers (copied, the empty ones as new empties), its fields set, and
-whether its extra fields are None (else an empty dict)."""
+hold containers (copied, the empty ones as new empties), its fields set,
+whether its extra fields are None (else an empty dict), and the positions of
+the containers among its fields."""
 
 
 def _recipe(obj: Any) -> Recipe | None:
@@ -322,12 +376,21 @@ def _recipe(obj: Any) -> Recipe | None:
             return None
         containers.append((k, tv))
     extra_none = obj.__pydantic_extra__ is None
-    return t, fields, tuple(containers), frozenset(obj.__pydantic_fields_set__), extra_none
+    names = list(fields)
+    positions = tuple(names.index(k) for k, _ in containers)
+    return (
+        t,
+        fields,
+        tuple(containers),
+        frozenset(obj.__pydantic_fields_set__),
+        extra_none,
+        positions,
+    )
 
 
-def _cook(recipe: Recipe) -> tuple[Any, list[Any]]:
-    """A copy made by ``recipe``, and the copy's :func:`shape`."""
-    t, fields, containers, fields_set, extra_none = recipe
+def _cook(recipe: Recipe) -> tuple[Any, list[Any], tuple[int, ...] | None]:
+    """A copy made by ``recipe``, the copy's :func:`shape`, and its :func:`plain_fields`."""
+    t, fields, containers, fields_set, extra_none, positions = recipe
     new = t.__new__(t)  # type: ignore[call-overload]
     d = fields.copy()
     simple = True
@@ -347,14 +410,14 @@ def _cook(recipe: Recipe) -> tuple[Any, list[Any]]:
     if not simple:
         shp = shape(new)
         assert shp is not None
-        return new, shp
+        return new, shp, plain_fields(shp)
     # What shape(new) builds: the model, its class, size and values, a 0 per
     # (empty) container, and its extra fields.
     out = [new, t, len(d)]
     out.extend(d.values())
     out.extend([0] * len(containers))
     out.append(extra)
-    return new, out
+    return new, out, positions
 
 
 class DecodedObjects:
@@ -374,9 +437,11 @@ class DecodedObjects:
     def __len__(self) -> int:
         return len(self._data)
 
-    def copies(self, keys: Sequence[bytes]) -> tuple[list[Any], dict[int, list[Any]]]:
+    def copies(
+        self, keys: Sequence[bytes]
+    ) -> tuple[list[Any], dict[int, tuple[list[Any], tuple[int, ...] | None]]]:
         """A fresh copy of the object decoded for each key (or :data:`MISSING`), and
-        the shapes of the copies made by a recipe, by ``id``."""
+        the shapes (and plain fields) of the copies made by a recipe, by ``id``."""
         with self._lock:
             data = self._data
             get = data.get
@@ -388,15 +453,15 @@ class DecodedObjects:
                     move(key)
                 found.append(entry)
         out: list[Any] = []
-        shapes: dict[int, list[Any]] = {}
+        shapes: dict[int, tuple[list[Any], tuple[int, ...] | None]] = {}
         for entry in found:
             if entry is None:
                 out.append(MISSING)
                 continue
             obj, recipe = entry
             if recipe is not None:
-                new, shp = _cook(recipe)
-                shapes[id(new)] = shp
+                new, shp, plain = _cook(recipe)
+                shapes[id(new)] = (shp, plain)
                 out.append(new)
             else:
                 out.append(obj if type(obj) in ATOMS else fresh_copy(obj))

@@ -50,7 +50,14 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg.types.json import Jsonb
 
-from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects, WrittenObjects, shape
+from haive_langgraph.checkpointers._objects import (
+    MISSING,
+    DecodedObjects,
+    Entry,
+    WrittenObjects,
+    plain_fields,
+    shape,
+)
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.codec._guard import ValueGuard, guard_for
@@ -263,6 +270,7 @@ class _Encoder:
         "blob_keys",
         "codec",
         "family",
+        "found",
         "frames",
         "memo",
         "ns",
@@ -295,6 +303,7 @@ class _Encoder:
         self.written = written
         self.thread, self.ns = thread
         self.shapes: dict[str, list[list[Any] | None]] = {}
+        self.found: dict[str, Sequence[Entry | None]] = {}
         self.serde = serde
         self.codec = codec
         self.tenant = tenant
@@ -374,15 +383,20 @@ class _Encoder:
         parent's item keys (``n_base`` of them), to recognise unchanged items
         by their bytes instead of hashing them.
         """
-        known: Sequence[bytes | None] = ()
+        found: Sequence[Entry | None] = ()
         if self.written is not None:
-            known, shapes = self.written.keys((self.thread, self.ns, channel), items)
-            self.shapes[channel] = shapes
+            found = self.written.lookup((self.thread, self.ns, channel), items)
+            # A shape is taken before its item is serialised (see plan_writes).
+            self.shapes[channel] = [
+                entry[0] if entry is not None else shape(item)
+                for entry, item in zip(found, items, strict=True)
+            ]
+            self.found[channel] = found
         keys: list[bytes] = []
         payloads: list[bytes | None] = []
         for i, item in enumerate(items):
-            key = known[i] if known else None
-            if key is None:
+            entry = found[i] if found else None
+            if entry is None:
                 payload: bytes | None = self.serialize(item, (_ITEM_OF_CHANNEL, i, channel))
                 assert payload is not None
                 # The parent's key is sliced in place (no method call).
@@ -390,17 +404,23 @@ class _Encoder:
                     payload, base_keys[i * KEY_BYTES : (i + 1) * KEY_BYTES] if i < n_base else None
                 )
             else:
-                payload = None
+                key, payload = entry[1], None
             keys.append(key)
             payloads.append(payload)
         return keys, payloads
 
     def remember_items(self, channel: str, keys: list[bytes]) -> None:
         """The list of ``channel`` is now these items (see :meth:`item_keys`)."""
-        if self.written is not None:
-            self.written.replace(
-                (self.thread, self.ns, channel), zip(self.shapes.pop(channel), keys, strict=True)
-            )
+        if self.written is None:
+            return
+        shapes = self.shapes.pop(channel)
+        found = self.found.pop(channel)
+        entries: list[Entry | None] = []
+        for entry, shp, key in zip(found, shapes, keys, strict=True):
+            if entry is None or entry[1] != key:
+                entry = (shp, key, plain_fields(shp)) if shp is not None else None
+            entries.append(entry)
+        self.written.replace((self.thread, self.ns, channel), entries)
 
     def fill_payloads(
         self,
@@ -742,7 +762,13 @@ def plan_writes(
             ]
             keys.extend(item_keys)
             if written is not None:
-                written.add((*thread, channel), zip(shapes, item_keys, strict=True))
+                written.add(
+                    (*thread, channel),
+                    [
+                        (shp, k, plain_fields(shp)) if shp is not None else None
+                        for shp, k in zip(shapes, item_keys, strict=True)
+                    ],
+                )
         else:
             is_list.append(False)
             keys.append(enc.key_of(value, (_WRITE_TO_CHANNEL, channel)))
@@ -1151,8 +1177,9 @@ class Decoder:
     ) -> None:
         self.serde = serde
         self.body = b""  # the payload of the last body decoded
-        # Shapes of the list items copied by a recipe, by id (see `_objects`).
-        self.shapes: dict[int, list[Any]] = {}
+        # Shapes (and plain fields) of the list items copied by a recipe, by id
+        # (see `_objects`).
+        self.shapes: dict[int, tuple[list[Any], tuple[int, ...] | None]] = {}
         # Decoded values kept across reads: each read gets copies of its own.
         self.objects = None if share else objects
         self.codec = codec

@@ -69,6 +69,25 @@ EDITS: dict[str, Callable[[Any], None]] = {
 }
 
 
+def plain_message() -> AIMessage:
+    """A message whose containers are all empty (checked in place, see ``_objects.unchanged``)."""
+    return AIMessage(content="hello", id=f"p-{uuid.uuid4().hex[:6]}")
+
+
+PLAIN_EDITS: dict[str, Callable[[Any], None]] = {
+    "field set": _set("name", "bob"),
+    "content replaced": _set("content", "edited"),
+    "content appended to": lambda m: setattr(m, "content", m.content + " more"),
+    "additional_kwargs item added": lambda m: m.additional_kwargs.__setitem__("k", 1),
+    "response_metadata item added": lambda m: m.response_metadata.__setitem__("model", "m"),
+    "tool call appended": lambda m: m.tool_calls.append(
+        {"name": "f", "args": {}, "id": "c1", "type": "tool_call"}
+    ),
+    "usage set": _set("usage_metadata", {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}),
+    "extra field set": _set("note", "added"),
+}
+
+
 def new_thread() -> dict[str, Any]:
     return {"configurable": {"thread_id": f"same-{uuid.uuid4().hex[:8]}", "checkpoint_ns": ""}}
 
@@ -117,6 +136,25 @@ async def test_an_item_returned_by_get_tuple_and_edited_is_stored(
     state = [*loaded, HumanMessage(content="next", id="h2")]
     saved = await cp.call("put", saved, checkpoint_of(state, 2), META, {"messages": 2})
     assert dumped(await fresh_read(dsn, saved)) == dumped(state)
+
+
+@pytest.mark.parametrize("edit", list(PLAIN_EDITS))
+@pytest.mark.parametrize("source", ["put", "get_tuple"])
+async def test_a_plain_message_edited_in_place_is_stored(
+    cp: Driver, dsn: str, edit: str, source: str
+) -> None:
+    config = new_thread()
+    target = plain_message()
+    messages: list[Any] = [HumanMessage(content="hi", id="h1"), target]
+    saved = await cp.call("put", config, checkpoint_of(messages, 1), META, {"messages": 1})
+    saved = await cp.call("put", saved, checkpoint_of(messages, 2), META, {"messages": 2})
+    if source == "get_tuple":  # the copies it returns, which a graph goes on with
+        messages = list(
+            (await cp.call("get_tuple", config)).checkpoint["channel_values"]["messages"]
+        )
+    PLAIN_EDITS[edit](messages[1])
+    saved = await cp.call("put", saved, checkpoint_of(messages, 3), META, {"messages": 3})
+    assert dumped(await fresh_read(dsn, saved)) == dumped(messages)
 
 
 async def test_a_dict_item_edited_in_place_is_stored(cp: Driver, dsn: str) -> None:

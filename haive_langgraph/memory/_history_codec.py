@@ -452,16 +452,5 @@ def priced(usage: TokenUsage, prices: Mapping[str, ModelPrice]) -> TokenUsage:
     return usage.with_cost(price.cost(usage.input_tokens, usage.output_tokens))
 
 
-def usage_arrays(usages: Sequence[TokenUsage | None]) -> dict[str, list[Any]]:
-    """Column arrays of token usage for a batch (``None`` where a message has none)."""
-    return {
-        "model": [u.model if u else None for u in usages],
-        "input_tokens": [u.input_tokens if u else None for u in usages],
-        "output_tokens": [u.output_tokens if u else None for u in usages],
-        "total_tokens": [u.total_tokens if u else None for u in usages],
-        "cost": [str(u.cost) if u and u.cost is not None else None for u in usages],
-    }
-
-
 def sum_cost(usages: Sequence[TokenUsage | None]) -> Decimal:
     return sum((u.cost for u in usages if u and u.cost is not None), Decimal(0))

@@ -33,7 +33,6 @@ from haive_langgraph.memory._history_codec import (
     new_message_id,
     priced,
     sum_cost,
-    usage_arrays,
     usage_of,
 )
 from haive_langgraph.memory._history_types import (
@@ -61,10 +60,6 @@ def _id_problem(value: object) -> str | None:
     return id_problem(value) if type(value) is str else "is not a string"
 
 
-def _array_or_none(cls: type[Any], values: Sequence[Any]) -> Any:
-    return cls(values) if any(v is not None for v in values) else None
-
-
 # The usage columns of a batch that has no token usage, latency or run id
 # (a history's human turns, most tool results): SQL NULLs, and zero totals.
 _ZERO = Int8(0)
@@ -88,31 +83,30 @@ def usage_params(
     latencies: Sequence[float | None],
     run_ids: Sequence[str | None],
 ) -> dict[str, Any]:
-    """Array parameters of the usage columns (``None``, SQL NULL, when a batch has
-    none) and the batch's totals."""
-    if (
-        all(u is None for u in usages)
-        and all(x is None for x in latencies)
-        and all(r is None for r in run_ids)
-    ):
-        return dict(_NO_USAGE)
-    cols = usage_arrays(usages)
+    """Array parameters of the usage columns (``None``, SQL NULL, when no message of
+    the batch has a value) and the batch's totals."""
+    params = dict(_NO_USAGE)
     present = [u for u in usages if u is not None]
-    return {
-        "models": _array_or_none(TextArray, cols["model"]),
-        "it": _array_or_none(IntArray, cols["input_tokens"]),
-        "ot": _array_or_none(IntArray, cols["output_tokens"]),
-        "tt": _array_or_none(IntArray, cols["total_tokens"]),
-        "costs": _array_or_none(TextArray, cols["cost"]),
-        "lat": _array_or_none(
-            TextArray, [None if x is None else repr(float(x)) for x in latencies]
-        ),
-        "runs": _array_or_none(TextArray, run_ids),
-        "in": Int8(sum(u.input_tokens for u in present)),
-        "out": Int8(sum(u.output_tokens for u in present)),
-        "tot": Int8(sum(u.total_tokens or 0 for u in present)),
-        "sum_cost": sum_cost(present),
-    }
+    if present:
+        # A TokenUsage always has its three counts (total defaults to the sum).
+        params["it"] = IntArray([None if u is None else u.input_tokens for u in usages])
+        params["ot"] = IntArray([None if u is None else u.output_tokens for u in usages])
+        params["tt"] = IntArray([None if u is None else u.total_tokens for u in usages])
+        if any(u.model is not None for u in present):
+            params["models"] = TextArray([None if u is None else u.model for u in usages])
+        if any(u.cost is not None for u in present):
+            params["costs"] = TextArray(
+                [None if u is None or u.cost is None else str(u.cost) for u in usages]
+            )
+            params["sum_cost"] = sum_cost(present)
+        params["in"] = Int8(sum(u.input_tokens for u in present))
+        params["out"] = Int8(sum(u.output_tokens for u in present))
+        params["tot"] = Int8(sum(u.total_tokens or 0 for u in present))
+    if any(x is not None for x in latencies):
+        params["lat"] = TextArray([None if x is None else repr(float(x)) for x in latencies])
+    if any(r is not None for r in run_ids):
+        params["runs"] = TextArray(run_ids)
+    return params
 
 
 class AppendPlanner:

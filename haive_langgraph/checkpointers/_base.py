@@ -519,11 +519,17 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
             (s.lineage, s.length) for s in last.lists.values() if s.lineage != EMPTY_LINEAGE
         ]
 
-    def _load_row(self, row: Row) -> CheckpointTuple:
-        """Decode a row; raises ``MissingValueError`` if a known item left the memo."""
+    def _load_row(self, row: Row, *, hand_out: bool = True) -> CheckpointTuple:
+        """Decode a row; raises ``MissingValueError`` if a known item left the memo.
+
+        ``hand_out=False``: the tuple is only read for its references (a put's
+        parent), not returned to a caller who goes on with it.
+        """
         decoder = self._decoder(share=False)
         tup, refs = decode_row(row, decoder)
         self._remember(row.thread_id, row.checkpoint_ns, row.checkpoint_id, refs)
+        if not hand_out:
+            return tup
         self._heads.put(
             (row.thread_id, row.checkpoint_ns),
             Head(

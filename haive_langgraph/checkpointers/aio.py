@@ -225,7 +225,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         )
         if row is None:
             return None
-        self._load_row(row)
+        self._load_row(row, hand_out=False)
         return self._refs.get((thread_id, ns, cid))
 
     async def aput_writes(

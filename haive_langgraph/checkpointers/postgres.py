@@ -229,7 +229,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         )
         if row is None:
             return None
-        self._load_row(row)
+        self._load_row(row, hand_out=False)
         return self._refs.get((thread_id, ns, cid))
 
     def put_writes(

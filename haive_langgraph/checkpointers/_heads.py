@@ -6,10 +6,10 @@ of reading the row, its values and list items back (a query whose answer
 grows with the conversation, then decoding it), the saver asks whether the
 latest checkpoint is still the one it holds (``PROBE_LATEST``: the same row,
 column for column, and no pending writes) and, if so, builds the answer from
-memory:
-the body from its payload, values and list items as fresh copies of what it
-decoded before or from their remembered payloads (see ``_objects``). The
-answer is the one reading the row would give.
+memory: the body decoded from its frame (so that a crypto-shredded tenant or
+a removed key fails as it fails a read), values and list items as fresh
+copies of what it decoded before or from their remembered payloads (see
+``_objects``). The answer is the one reading the row would give.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from haive_langgraph.checkpointers._values import (
     Decoder,
     Row,
     StoredRefs,
+    body_context,
     unpack_body,
 )
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
@@ -44,7 +45,6 @@ class Head:
         ns: Its namespace.
         checkpoint_id: Its id.
         parent_id: Its parent's id, if any.
-        body: The payload of its body frame.
         metadata: Its metadata: the JSON text written, or the dict read.
         refs: Its stored values and lists.
         row: Its columns as stored (parameters of ``PROBE_LATEST``).
@@ -54,7 +54,6 @@ class Head:
     ns: str
     checkpoint_id: str
     parent_id: str | None
-    body: bytes
     metadata: str | dict[str, Any]
     refs: StoredRefs
     row: dict[str, Any]
@@ -106,7 +105,10 @@ def tuple_of(head: Head, decoder: Decoder) -> CheckpointTuple:
         MissingValueError: A value's payload is no longer remembered (read the row).
     """
     family = head.refs.family
-    checkpoint: dict[str, Any] = unpack_body(head.body)
+    # The body is decoded from its frame as a read decodes it: a tenant
+    # crypto-shredded (or a key removed) since fails here as it fails there.
+    ctx = body_context(decoder.tenant, family, head.ns, head.checkpoint_id)
+    checkpoint: dict[str, Any] = unpack_body(decoder.codec.decode(head.row["body"], ctx))
     checkpoint.pop(REFS_DIGEST, None)
     checkpoint["id"] = head.checkpoint_id
     where = f"thread {head.thread_id!r}, checkpoint {head.checkpoint_id}"

@@ -133,14 +133,12 @@ class StoredRefs:
 class PutPlan:
     """Parameters of one ``PUT_CHECKPOINT`` statement and the refs it stores.
 
-    ``body`` is the payload of the checkpoint body (what a reader decodes
-    from its frame) and ``metadata`` the JSON text of the metadata before any
-    sealing: with the refs, what a later read of this checkpoint returns.
+    ``metadata`` is the JSON text of the metadata before any sealing: with
+    the refs and the body frame, what a later read of this checkpoint returns.
     """
 
     params: dict[str, Any]
     refs: StoredRefs
-    body: bytes = b""
     metadata: str = "{}"
 
 
@@ -638,8 +636,7 @@ def plan_put(
             refs.values[channel] = enc.key_of(value, (_CHANNEL, channel), expect)
 
     refs.inline = inline
-    body_payload = body_of(serde, codec, checkpoint, refs)
-    body = codec.encode(body_payload, body_context(tenant, family, ns, checkpoint["id"]))
+    body = encode_body(serde, codec, tenant, family, ns, checkpoint, refs)
     meta, meta_text = metadata_text(metadata)
     plain_meta_text = meta_text
     thread_meta = (
@@ -685,7 +682,7 @@ def plan_put(
         "blob_keys": blob_keys,
         "blob_data": blob_data,
     }
-    return PutPlan(params=params, refs=refs, body=body_payload, metadata=plain_meta_text)
+    return PutPlan(params=params, refs=refs, metadata=plain_meta_text)
 
 
 def tags_of(value: Any) -> list[str]:
@@ -1008,7 +1005,6 @@ def decode_body(decoder: Decoder, row: Row) -> tuple[dict[str, Any], bytes | Non
         payload = decoder.codec.decode(bytes(row.checkpoint), ctx)
     except CorruptDataError as exc:
         raise type(exc)(_where(row, f"the checkpoint body: {exc}")) from exc
-    decoder.body = payload
     try:
         body = unpack_body(payload)
     except Exception as exc:
@@ -1150,7 +1146,6 @@ class Decoder:
     """
 
     __slots__ = (
-        "body",
         "cache",
         "codec",
         "guard",
@@ -1176,7 +1171,6 @@ class Decoder:
         objects: DecodedObjects | None = None,
     ) -> None:
         self.serde = serde
-        self.body = b""  # the payload of the last body decoded
         # Shapes (and plain fields) of the list items copied by a recipe, by id
         # (see `_objects`).
         self.shapes: dict[int, tuple[list[Any], tuple[int, ...] | None]] = {}

@@ -181,3 +181,35 @@ async def test_an_encrypting_saver_answers_from_memory_too(dsn: str) -> None:
     ours, fresh, reads = await asyncio.to_thread(run)
     assert reads == 0
     assert as_data(ours) == as_data(fresh)
+
+
+async def test_a_tenant_shredded_elsewhere_is_not_served_from_memory(dsn: str) -> None:
+    """Another process shreds the tenant (nothing tells this saver): as soon as its
+    keyring knows, the latest checkpoint fails as a read of the row fails."""
+    from haive_langgraph.codec import KeyDestroyedError
+    from haive_langgraph.ops.keys import PostgresTenantKeyStore, forget_tenant_key
+
+    master = os.urandom(32)
+    tenant = f"gone{uuid.uuid4().hex[:6]}"
+
+    def run() -> None:
+        admin_store, store = PostgresTenantKeyStore(dsn), PostgresTenantKeyStore(dsn)
+        try:
+            admin_store.setup()
+            admin = KeyRing([("m1", master)], tenant_store=admin_store)
+            admin.create_tenant_key(tenant)
+            ring = KeyRing([("m1", master)], tenant_store=store, cache_ttl=0)
+            with PostgresCheckpointer.from_conn_string(dsn, keyring=ring, tenant_id=tenant) as s:
+                s.setup()
+                config = new_thread()
+                s.put(config, checkpoint_of([HumanMessage("x", id="h1")], 1), {}, {"messages": 1})
+                assert s.get_tuple(config) is not None
+                forget_tenant_key(admin, tenant)
+                with row_reads() as reads, pytest.raises(KeyDestroyedError):
+                    s.get_tuple(config)
+                assert reads[0] == 0  # it was the answer from memory that failed
+        finally:
+            admin_store.close()
+            store.close()
+
+    await asyncio.to_thread(run)

@@ -6,9 +6,10 @@ decides how, the store runs it). A write wakes the indexer, naming its
 tenant; the indexer works through every tenant that wrote, then sleeps. It
 is started by the first write, stops by itself after :data:`IDLE_SECONDS`
 without one (so that a store nobody closes leaves nothing running) and when
-the store is closed. A failure (the server away, a pool closed under it) is
-logged and retried after a pause that doubles up to :data:`MAX_BACKOFF`;
-the sweeper and ``index_pending()`` index the same vectors too.
+the store is closed, or its pool is closed under it. Any other failure (the
+server away) is logged and retried after a pause that doubles up to
+:data:`MAX_BACKOFF`; the sweeper and ``index_pending()`` index the same
+vectors too.
 
 :class:`ThreadIndexer` serves the sync store (a daemon thread),
 :class:`TaskIndexer` the async one (a task on its event loop).
@@ -21,6 +22,8 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+
+from psycopg_pool import PoolClosed
 
 logger = logging.getLogger("haive_langgraph.stores")
 
@@ -37,6 +40,13 @@ MAX_DELAY_SECONDS = 5.0
 
 Drain = Callable[[set[str], Callable[[], bool]], None]
 AsyncDrain = Callable[[set[str], Callable[[], bool]], Awaitable[None]]
+
+
+def _closed_under_it() -> None:
+    logger.info(
+        "the store's pool was closed while its vectors were pending: background indexing "
+        "stops (close the store before its pool; index_pending() indexes what is left)"
+    )
 
 
 def _backoff(previous: float) -> float:
@@ -122,6 +132,12 @@ class ThreadIndexer:
             try:
                 self._drain(tenants, self._halt.is_set)
                 delay = 0.0
+            except PoolClosed:
+                _closed_under_it()
+                with self._lock:
+                    self._halt.set()
+                    self._thread = None
+                return
             except Exception:
                 delay = _backoff(delay)
                 logger.exception("background indexing failed; retrying in %.0f s", delay)
@@ -198,6 +214,10 @@ class TaskIndexer:
                 try:
                     await self._drain(tenants, self._stopping)
                     delay = 0.0
+                except PoolClosed:
+                    _closed_under_it()
+                    self._halted = True
+                    return
                 except Exception:
                     delay = _backoff(delay)
                     logger.exception("background indexing failed; retrying in %.0f s", delay)

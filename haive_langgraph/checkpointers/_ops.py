@@ -16,8 +16,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._decoding import Row
 from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport, doomed
-from haive_langgraph.checkpointers._values import EMPTY_LINEAGE, Row
+from haive_langgraph.checkpointers._values import EMPTY_LINEAGE
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BigintArray, IntArray, TextArray
 

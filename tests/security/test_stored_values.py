@@ -40,7 +40,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
-from haive_langgraph.checkpointers._values import Decoder, payload_of
+from haive_langgraph.checkpointers._decoding import Decoder
+from haive_langgraph.checkpointers._values import payload_of
 from haive_langgraph.codec import (
     HaiveCodec,
     KeyRing,

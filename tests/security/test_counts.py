@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,7 +32,6 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
-from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.db._limits import MAX_COUNT, MAX_INT4, check_count
 from haive_langgraph.errors import ConfigurationError, SerializationError
 from haive_langgraph.memory import (
@@ -72,26 +71,6 @@ def test_a_count_is_an_int_up_to_its_sql_type() -> None:
 
 
 # -- checkpointer --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sync_saver(dsn: str) -> Iterator[PostgresCheckpointer]:
-    with PostgresCheckpointer.from_conn_string(dsn) as saver:
-        saver.setup()
-        yield saver
-
-
-@pytest.fixture(scope="module")
-async def async_saver(
-    dsn: str, sync_saver: PostgresCheckpointer
-) -> AsyncIterator[AsyncPostgresCheckpointer]:
-    async with AsyncPostgresCheckpointer.from_conn_string(dsn) as saver:
-        yield saver
-
-
-@pytest.fixture(params=["sync", "async"])
-def cp(request: pytest.FixtureRequest) -> SaverDriver:
-    return SaverDriver(request.getfixturevalue(f"{request.param}_saver"), request.param)
 
 
 def _checkpoint(value: Any) -> Any:

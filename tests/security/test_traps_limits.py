@@ -23,33 +23,11 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
 from haive_langgraph._demo import chat_graph
-from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
 from tests.checkpointers.conftest import Driver
 
 BAD = [-1, True, 2.5, "3"]
-
-
-@pytest.fixture(scope="module")
-def sync_saver(dsn: str) -> Iterator[PostgresCheckpointer]:
-    with PostgresCheckpointer.from_conn_string(dsn) as saver:
-        saver.setup()
-        yield saver
-
-
-@pytest.fixture(scope="module")
-async def async_saver(
-    dsn: str, sync_saver: PostgresCheckpointer
-) -> AsyncIterator[AsyncPostgresCheckpointer]:
-    async with AsyncPostgresCheckpointer.from_conn_string(dsn) as saver:
-        yield saver
-
-
-@pytest.fixture(params=["sync", "async"])
-def cp(request: pytest.FixtureRequest) -> Driver:
-    """Our checkpointer, sync (in a worker thread) or async."""
-    return Driver(request.getfixturevalue(f"{request.param}_saver"), request.param)
 
 
 @pytest.fixture

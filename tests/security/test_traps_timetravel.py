@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -21,34 +20,12 @@ from typer.testing import CliRunner
 
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import (
-    AsyncPostgresCheckpointer,
     PostgresCheckpointer,
     is_internal_channel,
 )
 from haive_langgraph.cli import app
 from haive_langgraph.errors import NotFoundError
 from tests.checkpointers.conftest import Driver
-
-
-@pytest.fixture(scope="module")
-def sync_saver(dsn: str) -> Iterator[PostgresCheckpointer]:
-    with PostgresCheckpointer.from_conn_string(dsn) as saver:
-        saver.setup()
-        yield saver
-
-
-@pytest.fixture(scope="module")
-async def async_saver(
-    dsn: str, sync_saver: PostgresCheckpointer
-) -> AsyncIterator[AsyncPostgresCheckpointer]:
-    async with AsyncPostgresCheckpointer.from_conn_string(dsn) as saver:
-        yield saver
-
-
-@pytest.fixture(params=["sync", "async"])
-def cp(request: pytest.FixtureRequest) -> Driver:
-    """Our checkpointer, sync (in a worker thread) or async."""
-    return Driver(request.getfixturevalue(f"{request.param}_saver"), request.param)
 
 
 def new_thread() -> dict[str, Any]:

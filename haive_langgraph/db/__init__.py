@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 
+from haive_langgraph.db._call import Call, ErrorMap
 from haive_langgraph.db._config import PersistenceConfig, PoolerMode
 from haive_langgraph.db._connections import (
     AsyncConnectionSource,
@@ -35,8 +36,10 @@ from haive_langgraph.db._tenancy import TenantScope
 
 __all__ = [
     "AsyncConnectionSource",
+    "Call",
     "Component",
     "ConnectionSource",
+    "ErrorMap",
     "Migration",
     "Op",
     "PartitionKey",

@@ -40,6 +40,7 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from haive_langgraph.db._call import Call, mapped_error
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import OpFactory, Step, arun, run
 from haive_langgraph.db._dsn import (
@@ -270,6 +271,23 @@ class ConnectionSource:
             f"(pool exhausted or server unreachable): {exc}"
         )
 
+    def call(self, call: Call[T]) -> T:
+        """Run a :class:`Call` (see :meth:`run`); its ``errors`` map database errors."""
+        try:
+            return self.run(
+                call.op,
+                transaction=call.transaction,
+                read=call.read,
+                rollback=call.rollback,
+                route=call.route if call.read else "primary",
+                scope=call.scope,
+            )
+        except psycopg.Error as exc:
+            mapped = mapped_error(call, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
     def run(
         self,
         factory: OpFactory[T],
@@ -495,6 +513,23 @@ class AsyncConnectionSource:
             f"no connection to PostgreSQL at {where} within {self.config.pool_timeout:g}s "
             f"(pool exhausted or server unreachable): {exc}"
         )
+
+    async def call(self, call: Call[T]) -> T:
+        """Async twin of :meth:`ConnectionSource.call`."""
+        try:
+            return await self.run(
+                call.op,
+                transaction=call.transaction,
+                read=call.read,
+                rollback=call.rollback,
+                route=call.route if call.read else "primary",
+                scope=call.scope,
+            )
+        except psycopg.Error as exc:
+            mapped = mapped_error(call, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def run(
         self,

@@ -1,0 +1,56 @@
+"""A database call as a value: the operation and how to run it.
+
+Features build :class:`Call` values with no I/O (their sans-I/O operations
+plus the options a run needs); the sync and async classes only hand them to
+their connection source, ``source.call(c)`` or ``await source.call(c)``.
+That keeps each public method of a sync/async pair one line long, and the
+logic (what to run, in which transaction, where, and which errors mean what)
+in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+
+from haive_langgraph.db._driver import OpFactory
+from haive_langgraph.db._replicas import Route
+from haive_langgraph.db._tenancy import TenantScope
+
+T = TypeVar("T")
+
+ErrorMap = Callable[[psycopg.Error], Exception | None]
+"""Turns a database error into the library's own (``None``: raise it as it is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One operation and how to run it.
+
+    Attributes:
+        op: Builds a fresh operation generator (called again on a read retry).
+        transaction: Run all its statements in one transaction.
+        read: It only reads (retried once on a dead pooled connection).
+        rollback: Run it in a transaction and roll that back (a dry run).
+        route: Where a read may run when read replicas are configured
+            (see :meth:`ConnectionSource.run`); writes always go to the primary.
+        scope: The tenant it acts for (default: the source's).
+        errors: Maps a database error to the library's own; the original is
+            chained as its cause.
+    """
+
+    op: OpFactory[T]
+    transaction: bool = False
+    read: bool = False
+    rollback: bool = False
+    route: Route = "primary"
+    scope: TenantScope | None = None
+    errors: ErrorMap | None = None
+
+
+def mapped_error(call: Call[Any], exc: psycopg.Error) -> Exception | None:
+    """The library's error for ``exc`` raised by ``call``, or ``None`` to re-raise it."""
+    return None if call.errors is None else call.errors(exc)

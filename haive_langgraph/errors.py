@@ -10,19 +10,39 @@ unique violation raised by the caller's own constraint, a query cancelled by
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 __all__ = [
+    "ArchiveContentError",
+    "ArchiveIntegrityError",
+    "BackupError",
+    "BackupKeyError",
     "ConcurrentUpdateError",
     "ConfigurationError",
     "ConnectionFailedError",
+    "ConversationExistsError",
+    "ConversationNotFoundError",
     "CorruptDataError",
+    "DecompressionLimitError",
     "DecryptionError",
     "EmbeddedPostgresError",
     "HaiveError",
+    "InvalidFilterError",
     "InvalidIdentifierError",
+    "InvalidMemoryError",
+    "InvalidMessageError",
+    "KeyDestroyedError",
+    "MessageTooLargeError",
     "MigrationError",
     "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RestoreConflictError",
     "SerializationError",
+    "SessionExpiredError",
     "SourceSchemaError",
+    "UnsafeValueError",
     "ValueTooLargeError",
 ]
 
@@ -134,3 +154,138 @@ class ConcurrentUpdateError(HaiveError, RuntimeError):
     Savers retry internally where that is safe; this surfaces only when a
     retry could not succeed either.
     """
+
+
+# -- refinements used by several layers --------------------------------------------------
+
+
+class DecompressionLimitError(CorruptDataError):
+    """A compressed frame would expand beyond the configured maximum size.
+
+    Raised before (or while, for frames without a declared size) the payload
+    is expanded, so a small hostile frame cannot exhaust memory.
+    """
+
+
+class KeyDestroyedError(DecryptionError):
+    """The key a row needs has been destroyed (crypto-shredded) and is gone for good.
+
+    Raised when a tenant's keys were forgotten (:meth:`KeyRing.forget_tenant`)
+    or a key provider reports a key as destroyed. Unlike a plain
+    :class:`DecryptionError`, retrying with another configuration cannot help.
+    """
+
+
+class UnsafeValueError(CorruptDataError):
+    """A stored value names a type or function that reading it may not import or call."""
+
+
+class PermissionDeniedError(HaiveError, PermissionError):
+    """The acting user lacks the permission the operation needs."""
+
+
+class QuotaExceededError(HaiveError, RuntimeError):
+    """A write would go past a quota (a tenant's store quota, a session's message
+    limit); nothing was written.
+
+    Attributes:
+        tenant_id: The tenant, where the quota is a tenant's.
+        resource: What is limited: ``"items"``, ``"bytes"``,
+            ``"writes_per_minute"``, ``"messages"`` ...
+        limit: The quota, where known.
+        value: What the write would have reached, where known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tenant_id: str = "",
+        resource: str = "",
+        limit: int | None = None,
+        value: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
+        self.resource = resource
+        self.limit = limit
+        self.value = value
+
+    @classmethod
+    def from_diag(cls, message: str, detail: str | None) -> QuotaExceededError:
+        """Build the error from a trigger's message and its JSON detail."""
+        info: dict[str, Any] = {}
+        if detail:
+            try:
+                info = json.loads(detail)
+            except ValueError:
+                info = {}
+        return cls(
+            message,
+            tenant_id=str(info.get("tenant_id", "")),
+            resource=str(info.get("resource", "")),
+            limit=info.get("limit"),
+            value=info.get("value"),
+        )
+
+
+# -- the store and vector memory ------------------------------------------------------------
+
+
+class InvalidFilterError(HaiveError, ValueError):
+    """A search filter uses an unsupported operator, path or value."""
+
+
+class InvalidMemoryError(HaiveError, ValueError):
+    """A memory text, query or argument is not valid; nothing was written."""
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+
+class ConversationNotFoundError(NotFoundError):
+    """The conversation, history or session named does not exist (for this tenant)."""
+
+
+class ConversationExistsError(ConfigurationError):
+    """A conversation or session with that id already exists."""
+
+
+class SessionExpiredError(ConversationNotFoundError):
+    """The session outlived its TTL; it is gone for reads and writes."""
+
+
+class InvalidMessageError(HaiveError, ValueError):
+    """A message, role or token usage is not valid; nothing was written."""
+
+
+class MessageTooLargeError(InvalidMessageError):
+    """A message is larger than the configured ``max_message_bytes``."""
+
+
+# -- backup and restore -------------------------------------------------------------------------
+
+
+class BackupError(HaiveError, RuntimeError):
+    """A backup or restore could not be carried out; nothing was written."""
+
+
+class ArchiveIntegrityError(BackupError, CorruptDataError):
+    """The archive is damaged or was changed after it was written; names the part."""
+
+
+class ArchiveContentError(ArchiveIntegrityError):
+    """The archive holds what restore never writes; nothing was written.
+
+    A table or column that none of our migrations creates, a manifest field
+    this version does not accept (table definitions as SQL), or a row outside
+    the scope the archive declares (another tenant, thread, user or table).
+    """
+
+
+class BackupKeyError(BackupError, ValueError):
+    """The backup key is missing, malformed, or not the one the archive was written with."""
+
+
+class RestoreConflictError(BackupError):
+    """The target already holds rows the archive would restore (use merge or replace)."""

@@ -1,24 +1,7 @@
-"""Errors specific to the codec, refining the package-wide ones."""
+"""Errors specific to the codec (defined with every other error in :mod:`haive_langgraph.errors`)."""
 
 from __future__ import annotations
 
-from haive_langgraph.errors import CorruptDataError, DecryptionError
+from haive_langgraph.errors import DecompressionLimitError, KeyDestroyedError
 
 __all__ = ["DecompressionLimitError", "KeyDestroyedError"]
-
-
-class KeyDestroyedError(DecryptionError):
-    """The key a row needs has been destroyed (crypto-shredded) and is gone for good.
-
-    Raised when a tenant's keys were forgotten (:meth:`KeyRing.forget_tenant`)
-    or a key provider reports a key as destroyed. Unlike a plain
-    :class:`DecryptionError`, retrying with another configuration cannot help.
-    """
-
-
-class DecompressionLimitError(CorruptDataError):
-    """A compressed frame would expand beyond the configured maximum size.
-
-    Raised before (or while, for frames without a declared size) the payload
-    is expanded, so a small hostile frame cannot exhaust memory.
-    """

@@ -46,7 +46,7 @@ from typing import Any
 import ormsgpack
 from langgraph.checkpoint.serde._msgpack import SAFE_MSGPACK_METHODS, SAFE_MSGPACK_TYPES
 
-from haive_langgraph.errors import ConfigurationError, CorruptDataError
+from haive_langgraph.errors import ConfigurationError, CorruptDataError, UnsafeValueError
 
 __all__ = [
     "ALLOWED_MODULES_ENV",
@@ -91,10 +91,6 @@ _NUMPY_REFUSED = (
     f"numpy first or declare it (allowed_modules=('numpy',) or {ALLOWED_MODULES_ENV}=numpy); "
     "otherwise the row was written by someone else"
 )
-
-
-class UnsafeValueError(CorruptDataError):
-    """A stored value names a type or function that reading it may not import or call."""
 
 
 def _is_dotted_name(text: str) -> bool:

@@ -40,7 +40,8 @@ from langgraph.store.base import (
 )
 
 from haive_langgraph.db._limits import MAX_COUNT, check_count, check_depth, check_text_id
-from haive_langgraph.errors import ConfigurationError, HaiveError
+from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.errors import InvalidMemoryError as InvalidMemoryError  # re-exported
 from haive_langgraph.memory._vector_types import (
     ConsolidationReport,
     CrossEncoder,
@@ -53,10 +54,6 @@ from haive_langgraph.memory._vector_types import (
 from haive_langgraph.stores import InvalidFilterError
 
 # -- errors ---------------------------------------------------------------------------------
-
-
-class InvalidMemoryError(HaiveError, ValueError):
-    """A memory text, query or argument is not valid; nothing was written."""
 
 
 # -- steps ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ recorded checksums.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from psycopg import sql
 
 from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._partitions import (
     LAYOUT,
@@ -62,7 +64,11 @@ class Migration:
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """A feature's migrations, in order; version N is ``migrations[N - 1]``.
+    """A feature's migrations, in order; version N is ``migrations[N - 1]``, and its tables.
+
+    The feature's entry in the one registry of tables (see
+    :mod:`haive_langgraph.db._features`): a component that declares its
+    ``tables`` must declare every table its migrations create.
 
     Attributes:
         name: The feature, as recorded in the migrations table.
@@ -70,22 +76,61 @@ class Component:
         requires: Components to migrate first.
         partitioned: Tables a deployment may hash-partition by their
             leading key columns (``haive-lg migrate --partitions N``).
+        tables: Its tables and what erasure, backup, Supabase ... do with each.
+        framed: Its columns holding codec frames (key rotation, ``keys status``).
     """
 
     name: str
     migrations: tuple[Migration, ...]
     requires: tuple[str, ...] = field(default=())
     partitioned: tuple[PartitionKey, ...] = field(default=())
+    tables: tuple[Table, ...] = field(default=())
+    framed: tuple[FramedTable, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.partitioned:
             check_partition_keys(
                 self.name, self.partitioned, (s for m in self.migrations for s in m.statements)
             )
+        if self.tables or self.framed:
+            self._check_tables()
+
+    def _check_tables(self) -> None:
+        created = created_tables(s for m in self.migrations for s in m.statements)
+        declared = {t.name for t in self.tables if t.migrated}
+        if created != declared:
+            raise ValueError(
+                f"component {self.name!r}: its migrations create {sorted(created)} but it "
+                f"declares {sorted(declared)} as migrated tables"
+            )
+        names = {t.name for t in self.tables}
+        framed = {f.name for f in self.framed} | {o for f in self.framed for o in f.copy_tables}
+        if unknown := sorted(framed - names):
+            raise ValueError(
+                f"component {self.name!r}: framed entries name {unknown}, not its tables"
+            )
+
+    @property
+    def tenant_tables(self) -> tuple[str, ...]:
+        """Its tables whose rows belong to tenants (row-level security, erasure, Supabase)."""
+        return tuple(t.name for t in self.tables if t.tenant)
 
     @property
     def latest_version(self) -> int:
         return len(self.migrations)
+
+
+# "CREATE [UNLOGGED] TABLE [IF NOT EXISTS] {schema}.<name>" in a migration statement.
+_CREATES = re.compile(
+    r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"\{schema\}\.([a-z_][a-z0-9_]*)\s*\(",
+    re.IGNORECASE,
+)
+
+
+def created_tables(statements: Iterable[str]) -> set[str]:
+    """The tables that migration statements create (``CREATE TABLE {schema}.name (``)."""
+    return {match.group(1) for s in statements for match in _CREATES.finditer(s)}
 
 
 def render(statement: str, schema: str) -> sql.Composed:

@@ -17,6 +17,7 @@ import argparse
 import ast
 import importlib
 import inspect
+import itertools
 import pkgutil
 import sys
 from pathlib import Path
@@ -60,16 +61,16 @@ def _attribute_doc(module_name: str, name: str) -> str | None:
     except (KeyError, OSError, TypeError):
         return None
     body = ast.parse(source).body
-    for node, after in zip(body, body[1:], strict=False):
+    for node, after in itertools.pairwise(body):
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
             targets = node.targets
         elif isinstance(node, ast.AnnAssign):
             targets = [node.target]
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-                value = after.value.value
-                return value if isinstance(value, str) else None
+        named = any(isinstance(t, ast.Name) and t.id == name for t in targets)
+        if named and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            value = after.value.value
+            return value if isinstance(value, str) else None
     return None
 
 
@@ -91,7 +92,7 @@ def _defining_module(module: ModuleType, name: str, obj: Any) -> str:
                         base = module.__name__.split(".")
                         if not hasattr(module, "__path__"):
                             base = base[:-1]
-                        mod = ".".join(base[: len(base) - node.level + 1] + [mod])
+                        mod = ".".join([*base[: len(base) - node.level + 1], mod])
                     return mod
     return module.__name__
 

@@ -16,20 +16,19 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointTuple, PendingWrite
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects
-from haive_langgraph.checkpointers._values import (
-    EMPTY_LINEAGE,
-    REFS_DIGEST,
+from haive_langgraph.checkpointers._columns import (
     SEALED,
-    ListState,
-    PayloadMemo,
-    StoredRefs,
-    Where,
-    _nth,
     _plain_data_only,
-    _text,
     body_context,
     open_metadata,
+)
+from haive_langgraph.checkpointers._encoder import PayloadMemo, Where, _nth, _text
+from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects
+from haive_langgraph.checkpointers._refs import (
+    EMPTY_LINEAGE,
+    REFS_DIGEST,
+    ListState,
+    StoredRefs,
     refs_digest,
 )
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id

@@ -37,7 +37,10 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from haive_langgraph.checkpointers._columns import body_context, metadata_context
+from haive_langgraph.codec import Kind, RowContext
 from haive_langgraph.db import Component, Migration, PartitionKey
+from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._tenancy import tenant_policy_statements
 
 # Advisory lock namespace for content of a thread family: writers take it
@@ -209,7 +212,73 @@ PARTITIONED = (
     PartitionKey("lineage_items", ("tenant_id", "family_id")),
 )
 
-COMPONENT = Component(name="checkpoints", migrations=MIGRATIONS, partitioned=PARTITIONED)
+# -- the checkpointer's entry in the registry of tables (db/_features.py) -----
+# Every table holds tenant rows. Frames: values and pending writes (`blobs`),
+# sealed metadata, inline values written without encryption (moved into
+# encrypted values before the bodies are rotated: moving rewrites the body),
+# and bodies. Row contexts are the writer's (checkpointers/_columns.py).
+
+_CHECKPOINT_KEY = (
+    ("tenant_id", "text"),
+    ("thread_id", "text"),
+    ("checkpoint_ns", "text"),
+    ("checkpoint_id", "text"),
+)
+
+
+def _blob_context(tenant: str, family: str, key: bytes) -> RowContext:
+    return RowContext(tenant, family, Kind.BLOB, bytes(key))
+
+
+def _metadata_context(
+    tenant: str, thread: str, ns: str, checkpoint_id: str, family: str, json_key: str
+) -> RowContext:
+    return metadata_context(tenant, family, ns, checkpoint_id, json_key)
+
+
+def _body_context(tenant: str, thread: str, ns: str, checkpoint_id: str, family: str) -> RowContext:
+    return body_context(tenant, family, ns, checkpoint_id)
+
+
+FRAMED = (
+    FramedTable(
+        "blobs",
+        (("tenant_id", "text"), ("family_id", "text"), ("key", "bytea")),
+        _blob_context,
+        frame_column="data",
+    ),
+    FramedTable(
+        "checkpoints",
+        _CHECKPOINT_KEY,
+        _metadata_context,
+        json_column="metadata",
+        extra_columns=("family_id",),
+    ),
+    FramedTable(
+        "checkpoints",
+        _CHECKPOINT_KEY,
+        _body_context,
+        inline_column="inline_values",
+        extra_columns=("family_id",),
+        label="checkpoint_inline_values",
+    ),
+    FramedTable(
+        "checkpoints",
+        _CHECKPOINT_KEY,
+        _body_context,
+        frame_column="checkpoint",
+        extra_columns=("family_id",),
+        label="checkpoint_bodies",
+    ),
+)
+
+COMPONENT = Component(
+    name="checkpoints",
+    migrations=MIGRATIONS,
+    partitioned=PARTITIONED,
+    tables=tuple(Table(name) for name in TENANT_TABLES),
+    framed=FRAMED,
+)
 
 
 def q(template: str, schema: str) -> sql.Composed:

@@ -6,21 +6,24 @@ import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypedDict, TypeVar
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import (
     BaseStore,
+    SearchItem,
     SearchOp,
     TTLConfig,
 )
 from psycopg import sql
 
 from haive_langgraph.codec import Codec, HaiveCodec, PlainCodec, default_codec
+from haive_langgraph.db import Call, PersistenceConfig, Route, TenantScope, validate_identifier
 from haive_langgraph.db import Op as DbOp
-from haive_langgraph.db import PersistenceConfig, Route, TenantScope, validate_identifier
+from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores import _sql as S
 from haive_langgraph.stores._batch import BatchPlan
 from haive_langgraph.stores._config import (
@@ -30,6 +33,7 @@ from haive_langgraph.stores._config import (
     normalize_index,
     normalize_ttl,
 )
+from haive_langgraph.stores._errors import quota_error
 from haive_langgraph.stores._hybrid_ops import HybridPlan
 from haive_langgraph.stores._index_ops import rebuild_wanted
 from haive_langgraph.stores._ops import (
@@ -45,6 +49,22 @@ from haive_langgraph.stores._values import (
     VectorEncoder,
     validate_op,
 )
+
+T = TypeVar("T")
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword arguments both store classes take besides ``conn`` (see
+    :class:`~haive_langgraph.stores.PostgresStore`)."""
+
+    index: PostgresIndexConfig | Mapping[str, Any] | None
+    ttl: TTLConfig | None
+    codec: Codec | None
+    filter_fields: Sequence[str] | None
+    tenant_id: str | None
+    schema: str | None
+    config: PersistenceConfig | None
+    replicas: Sequence[str] | None
 
 
 def _encrypts(codec: Codec) -> bool:
@@ -94,17 +114,21 @@ class StoreBase(Planning, BaseStore):
     # them leaves the parent's pool open.
     _derived: bool = False
 
-    def _init_base(
-        self,
-        *,
-        config: PersistenceConfig | None,
-        schema: str | None,
-        tenant_id: str | None,
-        codec: Codec | None,
-        index: PostgresIndexConfig | Mapping[str, Any] | None,
-        ttl: TTLConfig | None,
-        filter_fields: Sequence[str] | None,
-    ) -> None:
+    def _init_base(self, options: StoreOptions) -> None:
+        """Settle the options (all but the connection and the replicas).
+
+        Raises:
+            TypeError: an option neither store class takes.
+            ConfigurationError: a bad option, naming it.
+        """
+        unknown = sorted(set(options) - StoreOptions.__optional_keys__)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
+            )
+        config, schema = options.get("config"), options.get("schema")
+        tenant_id, codec = options.get("tenant_id"), options.get("codec")
+        index, filter_fields = options.get("index"), options.get("filter_fields")
         self.config = config or PersistenceConfig()
         self.schema = validate_identifier(
             self.config.schema_name if schema is None else schema, what="schema name"
@@ -113,7 +137,7 @@ class StoreBase(Planning, BaseStore):
             self.config.tenant_id if tenant_id is None else tenant_id, allow_default=True
         )
         self.codec = codec or default_codec()
-        self.ttl_config = normalize_ttl(ttl)
+        self.ttl_config = normalize_ttl(options.get("ttl"))
         if index is not None:
             self.embeddings, self._spec = normalize_index(index)
             self.index_config = PostgresIndexConfig(**index)  # type: ignore[typeddict-item]
@@ -174,6 +198,94 @@ class StoreBase(Planning, BaseStore):
             and bool(plan.put.v_keys)
             and plan.stage in ("after", "done")
         )
+
+    # -- running procedures ----------------------------------------------------------
+
+    def _drive(self, procedure: procedures.Procedure[T], name: str) -> T:
+        """Run a procedure to its end and return its result (blocking); ``name``
+        is the public method, for errors."""
+        raise NotImplementedError
+
+    async def _adrive(self, procedure: procedures.Procedure[T]) -> T:
+        """Run a procedure to its end and return its result."""
+        raise NotImplementedError
+
+    def _call(
+        self,
+        op: OpFactory[T],
+        *,
+        read: bool = False,
+        transaction: bool = False,
+        route: Route = "primary",
+        tenant_id: str | None = None,
+    ) -> Call[T]:
+        """A call of a store operation for this store's tenant (or ``tenant_id``); a
+        quota a usage trigger enforced raises ``QuotaExceededError``."""
+        scope = self._scope(tenant_id)
+        return Call(
+            op, transaction=transaction, read=read, route=route, scope=scope, errors=quota_error
+        )
+
+    def _sweep_interval(self, minutes: float | None) -> float:
+        """Seconds between two TTL sweeps (``minutes``, the TTL config's, else 5 minutes)."""
+        return 60 * float(minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5)
+
+    # -- hybrid search ---------------------------------------------------------------
+
+    def hybrid_search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        query: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Full-text and vector search fused by reciprocal rank (needs ``index["hybrid"]``).
+
+        The items best matching ``query`` by ``websearch_to_tsquery`` words
+        (``"exact phrase"``, ``or``, ``-word``) and by embedding, each
+        ranking restricted to ``namespace_prefix``, ``filter`` and live
+        items, merged in one statement. Items in neither ranking (no vector
+        and no matching word) are not returned, unlike :meth:`search`.
+
+        Args:
+            namespace_prefix: Namespace prefix to search in.
+            query: The text searched for and embedded.
+            filter: Same filters as :meth:`search`.
+            limit: Most items to return.
+            offset: Items to skip.
+            refresh_ttl: Refresh the TTL of returned items (default: the
+                TTL config's ``refresh_on_read``).
+
+        Returns:
+            Items, best first; ``score`` is the fused score, the sum of
+            ``1 / (rrf_k + rank)`` over the rankings the item is in (at
+            most ``2 / (rrf_k + 1)``), not a similarity.
+
+        Raises:
+            ConfigurationError: the store has no hybrid index, an empty
+                query, a bad filter, or an embedding of the wrong size.
+        """
+        op = self._hybrid_op(namespace_prefix, query, filter, limit, offset, refresh_ttl)
+        return self._drive(procedures.hybrid_search(self, op), "hybrid_search")
+
+    async def ahybrid_search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        query: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Async :meth:`hybrid_search`."""
+        op = self._hybrid_op(namespace_prefix, query, filter, limit, offset, refresh_ttl)
+        return await self._adrive(procedures.hybrid_search(self, op))
 
     # -- tenants -------------------------------------------------------------------
 
@@ -311,4 +423,4 @@ class StoreBase(Planning, BaseStore):
         return "fresh" if reads.gets else "replica"
 
 
-__all__ = ["Shared", "StoreBase"]
+__all__ = ["Shared", "StoreBase", "StoreOptions"]

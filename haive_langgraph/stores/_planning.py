@@ -6,7 +6,7 @@ key, only the last, which wins), and what it needs embedded is collected in
 an :class:`EmbedRequest` for its caller to embed. A call the async store
 merges with others is checked, encoded and embedded alone, by its caller, in
 the caller's context (its context variables, its errors: a refused op or a
-failing embedder fail that call only), as a :class:`Call`; the merged batch
+failing embedder fail that call only), as a :class:`MergedCall`; the merged batch
 is then assembled from the calls.
 """
 
@@ -67,9 +67,10 @@ class PutRow:
 
 
 @dataclass(slots=True)
-class Call:
-    """One merged call: its op checked, encoded (a put) and embedded, and what its
-    caller waits on (the store and future are the async store's business)."""
+class MergedCall:
+    """One call merged with others into a batch: its op checked, encoded (a put)
+    and embedded, and what its caller waits on (the store and future are the
+    async store's business)."""
 
     op: Op
     row: PutRow | None = None
@@ -241,7 +242,7 @@ class Planning:
 
     # -- merged calls --------------------------------------------------------------------
 
-    def _plan_call(self, op: Op) -> Call:
+    def _plan_call(self, op: Op) -> MergedCall:
         """One call to merge: checked and encoded (its caller then embeds it).
 
         Raises:
@@ -253,12 +254,12 @@ class Planning:
             checked.clear()
         op, filter_key = self._check_op(op, checked)
         if not isinstance(op, PutOp):
-            return Call(op, filter_key=filter_key)
+            return MergedCall(op, filter_key=filter_key)
         row = self._encode_put(op.namespace, op.key, op)
         row.embedded = []
-        return Call(op, row)
+        return MergedCall(op, row)
 
-    def _needs_embedding(self, call: Call) -> bool:
+    def _needs_embedding(self, call: MergedCall) -> bool:
         """Whether a merged call has a query or texts to embed."""
         if self._spec is None:
             return False
@@ -266,7 +267,7 @@ class Planning:
             return bool(call.op.query)
         return call.row is not None and bool(call.row.vectors)
 
-    def _check_call_vectors(self, call: Call) -> None:
+    def _check_call_vectors(self, call: MergedCall) -> None:
         """Dimensions of what a caller embedded (its own error if wrong)."""
         encoder = self._encoder
         if encoder is None:
@@ -284,7 +285,9 @@ class Planning:
             for (_, text), vec in zip(row.vectors, row.embedded, strict=True):
                 encoder.check(vec, f"the text {text[:60]!r}")
 
-    def _plan_calls(self, calls: Sequence[Call], after: Set[int]) -> tuple[BatchPlan, EmbedRequest]:
+    def _plan_calls(
+        self, calls: Sequence[MergedCall], after: Set[int]
+    ) -> tuple[BatchPlan, EmbedRequest]:
         """The batch of merged calls (in the order they were issued); the last write
         of a key wins."""
         rows: dict[tuple[Namespace, str], PutRow] = {}
@@ -432,4 +435,4 @@ class Planning:
         return request.texts, request.queries
 
 
-__all__ = ["Call", "EmbedRequest", "Planning", "PutRow"]
+__all__ = ["EmbedRequest", "MergedCall", "Planning", "PutRow"]

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
-import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar, Unpack
 
-import psycopg
-from langgraph.store.base import Op, Result, SearchItem, SearchOp, TTLConfig
+from langgraph.store.base import Op, Result, SearchOp
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from haive_langgraph.codec import Codec
-from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, Route, arun
+from haive_langgraph.db import AsyncConnectionSource, Call, arun
 from haive_langgraph.db._conn_string import AsyncFromConnString
-from haive_langgraph.db._driver import OpFactory
-from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _merge as merge
-from haive_langgraph.stores import _ops as ops
-from haive_langgraph.stores._base import Shared, StoreBase
-from haive_langgraph.stores._batch import BatchPlan, batch_op
-from haive_langgraph.stores._config import (
-    DEFAULT_BUILD_MEMORY,
-    PostgresIndexConfig,
-    ResourceQuota,
-    TenantUsage,
-)
-from haive_langgraph.stores._errors import quota_error
-from haive_langgraph.stores._hybrid_ops import hybrid_search_op
+from haive_langgraph.stores import _procedures as procedures
+from haive_langgraph.stores._base import Shared, StoreBase, StoreOptions
+from haive_langgraph.stores._batch import BatchPlan
+from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
 from haive_langgraph.stores._indexer import TaskIndexer
-from haive_langgraph.stores._planning import Call, EmbedRequest
+from haive_langgraph.stores._planning import EmbedRequest, MergedCall
+from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Progress, Vectors
 
 T = TypeVar("T")
-logger = logging.getLogger(__name__)
 
 
 class AsyncPostgresStore(StoreBase, AsyncFromConnString):
@@ -69,29 +56,18 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
     def __init__(
         self,
         conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None = None,
-        *,
-        index: PostgresIndexConfig | Mapping[str, Any] | None = None,
-        ttl: TTLConfig | None = None,
-        codec: Codec | None = None,
-        filter_fields: Sequence[str] | None = None,
-        tenant_id: str | None = None,
-        schema: str | None = None,
-        config: PersistenceConfig | None = None,
-        replicas: Sequence[str] | None = None,
+        **options: Unpack[StoreOptions],
     ) -> None:
-        self._init_base(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            index=index,
-            ttl=ttl,
-            filter_fields=filter_fields,
-        )
+        self._init_base(options)
+        replicas = options.get("replicas")
         self._source = AsyncConnectionSource(conn, config=self.config, replicas=replicas)
         self.loop = asyncio.get_running_loop()
-        if self._settle_write_mode(index, self._source.max_connections):
-            self._shared.indexer = TaskIndexer(self._drain_backlog)
+        if self._settle_write_mode(options.get("index"), self._source.max_connections):
+            self._shared.indexer = TaskIndexer(
+                lambda tenants, stopping: self._adrive(
+                    procedures.drain_backlog(self, tenants, stopping)
+                )
+            )
 
     async def aclose(self) -> None:
         """Stop the sweeper and close the pool this store opened (a lent one stays open).
@@ -112,38 +88,62 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         Idempotent and safe from many processes at once; rebuilds an invalid
         or missing ANN index (see :meth:`PostgresStore.setup`).
         """
-        broken = await self._source.run(
-            lambda: ops.setup_op(self.schema, self._spec), transaction=True
-        )
-        if broken:
-            try:
-                await self._repair_index(DEFAULT_BUILD_MEMORY, checked=True)
-            except psycopg.errors.InsufficientPrivilege as exc:
-                logger.warning(index_ops.repair_refused(self.schema, exc))
+        await self._adrive(procedures.setup(self))
 
-    async def _run(
-        self,
-        factory: OpFactory[T],
-        *,
-        read: bool = False,
-        transaction: bool = False,
-        route: Route = "primary",
-        tenant_id: str | None = None,
-    ) -> T:
-        """Async twin of :meth:`PostgresStore._run`."""
+    # -- running procedures -------------------------------------------------------------
+
+    async def _adrive(self, procedure: Procedure[T]) -> T:
+        """Run a procedure on this event loop (see :class:`procedures.Progress`)."""
+        progress = Progress(procedure)
+        while progress.effect is not None:
+            try:
+                reply = await self._perform(progress.effect)
+            except BaseException as exc:
+                progress.fail(exc)
+            else:
+                progress.send(reply)
+        return progress.result
+
+    def _drive(self, procedure: Procedure[T], name: str = "") -> T:
+        """Run a procedure on this store's event loop, from another thread."""
+        return self._on_loop(self._adrive(procedure), name)
+
+    async def _perform(self, effect: Effect) -> Any:
+        """Run one effect of a procedure: the async store's only I/O."""
+        if isinstance(effect, Call):
+            return await self._source.call(effect)
+        if isinstance(effect, Embed):
+            return await self._embed(effect)
+        async with self._source.connection() as conn:
+            if not await arun(conn, effect.lock()):
+                return 0
+            try:
+                return await arun(conn, effect.op())
+            finally:
+                if not conn.broken:
+                    await arun(conn, effect.cleanup())
+
+    async def _embed(self, request: Embed) -> tuple[Vectors, Vectors]:
+        """Documents in one call; queries concurrently (each is one call)."""
+        embeddings = self.embeddings
+        assert embeddings is not None
+        docs = await embeddings.aembed_documents(list(request.texts)) if request.texts else []
+        queries = await asyncio.gather(*(embeddings.aembed_query(q) for q in request.queries))
+        return docs, list(queries)
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T], name: str) -> T:
         try:
-            return await self._source.run(
-                factory,
-                read=read,
-                transaction=transaction,
-                route=route,
-                scope=self._scope(tenant_id),
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coro.close()
+            raise asyncio.InvalidStateError(
+                f"a synchronous call to AsyncPostgresStore ({name}, under get/put/search/delete/"
+                "list_namespaces) on its own event loop would block it: use the async methods "
+                "(`await store.aput(...)`, `aget`, `asearch`, `adelete`, `alist_namespaces`, `abatch`)"
             )
-        except psycopg.Error as exc:
-            quota = quota_error(exc)
-            if quota is None:
-                raise
-            raise quota from None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     # -- BaseStore ----------------------------------------------------------------------
 
@@ -173,7 +173,15 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         plan, request = self._plan(ops_)
         return await self._execute(plan, request)
 
-    async def _embed_call(self, call: Call) -> None:
+    def batch(self, ops_: Iterable[Op]) -> list[Result]:
+        """Sync :meth:`abatch`, for use from other threads."""
+        return self._on_loop(self.abatch(list(ops_)), "batch")
+
+    async def _execute(self, plan: BatchPlan, request: EmbedRequest) -> list[Result]:
+        """Embed what the batch still needs, then run it."""
+        return await self._adrive(procedures.batch(self, plan, request))
+
+    async def _embed_call(self, call: MergedCall) -> None:
         """Embed what one merged call needs (run in its caller's context)."""
         embeddings, op, row = self.embeddings, call.op, call.row
         assert embeddings is not None
@@ -183,35 +191,7 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
             row.embedded = list(await embeddings.aembed_documents([t for _, t in row.vectors]))
         self._check_call_vectors(call)
 
-    async def _execute(self, plan: BatchPlan, request: EmbedRequest) -> list[Result]:
-        """Embed what the batch still needs, then run it."""
-        texts, queries = self._to_embed(request)
-        doc_vectors: Sequence[Sequence[float]] = request.doc_vectors or []
-        query_vectors: list[list[float]] = []
-        if self.embeddings is not None:
-            if texts:
-                doc_vectors = await self.embeddings.aembed_documents(texts)
-            if queries:
-                query_vectors = list(
-                    await asyncio.gather(*(self.embeddings.aembed_query(q) for q in queries))
-                )
-        shared = self._shared
-        if self._needs_vector_types(request, shared.vector_types is not None):
-            shared.vector_types = await self._run(self._vector_types_op, read=True)
-        oid = None if shared.vector_types is None else shared.vector_types.oid
-        self._attach_vectors(plan, request, doc_vectors, query_vectors, oid)
-        ctx = self._context()
-        try:
-            return await self._run(
-                lambda: batch_op(ctx, plan),
-                read=plan.put is None and not plan.after,
-                route=self._route(plan),
-            )
-        finally:
-            if self._wrote_vectors(plan):
-                self._shared.indexer.wake(self.tenant_id)
-
-    async def _run_calls(self, waiting: list[Call]) -> None:
+    async def _run_calls(self, waiting: list[MergedCall]) -> None:
         """Run merged calls of this store's tenant as one batch; each gets its outcome.
 
         Each call's texts are embedded first, in its caller's context; a call
@@ -253,87 +233,11 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
             else:
                 call.future.set_result(outcome)
 
-    def _on_loop(self, coro: Coroutine[Any, Any, T], name: str) -> T:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                f"a synchronous call to AsyncPostgresStore ({name}, under get/put/search/delete/"
-                "list_namespaces) on its own event loop would block it: use the async methods "
-                "(`await store.aput(...)`, `aget`, `asearch`, `adelete`, `alist_namespaces`, `abatch`)"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def batch(self, ops_: Iterable[Op]) -> list[Result]:
-        """Sync :meth:`abatch`, for use from other threads."""
-        return self._on_loop(self.abatch(list(ops_)), "batch")
-
-    # -- hybrid search -------------------------------------------------------------------
-
-    async def ahybrid_search(
-        self,
-        namespace_prefix: tuple[str, ...],
-        /,
-        query: str,
-        *,
-        filter: dict[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        refresh_ttl: bool | None = None,
-    ) -> list[SearchItem]:
-        """Full-text and vector search fused by reciprocal rank (see
-        :meth:`PostgresStore.hybrid_search`)."""
-        op = self._hybrid_op(namespace_prefix, query, filter, limit, offset, refresh_ttl)
-        assert self.embeddings is not None
-        vector = await self.embeddings.aembed_query(query)
-        if self._shared.vector_types is None:
-            self._shared.vector_types = await self._run(self._vector_types_op, read=True)
-        plan = self._hybrid_plan(op, vector)
-        ctx = self._context()
-        return await self._run(
-            lambda: hybrid_search_op(ctx, plan),
-            read=True,
-            route="primary" if op.refresh_ttl else "replica",
-        )
-
-    def hybrid_search(
-        self,
-        namespace_prefix: tuple[str, ...],
-        /,
-        query: str,
-        *,
-        filter: dict[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        refresh_ttl: bool | None = None,
-    ) -> list[SearchItem]:
-        """Sync :meth:`ahybrid_search`, for use from other threads."""
-        return self._on_loop(
-            self.ahybrid_search(
-                namespace_prefix,
-                query,
-                filter=filter,
-                limit=limit,
-                offset=offset,
-                refresh_ttl=refresh_ttl,
-            ),
-            "hybrid_search",
-        )
-
     # -- TTL -----------------------------------------------------------------------------
 
     async def sweep_ttl(self, *, batch_size: int = 1000) -> int:
         """Delete expired items in batches; returns how many (see :meth:`PostgresStore.sweep_ttl`)."""
-        tenant = self.tenant_id or None
-        total = 0
-        while True:
-            n = await self._run(lambda: ops.sweep_op(self._statements, tenant, batch_size))
-            total += n
-            if n < batch_size:
-                return total
+        return await self._adrive(procedures.sweep_ttl(self, batch_size))
 
     async def start_ttl_sweeper(
         self, sweep_interval_minutes: float | None = None
@@ -342,23 +246,12 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         shared = self._shared
         if shared.sweeper is not None and not shared.sweeper.done():
             return shared.sweeper  # type: ignore[no-any-return]
-        interval = float(
-            sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
-        )
+        interval = self._sweep_interval(sweep_interval_minutes)
 
         async def loop() -> None:
             while True:
-                await asyncio.sleep(interval * 60)
-                try:
-                    swept = await self.sweep_ttl()
-                    if swept:
-                        logger.info("store TTL sweep deleted %d expired items", swept)
-                    if self._spec is not None and self._spec.deferred:
-                        await self.index_pending(rebuild=False)
-                    else:
-                        await self._repair_index(DEFAULT_BUILD_MEMORY)
-                except Exception:
-                    logger.exception("store TTL sweep failed")
+                await asyncio.sleep(interval)
+                await self._adrive(procedures.sweeper_round(self))
 
         shared.sweeper = asyncio.create_task(loop(), name="haive-store-ttl-sweeper")
         return shared.sweeper  # type: ignore[no-any-return]
@@ -391,110 +284,22 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
     ) -> int:
         """Add deferred vectors to the ANN index, and rebuild an invalid or missing
         one (see :meth:`PostgresStore.index_pending`)."""
-        spec = self._spec
-        if spec is None or spec.kind == "flat":
-            return 0
-        repaired = await self._repair_index(maintenance_work_mem)
-        if repaired is not None:
-            return repaired
-        st = self._statements
-        pending, total = await self._run(lambda: index_ops.count_vectors_op(st), read=True)
-        if not pending:
-            return 0
-        if self._rebuild_wanted(pending, total, rebuild):
-            return await self._rebuild(
-                lambda: index_ops.rebuild_index_op(st, spec, maintenance_work_mem)
-            )
-        done = 0
-        while True:
-            n = await self._run(lambda: index_ops.index_pending_op(st, batch_size))
-            done += n
-            if n < batch_size:
-                return done
-
-    async def _drain_backlog(self, tenants: set[str], stopping: Callable[[], bool]) -> None:
-        """Async twin of :meth:`PostgresStore._drain_backlog`."""
-        shared, st, spec = self._shared, self._statements, self._spec
-        assert spec is not None
-        plan = index_ops.backlog(sorted(tenants), may_rebuild=not shared.rebuild_refused)
-        reply: Any = None
-        while not stopping():
-            try:
-                action, tenant = plan.send(reply)
-            except StopIteration:
-                return
-            if action == "count":
-                reply = await self._run(
-                    lambda: index_ops.count_vectors_op(st), read=True, tenant_id=tenant
-                )
-            elif action == "batch":
-                reply = await self._run(
-                    functools.partial(
-                        index_ops.index_pending_op, st, index_ops.BACKGROUND_BATCH, tenant
-                    ),
-                    tenant_id=tenant,
-                )
-            else:
-                try:
-                    reply = await self._rebuild(
-                        lambda: index_ops.rebuild_index_op(st, spec, DEFAULT_BUILD_MEMORY)
-                    )
-                except psycopg.errors.InsufficientPrivilege as exc:
-                    shared.rebuild_refused = True
-                    logger.warning(index_ops.rebuild_refused(self.schema, exc))
-                    reply = None
-
-    async def _repair_index(self, memory: str, *, checked: bool = False) -> int | None:
-        """Async twin of :meth:`PostgresStore._repair_index`."""
-        spec = self._spec
-        if spec is None or spec.kind == "flat":
-            return None
-        st = self._statements
-        if not checked and await self._run(lambda: index_ops.index_valid_op(st.schema), read=True):
-            return None
-        return await self._rebuild(
-            lambda: index_ops.rebuild_index_op(st, spec, memory, repair=True)
-        )
-
-    async def _rebuild(self, factory: OpFactory[int]) -> int:
-        """Async twin of :meth:`PostgresStore._rebuild`."""
-        st = self._statements
-        async with self._source.connection() as conn:
-            if not await arun(conn, index_ops.rebuild_lock_op(st)):
-                return 0
-            try:
-                return await arun(conn, factory())
-            finally:
-                if not conn.broken:
-                    await arun(conn, index_ops.rebuild_cleanup_op(st))
+        procedure = procedures.index_pending(self, batch_size, rebuild, maintenance_work_mem)
+        return await self._adrive(procedure)
 
     # -- tenants ---------------------------------------------------------------------------
 
     async def delete_tenant(self, tenant_id: str) -> dict[str, int]:
         """Erase every row of a tenant (see :meth:`PostgresStore.delete_tenant`)."""
-        tenant = self._erasable(tenant_id)
-        return await self._run(
-            lambda: ops.delete_tenant_op(self._statements, tenant),
-            transaction=True,
-            tenant_id=tenant,
-        )
+        return await self._source.call(procedures.delete_tenant(self, tenant_id))
 
     async def set_quota(self, quota: ResourceQuota | None, *, tenant_id: str | None = None) -> None:
         """Set (or with ``None`` remove) a tenant's quota (see :meth:`PostgresStore.set_quota`)."""
-        tenant = self._own_tenant(tenant_id)
-        self._check_quota(quota)
-        await self._run(
-            lambda: ops.set_quota_op(self._statements, tenant, quota),
-            transaction=True,
-            tenant_id=tenant,
-        )
+        await self._source.call(procedures.set_quota(self, quota, tenant_id))
 
     async def get_usage(self, *, tenant_id: str | None = None) -> TenantUsage:
         """What a tenant holds, and its quota."""
-        tenant = self._own_tenant(tenant_id)
-        return await self._run(
-            lambda: ops.usage_op(self._statements, tenant), read=True, tenant_id=tenant
-        )
+        return await self._source.call(procedures.get_usage(self, tenant_id))
 
 
 async def _flush(shared: Shared) -> None:
@@ -503,11 +308,11 @@ async def _flush(shared: Shared) -> None:
     Started by the first call of a tick, it runs after the tick's other calls
     have queued theirs; calls made while a batch runs make the next batch.
     """
-    calls: list[Call] = []
+    calls: list[MergedCall] = []
     try:
         while shared.calls:
             calls, shared.calls = shared.calls, []
-            groups: dict[str, list[Call]] = {}
+            groups: dict[str, list[MergedCall]] = {}
             for call in calls:
                 if not call.future.done():
                     groups.setdefault(call.store.tenant_id, []).append(call)

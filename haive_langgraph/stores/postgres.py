@@ -4,38 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
-import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar, Unpack
 
-import psycopg
-from langgraph.store.base import Op, Result, SearchItem, TTLConfig
+from langgraph.store.base import Op, Result
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.codec import Codec
-from haive_langgraph.db import ConnectionSource, PersistenceConfig, Route, run
+from haive_langgraph.db import Call, ConnectionSource, run
 from haive_langgraph.db._conn_string import FromConnString
-from haive_langgraph.db._driver import OpFactory
-from haive_langgraph.stores import _index_ops as index_ops
-from haive_langgraph.stores import _ops as ops
-from haive_langgraph.stores._base import StoreBase
-from haive_langgraph.stores._batch import batch_op
-from haive_langgraph.stores._config import (
-    DEFAULT_BUILD_MEMORY,
-    PostgresIndexConfig,
-    ResourceQuota,
-    TenantUsage,
-)
-from haive_langgraph.stores._errors import quota_error
-from haive_langgraph.stores._hybrid_ops import hybrid_search_op
+from haive_langgraph.stores import _procedures as procedures
+from haive_langgraph.stores._base import StoreBase, StoreOptions
+from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
 from haive_langgraph.stores._indexer import ThreadIndexer
+from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Progress, Vectors
 
 T = TypeVar("T")
-
-logger = logging.getLogger(__name__)
 
 
 class PostgresStore(StoreBase, FromConnString):
@@ -80,28 +65,16 @@ class PostgresStore(StoreBase, FromConnString):
     def __init__(
         self,
         conn: str | Connection[Any] | ConnectionPool[Any] | None = None,
-        *,
-        index: PostgresIndexConfig | Mapping[str, Any] | None = None,
-        ttl: TTLConfig | None = None,
-        codec: Codec | None = None,
-        filter_fields: Sequence[str] | None = None,
-        tenant_id: str | None = None,
-        schema: str | None = None,
-        config: PersistenceConfig | None = None,
-        replicas: Sequence[str] | None = None,
+        **options: Unpack[StoreOptions],
     ) -> None:
-        self._init_base(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            index=index,
-            ttl=ttl,
-            filter_fields=filter_fields,
-        )
-        self._source = ConnectionSource(conn, config=self.config, replicas=replicas)
-        if self._settle_write_mode(index, self._source.max_connections):
-            self._shared.indexer = ThreadIndexer(self._drain_backlog)
+        self._init_base(options)
+        self._source = ConnectionSource(conn, config=self.config, replicas=options.get("replicas"))
+        if self._settle_write_mode(options.get("index"), self._source.max_connections):
+            self._shared.indexer = ThreadIndexer(
+                lambda tenants, stopping: self._drive(
+                    procedures.drain_backlog(self, tenants, stopping), "index"
+                )
+            )
 
     def close(self) -> None:
         """Stop the sweeper and the background indexer, and close the pool this store
@@ -134,40 +107,52 @@ class PostgresStore(StoreBase, FromConnString):
         Raises:
             ConfigurationError: the schema was set up with another vector index.
         """
-        broken = self._source.run(lambda: ops.setup_op(self.schema, self._spec), transaction=True)
-        if broken:
+        self._drive(procedures.setup(self), "setup")
+
+    # -- running procedures -------------------------------------------------------------
+
+    def _drive(self, procedure: Procedure[T], name: str = "") -> T:
+        """Run a procedure in this thread (see :class:`procedures.Progress`)."""
+        progress = Progress(procedure)
+        while progress.effect is not None:
             try:
-                self._repair_index(DEFAULT_BUILD_MEMORY, checked=True)
-            except psycopg.errors.InsufficientPrivilege as exc:
-                logger.warning(index_ops.repair_refused(self.schema, exc))
+                reply = self._perform(progress.effect)
+            except BaseException as exc:
+                progress.fail(exc)
+            else:
+                progress.send(reply)
+        return progress.result
 
-    def _run(
-        self,
-        factory: OpFactory[T],
-        *,
-        read: bool = False,
-        transaction: bool = False,
-        route: Route = "primary",
-        tenant_id: str | None = None,
-    ) -> T:
-        """Run a store operation for this store's tenant (or ``tenant_id``).
+    async def _adrive(self, procedure: Procedure[T]) -> T:
+        """Run a procedure in a worker thread."""
+        return await asyncio.to_thread(self._drive, procedure)
 
-        Raises:
-            QuotaExceededError: a usage trigger refused the write.
-        """
-        try:
-            return self._source.run(
-                factory,
-                read=read,
-                transaction=transaction,
-                route=route,
-                scope=self._scope(tenant_id),
-            )
-        except psycopg.Error as exc:
-            quota = quota_error(exc)
-            if quota is None:
-                raise
-            raise quota from None
+    def _perform(self, effect: Effect) -> Any:
+        """Run one effect of a procedure: the sync store's only I/O."""
+        if isinstance(effect, Call):
+            return self._source.call(effect)
+        if isinstance(effect, Embed):
+            return self._embed(effect)
+        with self._source.connection() as conn:
+            if not run(conn, effect.lock()):
+                return 0
+            try:
+                return run(conn, effect.op())
+            finally:
+                # A connection that died took its settings and its lock with it.
+                if not conn.broken:
+                    run(conn, effect.cleanup())
+
+    def _embed(self, request: Embed) -> tuple[Vectors, Vectors]:
+        """Documents in one call; several queries in threads (each is one call)."""
+        embeddings = self.embeddings
+        assert embeddings is not None
+        docs = embeddings.embed_documents(list(request.texts)) if request.texts else []
+        queries = request.queries
+        if len(queries) <= 1:
+            return docs, [embeddings.embed_query(q) for q in queries]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(queries))) as pool:
+            return docs, list(pool.map(embeddings.embed_query, queries))
 
     # -- BaseStore ----------------------------------------------------------------------
 
@@ -177,112 +162,11 @@ class PostgresStore(StoreBase, FromConnString):
         Embeddings are computed before a connection is taken.
         """
         plan, request = self._plan(ops_)
-        doc_vectors: list[list[float]] = []
-        query_vectors: list[list[float]] = []
-        if self.embeddings is not None:
-            if request.texts:
-                doc_vectors = self.embeddings.embed_documents(request.texts)
-            if request.queries:
-                query_vectors = self._embed_queries(request.queries)
-        shared = self._shared
-        if self._needs_vector_types(request, shared.vector_types is not None):
-            shared.vector_types = self._run(self._vector_types_op, read=True)
-        oid = None if shared.vector_types is None else shared.vector_types.oid
-        self._attach_vectors(plan, request, doc_vectors, query_vectors, oid)
-        ctx = self._context()
-        try:
-            return self._run(
-                lambda: batch_op(ctx, plan), read=plan.put is None, route=self._route(plan)
-            )
-        finally:
-            if self._wrote_vectors(plan):
-                self._shared.indexer.wake(self.tenant_id)
-
-    def _embed_queries(self, queries: list[str]) -> list[list[float]]:
-        assert self.embeddings is not None
-        if len(queries) == 1:
-            return [self.embeddings.embed_query(queries[0])]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(queries))) as pool:
-            return list(pool.map(self.embeddings.embed_query, queries))
+        return self._drive(procedures.batch(self, plan, request), "batch")
 
     async def abatch(self, ops_: Iterable[Op]) -> list[Result]:
         """Async :meth:`batch`: runs the sync batch in a worker thread."""
         return await asyncio.to_thread(self.batch, list(ops_))
-
-    # -- hybrid search -------------------------------------------------------------------
-
-    def hybrid_search(
-        self,
-        namespace_prefix: tuple[str, ...],
-        /,
-        query: str,
-        *,
-        filter: dict[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        refresh_ttl: bool | None = None,
-    ) -> list[SearchItem]:
-        """Full-text and vector search fused by reciprocal rank (needs ``index["hybrid"]``).
-
-        The items best matching ``query`` by ``websearch_to_tsquery`` words
-        (``"exact phrase"``, ``or``, ``-word``) and by embedding, each
-        ranking restricted to ``namespace_prefix``, ``filter`` and live
-        items, merged in one statement. Items in neither ranking (no vector
-        and no matching word) are not returned, unlike :meth:`search`.
-
-        Args:
-            namespace_prefix: Namespace prefix to search in.
-            query: The text searched for and embedded.
-            filter: Same filters as :meth:`search`.
-            limit: Most items to return.
-            offset: Items to skip.
-            refresh_ttl: Refresh the TTL of returned items (default: the
-                TTL config's ``refresh_on_read``).
-
-        Returns:
-            Items, best first; ``score`` is the fused score, the sum of
-            ``1 / (rrf_k + rank)`` over the rankings the item is in (at
-            most ``2 / (rrf_k + 1)``), not a similarity.
-
-        Raises:
-            ConfigurationError: the store has no hybrid index, an empty
-                query, a bad filter, or an embedding of the wrong size.
-        """
-        op = self._hybrid_op(namespace_prefix, query, filter, limit, offset, refresh_ttl)
-        assert self.embeddings is not None
-        vector = self.embeddings.embed_query(query)
-        if self._shared.vector_types is None:
-            self._shared.vector_types = self._run(self._vector_types_op, read=True)
-        plan = self._hybrid_plan(op, vector)
-        ctx = self._context()
-        return self._run(
-            lambda: hybrid_search_op(ctx, plan),
-            read=True,
-            route="primary" if op.refresh_ttl else "replica",
-        )
-
-    async def ahybrid_search(
-        self,
-        namespace_prefix: tuple[str, ...],
-        /,
-        query: str,
-        *,
-        filter: dict[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        refresh_ttl: bool | None = None,
-    ) -> list[SearchItem]:
-        """Async :meth:`hybrid_search`: runs it in a worker thread."""
-        return await asyncio.to_thread(
-            lambda: self.hybrid_search(
-                namespace_prefix,
-                query,
-                filter=filter,
-                limit=limit,
-                offset=offset,
-                refresh_ttl=refresh_ttl,
-            )
-        )
 
     # -- TTL -----------------------------------------------------------------------------
 
@@ -292,13 +176,7 @@ class PostgresStore(StoreBase, FromConnString):
         An unbound store sweeps every tenant; a tenant-bound one its own tenant.
         Reads never return expired items, swept or not.
         """
-        tenant = self.tenant_id or None
-        total = 0
-        while True:
-            n = self._run(lambda: ops.sweep_op(self._statements, tenant, batch_size))
-            total += n
-            if n < batch_size:
-                return total
+        return self._drive(procedures.sweep_ttl(self, batch_size), "sweep_ttl")
 
     def start_ttl_sweeper(
         self, sweep_interval_minutes: float | None = None
@@ -315,24 +193,13 @@ class PostgresStore(StoreBase, FromConnString):
             future: concurrent.futures.Future[None] = concurrent.futures.Future()
             future.add_done_callback(lambda f: shared.stop.set() if f.cancelled() else None)
             return future
-        interval = float(
-            sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
-        )
+        interval = self._sweep_interval(sweep_interval_minutes)
         stop = threading.Event()
         future = concurrent.futures.Future()
 
         def loop() -> None:
-            while not stop.wait(interval * 60):
-                try:
-                    swept = self.sweep_ttl()
-                    if swept:
-                        logger.info("store TTL sweep deleted %d expired items", swept)
-                    if self._spec is not None and self._spec.deferred:
-                        self.index_pending(rebuild=False)
-                    else:
-                        self._repair_index(DEFAULT_BUILD_MEMORY)
-                except Exception:
-                    logger.exception("store TTL sweep failed")
+            while not stop.wait(interval):
+                self._drive(procedures.sweeper_round(self), "sweeper")
             if not future.done():
                 future.set_result(None)
 
@@ -384,87 +251,8 @@ class PostgresStore(StoreBase, FromConnString):
             How many vectors were indexed (after a repair: every vector);
             0 when another process holds the rebuild lock.
         """
-        spec = self._spec
-        if spec is None or spec.kind == "flat":
-            return 0
-        repaired = self._repair_index(maintenance_work_mem)
-        if repaired is not None:
-            return repaired
-        st = self._statements
-        pending, total = self._run(lambda: index_ops.count_vectors_op(st), read=True)
-        if not pending:
-            return 0
-        if self._rebuild_wanted(pending, total, rebuild):
-            return self._rebuild(lambda: index_ops.rebuild_index_op(st, spec, maintenance_work_mem))
-        done = 0
-        while True:
-            n = self._run(lambda: index_ops.index_pending_op(st, batch_size))
-            done += n
-            if n < batch_size:
-                return done
-
-    def _drain_backlog(self, tenants: set[str], stopping: Callable[[], bool]) -> None:
-        """One round of the background indexer (see :func:`index_ops.backlog`)."""
-        shared, st, spec = self._shared, self._statements, self._spec
-        assert spec is not None
-        plan = index_ops.backlog(sorted(tenants), may_rebuild=not shared.rebuild_refused)
-        reply: Any = None
-        while not stopping():
-            try:
-                action, tenant = plan.send(reply)
-            except StopIteration:
-                return
-            if action == "count":
-                reply = self._run(
-                    lambda: index_ops.count_vectors_op(st), read=True, tenant_id=tenant
-                )
-            elif action == "batch":
-                reply = self._run(
-                    functools.partial(
-                        index_ops.index_pending_op, st, index_ops.BACKGROUND_BATCH, tenant
-                    ),
-                    tenant_id=tenant,
-                )
-            else:
-                try:
-                    reply = self._rebuild(
-                        lambda: index_ops.rebuild_index_op(st, spec, DEFAULT_BUILD_MEMORY)
-                    )
-                except psycopg.errors.InsufficientPrivilege as exc:
-                    shared.rebuild_refused = True
-                    logger.warning(index_ops.rebuild_refused(self.schema, exc))
-                    reply = None
-
-    def _repair_index(self, memory: str, *, checked: bool = False) -> int | None:
-        """Rebuild the ANN index if it is invalid or missing (``checked``: known to be).
-
-        Returns:
-            ``None`` when the index is valid (or there is none to keep),
-            else the vectors the rebuilt index holds (0 when another process
-            holds the rebuild lock, or mended the index first).
-        """
-        spec = self._spec
-        if spec is None or spec.kind == "flat":
-            return None
-        st = self._statements
-        if not checked and self._run(lambda: index_ops.index_valid_op(st.schema), read=True):
-            return None
-        return self._rebuild(lambda: index_ops.rebuild_index_op(st, spec, memory, repair=True))
-
-    def _rebuild(self, factory: OpFactory[int]) -> int:
-        """Run a rebuild on one connection holding the schema's rebuild lock
-        (outside a transaction: ``CREATE INDEX CONCURRENTLY``); 0 when another
-        process holds the lock."""
-        st = self._statements
-        with self._source.connection() as conn:
-            if not run(conn, index_ops.rebuild_lock_op(st)):
-                return 0
-            try:
-                return run(conn, factory())
-            finally:
-                # A connection that died took its settings and its lock with it.
-                if not conn.broken:
-                    run(conn, index_ops.rebuild_cleanup_op(st))
+        procedure = procedures.index_pending(self, batch_size, rebuild, maintenance_work_mem)
+        return self._drive(procedure, "index_pending")
 
     # -- tenants ---------------------------------------------------------------------------
 
@@ -476,12 +264,7 @@ class PostgresStore(StoreBase, FromConnString):
         Returns:
             Rows deleted per table (tables that do not exist are left out).
         """
-        tenant = self._erasable(tenant_id)
-        return self._run(
-            lambda: ops.delete_tenant_op(self._statements, tenant),
-            transaction=True,
-            tenant_id=tenant,
-        )
+        return self._source.call(procedures.delete_tenant(self, tenant_id))
 
     def set_quota(self, quota: ResourceQuota | None, *, tenant_id: str | None = None) -> None:
         """Set (or with ``None`` remove) a tenant's quota; its usage is recounted.
@@ -489,20 +272,11 @@ class PostgresStore(StoreBase, FromConnString):
         Writers of the store wait while the tenant's items are counted. Needs
         write access to ``store_tenants`` (an admin role).
         """
-        tenant = self._own_tenant(tenant_id)
-        self._check_quota(quota)
-        self._run(
-            lambda: ops.set_quota_op(self._statements, tenant, quota),
-            transaction=True,
-            tenant_id=tenant,
-        )
+        self._source.call(procedures.set_quota(self, quota, tenant_id))
 
     def get_usage(self, *, tenant_id: str | None = None) -> TenantUsage:
         """What a tenant holds, and its quota."""
-        tenant = self._own_tenant(tenant_id)
-        return self._run(
-            lambda: ops.usage_op(self._statements, tenant), read=True, tenant_id=tenant
-        )
+        return self._source.call(procedures.get_usage(self, tenant_id))
 
 
 __all__ = ["PostgresStore"]

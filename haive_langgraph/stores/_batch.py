@@ -34,8 +34,10 @@ from haive_langgraph.stores._search_ops import (
     grouped_search_step,
     plain_search_results,
     plain_search_step,
-    search_settings_step,
     search_shape,
+)
+from haive_langgraph.stores._vector_search import (
+    search_settings_step,
     unscored_step,
     vector_search_done,
     vector_search_step,

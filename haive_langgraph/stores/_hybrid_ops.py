@@ -9,16 +9,14 @@ from langgraph.store.base import SearchItem, SearchOp
 
 from haive_langgraph.db import Op, Step
 from haive_langgraph.stores._ops import Context, prefix_condition
-from haive_langgraph.stores._search_ops import (
+from haive_langgraph.stores._search_ops import refresh_clause, search_filters, search_item
+from haive_langgraph.stores._values import PgvectorParam
+from haive_langgraph.stores._vector_search import (
     candidates_for,
-    refresh_clause,
     scanned_exactly,
-    search_filters,
-    search_item,
     search_settings_step,
     vector_candidates,
 )
-from haive_langgraph.stores._values import PgvectorParam
 
 
 @dataclass(slots=True)

@@ -1,45 +1,22 @@
-"""The checkpointers configured for Supabase (see :mod:`haive_langgraph.supabase`)."""
+"""The checkpointers configured for Supabase: the PostgreSQL classes with the Supabase mixin
+(see :mod:`haive_langgraph.supabase`)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal
-
-from psycopg import AsyncConnection, Connection
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
 from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
-from haive_langgraph.db import PersistenceConfig
-from haive_langgraph.supabase import SupabaseSettings
+from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
 __all__ = ["AsyncSupabaseCheckpointer", "SupabaseCheckpointer"]
 
 # The thread registry is what a UI watches ("agent state summaries").
-DEFAULT_CHANNELS = ("threads",)
+CHECKPOINTS = SupabaseFeature(
+    S.COMPONENT, default_channels=("threads",), listed_tables=S.TENANT_TABLES
+)
 
 
-def _settings(
-    enable_rls: bool,
-    tenant_claim: str,
-    enable_realtime: bool,
-    realtime_channels: Sequence[str] | None,
-    replica_identity: Literal["default", "full"],
-) -> SupabaseSettings:
-    return SupabaseSettings.build(
-        S.TENANT_TABLES,
-        enable_rls=enable_rls,
-        tenant_claim=tenant_claim,
-        enable_realtime=enable_realtime,
-        realtime_channels=realtime_channels,
-        default_channels=DEFAULT_CHANNELS,
-        replica_identity=replica_identity,
-    )
-
-
-class SupabaseCheckpointer(PostgresCheckpointer):
+class SupabaseCheckpointer(SupabaseSync, PostgresCheckpointer):
     """:class:`PostgresCheckpointer` configured for Supabase.
 
     Connects to ``SUPABASE_DB_URL`` (or ``SUPABASE_URL`` +
@@ -69,100 +46,11 @@ class SupabaseCheckpointer(PostgresCheckpointer):
         ...     graph = builder.compile(checkpointer=saver)
     """
 
-    def __init__(
-        self,
-        conn: str | Connection[Any] | ConnectionPool[Any] | None = None,
-        *,
-        enable_rls: bool = False,
-        tenant_claim: str = "sub",
-        enable_realtime: bool = False,
-        realtime_channels: Sequence[str] | None = None,
-        replica_identity: Literal["default", "full"] = "default",
-        config: PersistenceConfig | None = None,
-        **options: Any,
-    ) -> None:
-        self.supabase = _settings(
-            enable_rls, tenant_claim, enable_realtime, realtime_channels, replica_identity
-        )
-        conn, config = self.supabase.connect_args(conn, config)
-        super().__init__(conn, config=config, **options)
-
-    @classmethod
-    def from_env(cls, **options: Any) -> SupabaseCheckpointer:
-        """A checkpointer on the Supabase database named by the environment (close it)."""
-        return cls(None, **options)
-
-    @classmethod
-    @contextmanager
-    def from_conn_string(  # type: ignore[override]
-        cls, dsn: str | None = None, **options: Any
-    ) -> Iterator[SupabaseCheckpointer]:
-        """Open a checkpointer on ``dsn`` (``None``: the environment) and close it afterwards."""
-        saver = cls(dsn, **options)
-        try:
-            yield saver
-        finally:
-            saver.close()
-
-    def setup(self, *, force: bool = False) -> None:
-        """Create or upgrade the tables, then apply grants, policies and realtime.
-
-        Args:
-            force: Set up in schema ``public`` without ``enable_rls``
-                (refused otherwise, with a loud warning when forced).
-
-        Raises:
-            ConfigurationError: ``public`` without RLS and not forced, or
-                ``enable_rls`` on a database without Supabase's auth schema.
-        """
-        self.supabase.check_schema(self.schema, force=force)
-        super().setup()
-        self._source.run(lambda: self.supabase.setup_op(self.schema), transaction=True)
+    feature = CHECKPOINTS
 
 
-class AsyncSupabaseCheckpointer(AsyncPostgresCheckpointer):
+class AsyncSupabaseCheckpointer(SupabaseAsync, AsyncPostgresCheckpointer):
     """:class:`AsyncPostgresCheckpointer` configured for Supabase; see
     :class:`SupabaseCheckpointer` for the options."""
 
-    def __init__(
-        self,
-        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None = None,
-        *,
-        enable_rls: bool = False,
-        tenant_claim: str = "sub",
-        enable_realtime: bool = False,
-        realtime_channels: Sequence[str] | None = None,
-        replica_identity: Literal["default", "full"] = "default",
-        config: PersistenceConfig | None = None,
-        **options: Any,
-    ) -> None:
-        self.supabase = _settings(
-            enable_rls, tenant_claim, enable_realtime, realtime_channels, replica_identity
-        )
-        conn, config = self.supabase.connect_args(conn, config)
-        super().__init__(conn, config=config, **options)
-
-    @classmethod
-    def from_env(cls, **options: Any) -> AsyncSupabaseCheckpointer:
-        """A checkpointer on the Supabase database named by the environment (``aclose`` it)."""
-        return cls(None, **options)
-
-    @classmethod
-    @asynccontextmanager
-    async def from_conn_string(  # type: ignore[override]
-        cls, dsn: str | None = None, **options: Any
-    ) -> AsyncIterator[AsyncSupabaseCheckpointer]:
-        """Open a checkpointer on ``dsn`` (``None``: the environment) and close it afterwards."""
-        saver = cls(dsn, **options)
-        try:
-            await saver._source.open()
-            yield saver
-        finally:
-            await saver.aclose()
-
-    async def setup(self, *, force: bool = False) -> None:
-        """Create or upgrade the tables, then apply grants, policies and realtime
-        (see :meth:`SupabaseCheckpointer.setup`)."""
-        self.supabase.check_schema(self.schema, force=force)
-        await super().setup()
-        await self._source.run(lambda: self.supabase.setup_op(self.schema), transaction=True)
+    feature = CHECKPOINTS

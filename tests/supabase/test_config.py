@@ -16,11 +16,12 @@ from haive_langgraph.stores import SupabaseStore
 from haive_langgraph.supabase import (
     SupabaseWarning,
     channel_name,
-    listen_dsn,
     subscribe,
     supabase_config,
     supabase_dsn,
 )
+from haive_langgraph.supabase._env import check_pooler
+from haive_langgraph.supabase._realtime import listen_dsn
 
 from .conftest import POOLED
 
@@ -95,8 +96,6 @@ def test_lent_connection_that_prepares_on_6543_warns(supabase_db: str) -> None:
     # A connection really on 6543 is not available here; the check reads its port.
     with psycopg.connect(supabase_db, autocommit=True) as conn:
         assert conn.prepare_threshold is not None
-        from haive_langgraph.supabase import check_pooler
-
         check_pooler(conn, PersistenceConfig())  # not 6543: silent
 
 

@@ -1,0 +1,271 @@
+"""``haive-lg backup create|restore|verify|key``: logical backups (a group, since
+``haive-lg restore`` is the time-travel command that restores a checkpoint).
+
+Exit codes: 0 success, 1 an error we explain (a damaged archive, a refused
+restore ...), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import TaskProgressColumn
+from rich.table import Table
+
+from haive_langgraph.cli._common import (
+    DsnOption,
+    JsonOption,
+    PhaseStep,
+    SchemaOption,
+    command,
+    console,
+    human,
+    phase_progress,
+    print_json,
+    require_schema,
+    usage,
+)
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from haive_langgraph.ops.backup import BackupProgress
+
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="File holding the base64 backup key (default: HAIVE_BACKUP_KEY).",
+        dir_okay=False,
+    ),
+]
+UnkeyedOption = Annotated[
+    bool,
+    typer.Option(
+        "--unkeyed",
+        help="Accept an archive written without a backup key although one is set "
+        "(checked against damage only: anyone can write such an archive).",
+    ),
+]
+
+
+def _step(event: BackupProgress) -> PhaseStep:
+    unit = "bytes" if event.phase == "verify" else "rows"
+    return PhaseStep(event.phase, event.rows, event.total, f"{event.table}: {event.rows:,} {unit}")
+
+
+def _progress(as_json: bool) -> AbstractContextManager[Callable[[BackupProgress], None]]:
+    """A progress bar per phase on stderr (silent with --json); yields the callback."""
+    return phase_progress(as_json, TaskProgressColumn(), _step)
+
+
+def _key(key_file: Path | None) -> Any:
+    if key_file is None:
+        return None
+    from haive_langgraph.ops.backup import key_from_file
+
+    return key_from_file(key_file)
+
+
+group = typer.Typer(
+    help="Logical backups: create, restore, verify archives; make a backup key.",
+    no_args_is_help=True,
+)
+
+
+@group.command("create")
+@command
+def backup_create(
+    path: Annotated[Path, typer.Argument(help="Archive file to write.", dir_okay=False)],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Table pattern to back up (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Table pattern to leave out (repeatable).")
+    ] = None,
+    tenants: Annotated[
+        list[str] | None, typer.Option("--tenant", help="Only this tenant (repeatable).")
+    ] = None,
+    users: Annotated[
+        list[str] | None, typer.Option("--user", help="Only this user's data (repeatable).")
+    ] = None,
+    threads: Annotated[
+        list[str] | None, typer.Option("--thread", help="Only this thread (repeatable).")
+    ] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(
+            "--since", help="Previous archive: write only what changed since (incremental)."
+        ),
+    ] = None,
+    key_file: KeyFileOption = None,
+    no_encrypt: Annotated[
+        bool, typer.Option("--no-encrypt", help="Do not encrypt even if HAIVE_BACKUP_KEY is set.")
+    ] = False,
+    with_tenant_keys: Annotated[
+        bool,
+        typer.Option(
+            "--with-tenant-keys",
+            help="Also archive the tenants' own keys (a later crypto-shred then does not "
+            "reach this archive).",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a logical backup archive of the tables (all, or a selection)."""
+    from haive_langgraph.ops.backup import backup
+
+    if no_encrypt and key_file is not None:
+        usage("--no-encrypt and --key-file contradict each other")
+    require_schema(dsn, schema)  # a mistyped --schema or --dsn: name schema and database
+    with _progress(as_json) as progress:
+        report = backup(
+            path,
+            dsn,
+            schema=schema,
+            include=include or None,
+            exclude=exclude or None,
+            tenants=tenants or None,
+            users=users or None,
+            threads=threads or None,
+            tenant_keys=with_tenant_keys,
+            since=since,
+            key=_key(key_file),
+            encrypt=not no_encrypt,
+            progress=progress,
+        )
+    if as_json:
+        print_json(report.as_dict())
+        return
+    table = Table(title=f"{report.kind} backup {report.archive_id}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in report.tables.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    seconds = max(report.seconds, 1e-9)
+    console.print(
+        f"{report.rows:,} rows, {human(report.raw_bytes)} of rows in {human(report.bytes)} "
+        f"({'encrypted' if report.encrypted else 'not encrypted'}) in {report.seconds:.2f}s: "
+        f"{report.rows / seconds:,.0f} rows/s, {report.raw_bytes / seconds / 1e6:.1f} MB/s -> "
+        f"{report.path}"
+    )
+
+
+@group.command("restore")
+@command
+def backup_restore(
+    archives: Annotated[
+        list[Path],
+        typer.Argument(help="Archive, or a full archive and its incremental ones in order."),
+    ],
+    dsn: DsnOption = None,
+    schema: Annotated[
+        str | None,
+        typer.Option("--schema", help="Target schema (default: the schema backed up)."),
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Target has rows: archived rows overwrite them.")
+    ] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Target has rows: keep them, add the rest.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Target has rows: delete those in scope first.")
+    ] = False,
+    key_file: KeyFileOption = None,
+    unkeyed: UnkeyedOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check an archive completely, then restore it in one transaction."""
+    from haive_langgraph.ops.backup import restore
+
+    chosen = [
+        m for m, on in (("merge", merge), ("skip", skip_existing), ("replace", replace)) if on
+    ]
+    if len(chosen) > 1:
+        usage("give at most one of --merge, --skip-existing and --replace")
+    with _progress(as_json) as progress:
+        report = restore(
+            archives,
+            dsn,
+            schema=schema,
+            on_existing=chosen[0] if chosen else "refuse",  # type: ignore[arg-type]
+            key=_key(key_file),
+            unkeyed=unkeyed,
+            progress=progress,
+        )
+    if as_json:
+        print_json(report.as_dict())
+        return
+    table = Table(title=f"Restored into schema {report.schema}")
+    for col in ("table", "rows", "skipped", "deleted first"):
+        table.add_column(col, justify="right" if col != "table" else "left")
+    for name, rows in report.tables.items():
+        table.add_row(
+            name,
+            f"{rows:,}",
+            f"{report.skipped.get(name, 0):,}" if name in report.skipped else "",
+            f"{report.deleted.get(name, 0):,}" if name in report.deleted else "",
+        )
+    console.print(table)
+    if report.created_tables:
+        console.print(f"created for the archive: {', '.join(report.created_tables)}")
+    seconds = max(report.seconds, 1e-9)
+    console.print(
+        f"{report.rows:,} rows from {len(report.archives)} archive(s) in {report.seconds:.2f}s "
+        f"({report.rows / seconds:,.0f} rows/s)"
+    )
+
+
+@group.command("verify")
+@command
+def backup_verify(
+    archive: Annotated[Path, typer.Argument(help="Archive to check.")],
+    key_file: KeyFileOption = None,
+    unkeyed: UnkeyedOption = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Check checksums only (do not decompress and count rows)."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check an archive: manifest signature, every part's SHA-256, row counts."""
+    from haive_langgraph.ops.backup import verify
+
+    with _progress(as_json) as progress:
+        info = verify(
+            archive, key=_key(key_file), unkeyed=unkeyed, deep=not quick, progress=progress
+        )
+    if as_json:
+        print_json({"ok": True, **info.as_dict()})
+        return
+    table = Table(title=f"{info.kind} backup {info.archive_id}: OK")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in info.tables.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(
+        f"schema {info.schema}, taken {info.created_at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{info.rows:,} rows, {human(info.bytes)}, "
+        f"{'encrypted' if info.encrypted else 'not encrypted'}"
+        + (f", continues {info.base_archive_id}" if info.base_archive_id else "")
+    )
+
+
+@group.command("key")
+def backup_key(as_json: JsonOption = False) -> None:
+    """Print a new random backup key (base64); keep it apart from the archives."""
+    from haive_langgraph.ops.backup import BackupKey, new_backup_key
+
+    key = new_backup_key()
+    if as_json:
+        print_json({"key": key, "fingerprint": BackupKey.from_text(key).fingerprint})
+        return
+    print(key)

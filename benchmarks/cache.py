@@ -51,8 +51,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import PostgresCheckpointer
-from haive_langgraph.memory import ConversationStore
-from haive_langgraph.memory.history import ChatHistoryFactory
+from haive_langgraph.memory import ChatHistoryFactory, ConversationStore
 from haive_langgraph.ops.cache import CacheLayer, InMemoryCache, RedisCache
 from haive_langgraph.stores import PostgresStore
 

@@ -204,11 +204,11 @@ class _FloorHistory(BaseChatMessageHistory):
 @contextmanager
 def floor(dsn: str, writers: int) -> Iterator[list[HistoryFor]]:
     """The floor, on lent autocommit connections: bodies encoded before timing."""
-    from haive_langgraph.memory._history_base import make_ops
+    from haive_langgraph.memory.conversations._tables import make_tables
 
-    _, ops = make_ops(config=None, schema=None, tenant_id=None, codec=None, serde=None)
+    _, tables = make_tables(config=None, schema=None, tenant_id=None, codec=None, serde=None)
     chat = conversation(random.Random(1), 100)
-    bodies = {n: ops.plan_append("x", chat[:n]).params["body"] for n in range(1, 101)}
+    bodies = {n: tables.planner.plan("x", chat[:n]).params["body"] for n in range(1, 101)}
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(writers)]
     conns[0].execute(
         "CREATE TABLE floor (session_id text, seq bigint, body bytea NOT NULL,"

@@ -10,26 +10,14 @@ kind of row. See ``docs/conversations.md``.
 
 from __future__ import annotations
 
-from haive_langgraph.memory._history_types import (
-    Conversation,
+from haive_langgraph.errors import (
     ConversationExistsError,
-    ConversationMetadata,
     ConversationNotFoundError,
-    ConversationPage,
-    ErasureReport,
     InvalidMessageError,
-    MessagePage,
     MessageTooLargeError,
-    ModelPrice,
-    Permission,
     PermissionDeniedError,
     QuotaExceededError,
-    Session,
     SessionExpiredError,
-    SessionPage,
-    StoredMessage,
-    TokenUsage,
-    UsageTotals,
 )
 from haive_langgraph.memory._vector_ops import InvalidMemoryError
 from haive_langgraph.memory._vector_store import PostgresVectorStore
@@ -41,22 +29,37 @@ from haive_langgraph.memory._vector_types import (
     MergeGroup,
     MergeRecord,
 )
-from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
-from haive_langgraph.memory.embeddings import HashingEmbeddings
-from haive_langgraph.memory.history import (
+from haive_langgraph.memory.conversations import (
     AsyncChatHistoryFactory,
+    AsyncConversationStore,
+    AsyncConversationTracker,
     AsyncPostgresChatMessageHistory,
+    AsyncSessionManager,
     ChatHistoryFactory,
+    Conversation,
+    ConversationMetadata,
+    ConversationPage,
+    ConversationStore,
+    ConversationTracker,
+    ErasureReport,
+    MessagePage,
+    ModelPrice,
+    Permission,
     PostgresChatMessageHistory,
+    Session,
+    SessionManager,
+    SessionPage,
+    StoredMessage,
+    TokenUsage,
+    UsageTotals,
     async_history_factory,
     history_factory,
 )
-from haive_langgraph.memory.sessions import AsyncSessionManager, SessionManager
+from haive_langgraph.memory.embeddings import HashingEmbeddings
 from haive_langgraph.memory.supabase import (
     AsyncSupabaseChatMessageHistory,
     SupabaseChatMessageHistory,
 )
-from haive_langgraph.memory.tracking import AsyncConversationTracker, ConversationTracker
 from haive_langgraph.memory.vector import AsyncVectorMemory, MemoryRetriever, VectorMemory
 
 __all__ = [

@@ -3,11 +3,11 @@ mixin (see :mod:`haive_langgraph.supabase`)."""
 
 from __future__ import annotations
 
-from haive_langgraph.memory._history_sql import COMPONENT, TENANT_TABLES
-from haive_langgraph.memory.history import (
+from haive_langgraph.memory.conversations import (
     AsyncPostgresChatMessageHistory,
     PostgresChatMessageHistory,
 )
+from haive_langgraph.memory.conversations._sql import COMPONENT, TENANT_TABLES
 from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
 __all__ = ["AsyncSupabaseChatMessageHistory", "SupabaseChatMessageHistory"]

@@ -13,7 +13,7 @@ import pytest
 from haive_langgraph.codec import HaiveCodec, KeyRing
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import ConversationMetadata, ConversationStore
-from haive_langgraph.memory._history_sql import TENANT_TABLES
+from haive_langgraph.memory.conversations._sql import TENANT_TABLES
 from haive_langgraph.ops.keys import rotate_keys
 from tests._roles import application_role
 

@@ -836,7 +836,7 @@ def test_store_items_read_from_redis_equal_the_store(
 
 @pytest.fixture(scope="module")
 def histories(dsn: str) -> Iterator[Any]:
-    from haive_langgraph.memory.history import ChatHistoryFactory
+    from haive_langgraph.memory import ChatHistoryFactory
 
     with ChatHistoryFactory(dsn) as factory:
         factory.setup()
@@ -988,8 +988,7 @@ async def test_async_history_and_factory(dsn: str, redis_url: str, prefix: str) 
     from langchain_core.language_models import FakeListChatModel
     from langchain_core.runnables.history import RunnableWithMessageHistory
 
-    from haive_langgraph.memory import AsyncConversationStore
-    from haive_langgraph.memory.history import AsyncChatHistoryFactory
+    from haive_langgraph.memory import AsyncChatHistoryFactory, AsyncConversationStore
 
     layer = layer_for(redis_url, prefix)
     async with AsyncChatHistoryFactory(dsn) as factory, AsyncConversationStore(dsn) as store:

@@ -29,7 +29,7 @@ from haive_langgraph.memory import (
     SessionManager,
     TokenUsage,
 )
-from haive_langgraph.memory._history_sql import TENANT_TABLES
+from haive_langgraph.memory.conversations._sql import TENANT_TABLES
 from tests._roles import application_role
 
 from ._attacks import raw_sql_attacks, run_attacks, tenant_digest

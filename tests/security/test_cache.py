@@ -151,7 +151,7 @@ def test_a_replayed_store_item_is_not_served(dsn: str, redis_url: str, prefix: s
 
 
 def test_a_replayed_history_is_not_served(dsn: str, redis_url: str, prefix: str) -> None:
-    from haive_langgraph.memory.history import ChatHistoryFactory
+    from haive_langgraph.memory import ChatHistoryFactory
 
     writer = layer_of("redis", redis_url, prefix)
     reader = layer_of("memory+redis", redis_url, prefix)
@@ -238,7 +238,7 @@ def test_one_layer_over_two_databases_store_items(
 def test_one_layer_over_two_databases_histories(
     levels: str, dsn: str, second_dsn: str, redis_url: str, prefix: str
 ) -> None:
-    from haive_langgraph.memory.history import ChatHistoryFactory
+    from haive_langgraph.memory import ChatHistoryFactory
 
     layer = layer_of(levels, redis_url, prefix)
     sid = f"twodb-{uuid.uuid4().hex[:8]}"

@@ -27,7 +27,8 @@ from haive_langgraph.memory import (
     ConversationStore,
     PostgresChatMessageHistory,
 )
-from haive_langgraph.memory._history_codec import MESSAGES_KEY
+from haive_langgraph.memory.conversations._codec import MESSAGES_KEY
+from haive_langgraph.memory.conversations._messages import bounds
 
 FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
 
@@ -87,7 +88,7 @@ async def test_the_stored_batch_is_the_messages_serialised_one_by_one(
     try:
         messages = chat(12)
         await call(h, "add_messages", messages)
-        ops = h._ops
+        ops = h._tables
         with psycopg.connect(db, autocommit=True) as conn:
             ids, body = conn.execute(
                 "SELECT message_ids, body FROM haive.conversation_messages "
@@ -184,10 +185,10 @@ def test_a_read_scans_only_its_sessions_rows_before_any_analyze(dsn: str) -> Non
             h = factory(f"s{k}")
             for _ in range(3):
                 h.add_messages(chat(4))
-        ops = factory("s7")._ops
+        ops = factory("s7")._tables
         row = conn.execute(
             "EXPLAIN (ANALYZE, FORMAT JSON) " + ops.read_bodies,
-            ops._bounds("s7", 0, 2**62, None),
+            bounds(ops, "s7", 0, 2**62, None),
         ).fetchone()
         assert row is not None
         scans = [

@@ -19,7 +19,7 @@ from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.checkpointers._sql import TENANT_TABLES as CHECKPOINT_TABLES
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import ChatHistoryFactory, PostgresChatMessageHistory
-from haive_langgraph.memory._history_sql import TENANT_TABLES as CONVERSATION_TABLES
+from haive_langgraph.memory.conversations._sql import TENANT_TABLES as CONVERSATION_TABLES
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore, ResourceQuota
 from tests._roles import application_role
 from tests.stores.conftest import Driver, index_config

@@ -25,7 +25,7 @@ from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import SupabaseCheckpointer
 from haive_langgraph.checkpointers._sql import TENANT_TABLES as CHECKPOINT_TABLES
 from haive_langgraph.memory import SupabaseChatMessageHistory
-from haive_langgraph.memory._history_sql import TENANT_TABLES as HISTORY_TABLES
+from haive_langgraph.memory.conversations._sql import TENANT_TABLES as HISTORY_TABLES
 from haive_langgraph.stores import SupabaseStore
 
 from .conftest import POOLED, act_as_user, new_uid

@@ -17,12 +17,13 @@ from haive_langgraph.ops.cache._memory import log
 from haive_langgraph.ops.cache._origin import _Origin
 
 if TYPE_CHECKING:
-    from haive_langgraph.memory._history_ops import Call, HistoryOps
-    from haive_langgraph.memory._history_types import MessagePage
-    from haive_langgraph.memory.history import (
+    from haive_langgraph.db import Call
+    from haive_langgraph.memory.conversations._histories import (
         AsyncPostgresChatMessageHistory,
         PostgresChatMessageHistory,
     )
+    from haive_langgraph.memory.conversations._tables import ConversationTables as HistoryOps
+    from haive_langgraph.memory.conversations._types import MessagePage
     from haive_langgraph.ops.cache._layer import CacheLayer
 
 
@@ -47,7 +48,7 @@ class _HistoryFormat:
 
     def __init__(self, ops: HistoryOps, session_id: str) -> None:
         # Imported here: memory imports much that a checkpointer cache does not need.
-        from haive_langgraph.memory._history_codec import _array_header, build_message
+        from haive_langgraph.memory.conversations._codec import _array_header, build_message
 
         self.array_header = _array_header
         self.build = build_message
@@ -84,12 +85,14 @@ def _history_read(
     never current again once a write replaced it, so an entry served when
     its version is current holds exactly the current messages.
     """
-    token = yield from ops.version(session_id)
+    from haive_langgraph.memory.conversations._messages import read_messages, version
+
+    token = yield from version(ops, session_id)
     if token is None or token == known:
         return token, None
     # Not `live`: expiry is checked with the version on every read, so the
     # cached messages must not depend on the time they were read at.
-    messages = yield from ops.read_messages(session_id, live=False)
+    messages = yield from read_messages(ops, session_id, live=False)
     return token, messages
 
 
@@ -100,7 +103,7 @@ class _CachedHistoryBase(BaseChatMessageHistory):
         self.inner = inner
         self.layer = layer
         self.refresh_on_write = refresh_on_write
-        ops: HistoryOps = inner._ops
+        ops: HistoryOps = inner._tables
         self._ops = ops
         layer.ensure_secret(ops.codec)
         self._session = str(inner.session_id)
@@ -137,10 +140,8 @@ class _CachedHistoryBase(BaseChatMessageHistory):
         return self._ops.schema
 
     def _call(self, known: tuple[int, ...] | None) -> Call[Any]:
-        from haive_langgraph.memory._history_ops import Call
-
         ops, sid = self._ops, self._session
-        return Call(
+        return ops.call(
             lambda: _history_read(ops, sid, known),
             read=True,
             subject=ops.describe("session", sid),

@@ -27,7 +27,7 @@ from psycopg.types.numeric import Int8
 from haive_langgraph.db._arrays import IntArray, TextArray
 from haive_langgraph.db._limits import id_problem
 from haive_langgraph.errors import ConfigurationError, ValueTooLargeError
-from haive_langgraph.memory._history_codec import (
+from haive_langgraph.memory.conversations._codec import (
     MessageCodec,
     fingerprint_id,
     new_message_id,
@@ -35,7 +35,7 @@ from haive_langgraph.memory._history_codec import (
     sum_cost,
     usage_of,
 )
-from haive_langgraph.memory._history_types import (
+from haive_langgraph.memory.conversations._types import (
     InvalidMessageError,
     ModelPrice,
     TokenUsage,

@@ -12,7 +12,16 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage
 
 from haive_langgraph.db._limits import id_problem
-from haive_langgraph.errors import ConfigurationError, HaiveError, NotFoundError
+from haive_langgraph.errors import (
+    ConfigurationError,
+    ConversationExistsError,
+    ConversationNotFoundError,
+    InvalidMessageError,
+    MessageTooLargeError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    SessionExpiredError,
+)
 
 __all__ = [
     "Conversation",
@@ -44,34 +53,6 @@ PERMISSION_RANK = {"read": 1, "write": 2, "moderate": 3}
 
 
 # -- errors ----------------------------------------------------------------------------
-
-
-class ConversationNotFoundError(NotFoundError):
-    """The conversation, history or session named does not exist (for this tenant)."""
-
-
-class ConversationExistsError(ConfigurationError):
-    """A conversation or session with that id already exists."""
-
-
-class SessionExpiredError(ConversationNotFoundError):
-    """The session outlived its TTL; it is gone for reads and writes."""
-
-
-class PermissionDeniedError(HaiveError, PermissionError):
-    """The acting user lacks the permission the operation needs."""
-
-
-class QuotaExceededError(HaiveError, RuntimeError):
-    """The operation would take a session past its message limit; nothing was written."""
-
-
-class InvalidMessageError(HaiveError, ValueError):
-    """A message, role or token usage is not valid; nothing was written."""
-
-
-class MessageTooLargeError(InvalidMessageError):
-    """A message is larger than the configured ``max_message_bytes``."""
 
 
 # -- token usage -------------------------------------------------------------------------

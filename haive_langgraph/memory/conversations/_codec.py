@@ -40,7 +40,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
 from haive_langgraph.codec._guard import ValueGuard, guard_for
 from haive_langgraph.errors import CorruptDataError, SerializationError
-from haive_langgraph.memory._history_types import (
+from haive_langgraph.memory.conversations._types import (
     InvalidMessageError,
     MessageTooLargeError,
     ModelPrice,

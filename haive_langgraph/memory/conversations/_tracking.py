@@ -21,25 +21,33 @@ is stored once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from haive_langgraph.memory._history_codec import fingerprint_id, model_of, usage_of
-from haive_langgraph.memory._history_ops import AppendPlan, Call, check_optional_id
-from haive_langgraph.memory._history_types import TokenUsage
-from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
+from haive_langgraph.db import Call
+from haive_langgraph.memory.conversations._checks import check_optional_id
+from haive_langgraph.memory.conversations._codec import fingerprint_id, model_of, usage_of
+from haive_langgraph.memory.conversations._messages import append_new
+from haive_langgraph.memory.conversations._plan import AppendPlan
+from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
+from haive_langgraph.memory.conversations._types import TokenUsage
 
 __all__ = ["AsyncConversationTracker", "ConversationTracker"]
 
 CONVERSATION_KEYS = ("conversation_id", "thread_id")
+
+StoreT = TypeVar("StoreT", ConversationStore, AsyncConversationStore)
+S = TypeVar("S")
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -227,11 +235,11 @@ class _TrackerState:
 
 def _record_call(store: ConversationStore | AsyncConversationStore, record: _Record) -> Call[Any]:
     """Append the call's messages the conversation does not hold yet."""
-    ops = store._ops
+    t = store._tables
 
     def plan_for(known: set[str]) -> AppendPlan:
         keep = [i for i, m in enumerate(record.messages) if m.id not in known]
-        return ops.plan_append(
+        return t.planner.plan(
             record.conversation_id,
             [record.messages[i] for i in keep],
             usages=[record.usages[i] for i in keep],
@@ -243,14 +251,117 @@ def _record_call(store: ConversationStore | AsyncConversationStore, record: _Rec
         )
 
     plan = plan_for(set())
-    return Call(
-        lambda: ops.append_new(plan, plan_for, upsert=True),
+    return t.call(
+        lambda: append_new(t, plan, plan_for, upsert=True),
         transaction=True,
-        subject=ops.describe("conversation", record.conversation_id),
+        subject=t.describe("conversation", record.conversation_id),
     )
 
 
-class ConversationTracker(BaseCallbackHandler):
+class _Tracker(Generic[StoreT]):
+    """What both trackers share: the store check and the callbacks that only keep
+    run bookkeeping (no I/O; the async tracker awaits them, see :func:`_awaited`)."""
+
+    _store_class: ClassVar[type]
+    _twin: ClassVar[str]
+
+    def __init__(
+        self,
+        store: StoreT,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        raise_error: bool = False,
+    ) -> None:
+        if not isinstance(store, self._store_class):
+            other = isinstance(store, (ConversationStore, AsyncConversationStore))
+            raise TypeError(
+                f"{type(self).__name__} needs {_article(self._store_class.__name__)}"
+                + (f"; use {self._twin}" if other else "")
+            )
+        self.store: StoreT = store
+        self.raise_error = raise_error
+        self._state = _TrackerState(conversation_id, user_id, agent_id)
+        self._locks: dict[str, Any] = {}
+        self._locks_guard = threading.Lock()
+
+    def on_chat_model_start(
+        self,
+        /,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._state.start(
+            run_id, parent_run_id, messages, tags, metadata, kwargs.get("invocation_params")
+        )
+
+    def on_llm_new_token(self, /, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._state.token(run_id)
+
+    def on_llm_error(self, /, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._state.error(run_id)
+
+    def on_chain_start(
+        self,
+        /,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._state.child(run_id, parent_run_id)
+
+    def on_chain_end(self, /, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._state.done(run_id)
+
+    def on_chain_error(self, /, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._state.done(run_id)
+
+    def on_tool_start(
+        self,
+        /,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._state.child(run_id, parent_run_id)
+
+    def on_tool_end(self, /, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._state.done(run_id)
+
+    def on_tool_error(self, /, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._state.done(run_id)
+
+
+def _article(name: str) -> str:
+    return ("an " if name[0] in "AEIOU" else "a ") + name
+
+
+def _awaited(
+    callback: Callable[Concatenate[S, P], None],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, None]]:
+    """The async callback of the async tracker that runs ``callback`` (no I/O)."""
+
+    @functools.wraps(callback)
+    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        callback(self, *args, **kwargs)
+
+    return method
+
+
+class ConversationTracker(_Tracker[ConversationStore], BaseCallbackHandler):
     """Records every chat model call under it into a conversation (sync store).
 
     Works on sync and async runs (LangChain runs a sync handler's callbacks in
@@ -272,96 +383,18 @@ class ConversationTracker(BaseCallbackHandler):
         >>> store.get_conversation("t1").messages
     """
 
-    def __init__(
-        self,
-        store: ConversationStore,
-        *,
-        conversation_id: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        raise_error: bool = False,
-    ) -> None:
-        if not isinstance(store, ConversationStore):
-            raise TypeError(
-                "ConversationTracker needs a ConversationStore"
-                + (
-                    "; use AsyncConversationTracker with an AsyncConversationStore"
-                    if isinstance(store, AsyncConversationStore)
-                    else ""
-                )
-            )
-        self.store = store
-        self.raise_error = raise_error
-        self._state = _TrackerState(conversation_id, user_id, agent_id)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock_for(self, conversation_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(conversation_id, threading.Lock())
-
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._state.start(
-            run_id, parent_run_id, messages, tags, metadata, kwargs.get("invocation_params")
-        )
-
-    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.token(run_id)
+    _store_class = ConversationStore
+    _twin = "AsyncConversationTracker with an AsyncConversationStore"
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         for record in self._state.end(run_id, response):
-            with self._lock_for(record.conversation_id):
+            with self._locks_guard:
+                lock = self._locks.setdefault(record.conversation_id, threading.Lock())
+            with lock:
                 self.store._run(_record_call(self.store, record))
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.error(run_id)
 
-    def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._state.child(run_id, parent_run_id)
-
-    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-    def on_tool_start(
-        self,
-        serialized: dict[str, Any] | None,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._state.child(run_id, parent_run_id)
-
-    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-
-class AsyncConversationTracker(AsyncCallbackHandler):
+class AsyncConversationTracker(_Tracker[AsyncConversationStore], AsyncCallbackHandler):
     """Asyncio twin of :class:`ConversationTracker`, writing through an
     :class:`~haive_langgraph.memory.AsyncConversationStore`.
 
@@ -370,46 +403,8 @@ class AsyncConversationTracker(AsyncCallbackHandler):
         **options: As :class:`ConversationTracker`.
     """
 
-    def __init__(
-        self,
-        store: AsyncConversationStore,
-        *,
-        conversation_id: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        raise_error: bool = False,
-    ) -> None:
-        if not isinstance(store, AsyncConversationStore):
-            raise TypeError(
-                "AsyncConversationTracker needs an AsyncConversationStore"
-                + (
-                    "; use ConversationTracker with a ConversationStore"
-                    if isinstance(store, ConversationStore)
-                    else ""
-                )
-            )
-        self.store = store
-        self.raise_error = raise_error
-        self._state = _TrackerState(conversation_id, user_id, agent_id)
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._state.start(
-            run_id, parent_run_id, messages, tags, metadata, kwargs.get("invocation_params")
-        )
-
-    async def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.token(run_id)
+    _store_class = AsyncConversationStore
+    _twin = "ConversationTracker with a ConversationStore"
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         for record in self._state.end(run_id, response):
@@ -417,39 +412,12 @@ class AsyncConversationTracker(AsyncCallbackHandler):
             async with lock:
                 await self.store._arun(_record_call(self.store, record))
 
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.error(run_id)
-
-    async def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._state.child(run_id, parent_run_id)
-
-    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-    async def on_tool_start(
-        self,
-        serialized: dict[str, Any] | None,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._state.child(run_id, parent_run_id)
-
-    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
-
-    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._state.done(run_id)
+    on_chat_model_start = _awaited(_Tracker.on_chat_model_start)  # type: ignore[assignment]
+    on_llm_new_token = _awaited(_Tracker.on_llm_new_token)  # type: ignore[assignment]
+    on_llm_error = _awaited(_Tracker.on_llm_error)  # type: ignore[assignment]
+    on_chain_start = _awaited(_Tracker.on_chain_start)  # type: ignore[assignment]
+    on_chain_end = _awaited(_Tracker.on_chain_end)  # type: ignore[assignment]
+    on_chain_error = _awaited(_Tracker.on_chain_error)  # type: ignore[assignment]
+    on_tool_start = _awaited(_Tracker.on_tool_start)  # type: ignore[assignment]
+    on_tool_end = _awaited(_Tracker.on_tool_end)  # type: ignore[assignment]
+    on_tool_error = _awaited(_Tracker.on_tool_error)  # type: ignore[assignment]

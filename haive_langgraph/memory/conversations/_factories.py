@@ -1,0 +1,138 @@
+"""``session_id -> history`` factories for ``RunnableWithMessageHistory``.
+
+A factory holds one connection source and the tables; each history it makes
+shares them (no connection, no query to make one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from haive_langgraph.codec import Codec
+from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.memory.conversations._checks import check_optional_id
+from haive_langgraph.memory.conversations._client import AsyncClient, ConnT, SyncClient
+from haive_langgraph.memory.conversations._codec import DEFAULT_MAX_MESSAGE_BYTES
+from haive_langgraph.memory.conversations._histories import (
+    AsyncPostgresChatMessageHistory,
+    PostgresChatMessageHistory,
+)
+from haive_langgraph.memory.conversations._tables import make_tables
+
+__all__ = [
+    "AsyncChatHistoryFactory",
+    "ChatHistoryFactory",
+    "async_history_factory",
+    "history_factory",
+]
+
+
+class _Factory(Generic[ConnT]):
+    """The constructor both factories share."""
+
+    def __init__(
+        self,
+        conn: ConnT = None,
+        *,
+        tenant_id: str | None = None,
+        agent_id: str | None = None,
+        schema: str | None = None,
+        codec: Codec | None = None,
+        serde: SerializerProtocol | None = None,
+        config: PersistenceConfig | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        config, tables = make_tables(
+            config=config,
+            schema=schema,
+            tenant_id=tenant_id,
+            codec=codec,
+            serde=serde,
+            max_message_bytes=max_message_bytes,
+        )
+        self._agent_id = check_optional_id(agent_id, "agent_id")
+        # Unscoped, as the factories have always been: their histories bind no tenant
+        # for row-level security.
+        self._init_client(conn, config, tables, scoped=False)  # type: ignore[attr-defined]
+
+
+class ChatHistoryFactory(SyncClient, _Factory[SyncConn]):
+    """``session_id -> PostgresChatMessageHistory``, all sharing one connection source.
+
+    Pass it as ``get_session_history`` to ``RunnableWithMessageHistory``: it
+    is called once per invocation, so histories are cheap (no connection,
+    no query). ``user_id`` may also be passed when the runnable's
+    ``history_factory_config`` names it.
+
+    Args:
+        conn: A DSN (a pool is opened and owned; call :meth:`close`), ``None``
+            (the default server: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
+            then the embedded one), a psycopg ``Connection`` (autocommit, any
+            row factory) or a ``ConnectionPool``. Or use :meth:`from_conn_string`.
+        **options: ``tenant_id``, ``agent_id``, ``schema``, ``codec``,
+            ``serde``, ``config``, ``max_message_bytes``.
+    """
+
+    def __call__(self, session_id: str, user_id: str | None = None) -> PostgresChatMessageHistory:
+        return PostgresChatMessageHistory._shared(
+            self._source, self._tables, session_id, user_id, self._agent_id
+        )
+
+
+class AsyncChatHistoryFactory(AsyncClient, _Factory[AsyncConn]):
+    """``session_id -> AsyncPostgresChatMessageHistory`` sharing one async source.
+
+    Args:
+        conn: A DSN (an async pool is opened on first use and owned; call
+            :meth:`aclose`), ``None`` (the default server), an
+            ``AsyncConnection`` (autocommit, any row factory) or an
+            ``AsyncConnectionPool``.
+        **options: As :class:`ChatHistoryFactory`.
+    """
+
+    # The event loop is the one its first history is made on, not its constructor's.
+    _loop_at_init = False
+
+    def __call__(
+        self, session_id: str, user_id: str | None = None
+    ) -> AsyncPostgresChatMessageHistory:
+        self._note_loop()
+        history = AsyncPostgresChatMessageHistory._shared(
+            self._source, self._tables, session_id, user_id, self._agent_id
+        )
+        history._loop = self._loop
+        return history
+
+
+def history_factory(conn: SyncConn = None, **options: Any) -> ChatHistoryFactory:
+    """A ``session_id -> history`` callable for ``RunnableWithMessageHistory``.
+
+    Args:
+        conn: A DSN, ``None`` (the default server: ``HAIVE_DATABASE_URL``,
+            ``DATABASE_URL``, then the embedded one), a psycopg ``Connection``
+            (autocommit, any row factory) or a ``ConnectionPool``.
+        **options: ``tenant_id``, ``agent_id``, ``schema``, ``codec``,
+            ``serde``, ``config``, ``max_message_bytes``.
+
+    Example:
+        >>> histories = history_factory(pool)
+        >>> histories.setup()
+        >>> chain = RunnableWithMessageHistory(model, histories)
+        >>> chain.invoke("hi", {"configurable": {"session_id": "s1"}})
+    """
+    return ChatHistoryFactory(conn, **options)
+
+
+def async_history_factory(conn: AsyncConn = None, **options: Any) -> AsyncChatHistoryFactory:
+    """The asyncio twin of :func:`history_factory` (``AsyncConnection``/``AsyncConnectionPool``).
+
+    Example:
+        >>> histories = async_history_factory(async_pool)
+        >>> await histories.asetup()
+        >>> chain = RunnableWithMessageHistory(model, histories)
+        >>> await chain.ainvoke("hi", {"configurable": {"session_id": "s1"}})
+    """
+    return AsyncChatHistoryFactory(conn, **options)

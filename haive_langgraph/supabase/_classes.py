@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self, cast
 
-from haive_langgraph.db import AsyncConnectionSource, ConnectionSource, PersistenceConfig
+from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._call import Call
 from haive_langgraph.db._migrations import Component
 from haive_langgraph.supabase._env import connect_args
@@ -80,9 +80,14 @@ class _SupabaseOptions:
             default_channels=feature.default_channels,
             replica_identity=replica_identity,
         )
+        if len(args) > n + 1:
+            raise TypeError(
+                f"{type(self).__name__}() takes {n + 1} positional arguments; pass the "
+                "others by name"
+            )
         conn = args[n] if len(args) > n else options.pop("conn", None)
         conn, config = connect_args(conn, config)
-        cast(Any, super()).__init__(*args[:n], conn, *args[n + 1 :], config=config, **options)
+        cast(Any, super()).__init__(*args[:n], conn=conn, config=config, **options)
 
     @classmethod
     def from_env(cls, *args: Any, **options: Any) -> Self:
@@ -108,8 +113,6 @@ class _SupabaseOptions:
 class SupabaseSync(_SupabaseOptions):
     """Supabase options and setup for a sync PostgreSQL class (put it first in the bases)."""
 
-    _source: ConnectionSource
-
     def setup(self, *, force: bool = False) -> None:
         """Create or upgrade the tables, then apply grants, policies and realtime.
 
@@ -126,13 +129,11 @@ class SupabaseSync(_SupabaseOptions):
     def _supabase_setup(self, feature_setup: Callable[[], object], force: bool) -> None:
         call = self._supabase_call(force)
         feature_setup()
-        self._source.call(call)
+        cast(Any, self)._source.call(call)  # the feature's ConnectionSource
 
 
 class SupabaseAsync(_SupabaseOptions):
     """Supabase options and setup for an async PostgreSQL class (put it first in the bases)."""
-
-    _source: AsyncConnectionSource
 
     async def setup(self, *, force: bool = False) -> None:
         """Create or upgrade the tables, then apply grants, policies and realtime
@@ -144,4 +145,4 @@ class SupabaseAsync(_SupabaseOptions):
     ) -> None:
         call = self._supabase_call(force)
         await feature_setup()
-        await self._source.call(call)
+        await cast(Any, self)._source.call(call)  # the feature's AsyncConnectionSource

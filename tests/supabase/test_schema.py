@@ -95,10 +95,23 @@ def test_the_trigger_functions_are_a_recorded_migration(pooled: str, supabase_db
     assert 'CREATE OR REPLACE FUNCTION "haive".haive_notify_threads()' in script
 
 
+def test_positional_and_named_arguments_reach_the_base_class(pooled: str) -> None:
+    schema = f"args_{uuid.uuid4().hex[:6]}"
+    with SupabaseChatMessageHistory(
+        session_id="s1", conn=pooled, schema=schema, config=POOLED
+    ) as a:
+        a.setup()
+        a.add_user_message("hi")
+    with SupabaseChatMessageHistory("s1", pooled, schema=schema, config=POOLED) as b:
+        assert [m.content for m in b.messages] == ["hi"]
+    with pytest.raises(TypeError, match="positional"):
+        SupabaseStore(pooled, "extra")
+
+
 async def test_the_async_history_sets_up_with_setup_and_asetup(pooled: str) -> None:
     schema = f"ah_{uuid.uuid4().hex[:6]}"
     history = AsyncSupabaseChatMessageHistory(
-        "s", conn=pooled, schema=schema, config=POOLED, enable_realtime=True
+        session_id="s", conn=pooled, schema=schema, config=POOLED, enable_realtime=True
     )
     try:
         await history.setup()

@@ -19,16 +19,6 @@ from haive_langgraph.errors import (
     QuotaExceededError,
     SessionExpiredError,
 )
-from haive_langgraph.memory._vector_ops import InvalidMemoryError
-from haive_langgraph.memory._vector_store import PostgresVectorStore
-from haive_langgraph.memory._vector_types import (
-    ConsolidationReport,
-    CrossEncoder,
-    Episode,
-    Memory,
-    MergeGroup,
-    MergeRecord,
-)
 from haive_langgraph.memory.conversations import (
     AsyncChatHistoryFactory,
     AsyncConversationStore,
@@ -55,12 +45,24 @@ from haive_langgraph.memory.conversations import (
     async_history_factory,
     history_factory,
 )
-from haive_langgraph.memory.embeddings import HashingEmbeddings
 from haive_langgraph.memory.supabase import (
     AsyncSupabaseChatMessageHistory,
     SupabaseChatMessageHistory,
 )
-from haive_langgraph.memory.vector import AsyncVectorMemory, MemoryRetriever, VectorMemory
+from haive_langgraph.memory.vector import (
+    AsyncVectorMemory,
+    ConsolidationReport,
+    CrossEncoder,
+    Episode,
+    HashingEmbeddings,
+    InvalidMemoryError,
+    Memory,
+    MemoryRetriever,
+    MergeGroup,
+    MergeRecord,
+    PostgresVectorStore,
+    VectorMemory,
+)
 
 __all__ = [
     "AsyncChatHistoryFactory",

@@ -31,7 +31,7 @@ from langchain_tests.integration_tests import (
     VectorStoreIntegrationTests,
 )
 from langchain_tests.integration_tests.vectorstores import EMBEDDING_SIZE
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import (
@@ -415,6 +415,32 @@ async def test_from_texts_and_dims_checks(set_up: str) -> None:
         PostgresVectorStore(42, embeddings=fake(), dims=6)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="unknown index_options"):
         PostgresVectorStore(set_up, embeddings=fake(), dims=6, index_options={"m": 4})
+
+
+async def test_from_conn_string_opens_on_a_dsn_and_closes_afterwards(set_up: str) -> None:
+    options: dict[str, Any] = {
+        "embeddings": fake(),
+        "dims": EMBEDDING_SIZE,
+        "collection_name": collection(),
+    }
+    with PostgresVectorStore.from_conn_string(set_up, **options) as store:
+        store.add_texts(["green tea", "black coffee"], ids=["t", "c"])
+        assert [d.id for d in store.similarity_search("green tea", k=1)] == ["t"]
+    with pytest.raises(PoolClosed):
+        store.similarity_search("green tea", k=1)
+    async with PostgresVectorStore.afrom_conn_string(set_up, **options) as astore:
+        assert [d.id for d in await astore.asimilarity_search("green tea", k=1)] == ["t"]
+        assert await astore.adelete() is True
+    bad = "mysql://bob:secret@db.example/app"
+    with (
+        pytest.raises(ConfigurationError, match="the argument dsn") as refused,
+        PostgresVectorStore.from_conn_string(bad, **options),
+    ):
+        pass  # pragma: no cover - refused before
+    assert "secret" not in str(refused.value)
+    with pytest.raises(ConfigurationError, match="the argument dsn"):
+        async with PostgresVectorStore.afrom_conn_string(bad, **options):
+            pass  # pragma: no cover - refused before
 
 
 async def test_an_async_store_on_another_loop_is_refused(set_up: str) -> None:

@@ -19,7 +19,7 @@ from haive_langgraph.memory import (
     InvalidMemoryError,
     VectorMemory,
 )
-from haive_langgraph.memory._vector_ops import user_label
+from haive_langgraph.memory.vector._values import user_label
 from haive_langgraph.stores import InvalidFilterError
 from tests.memory.vector_helpers import DIMS, Clock, Side, user
 

@@ -14,9 +14,9 @@ id), so a rerun never doubles.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -24,7 +24,7 @@ from langchain_core.embeddings import Embeddings
 
 from haive_langgraph.errors import ConfigurationError, SourceSchemaError
 from haive_langgraph.memory import PostgresVectorStore
-from haive_langgraph.memory import _vector_docs as D
+from haive_langgraph.memory.vector._documents import collection_namespace
 from haive_langgraph.ops.importers import _sql as Q
 from haive_langgraph.ops.importers import _target as T
 from haive_langgraph.ops.importers._report import (
@@ -32,17 +32,9 @@ from haive_langgraph.ops.importers._report import (
     ImportReport,
     ProgressCallback,
     VerifyReport,
-    no_progress,
 )
-from haive_langgraph.ops.importers._source import (
-    check_batch,
-    columns,
-    open_source,
-    parse_vector,
-    source_name,
-    vector_type,
-)
-from haive_langgraph.ops.importers._target import import_dsn
+from haive_langgraph.ops.importers._run import run_import, run_verify
+from haive_langgraph.ops.importers._source import columns, parse_vector, vector_type
 from haive_langgraph.ops.importers._vectors import CopiedVectors, unique_texts
 from haive_langgraph.stores import PostgresStore
 
@@ -230,7 +222,7 @@ def verify_documents(
     done = 0
     inner = store._sync_store()
     assert isinstance(inner, PostgresStore)
-    namespace = list(D.collection_namespace(store.collection_name))
+    namespace = list(collection_namespace(store.collection_name))
     while rows := collection.page(conn, after, page_size):
         after = rows[-1][0]
         conn.commit()
@@ -270,6 +262,70 @@ def _close(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 # -- the API ---------------------------------------------------------------------------------
+
+
+class _PgVectorJob:
+    """A collection's import into a vector store (a :class:`~._run.Job`)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        target: str | None,
+        *,
+        collection: str,
+        target_collection: str | None,
+        source_schema: str,
+        embeddings: Embeddings | None,
+        reembed: bool,
+        dims: int | None,
+        tenant_id: str | None,
+        schema: str | None,
+    ) -> None:
+        self.conn = conn
+        self.collection = detect_collection(conn, source_schema, collection)
+        self.store, self.copier = vector_store(
+            target,
+            self.collection,
+            first_dims(conn, self.collection),
+            target_collection=target_collection,
+            embeddings=embeddings,
+            reembed=reembed,
+            dims=dims,
+            tenant_id=tenant_id,
+            schema=schema,
+        )
+        self.tenant_id = tenant_id or ""
+
+    def import_into(
+        self, report: ImportReport, *, dry_run: bool, batch_size: int, progress: ProgressCallback
+    ) -> None:
+        if not dry_run:
+            self.store.setup()
+        import_documents(
+            self.conn,
+            self.collection,
+            self.store,
+            self.copier,
+            report,
+            dry_run=dry_run,
+            page_size=batch_size,
+            progress=progress,
+        )
+
+    def verify(self, result: VerifyReport, *, batch_size: int, progress: ProgressCallback) -> None:
+        copied = self.copier is not None
+        verify_documents(
+            self.conn,
+            self.collection,
+            self.store,
+            copied,
+            result,
+            page_size=batch_size,
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def import_pgvector(
@@ -315,56 +371,27 @@ def import_pgvector(
         SourceSchemaError: No PGVector tables, or no such collection.
         ConfigurationError: Dimensions that differ without ``reembed``.
     """
-    batch = check_batch(batch_size)
-    progress = progress or no_progress
-    target = import_dsn(target)
-    report = ImportReport("pgvector", source_name(source_dsn), "", dry_run=dry_run)
-    started = time.perf_counter()
-    with open_source(source_dsn) as conn:
-        coll = detect_collection(conn, source_schema, collection)
-        store, copier = vector_store(
-            target,
-            coll,
-            first_dims(conn, coll),
-            target_collection=target_collection,
-            embeddings=embeddings,
-            reembed=reembed,
-            dims=dims,
-            tenant_id=tenant_id,
-            schema=schema,
-        )
-        try:
-            report.tenant_id = tenant_id or ""
-            if not dry_run:
-                store.setup()
-            import_documents(
-                conn,
-                coll,
-                store,
-                copier,
-                report,
-                dry_run=dry_run,
-                page_size=batch,
-                progress=progress,
-            )
-            report.seconds = time.perf_counter() - started
-            if verify and not dry_run:
-                result = VerifyReport()
-                t0 = time.perf_counter()
-                verify_documents(
-                    conn,
-                    coll,
-                    store,
-                    copier is not None,
-                    result,
-                    page_size=batch,
-                    progress=progress,
-                )
-                result.seconds = time.perf_counter() - t0
-                report.verification = result
-        finally:
-            store.close()
-    return report
+    job = partial(
+        _PgVectorJob,
+        collection=collection,
+        target_collection=target_collection,
+        source_schema=source_schema,
+        embeddings=embeddings,
+        reembed=reembed,
+        dims=dims,
+        tenant_id=tenant_id,
+        schema=schema,
+    )
+    return run_import(
+        "pgvector",
+        source_dsn,
+        target,
+        job,
+        dry_run=dry_run,
+        verify=verify,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def verify_pgvector(
@@ -383,33 +410,15 @@ def verify_pgvector(
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
     """Compare a PGVector collection with the documents imported from it (writes nothing)."""
-    batch = check_batch(batch_size)
-    with open_source(source_dsn) as conn:
-        coll = detect_collection(conn, source_schema, collection)
-        store, copier = vector_store(
-            target,
-            coll,
-            first_dims(conn, coll),
-            target_collection=target_collection,
-            embeddings=embeddings,
-            reembed=reembed,
-            dims=dims,
-            tenant_id=tenant_id,
-            schema=schema,
-        )
-        try:
-            result = VerifyReport()
-            t0 = time.perf_counter()
-            verify_documents(
-                conn,
-                coll,
-                store,
-                copier is not None,
-                result,
-                page_size=batch,
-                progress=progress or no_progress,
-            )
-            result.seconds = time.perf_counter() - t0
-            return result
-        finally:
-            store.close()
+    job = partial(
+        _PgVectorJob,
+        collection=collection,
+        target_collection=target_collection,
+        source_schema=source_schema,
+        embeddings=embeddings,
+        reembed=reembed,
+        dims=dims,
+        tenant_id=tenant_id,
+        schema=schema,
+    )
+    return run_verify(source_dsn, target, job, batch_size=batch_size, progress=progress)

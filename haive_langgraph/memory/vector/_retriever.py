@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.memory._vector_types import Memory
+from haive_langgraph.memory.vector._types import Memory
 
 __all__ = ["MemoryRetriever", "SearchType", "memory_document"]
 

@@ -180,3 +180,24 @@ def test_a_subscription_survives_a_terminated_connection(
             history.close()
         event = sub.get(timeout=2.0)
     assert event is not None and event.key is not None and event.key[0] == "chat-4"
+
+
+async def test_an_async_subscription_survives_a_terminated_connection(
+    pooled: str, supabase_db: str, schema: str
+) -> None:
+    async with await asubscribe(supabase_db, schema=schema, tenant_id="acme") as sub:
+        with psycopg.connect(supabase_db, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+            )
+        assert await sub.get(timeout=0.5) is None  # notices the drop, listens again
+        history = SupabaseChatMessageHistory(
+            "chat-5", pooled, schema=schema, tenant_id="acme", config=POOLED
+        )
+        try:
+            await asyncio.to_thread(history.add_messages, [HumanMessage("after")])
+        finally:
+            history.close()
+        event = await sub.get(timeout=2.0)
+    assert event is not None and event.key is not None and event.key[0] == "chat-5"

@@ -332,7 +332,11 @@ def import_pgvector_cmd(
     ] = False,
     dims: Annotated[
         int | None,
-        typer.Option("--dims", min=1, help="Dimensions of our vectors (default: the model's)."),
+        typer.Option(
+            "--dims",
+            min=1,
+            help="Dimensions of our vectors (default: the source's, or what the model declares).",
+        ),
     ] = None,
     *,
     target: ImportTarget,

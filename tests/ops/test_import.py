@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -723,3 +724,34 @@ def test_the_commands(source: Source, fresh: str) -> None:
     out = cli("langgraph", source.dsn, "--dsn", fresh, "--dry-run", "--verify-only", code=2)
     out = cli("chat-history", source.dsn, "--table", "nope", "--dsn", fresh, code=1)
     assert "no table public.nope" in out.stderr
+
+
+# A model of other dimensions than the source's: what `--embeddings` names below.
+RE_EMBED = DeterministicFakeEmbedding(size=8)
+
+
+def test_the_pgvector_command_embeds_again_with_the_model_it_names(
+    source: Source, fresh: str
+) -> None:
+    def cli(*args: str, code: int = 0) -> Any:
+        base = ["import", "pgvector", source.dsn, "--collection", COLLECTION, "--dsn", fresh]
+        out = runner.invoke(app, [*base, *args], env={"COLUMNS": "200"})
+        assert out.exit_code == code, (out.stdout, out.stderr)
+        return out
+
+    out = cli("--re-embed", code=2)
+    assert "--re-embed needs --embeddings" in " ".join(out.stderr.split())
+    out = cli("--dims", "8", code=1)  # copying 16-dimension vectors into 8
+    assert "16 dimensions" in out.stderr
+    report = json.loads(
+        cli(
+            "--re-embed", "--embeddings", "tests.ops.test_import:RE_EMBED", "--dims", "8", "--json"
+        ).stdout
+    )
+    assert report["verification"]["ok"] and report["counts"]["documents"]["imported"] == 22
+    with PostgresVectorStore(
+        fresh, embeddings=RE_EMBED, dims=8, collection_name=COLLECTION
+    ) as ours:
+        assert ours.dims == 8
+        found = ours.similarity_search_with_score("document 3", k=1)
+        assert found[0][0].page_content == "document 3"

@@ -12,7 +12,7 @@ batches, and the next run continues after the last one: nothing doubles.
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -32,10 +32,9 @@ from haive_langgraph.ops.importers._report import (
     ImportReport,
     ProgressCallback,
     VerifyReport,
-    no_progress,
 )
-from haive_langgraph.ops.importers._source import check_batch, columns, open_source, source_name
-from haive_langgraph.ops.importers._target import import_dsn
+from haive_langgraph.ops.importers._run import run_import, run_verify
+from haive_langgraph.ops.importers._source import columns
 
 PACKAGE = "langchain-postgres"
 MARK = "imported"
@@ -217,10 +216,55 @@ def verify_chat(
 # -- the API ---------------------------------------------------------------------------------
 
 
-def _chat_store(
-    target: str | None, tenant_id: str | None, schema: str | None, codec: Codec | None
-) -> ConversationStore:
-    return ConversationStore(target, tenant_id=tenant_id, schema=schema, codec=codec)
+class _ChatJob:
+    """A history table's import into our conversations (a :class:`~._run.Job`)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        target: str | None,
+        *,
+        table: str,
+        source_schema: str,
+        tenant_id: str | None,
+        schema: str | None,
+        codec: Codec | None,
+    ) -> None:
+        check_table(conn, source_schema, table)
+        conn.commit()
+        self.conn, self.source_schema, self.table = conn, source_schema, table
+        self.store = ConversationStore(target, tenant_id=tenant_id, schema=schema, codec=codec)
+        self.tenant_id = self.store.tenant_id
+
+    def import_into(
+        self, report: ImportReport, *, dry_run: bool, batch_size: int, progress: ProgressCallback
+    ) -> None:
+        if not dry_run:
+            self.store.setup()
+        import_chat(
+            self.conn,
+            self.source_schema,
+            self.table,
+            self.store,
+            report,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+    def verify(self, result: VerifyReport, *, batch_size: int, progress: ProgressCallback) -> None:
+        verify_chat(
+            self.conn,
+            self.source_schema,
+            self.table,
+            self.store,
+            result,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def import_chat_history(
@@ -261,41 +305,17 @@ def import_chat_history(
         CorruptDataError: A source row is not a LangChain message (the rows
             before it are imported; a run after the fix continues).
     """
-    batch = check_batch(batch_size)
-    progress = progress or no_progress
-    target = import_dsn(target)
-    report = ImportReport("chat-history", source_name(source_dsn), "", dry_run=dry_run)
-    started = time.perf_counter()
-    with open_source(source_dsn) as conn:
-        check_table(conn, source_schema, table)
-        conn.commit()
-        store = _chat_store(target, tenant_id, schema, codec)
-        try:
-            report.tenant_id = store.tenant_id
-            if not dry_run:
-                store.setup()
-            import_chat(
-                conn,
-                source_schema,
-                table,
-                store,
-                report,
-                dry_run=dry_run,
-                batch_size=batch,
-                progress=progress,
-            )
-            report.seconds = time.perf_counter() - started
-            if verify and not dry_run:
-                result = VerifyReport()
-                t0 = time.perf_counter()
-                verify_chat(
-                    conn, source_schema, table, store, result, batch_size=batch, progress=progress
-                )
-                result.seconds = time.perf_counter() - t0
-                report.verification = result
-        finally:
-            store.close()
-    return report
+    job = partial(
+        _ChatJob,
+        table=table,
+        source_schema=source_schema,
+        tenant_id=tenant_id,
+        schema=schema,
+        codec=codec,
+    )
+    return run_import(
+        "chat-history", source_dsn, target, job, dry_run, verify, batch_size, progress
+    )
 
 
 def verify_chat_history(
@@ -311,24 +331,12 @@ def verify_chat_history(
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
     """Compare a chat history table with the histories imported from it (writes nothing)."""
-    batch = check_batch(batch_size)
-    with open_source(source_dsn) as conn:
-        check_table(conn, source_schema, table)
-        conn.commit()
-        store = _chat_store(target, tenant_id, schema, codec)
-        try:
-            result = VerifyReport()
-            t0 = time.perf_counter()
-            verify_chat(
-                conn,
-                source_schema,
-                table,
-                store,
-                result,
-                batch_size=batch,
-                progress=progress or no_progress,
-            )
-            result.seconds = time.perf_counter() - t0
-            return result
-        finally:
-            store.close()
+    job = partial(
+        _ChatJob,
+        table=table,
+        source_schema=source_schema,
+        tenant_id=tenant_id,
+        schema=schema,
+        codec=codec,
+    )
+    return run_verify(source_dsn, target, job, batch_size, progress)

@@ -3,8 +3,8 @@ database (and LangGraph ``PostgresStore`` items) into our checkpointer and store
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -13,20 +13,15 @@ from haive_langgraph.codec import Codec
 from haive_langgraph.codec._guard import guard_for
 from haive_langgraph.errors import SourceSchemaError
 from haive_langgraph.ops.importers import _langgraph, _langgraph_read, _langgraph_store
-from haive_langgraph.ops.importers._report import (
-    ImportReport,
-    ProgressCallback,
-    VerifyReport,
-    no_progress,
-)
-from haive_langgraph.ops.importers._source import check_batch, open_source, source_name
-from haive_langgraph.ops.importers._target import import_dsn
+from haive_langgraph.ops.importers._report import ImportReport, ProgressCallback, VerifyReport
+from haive_langgraph.ops.importers._run import run_import, run_verify
 
 DEFAULT_BATCH = 200
 
 
-class _LangGraphRun:
-    """The source, target instances and plans of one ``langgraph`` import or verification."""
+class _LangGraphJob:
+    """The source, target instances and plans of one ``langgraph`` import or verification
+    (a :class:`~._run.Job`)."""
 
     def __init__(
         self,
@@ -47,6 +42,7 @@ class _LangGraphRun:
         from haive_langgraph.checkpointers import PostgresCheckpointer
         from haive_langgraph.stores import PostgresStore
 
+        self.conn = conn
         self.layout = _langgraph_read.detect_layout(conn, source_schema) if checkpoints else None
         self.store_layout = _langgraph_store.detect_store(conn, source_schema) if store else None
         conn.commit()
@@ -79,16 +75,47 @@ class _LangGraphRun:
             if instance is not None:
                 instance.close()
 
-    def verify(self, conn: Any, batch_size: int, progress: ProgressCallback) -> VerifyReport:
-        result = VerifyReport()
-        started = time.perf_counter()
+    @property
+    def tenant_id(self) -> str:
+        return (self.saver or self.store).tenant_id  # type: ignore[union-attr]
+
+    def import_into(
+        self, report: ImportReport, *, dry_run: bool, batch_size: int, progress: ProgressCallback
+    ) -> None:
+        if self.layout is not None and self.reader is not None and self.saver is not None:
+            report.notes.append(self.layout.describe())
+            if not dry_run:
+                self.saver.setup()
+            _langgraph.import_checkpoints(
+                self.reader,
+                self.saver,
+                report,
+                dry_run=dry_run,
+                chunk_size=batch_size,
+                progress=progress,
+            )
+        if self.store_layout is not None and self.store is not None and self.plan is not None:
+            if not dry_run:
+                self.store.setup()
+            _langgraph_store.import_store(
+                self.conn,
+                self.store_layout,
+                self.store,
+                self.plan,
+                report,
+                dry_run=dry_run,
+                page_size=batch_size,
+                progress=progress,
+            )
+
+    def verify(self, result: VerifyReport, *, batch_size: int, progress: ProgressCallback) -> None:
         if self.reader is not None and self.saver is not None:
             _langgraph.verify_checkpoints(
                 self.reader, self.saver, result, chunk_size=batch_size, progress=progress
             )
         if self.store_layout is not None and self.store is not None and self.plan is not None:
             _langgraph_store.verify_store(
-                conn,
+                self.conn,
                 self.store_layout,
                 self.store,
                 self.plan,
@@ -96,8 +123,6 @@ class _LangGraphRun:
                 page_size=batch_size,
                 progress=progress,
             )
-        result.seconds = time.perf_counter() - started
-        return result
 
 
 def import_langgraph(
@@ -157,59 +182,20 @@ def import_langgraph(
             everything before it was imported, and a run after the fix continues.
         ConfigurationError: Bad options (dimensions that differ without ``reembed``).
     """
-    batch = check_batch(batch_size)
-    progress = progress or no_progress
-    target = import_dsn(target)
-    report = ImportReport("langgraph", source_name(source_dsn), tenant_id or "", dry_run=dry_run)
-    started = time.perf_counter()
-    with open_source(source_dsn) as conn:
-        run = _LangGraphRun(
-            conn,
-            target,
-            source_schema=source_schema,
-            tenant_id=tenant_id,
-            schema=schema,
-            codec=codec,
-            serde=serde,
-            checkpoints=checkpoints,
-            store=store,
-            vectors=vectors,
-            store_index=store_index,
-            reembed=reembed,
-        )
-        try:
-            report.tenant_id = (run.saver or run.store).tenant_id  # type: ignore[union-attr]
-            if run.layout is not None and run.reader is not None and run.saver is not None:
-                report.notes.append(run.layout.describe())
-                if not dry_run:
-                    run.saver.setup()
-                _langgraph.import_checkpoints(
-                    run.reader,
-                    run.saver,
-                    report,
-                    dry_run=dry_run,
-                    chunk_size=batch,
-                    progress=progress,
-                )
-            if run.store_layout is not None and run.store is not None and run.plan is not None:
-                if not dry_run:
-                    run.store.setup()
-                _langgraph_store.import_store(
-                    conn,
-                    run.store_layout,
-                    run.store,
-                    run.plan,
-                    report,
-                    dry_run=dry_run,
-                    page_size=batch,
-                    progress=progress,
-                )
-            report.seconds = time.perf_counter() - started
-            if verify and not dry_run:
-                report.verification = run.verify(conn, batch, progress)
-        finally:
-            run.close()
-    return report
+    job = partial(
+        _LangGraphJob,
+        source_schema=source_schema,
+        tenant_id=tenant_id,
+        schema=schema,
+        codec=codec,
+        serde=serde,
+        checkpoints=checkpoints,
+        store=store,
+        vectors=vectors,
+        store_index=store_index,
+        reembed=reembed,
+    )
+    return run_import("langgraph", source_dsn, target, job, dry_run, verify, batch_size, progress)
 
 
 def verify_langgraph(
@@ -235,23 +221,17 @@ def verify_langgraph(
     parent, checkpoint, metadata, pending writes), every live store item by
     value, and copied vectors by value. Options as :func:`import_langgraph`.
     """
-    batch = check_batch(batch_size)
-    with open_source(source_dsn) as conn:
-        run = _LangGraphRun(
-            conn,
-            target,
-            source_schema=source_schema,
-            tenant_id=tenant_id,
-            schema=schema,
-            codec=codec,
-            serde=serde,
-            checkpoints=checkpoints,
-            store=store,
-            vectors=vectors,
-            store_index=store_index,
-            reembed=reembed,
-        )
-        try:
-            return run.verify(conn, batch, progress or no_progress)
-        finally:
-            run.close()
+    job = partial(
+        _LangGraphJob,
+        source_schema=source_schema,
+        tenant_id=tenant_id,
+        schema=schema,
+        codec=codec,
+        serde=serde,
+        checkpoints=checkpoints,
+        store=store,
+        vectors=vectors,
+        store_index=store_index,
+        reembed=reembed,
+    )
+    return run_verify(source_dsn, target, job, batch_size, progress)

@@ -382,16 +382,7 @@ def import_pgvector(
         tenant_id=tenant_id,
         schema=schema,
     )
-    return run_import(
-        "pgvector",
-        source_dsn,
-        target,
-        job,
-        dry_run=dry_run,
-        verify=verify,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    return run_import("pgvector", source_dsn, target, job, dry_run, verify, batch_size, progress)
 
 
 def verify_pgvector(
@@ -421,4 +412,4 @@ def verify_pgvector(
         tenant_id=tenant_id,
         schema=schema,
     )
-    return run_verify(source_dsn, target, job, batch_size=batch_size, progress=progress)
+    return run_verify(source_dsn, target, job, batch_size, progress)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar, cast
@@ -32,6 +33,15 @@ ConnT = TypeVar("ConnT", SyncConn, AsyncConn)
 """The connection a class takes: ``SyncConn`` for sync classes, ``AsyncConn`` for async."""
 
 
+def _public(method: Any, build: Callable[..., Any], name: str) -> None:
+    """Name the method ``name`` and show its result, not the call, in its signature."""
+    method.__name__ = method.__qualname__ = name
+    signature = inspect.signature(build)
+    result = signature.return_annotation
+    if isinstance(result, str) and result.startswith("Call[") and result.endswith("]"):
+        method.__signature__ = signature.replace(return_annotation=result[5:-1])
+
+
 def sync_call(build: Callable[Concatenate[S, P], Call[T]]) -> Callable[Concatenate[S, P], T]:
     """The sync method that runs the call ``build`` makes (same signature and docstring)."""
 
@@ -39,7 +49,7 @@ def sync_call(build: Callable[Concatenate[S, P], Call[T]]) -> Callable[Concatena
     def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return cast(SyncClient, self)._run(build(self, *args, **kwargs))
 
-    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
+    _public(method, build, build.__name__.lstrip("_"))
     return method
 
 
@@ -52,14 +62,29 @@ def async_call(
     async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await cast(AsyncClient, self)._arun(build(self, *args, **kwargs))
 
-    method.__name__ = method.__qualname__ = "a" + build.__name__.lstrip("_")
+    _public(method, build, "a" + build.__name__.lstrip("_"))
     return method
 
 
 class _Client:
-    """The tables and the properties every class shows."""
+    """The tables, the connection source and the properties every class shows."""
 
     _tables: ConversationTables
+    _source: ConnectionSource | AsyncConnectionSource
+    _source_type: ClassVar[type[ConnectionSource] | type[AsyncConnectionSource]]
+
+    def _init_client(
+        self,
+        conn: Any,
+        config: PersistenceConfig,
+        tables: ConversationTables,
+        *,
+        scoped: bool = True,
+    ) -> None:
+        """Open the source on ``conn``; ``scoped``: bind the tenant for row-level security."""
+        self._tables = tables
+        scope = tables.scope() if scoped else None
+        self._source = self._source_type(conn, config=config, scope=scope)
 
     @property
     def tenant_id(self) -> str:
@@ -76,18 +101,7 @@ class SyncClient(_Client, FromConnString):
     """Runs calls on a psycopg ``Connection`` (a DSN's own pool, a lent pool or connection)."""
 
     _source: ConnectionSource
-
-    def _init_client(
-        self,
-        conn: SyncConn,
-        config: PersistenceConfig,
-        tables: ConversationTables,
-        *,
-        scoped: bool = True,
-    ) -> None:
-        self._tables = tables
-        scope = tables.scope() if scoped else None
-        self._source = ConnectionSource(conn, config=config, scope=scope)
+    _source_type = ConnectionSource
 
     def _run(self, call: Call[T]) -> T:
         return self._source.call(call)
@@ -121,20 +135,13 @@ class AsyncClient(_Client, AsyncFromConnString):
     """
 
     _source: AsyncConnectionSource
+    _source_type = AsyncConnectionSource
     _loop: asyncio.AbstractEventLoop | None = None
+    # Factories learn their loop from their first history, not their constructor.
     _loop_at_init: ClassVar[bool] = True
 
-    def _init_client(
-        self,
-        conn: AsyncConn,
-        config: PersistenceConfig,
-        tables: ConversationTables,
-        *,
-        scoped: bool = True,
-    ) -> None:
-        self._tables = tables
-        scope = tables.scope() if scoped else None
-        self._source = AsyncConnectionSource(conn, config=config, scope=scope)
+    def _init_client(self, *args: Any, **kwargs: Any) -> None:
+        super()._init_client(*args, **kwargs)
         if self._loop_at_init:
             self._note_loop()
 

@@ -6,21 +6,16 @@ shares them (no connection, no query to make one).
 
 from __future__ import annotations
 
-from typing import Any, Generic
+from typing import Any, Generic, Unpack
 
-from langgraph.checkpoint.serde.base import SerializerProtocol
-
-from haive_langgraph.codec import Codec
-from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._connections import AsyncConn, SyncConn
 from haive_langgraph.memory.conversations._checks import check_optional_id
-from haive_langgraph.memory.conversations._client import AsyncClient, ConnT, SyncClient
-from haive_langgraph.memory.conversations._codec import DEFAULT_MAX_MESSAGE_BYTES
+from haive_langgraph.memory.conversations._client import AsyncClient, ConnT, SyncClient, _Client
 from haive_langgraph.memory.conversations._histories import (
     AsyncPostgresChatMessageHistory,
     PostgresChatMessageHistory,
 )
-from haive_langgraph.memory.conversations._tables import make_tables
+from haive_langgraph.memory.conversations._tables import TableOptions, make_tables
 
 __all__ = [
     "AsyncChatHistoryFactory",
@@ -30,33 +25,17 @@ __all__ = [
 ]
 
 
-class _Factory(Generic[ConnT]):
+class _Factory(_Client, Generic[ConnT]):
     """The constructor both factories share."""
 
     def __init__(
-        self,
-        conn: ConnT = None,
-        *,
-        tenant_id: str | None = None,
-        agent_id: str | None = None,
-        schema: str | None = None,
-        codec: Codec | None = None,
-        serde: SerializerProtocol | None = None,
-        config: PersistenceConfig | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        self, conn: ConnT = None, *, agent_id: str | None = None, **options: Unpack[TableOptions]
     ) -> None:
-        config, tables = make_tables(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            serde=serde,
-            max_message_bytes=max_message_bytes,
-        )
+        config, tables = make_tables(takes=TableOptions.__optional_keys__, **options)
         self._agent_id = check_optional_id(agent_id, "agent_id")
         # Unscoped, as the factories have always been: their histories bind no tenant
         # for row-level security.
-        self._init_client(conn, config, tables, scoped=False)  # type: ignore[attr-defined]
+        self._init_client(conn, config, tables, scoped=False)
 
 
 class ChatHistoryFactory(SyncClient, _Factory[SyncConn]):
@@ -93,7 +72,6 @@ class AsyncChatHistoryFactory(AsyncClient, _Factory[AsyncConn]):
         **options: As :class:`ChatHistoryFactory`.
     """
 
-    # The event loop is the one its first history is made on, not its constructor's.
     _loop_at_init = False
 
     def __call__(

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Generic, Self
+from typing import Any, Generic, Self, Unpack
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
-from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from haive_langgraph.codec import Codec
-from haive_langgraph.db import Call, Op, PersistenceConfig
+from haive_langgraph.db import Call, Op
 from haive_langgraph.db._connections import AsyncConn, SyncConn
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.memory.conversations import _erasure, _messages
@@ -27,11 +25,15 @@ from haive_langgraph.memory.conversations._checks import (
     check_optional_id,
     parse_message_cursor,
 )
-from haive_langgraph.memory.conversations._client import AsyncClient, ConnT, SyncClient
-from haive_langgraph.memory.conversations._codec import DEFAULT_MAX_MESSAGE_BYTES
+from haive_langgraph.memory.conversations._client import AsyncClient, ConnT, SyncClient, _Client
 from haive_langgraph.memory.conversations._plan import AppendPlan
 from haive_langgraph.memory.conversations._rows import get_row
-from haive_langgraph.memory.conversations._tables import SESSION, ConversationTables, make_tables
+from haive_langgraph.memory.conversations._tables import (
+    SESSION,
+    ConversationTables,
+    TableOptions,
+    make_tables,
+)
 from haive_langgraph.memory.conversations._types import MessagePage
 
 __all__ = ["AsyncPostgresChatMessageHistory", "PostgresChatMessageHistory"]
@@ -99,7 +101,7 @@ class _HistoryCalls:
         return t.call(op, read=True, subject=self.subject)
 
 
-class _History(BaseChatMessageHistory, Generic[ConnT]):
+class _History(_Client, BaseChatMessageHistory, Generic[ConnT]):
     """The constructor both histories share."""
 
     _calls: _HistoryCalls
@@ -110,26 +112,14 @@ class _History(BaseChatMessageHistory, Generic[ConnT]):
         session_id: str,
         conn: ConnT = None,
         *,
-        tenant_id: str | None = None,
         user_id: str | None = None,
         agent_id: str | None = None,
-        schema: str | None = None,
-        codec: Codec | None = None,
-        serde: SerializerProtocol | None = None,
-        config: PersistenceConfig | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        **options: Unpack[TableOptions],
     ) -> None:
         super().__init__()
-        config, tables = make_tables(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            serde=serde,
-            max_message_bytes=max_message_bytes,
-        )
+        config, tables = make_tables(takes=TableOptions.__optional_keys__, **options)
         self._calls = _HistoryCalls(tables, session_id, user_id, agent_id)
-        self._init_client(conn, config, tables)  # type: ignore[attr-defined]
+        self._init_client(conn, config, tables)
         self._owns_source = True
 
     @classmethod
@@ -145,8 +135,8 @@ class _History(BaseChatMessageHistory, Generic[ConnT]):
         history = cls.__new__(cls)
         BaseChatMessageHistory.__init__(history)
         history._calls = _HistoryCalls(tables, session_id, user_id, agent_id)
-        history._tables = tables  # type: ignore[attr-defined]
-        history._source = source  # type: ignore[attr-defined]
+        history._tables = tables
+        history._source = source
         history._owns_source = False
         return history
 

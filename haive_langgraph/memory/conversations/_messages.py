@@ -169,7 +169,6 @@ def message_of(
     role: str,
     content: str | list[str | dict[str, Any]],
     token_usage: TokenUsage | None,
-    *,
     message_id: str | None,
     name: str | None,
     tool_call_id: str | None,
@@ -197,7 +196,7 @@ def only(call: Call[list[StoredMessage]]) -> Call[StoredMessage]:
         messages = yield from inner()
         return messages[0]
 
-    return cast("Call[StoredMessage]", replace(call, op=op))
+    return replace(cast("Call[Any]", call), op=op)
 
 
 def stored(plan: AppendPlan, placed: tuple[int, datetime] | None) -> list[StoredMessage]:

@@ -26,7 +26,7 @@ from psycopg.types.numeric import Int8
 
 from haive_langgraph.db._arrays import IntArray, TextArray
 from haive_langgraph.db._limits import id_problem
-from haive_langgraph.errors import ConfigurationError, ValueTooLargeError
+from haive_langgraph.errors import ConfigurationError, InvalidMessageError, ValueTooLargeError
 from haive_langgraph.memory.conversations._codec import (
     MessageCodec,
     fingerprint_id,
@@ -36,7 +36,6 @@ from haive_langgraph.memory.conversations._codec import (
     usage_of,
 )
 from haive_langgraph.memory.conversations._types import (
-    InvalidMessageError,
     ModelPrice,
     TokenUsage,
 )

@@ -17,6 +17,7 @@ from psycopg.types.numeric import Int8
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.errors import ConversationExistsError
+from haive_langgraph.memory.conversations._checks import encode_conversation_cursor
 from haive_langgraph.memory.conversations._messages import read_stored
 from haive_langgraph.memory.conversations._tables import ConversationTables, ConvRow
 from haive_langgraph.memory.conversations._types import Permission, StoredMessage, UsageTotals
@@ -86,11 +87,14 @@ def query(
     after: tuple[datetime, str] | None,
     limit: int,
     include_messages: bool,
-) -> Op[tuple[list[ConvRow], dict[str, list[StoredMessage]]]]:
-    """Rows matching ``filters`` (names of ``QUERY_FILTERS``), newest first by ``order``,
-    after the cursor ``after``; with ``include_messages`` each one's messages too."""
+) -> Op[tuple[list[ConvRow], dict[str, list[StoredMessage]], str | None]]:
+    """A page of the rows matching ``filters`` (names of ``QUERY_FILTERS``), newest
+    first by ``order``, after the cursor ``after``; with ``include_messages`` each
+    one's messages too; and the ``next_cursor`` (``None`` on the last page)."""
+    if limit == 0:
+        return [], {}, None
     names = sorted(filters)
-    params: dict[str, Any] = {"t": t.tenant_id, "limit": Int8(limit)}
+    params: dict[str, Any] = {"t": t.tenant_id, "limit": Int8(limit + 1)}
     for name in names:
         value = filters[name]
         if name == "tags":
@@ -102,12 +106,16 @@ def query(
     if after is not None:
         params["after_value"], params["after_id"] = after
     rows = yield Step(t.query_statement(names, order, after is not None), params)
-    convs = [ConvRow.from_row(r) for r in rows]
+    convs = [ConvRow.from_row(r) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = convs[-1]
+        next_cursor = encode_conversation_cursor(getattr(last, order), last.conversation_id)
     messages: dict[str, list[StoredMessage]] = {}
     if include_messages:
         for conv in convs:
             messages[conv.conversation_id] = yield from read_stored(t, conv.conversation_id)
-    return convs, messages
+    return convs, messages, next_cursor
 
 
 def totals_of(rows: Sequence[Sequence[Any]]) -> UsageTotals:

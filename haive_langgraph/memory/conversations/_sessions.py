@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Generic
+from typing import Any, Generic, Unpack
 
 from langchain_core.messages import BaseMessage
-from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from haive_langgraph.codec import Codec
-from haive_langgraph.db import Call, Op, PersistenceConfig
+from haive_langgraph.db import Call, Op
 from haive_langgraph.db._connections import AsyncConn, SyncConn
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError, PermissionDeniedError
@@ -33,7 +31,6 @@ from haive_langgraph.memory.conversations._checks import (
     check_permission,
     check_positive,
     decode_conversation_cursor,
-    encode_conversation_cursor,
     new_id,
 )
 from haive_langgraph.memory.conversations._client import (
@@ -43,13 +40,16 @@ from haive_langgraph.memory.conversations._client import (
     async_call,
     sync_call,
 )
-from haive_langgraph.memory.conversations._codec import DEFAULT_MAX_MESSAGE_BYTES
 from haive_langgraph.memory.conversations._participants import ParticipantCalls
-from haive_langgraph.memory.conversations._tables import SESSION, ConversationTables, make_tables
+from haive_langgraph.memory.conversations._tables import (
+    SESSION,
+    ConversationTables,
+    PricedOptions,
+    make_tables,
+)
 from haive_langgraph.memory.conversations._types import (
     ErasureReport,
     MessagePage,
-    ModelPrice,
     Permission,
     Session,
     SessionPage,
@@ -72,28 +72,14 @@ class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
         *,
         default_ttl: timedelta | float | None = None,
         max_messages_per_session: int | None = None,
-        tenant_id: str | None = None,
-        prices: Mapping[str, ModelPrice] | None = None,
-        schema: str | None = None,
-        codec: Codec | None = None,
-        serde: SerializerProtocol | None = None,
-        config: PersistenceConfig | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        **options: Unpack[PricedOptions],
     ) -> None:
-        config, tables = make_tables(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            serde=serde,
-            max_message_bytes=max_message_bytes,
-            prices=prices,
-        )
+        config, tables = make_tables(**options)
         self._default_ttl = check_ttl(default_ttl)
         if max_messages_per_session is not None:
             check_positive(max_messages_per_session, "max_messages_per_session")
         self._max_messages = max_messages_per_session
-        self._init_client(conn, config, tables)  # type: ignore[attr-defined]
+        self._init_client(conn, config, tables)
 
     def _subject(self, session_id: str) -> str:
         return self._tables.describe(SESSION, session_id)
@@ -258,14 +244,7 @@ class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
             QuotaExceededError: The session is at its message limit.
             InvalidMessageError: A bad role, content or token usage.
         """
-        message = _messages.message_of(
-            role,
-            content,
-            token_usage,
-            message_id=message_id,
-            name=name,
-            tool_call_id=tool_call_id,
-        )
+        message = _messages.message_of(role, content, token_usage, message_id, name, tool_call_id)
         return _messages.only(
             self._add_messages(
                 session_id,
@@ -294,21 +273,14 @@ class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
             filters["live"] = True
 
         def op() -> Op[SessionPage]:
-            if limit == 0:
-                return SessionPage([], None)
-            rows, _ = yield from _rows.query(
+            rows, _, next_cursor = yield from _rows.query(
                 t,
                 filters,
                 order="last_message_at",
                 after=after,
-                limit=limit + 1,
+                limit=limit,
                 include_messages=False,
             )
-            next_cursor = None
-            if len(rows) > limit:
-                rows = rows[:limit]
-                last = rows[-1]
-                next_cursor = encode_conversation_cursor(last.last_message_at, last.conversation_id)
             return SessionPage([t.session(r) for r in rows], next_cursor)
 
         subject = f"sessions of user {who!r}"
@@ -383,14 +355,10 @@ class SessionManager(SyncClient, _SessionCalls[SyncConn]):
 
 
 class AsyncSessionManager(AsyncClient, _SessionCalls[AsyncConn]):
-    """Asyncio twin of :class:`SessionManager` (``a``-prefixed methods).
-
-    Args:
-        conn: A DSN (an async pool is opened on first use and owned), ``None``
-            (the default server), an ``AsyncConnection`` (autocommit, any row
-            factory) or an ``AsyncConnectionPool``.
-        **options: As :class:`SessionManager`.
-    """
+    """Asyncio twin of :class:`SessionManager` (``acreate_session``, ``aadd_message``,
+    ``abranch_session`` ...: its methods, ``a``-prefixed) on psycopg's
+    ``AsyncConnection`` or ``AsyncConnectionPool`` (autocommit, any row factory), a
+    DSN (an async pool opened on first use) or ``None`` (the default server)."""
 
     acreate_session = async_call(_SessionCalls._create_session)
     aget_session = async_call(_SessionCalls._get_session)

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, Unpack
 
 from langchain_core.messages import BaseMessage
-from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from haive_langgraph.codec import Codec
-from haive_langgraph.db import Call, Op, PersistenceConfig
+from haive_langgraph.db import Call, Op
 from haive_langgraph.db._connections import AsyncConn, SyncConn
 from haive_langgraph.db._limits import check_count
-from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.errors import ConfigurationError, InvalidMessageError
 from haive_langgraph.memory.conversations import _erasure, _messages, _rows
 from haive_langgraph.memory.conversations._checks import (
     check_id,
@@ -26,7 +24,6 @@ from haive_langgraph.memory.conversations._checks import (
     check_page,
     check_time,
     decode_conversation_cursor,
-    encode_conversation_cursor,
     new_id,
 )
 from haive_langgraph.memory.conversations._client import (
@@ -37,18 +34,15 @@ from haive_langgraph.memory.conversations._client import (
     async_call,
     sync_call,
 )
-from haive_langgraph.memory.conversations._codec import DEFAULT_MAX_MESSAGE_BYTES
 from haive_langgraph.memory.conversations._plan import AppendPlan
 from haive_langgraph.memory.conversations._sql_conversations import ORDER_COLUMNS
-from haive_langgraph.memory.conversations._tables import make_tables
+from haive_langgraph.memory.conversations._tables import PricedOptions, make_tables
 from haive_langgraph.memory.conversations._types import (
     Conversation,
     ConversationMetadata,
     ConversationPage,
     ErasureReport,
-    InvalidMessageError,
     MessagePage,
-    ModelPrice,
     Permission,
     StoredMessage,
     TokenUsage,
@@ -63,28 +57,9 @@ WHAT = "conversation"
 class _StoreCalls(_Client, Generic[ConnT]):
     """Validates arguments and builds the store's calls (no I/O)."""
 
-    def __init__(
-        self,
-        conn: ConnT = None,
-        *,
-        tenant_id: str | None = None,
-        prices: Mapping[str, ModelPrice] | None = None,
-        schema: str | None = None,
-        codec: Codec | None = None,
-        serde: SerializerProtocol | None = None,
-        config: PersistenceConfig | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        config, tables = make_tables(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            serde=serde,
-            max_message_bytes=max_message_bytes,
-            prices=prices,
-        )
-        self._init_client(conn, config, tables)  # type: ignore[attr-defined]
+    def __init__(self, conn: ConnT = None, **options: Unpack[PricedOptions]) -> None:
+        config, tables = make_tables(**options)
+        self._init_client(conn, config, tables)
 
     def _subject(self, conversation_id: str) -> str:
         return self._tables.describe(WHAT, conversation_id)
@@ -176,14 +151,7 @@ class _StoreCalls(_Client, Generic[ConnT]):
             InvalidMessageError: Unknown role, bad content, negative token
                 counts or a message over ``max_message_bytes``.
         """
-        message = _messages.message_of(
-            role,
-            content,
-            token_usage,
-            message_id=message_id,
-            name=name,
-            tool_call_id=tool_call_id,
-        )
+        message = _messages.message_of(role, content, token_usage, message_id, name, tool_call_id)
         return _messages.only(
             self._add_messages(
                 conversation_id,
@@ -356,27 +324,15 @@ class _StoreCalls(_Client, Generic[ConnT]):
         after = decode_conversation_cursor(cursor)
 
         def op() -> Op[ConversationPage]:
-            if limit == 0:
-                return ConversationPage([], None)
-            rows, messages = yield from _rows.query(
+            rows, messages, next_cursor = yield from _rows.query(
                 t,
                 filters,
                 order=order_by,
                 after=after,
-                limit=limit + 1,
+                limit=limit,
                 include_messages=include_messages,
             )
-            next_cursor = None
-            if len(rows) > limit:
-                rows = rows[:limit]
-                last = rows[-1]
-                next_cursor = encode_conversation_cursor(
-                    getattr(last, order_by), last.conversation_id
-                )
-            convs = [
-                t.conversation(r, messages.get(r.conversation_id) if include_messages else None)
-                for r in rows
-            ]
+            convs = [t.conversation(r, messages.get(r.conversation_id)) for r in rows]
             return ConversationPage(convs, next_cursor)
 
         return t.call(op, read=True, route="replica", subject="conversations")
@@ -476,14 +432,10 @@ class ConversationStore(SyncClient, _StoreCalls[SyncConn]):
 
 
 class AsyncConversationStore(AsyncClient, _StoreCalls[AsyncConn]):
-    """Asyncio twin of :class:`ConversationStore` (``a``-prefixed methods).
-
-    Args:
-        conn: A DSN (an async pool is opened on first use and owned), ``None``
-            (the default server), an ``AsyncConnection`` (autocommit, any row
-            factory) or an ``AsyncConnectionPool``.
-        **options: As :class:`ConversationStore`.
-    """
+    """:class:`ConversationStore` for asyncio: each method ``a``-prefixed
+    (``aadd_messages``, ``aquery_conversations`` ...), the same options, and as
+    ``conn`` an ``AsyncConnection``, an ``AsyncConnectionPool``, a DSN (the store
+    opens and owns an async pool on first use) or ``None`` (the default server)."""
 
     acreate_conversation = async_call(_StoreCalls._create_conversation)
     aadd_message = async_call(_StoreCalls._add_message)

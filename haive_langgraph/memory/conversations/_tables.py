@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import psycopg
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -423,18 +423,55 @@ class ConversationTables:
         )
 
 
+class TableOptions(TypedDict, total=False):
+    """The keyword arguments every conversation-memory class takes (histories,
+    factories, stores, session managers).
+
+    Attributes:
+        tenant_id: Tenant of the rows (default from the config: ``""``).
+        schema: Schema of the tables (default ``haive``).
+        codec: Frames, compresses and encrypts message bodies, titles and context.
+        serde: Serializer of message fields (LangGraph's, strict allow-list).
+        config: Connection and server settings.
+        max_message_bytes: Largest serialised message accepted.
+    """
+
+    tenant_id: str | None
+    schema: str | None
+    codec: Codec | None
+    serde: SerializerProtocol | None
+    config: PersistenceConfig | None
+    max_message_bytes: int
+
+
+class PricedOptions(TableOptions, total=False):
+    """:class:`TableOptions` and ``prices`` (stores and session managers).
+
+    Attributes:
+        prices: Model name -> :class:`ModelPrice`; fills in the cost of usage
+            that has none (a name matches itself or any model it prefixes).
+    """
+
+    prices: Mapping[str, ModelPrice] | None
+
+
 def make_tables(
-    *,
-    config: PersistenceConfig | None,
-    schema: str | None,
-    tenant_id: str | None,
-    codec: Codec | None,
-    serde: SerializerProtocol | None,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    prices: Mapping[str, ModelPrice] | None = None,
+    *, takes: frozenset[str] = PricedOptions.__optional_keys__, **options: Unpack[PricedOptions]
 ) -> tuple[PersistenceConfig, ConversationTables]:
-    """Resolve the options every class takes into a config and its tables."""
-    config = config or PersistenceConfig()
+    """Resolve the options a class took into a config and its tables.
+
+    Args:
+        takes: The names the class takes (histories and factories take no ``prices``).
+        **options: The keyword arguments.
+
+    Raises:
+        TypeError: An option the class does not take.
+    """
+    if unknown := set(options) - takes:
+        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+    config = options.get("config") or PersistenceConfig()
+    schema = options.get("schema")
+    tenant_id = options.get("tenant_id")
     schema_name = validate_identifier(
         config.schema_name if schema is None else schema, what="schema name"
     )
@@ -444,9 +481,9 @@ def make_tables(
     tables = ConversationTables(
         schema=schema_name,
         tenant_id=tenant,
-        codec=codec or default_codec(),
-        serde=serde,
-        max_message_bytes=max_message_bytes,
-        prices=prices,
+        codec=options.get("codec") or default_codec(),
+        serde=options.get("serde"),
+        max_message_bytes=options.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
+        prices=options.get("prices"),
     )
     return config, tables

@@ -12,22 +12,11 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage
 
 from haive_langgraph.db._limits import id_problem
-from haive_langgraph.errors import (
-    ConfigurationError,
-    ConversationExistsError,
-    ConversationNotFoundError,
-    InvalidMessageError,
-    MessageTooLargeError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    SessionExpiredError,
-)
+from haive_langgraph.errors import ConfigurationError, InvalidMessageError, MessageTooLargeError
 
 __all__ = [
     "Conversation",
-    "ConversationExistsError",
     "ConversationMetadata",
-    "ConversationNotFoundError",
     "ConversationPage",
     "ErasureReport",
     "InvalidMessageError",
@@ -35,10 +24,7 @@ __all__ = [
     "MessageTooLargeError",
     "ModelPrice",
     "Permission",
-    "PermissionDeniedError",
-    "QuotaExceededError",
     "Session",
-    "SessionExpiredError",
     "SessionPage",
     "StoredMessage",
     "TokenUsage",

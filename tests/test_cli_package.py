@@ -178,3 +178,15 @@ def _fake() -> Any:
 
 
 _MODEL = _fake()
+
+
+def test_the_demo_runs_forks_and_prints_the_storage_used(dsn: str) -> None:
+    from haive_langgraph.cli import app
+
+    args = ["demo", "--dsn", dsn, "--schema", "cli_demo"]
+    out = runner.invoke(app, [*args, "--turns", "3"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, (out.stdout, out.stderr)
+    for seen in ("Ran 3 turns", "6 messages", "Forked from checkpoint", "Storage used", "total"):
+        assert seen in out.stdout
+    out = runner.invoke(app, [*args, "--turns", "2"])
+    assert out.exit_code == 2 and "--turns must be at least 3" in out.stderr

@@ -57,6 +57,7 @@ class CheckpointRef:
 
     @property
     def config(self) -> RunnableConfig:
+        """The config LangGraph reads the checkpoint with."""
         conf: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": ""}
         if self.checkpoint_id:
             conf["checkpoint_id"] = self.checkpoint_id
@@ -169,12 +170,14 @@ def _content_text(content: Any) -> str:
 
 
 def is_message(value: Any) -> bool:
+    """Whether ``value`` is a LangChain message."""
     from langchain_core.messages import BaseMessage
 
     return isinstance(value, BaseMessage)
 
 
 def is_message_list(value: Any) -> bool:
+    """Whether ``value`` is a non-empty list of LangChain messages."""
     return isinstance(value, list) and bool(value) and all(is_message(m) for m in value)
 
 
@@ -204,6 +207,7 @@ def value_summary(value: Any, width: int = 60) -> str:
 
 
 def visible(channel: str) -> bool:
+    """Whether a channel is shown (LangGraph's bookkeeping channels are not)."""
     # ``branch:to:<node>`` channels are LangGraph's trigger bookkeeping.
     return not channel.startswith("branch:")
 
@@ -252,10 +256,12 @@ def to_json(value: Any) -> Any:
 
 
 def when(moment: dt.datetime) -> str:
+    """A moment as ``YYYY-MM-DD HH:MM:SS`` in UTC."""
     return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
 
 
 def created_time(tup: CheckpointTuple, summary: CheckpointSummary | None) -> dt.datetime | None:
+    """When a checkpoint was written (its summary's time, else its ``ts``)."""
     if summary is not None:
         return summary.created_at
     try:
@@ -265,6 +271,7 @@ def created_time(tup: CheckpointTuple, summary: CheckpointSummary | None) -> dt.
 
 
 def id_of(config: RunnableConfig | None) -> str | None:
+    """The checkpoint id a config names, if any."""
     if not config:
         return None
     cid = config["configurable"].get("checkpoint_id")
@@ -272,6 +279,7 @@ def id_of(config: RunnableConfig | None) -> str | None:
 
 
 def config_json(config: RunnableConfig) -> dict[str, Any]:
+    """The thread, namespace and checkpoint id of a config, for JSON."""
     conf = config["configurable"]
     return {
         "thread_id": conf["thread_id"],
@@ -281,6 +289,7 @@ def config_json(config: RunnableConfig) -> dict[str, Any]:
 
 
 def new_table(title: str, *columns: str, ids: Sequence[str] = ()) -> Table:
+    """A table with these columns; those in ``ids`` hold whole checkpoint ids."""
     table = Table(title=title)
     for col in columns:
         if col in ids:
@@ -291,11 +300,13 @@ def new_table(title: str, *columns: str, ids: Sequence[str] = ()) -> Table:
 
 
 def add_row(table: Table, *cells: object) -> None:
+    """Add a row of cells shown as plain text."""
     # Text cells: stored values may contain [brackets] rich would read as markup.
     table.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells))
 
 
 def summary_json(s: CheckpointSummary) -> dict[str, Any]:
+    """A ``find`` result as JSON."""
     return {
         "thread_id": s.config["configurable"]["thread_id"],
         "checkpoint_id": s.checkpoint_id,

@@ -43,6 +43,8 @@ PACKAGE = "langchain-postgres"
 
 @dataclass(frozen=True, slots=True)
 class Collection:
+    """A source collection: where its documents are and how they are paged and named."""
+
     schema: str
     name: str
     uuid: Any
@@ -51,6 +53,7 @@ class Collection:
     dims: int | None
 
     def page(self, conn: psycopg.Connection[Any], after: Any, size: int) -> list[tuple[Any, ...]]:
+        """The next ``size`` documents after the row keyed ``after`` (``None``: the first)."""
         names: dict[str, Any] = {
             "schema": self.schema,
             "order": self.order,
@@ -132,6 +135,7 @@ def vector_store(
 
 
 def first_dims(conn: psycopg.Connection[Any], collection: Collection) -> int | None:
+    """The dimensions of the first stored vector (``None``: an empty collection)."""
     rows = collection.page(conn, None, 1)
     conn.commit()
     return len(parse_vector(str(rows[0][4]), "langchain_pg_embedding")) if rows else None

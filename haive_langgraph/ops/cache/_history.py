@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         AsyncPostgresChatMessageHistory,
         PostgresChatMessageHistory,
     )
-    from haive_langgraph.memory.conversations._tables import ConversationTables as HistoryOps
+    from haive_langgraph.memory.conversations._tables import ConversationTables
     from haive_langgraph.memory.conversations._types import MessagePage
     from haive_langgraph.ops.cache._layer import CacheLayer
 
@@ -46,7 +46,7 @@ class _HistoryFormat:
 
     __slots__ = ("array_header", "build", "codec", "ctx", "messages")
 
-    def __init__(self, ops: HistoryOps, session_id: str) -> None:
+    def __init__(self, ops: ConversationTables, session_id: str) -> None:
         # Imported here: memory imports much that a checkpointer cache does not need.
         from haive_langgraph.memory.conversations._codec import _array_header, build_message
 
@@ -76,7 +76,7 @@ class _HistoryFormat:
 
 
 def _history_read(
-    ops: HistoryOps, session_id: str, known: tuple[int, ...] | None
+    ops: ConversationTables, session_id: str, known: tuple[int, ...] | None
 ) -> DbOp[tuple[tuple[int, ...] | None, list[BaseMessage] | None]]:
     """The conversation's version; its messages too unless the version is ``known``.
 
@@ -103,7 +103,7 @@ class _CachedHistoryBase(BaseChatMessageHistory):
         self.inner = inner
         self.layer = layer
         self.refresh_on_write = refresh_on_write
-        ops: HistoryOps = inner._tables
+        ops: ConversationTables = inner._tables
         self._ops = ops
         layer.ensure_secret(ops.codec)
         self._session = str(inner.session_id)

@@ -41,6 +41,7 @@ import argparse
 import bisect
 import gc
 import itertools
+import os
 import random
 import sys
 import time
@@ -68,6 +69,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import _messages_delta_reducer
+from psycopg import conninfo
 
 # Message text. LangGraph's savers store the whole message list at every step
 # and PostgreSQL compresses those values (TOAST), so the database size of
@@ -176,6 +178,51 @@ class Result:
     history_len: int
     db_bytes: int | None
     final_messages: list[str]
+    # CPU seconds per invoke: this process (graph, saver, driver) and the
+    # server's backends of the variant's database (None: not measurable).
+    client_cpu_s: float | None = None
+    server_cpu_s: float | None = None
+
+
+class BackendCPU:
+    """CPU time the server's backends of one database have used, from ``/proc``.
+
+    Only for a server on this machine (Linux): every backend is a process
+    named ``postgres: <user> <database> ...``, and ``/proc/<pid>/schedstat``
+    counts its time on a CPU in nanoseconds. The two cores the benchmark
+    usually runs on are shared by the graph, the saver and the server, so a
+    saver's cost per invoke is its client CPU plus the server CPU its
+    statements take (parsing parameters, index lookups, the commit).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._tag = f" {conninfo.conninfo_to_dict(dsn)['dbname']} ".encode()
+
+    def sample(self) -> dict[str, int] | None:
+        """Nanoseconds of CPU per backend pid; None where ``/proc`` cannot tell."""
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return None
+        out: dict[str, int] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+                if not cmd.startswith(b"postgres: ") or self._tag not in cmd:
+                    continue
+                with open(f"/proc/{pid}/schedstat") as f:
+                    out[pid] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+
+    @staticmethod
+    def spent(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:
+        """Seconds used between two samples (a backend started meanwhile counts whole)."""
+        if before is None or after is None:
+            return None
+        return sum(ns - before.get(pid, 0) for pid, ns in after.items()) / 1e9
 
 
 def run_workload(
@@ -332,7 +379,10 @@ class _Live:
     graph: Any
     configs: list[dict[str, Any]]
     rngs: list[random.Random]
+    backends: BackendCPU
     elapsed: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float | None = 0.0
 
 
 def run(
@@ -375,6 +425,7 @@ def run_interleaved(
                             {"configurable": {"thread_id": f"thread-{t}"}} for t in range(threads)
                         ],
                         rngs=[random.Random(1000 + t) for t in range(threads)],
+                        backends=BackendCPU(dsn),
                     )
                 )
             gc.collect()
@@ -391,10 +442,17 @@ def run_interleaved(
                         }
                         for t in range(threads)
                     ]
+                    server_before = v.backends.sample()
+                    cpu_start = time.process_time()
                     start = time.perf_counter()
                     for inp, cfg in zip(inputs, v.configs, strict=True):
                         v.graph.invoke(inp, cfg)
                     v.elapsed += time.perf_counter() - start
+                    v.client_cpu += time.process_time() - cpu_start
+                    server = BackendCPU.spent(server_before, v.backends.sample())
+                    v.server_cpu = (
+                        None if server is None or v.server_cpu is None else (v.server_cpu + server)
+                    )
             get_state: dict[str, list[float]] = {v.name: [] for v in live}
             for _ in range(50):
                 for v in live:
@@ -418,14 +476,25 @@ def run_interleaved(
                     history_len=lengths[v.name],
                     db_bytes=database_bytes(v.dsn) if v.in_db else None,
                     final_messages=[str(m.content)[:40] for m in final],
+                    client_cpu_s=0.0,
+                    server_cpu_s=0.0,
                 )
                 best = results.setdefault(v.name, res)
                 best.get_state_p50_ms = min(best.get_state_p50_ms, res.get_state_p50_ms)
                 best.history_s = min(best.history_s, res.history_s)
                 # invokes/s over all rounds: total invokes over total time
                 best.invokes_per_s += v.elapsed  # summed seconds, turned into a rate below
+                best.client_cpu_s = (best.client_cpu_s or 0.0) + v.client_cpu
+                best.server_cpu_s = (
+                    None
+                    if v.server_cpu is None or best.server_cpu_s is None
+                    else best.server_cpu_s + v.server_cpu
+                )
+    invokes = rounds * threads * turns
     for res in results.values():
-        res.invokes_per_s = rounds * threads * turns / res.invokes_per_s
+        res.invokes_per_s = invokes / res.invokes_per_s
+        res.client_cpu_s = None if res.client_cpu_s is None else res.client_cpu_s / invokes
+        res.server_cpu_s = None if res.server_cpu_s is None else res.server_cpu_s / invokes
     _check_conversations(results)
     return results
 
@@ -480,11 +549,22 @@ def report(threads: int, turns: int, results: dict[str, Result]) -> None:
                 f"{r.get_state_p50_ms:.2f}",
                 f"{r.history_s * 1000:.1f} ({r.history_len})",
                 human_bytes(r.db_bytes) if r.db_bytes is not None else "-",
+                _ms(r.client_cpu_s),
+                _ms(r.server_cpu_s),
             ]
         )
     print_table(
         f"MessagesState chat graph, {threads} threads x {turns} turns",
-        ["variant", "invokes/s", "vs InMemory", "get_state p50 ms", "history ms (n)", "db bytes"],
+        [
+            "variant",
+            "invokes/s",
+            "vs InMemory",
+            "get_state p50 ms",
+            "history ms (n)",
+            "db bytes",
+            "CPU ms/invoke: client",
+            "server",
+        ],
         rows,
     )
     assert ours.db_bytes and pg.db_bytes and delta.db_bytes
@@ -518,6 +598,24 @@ def report(threads: int, turns: int, results: dict[str, Result]) -> None:
         + f"\n  history PostgresSaver / haive           {pg.history_s / ours.history_s:.1f}x"
         + target(">= 10x for 240 checkpoints", at80)
     )
+    if None not in (ours.client_cpu_s, ours.server_cpu_s, floor.client_cpu_s, floor.server_cpu_s):
+        assert ours.client_cpu_s is not None and ours.server_cpu_s is not None
+        assert floor.client_cpu_s is not None and floor.server_cpu_s is not None
+        ours_cpu = ours.client_cpu_s + ours.server_cpu_s
+        floor_cpu = floor.client_cpu_s + floor.server_cpu_s
+        # On a machine whose cores are all busy, invokes/s follows CPU per invoke.
+        print(
+            "  CPU per invoke (client + server), the no-serialisation floor / haive "
+            f"{floor_cpu / ours_cpu:.2f}x"
+            f"\n    haive {_ms(ours_cpu)} ms ({_ms(ours.client_cpu_s)} client, "
+            f"{_ms(ours.server_cpu_s)} server); floor {_ms(floor_cpu)} ms; "
+            f"haive over the floor: {_ms(ours.client_cpu_s - floor.client_cpu_s)} client, "
+            f"{_ms(ours.server_cpu_s - floor.server_cpu_s)} server"
+        )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f}"
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
@@ -54,3 +54,48 @@ class Call(Generic[T]):
 def mapped_error(call: Call[Any], exc: psycopg.Error) -> Exception | None:
     """The library's error for ``exc`` raised by ``call``, or ``None`` to re-raise it."""
     return None if call.errors is None else call.errors(exc)
+
+
+Calls = Generator[Call[Any], Any, T]
+"""Several calls in a row, as a value: a generator that yields :class:`Call`
+values and receives their results; an error a call raises is thrown into it
+where it yielded that call, so it can retry, re-plan or map the error. It
+does no I/O itself; :func:`run_calls` and :func:`arun_calls` run it."""
+
+
+class _Source(Protocol):
+    def call(self, call: Call[T]) -> T: ...
+
+
+class _AsyncSource(Protocol):
+    async def call(self, call: Call[T]) -> T: ...
+
+
+def run_calls(source: _Source, calls: Calls[T]) -> T:
+    """Run each call ``calls`` yields on ``source``; the value it returns."""
+    try:
+        c = next(calls)
+        while True:
+            try:
+                result = source.call(c)
+            except Exception as exc:
+                c = calls.throw(exc)
+            else:
+                c = calls.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def arun_calls(source: _AsyncSource, calls: Calls[T]) -> T:
+    """Async twin of :func:`run_calls`."""
+    try:
+        c = next(calls)
+        while True:
+            try:
+                result = await source.call(c)
+            except Exception as exc:
+                c = calls.throw(exc)
+            else:
+                c = calls.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Concatenate, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypedDict, TypeVar, cast
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore
@@ -30,7 +30,16 @@ from haive_langgraph.memory.vector._embeddings import CheckedEmbeddings, embedde
 from haive_langgraph.memory.vector._steps import Batch, EmbedDocuments, EmbedQuery, Op, Step
 from haive_langgraph.memory.vector._values import check_positive_int
 
-__all__ = ["VectorOptions", "adrive", "async_method", "drive", "store_options", "sync_method"]
+__all__ = [
+    "AsyncClosedOnExit",
+    "ClosedOnExit",
+    "VectorOptions",
+    "adrive",
+    "async_method",
+    "drive",
+    "store_options",
+    "sync_method",
+]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -167,6 +176,29 @@ async def adrive(
             result = await method(argument)
         done, step = _advance(gen, result)
     return step  # type: ignore[no-any-return]
+
+
+# -- lifetime ---------------------------------------------------------------------------------
+
+
+class ClosedOnExit:
+    """``with obj:`` closes ``obj`` on the way out (its ``close()``)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        cast(Any, self).close()
+
+
+class AsyncClosedOnExit:
+    """``async with obj:`` closes ``obj`` on the way out (its ``aclose()``)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await cast(Any, self).aclose()
 
 
 # -- public methods from operations ---------------------------------------------------------

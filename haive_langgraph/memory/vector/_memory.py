@@ -9,7 +9,7 @@ same operations (:mod:`~haive_langgraph.memory.vector._calls`) on a
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -18,14 +18,21 @@ from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
 from haive_langgraph.memory.vector import _calls as calls
 from haive_langgraph.memory.vector._base import MemoryBase
-from haive_langgraph.memory.vector._drive import async_method, sync_method
+from haive_langgraph.memory.vector._drive import (
+    AsyncClosedOnExit,
+    ClosedOnExit,
+    async_method,
+    sync_method,
+)
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
 
 __all__ = ["AsyncVectorMemory", "VectorMemory"]
 
 
 class VectorMemory(
-    MemoryBase[Connection[Any] | ConnectionPool[Any], ConversationStore], FromConnString
+    MemoryBase[Connection[Any] | ConnectionPool[Any], ConversationStore],
+    FromConnString,
+    ClosedOnExit,
 ):
     """Long-term memory: semantic search, episodic recall, dedupe and consolidation.
 
@@ -77,12 +84,6 @@ class VectorMemory(
         """Close the pool opened for a DSN (a lent connection or pool stays open)."""
         self._store.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     add_memories = sync_method(calls.add_memories)
     store_conversation = sync_method(calls.store_conversation)
     search = sync_method(calls.search)
@@ -101,6 +102,7 @@ class AsyncVectorMemory(
         AsyncConversationStore | ConversationStore,
     ],
     AsyncFromConnString,
+    AsyncClosedOnExit,
 ):
     """:class:`VectorMemory` for asyncio, on an ``AsyncPostgresStore``.
 
@@ -123,12 +125,6 @@ class AsyncVectorMemory(
     async def aclose(self) -> None:
         """Close the pool opened for a DSN (a lent connection or pool stays open)."""
         await self._store.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     aadd_memories = async_method(calls.add_memories)
     astore_conversation = async_method(calls.store_conversation)

@@ -24,6 +24,8 @@ from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.vector import _document_calls as calls
 from haive_langgraph.memory.vector._documents import FILTER_FIELDS, collection_namespace, relevance
 from haive_langgraph.memory.vector._drive import (
+    AsyncClosedOnExit,
+    ClosedOnExit,
     VectorOptions,
     adrive,
     async_method,
@@ -46,7 +48,7 @@ def _dsn(dsn: str | None, options: dict[str, Any]) -> str:
     return resolve_dsn(dsn, config=options.get("config") or PersistenceConfig())
 
 
-class PostgresVectorStore(VectorStore):
+class PostgresVectorStore(VectorStore, ClosedOnExit, AsyncClosedOnExit):
     """LangChain ``VectorStore`` on PostgreSQL with pgvector (a replacement for ``PGVector``).
 
     Documents of a collection are items of the store (``docs/store.md``):
@@ -182,18 +184,6 @@ class PostgresVectorStore(VectorStore):
             await asyncio.to_thread(self._sync.close)
         if self._async is not None:
             await self._async.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- documents (see _document_calls) --------------------------------------------------
 

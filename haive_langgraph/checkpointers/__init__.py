@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from haive_langgraph.checkpointers._base import ThreadInfo, ThreadPage
-from haive_langgraph.checkpointers._ops import DeleteReport, GcReport
 from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
 from haive_langgraph.checkpointers._sweeper import AsyncRetentionSweeper, RetentionSweeper
+from haive_langgraph.checkpointers._threads import DeleteReport, GcReport, ThreadInfo, ThreadPage
 from haive_langgraph.checkpointers._timetravel import (
     BranchInfo,
     ChannelChange,

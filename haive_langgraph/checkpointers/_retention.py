@@ -1,13 +1,24 @@
-"""Retention: which checkpoints a policy removes (pure decisions, no I/O)."""
+"""Retention: which checkpoints a policy removes (pure decisions), the sans-I/O
+operations that remove them, and the calls that run them thread by thread."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from haive_langgraph.checkpointers import _sql as S
+from haive_langgraph.checkpointers._ops import Statements
+from haive_langgraph.checkpointers._threads import delete_except_op, gc_family_op, keep_params
+from haive_langgraph.db import Op, Step
+from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._call import Call, Calls
+from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from haive_langgraph.checkpointers._base import Saver
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +155,119 @@ def doomed(
             keep.discard((ns, cid))
             remove.add((ns, cid))
     return keep, remove
+
+
+# -- operations ------------------------------------------------------------------
+
+
+def retention_threads_op(
+    st: Statements,
+    t: str,
+    policy: RetentionPolicy,
+    threads: Sequence[str] | None,
+    now: Any,
+) -> Op[list[tuple[str, str, bool]]]:
+    """(thread, family, past thread_ttl) of the threads retention looks at."""
+    expired = now - policy.thread_ttl if policy.thread_ttl is not None else None
+    rows = yield Step(
+        st.retention_threads,
+        {
+            "t": t,
+            "expired": expired,
+            "threads": TextArray(threads) if threads is not None else None,
+        },
+    )
+    return [(str(th), str(family), bool(old)) for th, family, old in rows]
+
+
+def retain_thread_op(
+    st: Statements,
+    lock: int,
+    t: str,
+    th: str,
+    family: str,
+    expired: bool,
+    policy: RetentionPolicy,
+    now: Any,
+    report: RetentionReport,
+) -> Op[None]:
+    """Apply ``policy`` to one thread, in the caller's transaction; skip it if busy."""
+    (got,) = yield Step(st.try_lock_family, {"lock": lock, "t": t, "family": family}, fetch="one")
+    if not got:
+        report.skipped.append(th)
+        return
+    if expired:
+        yield Step(st.detach_branches, {"t": t, "th": th}, fetch="none", prepare=False)
+        cps, ws = yield Step(st.delete_thread_rows, {"t": t, "th": th}, fetch="one")
+        report.threads_deleted += 1
+        report.checkpoints += int(cps)
+        report.writes += int(ws)
+    else:
+        if policy.max_checkpoints_per_thread is None and policy.retention_days is None:
+            return
+        rows = yield Step(st.retention_rows, {"t": t, "th": th})
+        keep, remove = doomed(policy, rows, now)
+        if not remove:
+            return
+        needed = yield Step(st.keep_closure, keep_params(t, th, keep), prepare=False)
+        keep |= {(str(ns), str(cid)) for ns, cid in needed}
+        if len(keep) == len(rows):
+            return
+        yield Step(st.detach_branches, {"t": t, "th": th}, fetch="none", prepare=False)
+        cps, ws = yield from delete_except_op(st, t, th, keep)
+        report.threads_trimmed += 1
+        report.checkpoints += int(cps)
+        report.writes += int(ws)
+    gc = yield from gc_family_op(st, t, family)
+    report.blobs += gc.blobs
+    report.bytes += gc.blob_bytes
+
+
+# -- calls -----------------------------------------------------------------------
+
+
+def apply_retention(
+    saver: Saver,
+    policy: RetentionPolicy,
+    dry_run: bool,
+    thread_ids: Sequence[str] | None,
+) -> Calls[RetentionReport]:
+    """``apply_retention``: the threads to look at, then each in its own transaction
+    (rolled back on a dry run)."""
+    now = dt.datetime.now(dt.UTC)
+    report = RetentionReport(dry_run=dry_run)
+    threads: list[tuple[str, str, bool]] = yield Call(
+        lambda: retention_threads_op(saver._statements, saver.tenant_id, policy, thread_ids, now),
+        read=True,
+    )
+    for th, family, expired in threads:
+        yield Call(
+            _retain(saver, th, family, expired, policy, now, report),
+            transaction=True,
+            rollback=dry_run,
+        )
+    if not dry_run:
+        saver._forget_threads([t[0] for t in threads])
+    return report
+
+
+def _retain(
+    saver: Saver,
+    th: str,
+    family: str,
+    expired: bool,
+    policy: RetentionPolicy,
+    now: dt.datetime,
+    report: RetentionReport,
+) -> OpFactory[None]:
+    return lambda: retain_thread_op(
+        saver._statements,
+        S.LOCK_CLASS_FAMILY,
+        saver.tenant_id,
+        th,
+        family,
+        expired,
+        policy,
+        now,
+        report,
+    )

@@ -1,14 +1,17 @@
-"""``AsyncPostgresCheckpointer``: the asyncio LangGraph checkpointer."""
+"""``AsyncPostgresCheckpointer``: the asyncio LangGraph checkpointer.
+
+Every async method awaits the call its :class:`PostgresCheckpointer` twin
+runs (built in ``_calls``, ``_threads``, ``_retention`` or ``_timetravel_ops``);
+the sync methods run the async ones on the instance's event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     ChannelVersions,
@@ -17,45 +20,35 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from haive_langgraph.checkpointers import _ops as ops
-from haive_langgraph.checkpointers import _sql as S
-from haive_langgraph.checkpointers._base import (
-    ThreadInfo,
-    ThreadPage,
-    TimeTravelMixin,
-    decode_cursor,
-    json_filter,
-    text_id,
-    thread_info,
-    thread_page,
+from haive_langgraph.checkpointers import _calls as calls
+from haive_langgraph.checkpointers import _threads as threads
+from haive_langgraph.checkpointers import _timetravel_ops as tt
+from haive_langgraph.checkpointers._base import CheckpointerBase
+from haive_langgraph.checkpointers._retention import (
+    RetentionPolicy,
+    RetentionReport,
+    apply_retention,
 )
-from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
+from haive_langgraph.checkpointers._threads import DeleteReport, ThreadInfo, ThreadPage
 from haive_langgraph.checkpointers._timetravel import (
     BranchInfo,
     CheckpointDiff,
     CheckpointSummary,
     TimeBound,
-    diff_tuples,
 )
-from haive_langgraph.checkpointers._values import (
-    PutPlan,
-    StoredRefs,
-    metadata_json,
-)
-from haive_langgraph.codec import Codec, KeyRing
-from haive_langgraph.db import AsyncConnectionSource, PersistenceConfig, migrate_op
+from haive_langgraph.db import AsyncConnectionSource
+from haive_langgraph.db._call import arun_calls
 from haive_langgraph.db._conn_string import AsyncFromConnString
-from haive_langgraph.db._limits import check_count
-from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 T = TypeVar("T")
 
 
-class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
+class AsyncPostgresCheckpointer(
+    CheckpointerBase[AsyncConnection[Any] | AsyncConnectionPool[Any]], AsyncFromConnString
+):
     """LangGraph checkpointer on PostgreSQL for asyncio (``graph.ainvoke`` ...).
 
     Same storage and behaviour as :class:`PostgresCheckpointer`; statements
@@ -95,36 +88,11 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         ...     await graph.ainvoke(inputs, {"configurable": {"thread_id": "1"}})
     """
 
-    def __init__(
+    def _open_source(
         self,
-        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None = None,
-        *,
-        serde: SerializerProtocol | None = None,
-        codec: Codec | None = None,
-        compression: bool | None = None,
-        keyring: KeyRing | None = None,
-        require_encryption: bool | None = None,
-        encrypt_metadata: Sequence[str] = (),
-        tenant_id: str | None = None,
-        schema: str | None = None,
-        config: PersistenceConfig | None = None,
-        cache_size: int = 1024,
-        replicas: Sequence[str] | None = None,
-        strict_serialisation: bool | None = None,
+        conn: str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None,
+        replicas: Sequence[str] | None,
     ) -> None:
-        super().__init__(serde=serde)
-        self._init_base(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            cache_size=cache_size,
-            compression=compression,
-            keyring=keyring,
-            require_encryption=require_encryption,
-            encrypt_metadata=encrypt_metadata,
-            strict_serialisation=strict_serialisation,
-        )
         self._source = AsyncConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
@@ -136,16 +104,13 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
 
     async def setup(self) -> None:
         """Create or upgrade the tables (idempotent; safe from many processes at once)."""
-        await self._source.run(lambda: migrate_op([S.COMPONENT], self.schema), transaction=True)
+        await self._source.call(calls.setup(self))
 
-    # -- async API --------------------------------------------------------------------
+    # -- async API --------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
-        thread_id, ns, cid = self._target(config)
-        return await self._source.run(
-            lambda: self._get_tuple_op(thread_id, ns, cid), read=True, route="fresh"
-        )
+        return await self._source.call(calls.get_tuple(self, config))
 
     async def alist(
         self,
@@ -156,13 +121,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """Checkpoints newest first (see :meth:`PostgresCheckpointer.list`)."""
-        args = self._list_args(config, filter, before, limit)
-        rows, raw = await self._source.run(
-            lambda: ops.list_op(self._statements, self.tenant_id, **args),
-            read=True,
-            route="replica",
-        )
-        for tup in self._load_rows(rows, raw):
+        for tup in await self._source.call(
+            calls.list_checkpoints(self, config, filter, before, limit)
+        ):
             yield tup
 
     async def aput(
@@ -173,60 +134,9 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint (one statement, one round trip)."""
-        thread_id = self._put_thread(config, metadata)
-        parent = self._parent_refs(config)
-        if parent is None and self._needs_parent(config, checkpoint, new_versions):
-            parent = await self._afetch_parent(config)
-        for attempt in range(2):
-            plan = self._plan_put(
-                config,
-                checkpoint,
-                metadata,
-                new_versions,
-                parent,
-                self._family_of(thread_id),
-                fresh_lists=attempt > 0,
-            )
-            try:
-                await self._write_checkpoint(plan)
-            except psycopg.Error as exc:
-                if not self._is_conflict(exc):
-                    raise
-                if attempt:
-                    raise ConcurrentUpdateError(
-                        f"could not store checkpoint {checkpoint['id']} of thread {thread_id!r}: "
-                        f"its stored values kept changing under it ({exc.diag.message_primary})"
-                    ) from exc
-                family = await self._source.run(
-                    lambda: ops.family_op(self._statements, self.tenant_id, thread_id), read=True
-                )
-                self._families.put(thread_id, family or thread_id)
-                parent = await self._afetch_parent(config)
-                continue
-            return self._stored(config, checkpoint, plan)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _write_checkpoint(self, plan: PutPlan) -> None:
-        try:
-            await self._source.run(lambda: ops.put_op(self._statements, plan.params))
-        except psycopg.errors.FeatureNotSupported as exc:
-            if not self._statements.learn_partitioned(exc):
-                raise
-            await self._source.run(lambda: ops.put_op(self._statements, plan.params))
-
-    async def _afetch_parent(self, config: RunnableConfig) -> StoredRefs | None:
-        conf = config["configurable"]
-        if not conf.get("checkpoint_id"):
-            return None
-        thread_id, ns = text_id(conf["thread_id"], "thread_id"), str(conf.get("checkpoint_ns", ""))
-        cid = str(conf["checkpoint_id"])
-        row = await self._source.run(
-            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
+        return await arun_calls(
+            self._source, calls.put(self, config, checkpoint, metadata, new_versions)
         )
-        if row is None:
-            return None
-        self._load_row(row, hand_out=False)
-        return self._refs.get((thread_id, ns, cid))
 
     async def aput_writes(
         self,
@@ -236,96 +146,41 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes for the checkpoint ``config`` names."""
-        if not writes:
-            return
-        params, replace = self._plan_writes(config, writes, task_id, task_path)
-        await self._source.run(lambda: ops.put_writes_op(self._statements, params, replace))
+        await arun_calls(self._source, calls.put_writes(self, config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete a thread's checkpoints and writes, and values no other thread shares."""
         await self.adelete_threads([thread_id])
 
-    async def adelete_threads(self, thread_ids: Sequence[str]) -> ops.DeleteReport:
+    async def adelete_threads(self, thread_ids: Sequence[str]) -> DeleteReport:
         """Delete several threads in one transaction; returns what was removed."""
-        threads = self._prune_args(thread_ids, "delete")
-        report = await self._source.run(
-            lambda: ops.delete_threads_op(
-                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, threads
-            ),
-            transaction=True,
-        )
-        self._forget_threads(threads)
-        return report
+        return await arun_calls(self._source, threads.delete_threads(self, thread_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread to a new thread (values shared)."""
-        src = text_id(source_thread_id, "source_thread_id")
-        dst = text_id(target_thread_id, "target_thread_id")
-        await self._source.run(
-            lambda: ops.copy_thread_op(
-                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, src, dst
-            ),
-            transaction=True,
+        await arun_calls(
+            self._source, threads.copy_thread(self, source_thread_id, target_thread_id)
         )
-        self._families.discard(dst)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) created by the given runs."""
-        if isinstance(run_ids, str):
-            raise TypeError("run_ids must be a sequence of run IDs, not a str")
-        runs = [text_id(r, "run_id") for r in run_ids]
-        if not runs:
-            return
-        await self._source.run(
-            lambda: ops.delete_for_runs_op(
-                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, runs
-            ),
-            transaction=True,
-        )
-        self._forget_threads([])
+        await arun_calls(self._source, threads.delete_for_runs(self, run_ids))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads (see :meth:`PostgresCheckpointer.prune`)."""
-        threads = self._prune_args(thread_ids, strategy)
-        if not threads:
-            return
-        if strategy == "delete":
-            await self.adelete_threads(threads)
-            return
-        for th in threads:
-            await self._source.run(
-                lambda th=th: ops.prune_keep_latest_op(  # type: ignore[misc]
-                    self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, th
-                ),
-                transaction=True,
-            )
-        self._forget_threads(threads)
+        await arun_calls(self._source, threads.prune(self, thread_ids, strategy))
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         """Writes and seed of ``DeltaChannel`` channels along the parent chain, in one query."""
-        if not channels:
-            return {}
-        thread_id, ns, cid = self._target(config)
-        rows, raw = await self._source.run(
-            lambda: ops.delta_history_op(
-                self._statements, self.tenant_id, thread_id, ns, cid, channels
-            ),
-            read=True,
-            route="fresh",
-        )
-        return self._delta_history(rows, list(channels), raw)
+        return await arun_calls(self._source, calls.delta_channel_history(self, config, channels))
+
+    # -- thread registry --------------------------------------------------------------
 
     async def aget_thread(self, thread_id: str) -> ThreadInfo | None:
         """Registry entry of a thread (no checkpoint is read), or ``None``."""
-        th = text_id(thread_id, "thread_id")
-        row = await self._source.run(
-            lambda: ops.get_thread_op(self._statements, self.tenant_id, th),
-            read=True,
-            route="fresh",
-        )
-        return thread_info(row) if row is not None else None
+        return await self._source.call(threads.get_thread(self, thread_id))
 
     async def alist_threads(
         self,
@@ -335,42 +190,17 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         cursor: str | None = None,
     ) -> ThreadPage:
         """Threads most recently updated first (see :meth:`PostgresCheckpointer.list_threads`)."""
-        limit = None if limit is None else check_count("limit", limit)
-        after = decode_cursor(cursor) if cursor else None
-        rows = await self._source.run(
-            lambda: ops.list_threads_op(
-                self._statements,
-                self.tenant_id,
-                filter=json_filter(filter, "filter"),
-                limit=limit,
-                after=after,
-            ),
-            read=True,
-            route="replica",
-        )
-        return thread_page(rows, limit)
+        return await self._source.call(threads.list_threads(self, filter, limit, cursor))
 
     # -- time travel ----------------------------------------------------------------------
 
     async def atag(self, config: RunnableConfig, *tags: str) -> None:
         """Tag the checkpoint ``config`` names (see :meth:`PostgresCheckpointer.tag`)."""
-        th, ns, cid = self._checkpoint_of(config, "tag")
-        names = self._tags(tags)
-        found, _ = await self._source.run(
-            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=False)
-        )
-        if not found:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        await arun_calls(self._source, tt.tag(self, config, tags, remove=False))
 
     async def auntag(self, config: RunnableConfig, *tags: str) -> None:
         """Remove tags from the checkpoint ``config`` names."""
-        th, ns, cid = self._checkpoint_of(config, "untag")
-        names = self._tags(tags)
-        found, _ = await self._source.run(
-            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=True)
-        )
-        if not found:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        await arun_calls(self._source, tt.tag(self, config, tags, remove=True))
 
     async def afind_checkpoints(
         self,
@@ -386,14 +216,11 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
     ) -> builtins.list[CheckpointSummary]:
         """Checkpoints matching every condition, newest first
         (see :meth:`PostgresCheckpointer.find_checkpoints`)."""
-        th = text_id(thread_id, "thread_id")
-        args = self._find_args(tags, metadata, before, after, state_matching, limit)
-        rows = await self._source.run(
-            lambda: ops.find_op(self._statements, self.tenant_id, th, checkpoint_ns, **args),
-            read=True,
-            route="replica",
+        return await self._source.call(
+            tt.find_checkpoints(
+                self, thread_id, checkpoint_ns, tags, metadata, before, after, state_matching, limit
+            )
         )
-        return self._summaries(th, rows)
 
     async def acreate_branch(
         self,
@@ -404,44 +231,13 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         metadata: dict[str, Any] | None = None,
     ) -> RunnableConfig:
         """Branch a thread at a checkpoint (see :meth:`PostgresCheckpointer.create_branch`)."""
-        th, cid, dst = self._branch_args(config, name, thread_id)
-        if cid is None:
-            latest = await self.aget_tuple({"configurable": {"thread_id": th, "checkpoint_ns": ""}})
-            if latest is None:
-                raise NotFoundError(f"thread {th!r} has no checkpoint to branch from")
-            cid = str(latest.config["configurable"]["checkpoint_id"])
-        point = cid
-        try:
-            await self._source.run(
-                lambda: ops.create_branch_op(
-                    self._statements,
-                    S.LOCK_CLASS_FAMILY,
-                    self.tenant_id,
-                    th,
-                    point,
-                    name,
-                    dst,
-                    metadata_json(metadata or {}),
-                ),
-                transaction=True,
-            )
-        except ops.BranchError as exc:
-            raise self._branch_error(exc.reason, th, point, name, dst) from None
-        except psycopg.errors.UniqueViolation:
-            raise self._branch_error("name", th, point, name, dst) from None
-        # The branch's thread, not the branch point: LangGraph forks from a config's
-        # checkpoint_id at every invoke, where the thread continues from its head.
-        return {"configurable": {"thread_id": dst, "checkpoint_ns": ""}}
+        return await arun_calls(
+            self._source, tt.create_branch(self, config, name, thread_id, metadata)
+        )
 
     async def alist_branches(self, thread_id: str) -> builtins.list[BranchInfo]:
         """The named branches made from a thread, oldest first."""
-        th = text_id(thread_id, "thread_id")
-        rows = await self._source.run(
-            lambda: ops.list_branches_op(self._statements, self.tenant_id, th),
-            read=True,
-            route="replica",
-        )
-        return self._branches(th, rows)
+        return await self._source.call(tt.list_branches(self, thread_id))
 
     async def adiff(
         self,
@@ -451,38 +247,11 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         include_internal: bool = False,
     ) -> CheckpointDiff:
         """Per-channel differences between two checkpoints (see :meth:`PostgresCheckpointer.diff`)."""
-        tuples = []
-        for config in (config_a, config_b):
-            target, th, cid = self._checkpoint_or_latest(config, "diff")
-            tup = await self.aget_tuple(target)
-            if tup is None:
-                raise self._not_found(th, cid)
-            tuples.append(tup)
-        return diff_tuples(tuples[0], tuples[1], include_internal=include_internal)
+        return await arun_calls(self._source, tt.diff(self, config_a, config_b, include_internal))
 
     async def arestore(self, config: RunnableConfig) -> RunnableConfig:
         """Make a checkpoint the head of its thread again (see :meth:`PostgresCheckpointer.restore`)."""
-        th, ns, cid = self._checkpoint_of(config, "restore")
-        source = await self.aget_tuple(config)
-        if source is None:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
-        new_id, body, meta = self._restore_args(source)
-        done = await self._source.run(
-            lambda: ops.restore_op(
-                self._statements,
-                S.LOCK_CLASS_FAMILY,
-                self.tenant_id,
-                th,
-                ns,
-                cid,
-                new_id,
-                body,
-                meta,
-            )
-        )
-        if not done:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
-        return {"configurable": {"thread_id": th, "checkpoint_ns": ns, "checkpoint_id": new_id}}
+        return await arun_calls(self._source, tt.restore(self, config))
 
     async def aapply_retention(
         self,
@@ -492,33 +261,7 @@ class AsyncPostgresCheckpointer(TimeTravelMixin, AsyncFromConnString):
         thread_ids: Sequence[str] | None = None,
     ) -> RetentionReport:
         """Remove what ``policy`` does not keep (see :meth:`PostgresCheckpointer.apply_retention`)."""
-        now = datetime.now(UTC)
-        report = RetentionReport(dry_run=dry_run)
-        threads = await self._source.run(
-            lambda: ops.retention_threads_op(
-                self._statements, self.tenant_id, policy, thread_ids, now
-            ),
-            read=True,
-        )
-        for th, family, expired in threads:
-            await self._source.run(
-                lambda th=th, family=family, expired=expired: ops.retain_thread_op(  # type: ignore[misc]
-                    self._statements,
-                    S.LOCK_CLASS_FAMILY,
-                    self.tenant_id,
-                    th,
-                    family,
-                    expired,
-                    policy,
-                    now,
-                    report,
-                ),
-                transaction=True,
-                rollback=dry_run,
-            )
-        if not dry_run:
-            self._forget_threads([t[0] for t in threads])
-        return report
+        return await arun_calls(self._source, apply_retention(self, policy, dry_run, thread_ids))
 
     # -- sync API (from other threads only) --------------------------------------------------
 

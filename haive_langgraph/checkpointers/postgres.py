@@ -1,14 +1,16 @@
-"""``PostgresCheckpointer``: the synchronous LangGraph checkpointer."""
+"""``PostgresCheckpointer``: the synchronous LangGraph checkpointer.
+
+Every method runs a call built in ``_calls``, ``_threads``, ``_retention`` or
+``_timetravel_ops``: the logic is there, written once for both classes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     ChannelVersions,
@@ -17,39 +19,31 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.checkpointers import _ops as ops
-from haive_langgraph.checkpointers import _sql as S
-from haive_langgraph.checkpointers._base import (
-    ThreadInfo,
-    ThreadPage,
-    TimeTravelMixin,
-    decode_cursor,
-    json_filter,
-    text_id,
-    thread_info,
-    thread_page,
+from haive_langgraph.checkpointers import _calls as calls
+from haive_langgraph.checkpointers import _threads as threads
+from haive_langgraph.checkpointers import _timetravel_ops as tt
+from haive_langgraph.checkpointers._base import CheckpointerBase
+from haive_langgraph.checkpointers._retention import (
+    RetentionPolicy,
+    RetentionReport,
+    apply_retention,
 )
-from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
+from haive_langgraph.checkpointers._threads import DeleteReport, ThreadInfo, ThreadPage
 from haive_langgraph.checkpointers._timetravel import (
     BranchInfo,
     CheckpointDiff,
     CheckpointSummary,
     TimeBound,
-    diff_tuples,
 )
-from haive_langgraph.checkpointers._values import PutPlan, metadata_json
-from haive_langgraph.codec import Codec, KeyRing
-from haive_langgraph.db import ConnectionSource, PersistenceConfig, migrate_op
+from haive_langgraph.db import ConnectionSource
+from haive_langgraph.db._call import run_calls
 from haive_langgraph.db._conn_string import FromConnString
-from haive_langgraph.db._limits import check_count
-from haive_langgraph.errors import ConcurrentUpdateError, NotFoundError
 
 
-class PostgresCheckpointer(TimeTravelMixin, FromConnString):
+class PostgresCheckpointer(CheckpointerBase[Connection[Any] | ConnectionPool[Any]], FromConnString):
     """LangGraph checkpointer on PostgreSQL (sync API; async methods run it in a thread).
 
     Stores each value once: a conversation's storage grows with its length,
@@ -96,36 +90,11 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         ...     graph = builder.compile(checkpointer=saver)
     """
 
-    def __init__(
+    def _open_source(
         self,
-        conn: str | Connection[Any] | ConnectionPool[Any] | None = None,
-        *,
-        serde: SerializerProtocol | None = None,
-        codec: Codec | None = None,
-        compression: bool | None = None,
-        keyring: KeyRing | None = None,
-        require_encryption: bool | None = None,
-        encrypt_metadata: Sequence[str] = (),
-        tenant_id: str | None = None,
-        schema: str | None = None,
-        config: PersistenceConfig | None = None,
-        cache_size: int = 1024,
-        replicas: Sequence[str] | None = None,
-        strict_serialisation: bool | None = None,
+        conn: str | Connection[Any] | ConnectionPool[Any] | None,
+        replicas: Sequence[str] | None,
     ) -> None:
-        super().__init__(serde=serde)
-        self._init_base(
-            config=config,
-            schema=schema,
-            tenant_id=tenant_id,
-            codec=codec,
-            cache_size=cache_size,
-            compression=compression,
-            keyring=keyring,
-            require_encryption=require_encryption,
-            encrypt_metadata=encrypt_metadata,
-            strict_serialisation=strict_serialisation,
-        )
         self._source = ConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
@@ -136,16 +105,13 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
 
     def setup(self) -> None:
         """Create or upgrade the tables (idempotent; safe from many processes at once)."""
-        self._source.run(lambda: migrate_op([S.COMPONENT], self.schema), transaction=True)
+        self._source.call(calls.setup(self))
 
     # -- BaseCheckpointSaver --------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the thread's latest one; ``None`` if absent."""
-        thread_id, ns, cid = self._target(config)
-        return self._source.run(
-            lambda: self._get_tuple_op(thread_id, ns, cid), read=True, route="fresh"
-        )
+        return self._source.call(calls.get_tuple(self, config))
 
     def list(
         self,
@@ -160,13 +126,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         Values are shared between the returned checkpoints (a message held by
         200 checkpoints is decoded once): treat them as read-only.
         """
-        args = self._list_args(config, filter, before, limit)
-        rows, raw = self._source.run(
-            lambda: ops.list_op(self._statements, self.tenant_id, **args),
-            read=True,
-            route="replica",
-        )
-        yield from self._load_rows(rows, raw)
+        yield from self._source.call(calls.list_checkpoints(self, config, filter, before, limit))
 
     def put(
         self,
@@ -176,61 +136,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint (one statement, one round trip)."""
-        thread_id = self._put_thread(config, metadata)
-        parent = self._parent_refs(config)
-        if parent is None and self._needs_parent(config, checkpoint, new_versions):
-            parent = self._fetch_parent(config)
-        for attempt in range(2):
-            plan = self._plan_put(
-                config,
-                checkpoint,
-                metadata,
-                new_versions,
-                parent,
-                self._family_of(thread_id),
-                fresh_lists=attempt > 0,
-            )
-            try:
-                self._write_checkpoint(plan)
-            except psycopg.Error as exc:
-                if not self._is_conflict(exc):
-                    raise
-                if attempt:
-                    raise ConcurrentUpdateError(
-                        f"could not store checkpoint {checkpoint['id']} of thread {thread_id!r}: "
-                        f"its stored values kept changing under it ({exc.diag.message_primary})"
-                    ) from exc
-                # Replan against what is stored now.
-                family = self._source.run(
-                    lambda: ops.family_op(self._statements, self.tenant_id, thread_id), read=True
-                )
-                self._families.put(thread_id, family or thread_id)
-                parent = self._fetch_parent(config)
-                continue
-            return self._stored(config, checkpoint, plan)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _write_checkpoint(self, plan: PutPlan) -> None:
-        try:
-            self._source.run(lambda: ops.put_op(self._statements, plan.params))
-        except psycopg.errors.FeatureNotSupported as exc:
-            if not self._statements.learn_partitioned(exc):
-                raise
-            self._source.run(lambda: ops.put_op(self._statements, plan.params))
-
-    def _fetch_parent(self, config: RunnableConfig) -> Any:
-        conf = config["configurable"]
-        if not conf.get("checkpoint_id"):
-            return None
-        thread_id, ns = text_id(conf["thread_id"], "thread_id"), str(conf.get("checkpoint_ns", ""))
-        cid = str(conf["checkpoint_id"])
-        row = self._source.run(
-            lambda: ops.get_op(self._statements, self.tenant_id, thread_id, ns, cid), read=True
-        )
-        if row is None:
-            return None
-        self._load_row(row, hand_out=False)
-        return self._refs.get((thread_id, ns, cid))
+        return run_calls(self._source, calls.put(self, config, checkpoint, metadata, new_versions))
 
     def put_writes(
         self,
@@ -240,26 +146,15 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes for the checkpoint ``config`` names."""
-        if not writes:
-            return
-        params, replace = self._plan_writes(config, writes, task_id, task_path)
-        self._source.run(lambda: ops.put_writes_op(self._statements, params, replace))
+        run_calls(self._source, calls.put_writes(self, config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete a thread's checkpoints and writes, and values no other thread shares."""
         self.delete_threads([thread_id])
 
-    def delete_threads(self, thread_ids: Sequence[str]) -> ops.DeleteReport:
+    def delete_threads(self, thread_ids: Sequence[str]) -> DeleteReport:
         """Delete several threads in one transaction; returns what was removed."""
-        threads = self._prune_args(thread_ids, "delete")
-        report = self._source.run(
-            lambda: ops.delete_threads_op(
-                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, threads
-            ),
-            transaction=True,
-        )
-        self._forget_threads(threads)
-        return report
+        return run_calls(self._source, threads.delete_threads(self, thread_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread to a new thread.
@@ -267,30 +162,11 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         Stored values are shared, not copied: a copy costs a row per
         checkpoint and write. The target must not have checkpoints yet.
         """
-        src = text_id(source_thread_id, "source_thread_id")
-        dst = text_id(target_thread_id, "target_thread_id")
-        self._source.run(
-            lambda: ops.copy_thread_op(
-                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, src, dst
-            ),
-            transaction=True,
-        )
-        self._families.discard(dst)
+        run_calls(self._source, threads.copy_thread(self, source_thread_id, target_thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) created by the given runs."""
-        if isinstance(run_ids, str):
-            raise TypeError("run_ids must be a sequence of run IDs, not a str")
-        runs = [text_id(r, "run_id") for r in run_ids]
-        if not runs:
-            return
-        self._source.run(
-            lambda: ops.delete_for_runs_op(
-                self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, runs
-            ),
-            transaction=True,
-        )
-        self._forget_threads([])
+        run_calls(self._source, threads.delete_for_runs(self, run_ids))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: ``"keep_latest"`` keeps each namespace's latest checkpoint
@@ -301,48 +177,19 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         writers of that thread wait meanwhile, and values still used by a kept
         checkpoint, a copy or a branch are kept.
         """
-        threads = self._prune_args(thread_ids, strategy)
-        if not threads:
-            return
-        if strategy == "delete":
-            self.delete_threads(threads)
-            return
-        for th in threads:
-            self._source.run(
-                lambda th=th: ops.prune_keep_latest_op(  # type: ignore[misc]
-                    self._statements, S.LOCK_CLASS_FAMILY, self.tenant_id, th
-                ),
-                transaction=True,
-            )
-        self._forget_threads(threads)
+        run_calls(self._source, threads.prune(self, thread_ids, strategy))
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         """Writes and seed of ``DeltaChannel`` channels along the parent chain, in one query."""
-        if not channels:
-            return {}
-        thread_id, ns, cid = self._target(config)
-        rows, raw = self._source.run(
-            lambda: ops.delta_history_op(
-                self._statements, self.tenant_id, thread_id, ns, cid, channels
-            ),
-            read=True,
-            route="fresh",
-        )
-        return self._delta_history(rows, list(channels), raw)
+        return run_calls(self._source, calls.delta_channel_history(self, config, channels))
 
     # -- thread registry --------------------------------------------------------------
 
     def get_thread(self, thread_id: str) -> ThreadInfo | None:
         """Registry entry of a thread (no checkpoint is read), or ``None``."""
-        th = text_id(thread_id, "thread_id")
-        row = self._source.run(
-            lambda: ops.get_thread_op(self._statements, self.tenant_id, th),
-            read=True,
-            route="fresh",
-        )
-        return thread_info(row) if row is not None else None
+        return self._source.call(threads.get_thread(self, thread_id))
 
     def list_threads(
         self,
@@ -358,20 +205,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             limit: Page size (0: an empty page; ``None``: every thread).
             cursor: ``next_cursor`` of the previous page.
         """
-        limit = None if limit is None else check_count("limit", limit)
-        after = decode_cursor(cursor) if cursor else None
-        rows = self._source.run(
-            lambda: ops.list_threads_op(
-                self._statements,
-                self.tenant_id,
-                filter=json_filter(filter, "filter"),
-                limit=limit,
-                after=after,
-            ),
-            read=True,
-            route="replica",
-        )
-        return thread_page(rows, limit)
+        return self._source.call(threads.list_threads(self, filter, limit, cursor))
 
     # -- time travel ----------------------------------------------------------------------
 
@@ -381,23 +215,11 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         Raises:
             NotFoundError: The checkpoint does not exist in that thread.
         """
-        th, ns, cid = self._checkpoint_of(config, "tag")
-        names = self._tags(tags)
-        found, _ = self._source.run(
-            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=False)
-        )
-        if not found:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        run_calls(self._source, tt.tag(self, config, tags, remove=False))
 
     def untag(self, config: RunnableConfig, *tags: str) -> None:
         """Remove tags from the checkpoint ``config`` names."""
-        th, ns, cid = self._checkpoint_of(config, "untag")
-        names = self._tags(tags)
-        found, _ = self._source.run(
-            lambda: ops.tag_op(self._statements, self.tenant_id, th, ns, cid, names, remove=True)
-        )
-        if not found:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
+        run_calls(self._source, tt.tag(self, config, tags, remove=True))
 
     def find_checkpoints(
         self,
@@ -425,14 +247,11 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
                 references and inline values, no value is decoded.
             limit: Most results to return.
         """
-        th = text_id(thread_id, "thread_id")
-        args = self._find_args(tags, metadata, before, after, state_matching, limit)
-        rows = self._source.run(
-            lambda: ops.find_op(self._statements, self.tenant_id, th, checkpoint_ns, **args),
-            read=True,
-            route="replica",
+        return self._source.call(
+            tt.find_checkpoints(
+                self, thread_id, checkpoint_ns, tags, metadata, before, after, state_matching, limit
+            )
         )
-        return self._summaries(th, rows)
 
     def create_branch(
         self,
@@ -459,44 +278,11 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             ConfigurationError: ``name`` is already a branch of this thread, or
                 ``thread_id`` exists.
         """
-        th, cid, dst = self._branch_args(config, name, thread_id)
-        if cid is None:
-            latest = self.get_tuple({"configurable": {"thread_id": th, "checkpoint_ns": ""}})
-            if latest is None:
-                raise NotFoundError(f"thread {th!r} has no checkpoint to branch from")
-            cid = str(latest.config["configurable"]["checkpoint_id"])
-        point = cid
-        try:
-            self._source.run(
-                lambda: ops.create_branch_op(
-                    self._statements,
-                    S.LOCK_CLASS_FAMILY,
-                    self.tenant_id,
-                    th,
-                    point,
-                    name,
-                    dst,
-                    metadata_json(metadata or {}),
-                ),
-                transaction=True,
-            )
-        except ops.BranchError as exc:
-            raise self._branch_error(exc.reason, th, point, name, dst) from None
-        except psycopg.errors.UniqueViolation:
-            raise self._branch_error("name", th, point, name, dst) from None
-        # The branch's thread, not the branch point: LangGraph forks from a config's
-        # checkpoint_id at every invoke, where the thread continues from its head.
-        return {"configurable": {"thread_id": dst, "checkpoint_ns": ""}}
+        return run_calls(self._source, tt.create_branch(self, config, name, thread_id, metadata))
 
     def list_branches(self, thread_id: str) -> builtins.list[BranchInfo]:
         """The named branches made from a thread, oldest first."""
-        th = text_id(thread_id, "thread_id")
-        rows = self._source.run(
-            lambda: ops.list_branches_op(self._statements, self.tenant_id, th),
-            read=True,
-            route="replica",
-        )
-        return self._branches(th, rows)
+        return self._source.call(tt.list_branches(self, thread_id))
 
     def diff(
         self,
@@ -519,14 +305,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         Raises:
             NotFoundError: A checkpoint does not exist, or a thread has none.
         """
-        tuples = []
-        for config in (config_a, config_b):
-            target, th, cid = self._checkpoint_or_latest(config, "diff")
-            tup = self.get_tuple(target)
-            if tup is None:
-                raise self._not_found(th, cid)
-            tuples.append(tup)
-        return diff_tuples(tuples[0], tuples[1], include_internal=include_internal)
+        return run_calls(self._source, tt.diff(self, config_a, config_b, include_internal))
 
     def restore(self, config: RunnableConfig) -> RunnableConfig:
         """Make the checkpoint ``config`` names the head of its thread again.
@@ -540,27 +319,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
         Returns:
             Config of the new head.
         """
-        th, ns, cid = self._checkpoint_of(config, "restore")
-        source = self.get_tuple(config)
-        if source is None:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
-        new_id, body, meta = self._restore_args(source)
-        done = self._source.run(
-            lambda: ops.restore_op(
-                self._statements,
-                S.LOCK_CLASS_FAMILY,
-                self.tenant_id,
-                th,
-                ns,
-                cid,
-                new_id,
-                body,
-                meta,
-            )
-        )
-        if not done:
-            raise NotFoundError(f"checkpoint {cid} not found in thread {th!r}")
-        return {"configurable": {"thread_id": th, "checkpoint_ns": ns, "checkpoint_id": new_id}}
+        return run_calls(self._source, tt.restore(self, config))
 
     def apply_retention(
         self,
@@ -581,33 +340,7 @@ class PostgresCheckpointer(TimeTravelMixin, FromConnString):
             dry_run: Report what would be removed; change nothing.
             thread_ids: Only these threads (default: every thread of the tenant).
         """
-        now = datetime.now(UTC)
-        report = RetentionReport(dry_run=dry_run)
-        threads = self._source.run(
-            lambda: ops.retention_threads_op(
-                self._statements, self.tenant_id, policy, thread_ids, now
-            ),
-            read=True,
-        )
-        for th, family, expired in threads:
-            self._source.run(
-                lambda th=th, family=family, expired=expired: ops.retain_thread_op(  # type: ignore[misc]
-                    self._statements,
-                    S.LOCK_CLASS_FAMILY,
-                    self.tenant_id,
-                    th,
-                    family,
-                    expired,
-                    policy,
-                    now,
-                    report,
-                ),
-                transaction=True,
-                rollback=dry_run,
-            )
-        if not dry_run:
-            self._forget_threads([t[0] for t in threads])
-        return report
+        return run_calls(self._source, apply_retention(self, policy, dry_run, thread_ids))
 
     # -- async API (runs the sync API in a worker thread) ---------------------------------
 

@@ -95,6 +95,15 @@ def watermark(store: ConversationStore, conversation_id: str, source: str) -> in
         cursor = page.next_cursor
 
 
+def _sessions(
+    conn: psycopg.Connection[Any], schema: str, table: str
+) -> tuple[str, list[tuple[Any, int]], int]:
+    """The table's name, its sessions with their message counts, and their total."""
+    sessions = conn.execute(Q.q(Q.CHAT_SESSIONS, schema=schema, table=table)).fetchall()
+    conn.commit()
+    return f"{schema}.{table}", sessions, sum(int(n) for _, n in sessions)
+
+
 def import_chat(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -107,10 +116,7 @@ def import_chat(
     progress: ProgressCallback,
 ) -> None:
     """Import every session of the table (see the module docstring)."""
-    source = f"{schema}.{table}"
-    sessions = conn.execute(Q.q(Q.CHAT_SESSIONS, schema=schema, table=table)).fetchall()
-    conn.commit()
-    total = sum(int(n) for _, n in sessions)
+    source, sessions, total = _sessions(conn, schema, table)
     scount, mcount = report.of("sessions"), report.of("messages")
     scount.source, mcount.source = len(sessions), total
     ready = not dry_run or T.table_exists(store._source, store.schema, "conversations")
@@ -172,10 +178,7 @@ def verify_chat(
     progress: ProgressCallback,
 ) -> None:
     """Compare each source session with the messages imported into its conversation."""
-    source = f"{schema}.{table}"
-    sessions = conn.execute(Q.q(Q.CHAT_SESSIONS, schema=schema, table=table)).fetchall()
-    conn.commit()
-    total = sum(int(n) for _, n in sessions)
+    source, sessions, total = _sessions(conn, schema, table)
     done = 0
     for session_id, _ in sessions:
         cid = str(session_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +183,30 @@ def _put(
     return PutOp(ns, key, value, index=paths or False, ttl=ttl_minutes)
 
 
+Row = tuple[Any, ...]
+Vectors = dict[tuple[str, str], dict[str, list[float]]]
+
+
+def _pages(
+    conn: psycopg.Connection[Any], layout: StoreLayout, plan: StorePlan, size: int
+) -> Iterator[tuple[list[Row], list[Row], Vectors]]:
+    """The source's items a page at a time, in key order, each page after the last key
+    of the one before: its rows, the live ones and (when copied) their vectors, read
+    in one snapshot."""
+    after: tuple[str, str] | None = None
+    while rows := _page(conn, layout, after, size):
+        after = (str(rows[-1][0]), str(rows[-1][1]))
+        live = [r for r in rows if not r[3]]
+        vectors = _source_vectors(conn, layout, live) if plan.copier is not None else {}
+        conn.commit()
+        yield rows, live, vectors
+
+
+def _gets(live: Sequence[Row]) -> list[GetOp]:
+    """The target reads of a page's live items (their TTLs left as they are)."""
+    return [GetOp(tuple(str(r[0]).split(".")), str(r[1]), refresh_ttl=False) for r in live]
+
+
 def import_store(
     conn: psycopg.Connection[Any],
     layout: StoreLayout,
@@ -222,20 +246,9 @@ def import_store(
         vcounts.source = int(row[0]) if row else 0
     conn.commit()
     ready = not dry_run or T.table_exists(store._source, store.schema, "store_items")
-    after: tuple[str, str] | None = None
     done = 0
-    while rows := _page(conn, layout, after, page_size):
-        after = (str(rows[-1][0]), str(rows[-1][1]))
-        live = [r for r in rows if not r[3]]
-        vectors = _source_vectors(conn, layout, live) if plan.copier is not None else {}
-        conn.commit()
-        current = (
-            store.batch(
-                [GetOp(tuple(str(r[0]).split(".")), str(r[1]), refresh_ttl=False) for r in live]
-            )
-            if ready and live
-            else [None] * len(live)
-        )
+    for rows, live, vectors in _pages(conn, layout, plan, page_size):
+        current = store.batch(_gets(live)) if ready and live else [None] * len(live)
         batch: list[tuple[PutOp, list[tuple[str, Sequence[float]]]]] = []
         for (prefix, key, value, _, ttl), item in zip(live, current, strict=True):
             vecs = vectors.get((str(prefix), str(key)), {})
@@ -252,7 +265,7 @@ def import_store(
         if not dry_run:
             _write(store, plan, batch)
         done += len(rows)
-        progress(ImportProgress("store", done, int(total), after[0]))
+        progress(ImportProgress("store", done, int(total), str(rows[-1][0])))
     if layout.vectors and plan.copier is None:
         report.notes.append(
             "store vectors were not copied: "
@@ -295,16 +308,9 @@ def verify_store(
     progress: ProgressCallback,
 ) -> None:
     """Compare every live source item (and its copied vectors) with the target."""
-    after: tuple[str, str] | None = None
     done = 0
-    while rows := _page(conn, layout, after, page_size):
-        after = (str(rows[-1][0]), str(rows[-1][1]))
-        live = [r for r in rows if not r[3]]
-        vectors = _source_vectors(conn, layout, live) if plan.copier is not None else {}
-        conn.commit()
-        found = store.batch(
-            [GetOp(tuple(str(r[0]).split(".")), str(r[1]), refresh_ttl=False) for r in live]
-        )
+    for rows, live, vectors in _pages(conn, layout, plan, page_size):
+        found = store.batch(_gets(live))
         for (prefix, key, value, _, _), item in zip(live, found, strict=True):
             result.count("store_items")
             where = f"store item ({prefix!r}, {key!r})"
@@ -315,7 +321,7 @@ def verify_store(
         if plan.copier is not None:
             _verify_vectors(store, live, vectors, result)
         done += len(rows)
-        progress(ImportProgress("verify store", done, None, after[0]))
+        progress(ImportProgress("verify store", done, None, str(rows[-1][0])))
 
 
 def _verify_vectors(

@@ -14,7 +14,7 @@ id), so a rerun never doubles.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -141,10 +141,25 @@ def first_dims(conn: psycopg.Connection[Any], collection: Collection) -> int | N
     return len(parse_vector(str(rows[0][4]), "langchain_pg_embedding")) if rows else None
 
 
-def _doc(row: tuple[Any, ...]) -> tuple[str, str, dict[str, Any], list[float]]:
+Document = tuple[str, str, dict[str, Any], list[float]]  # id, text, metadata, vector
+
+
+def _doc(row: tuple[Any, ...]) -> Document:
     _, doc_id, text, meta, emb = row
     where = f"source document {doc_id!r}"
     return str(doc_id), text or "", dict(meta or {}), parse_vector(str(emb), where)
+
+
+def _pages(
+    conn: psycopg.Connection[Any], collection: Collection, size: int
+) -> Iterator[list[Document]]:
+    """The collection's documents a page at a time, in id order, each page after the
+    last id of the one before and read in its own snapshot."""
+    after: Any = None
+    while rows := collection.page(conn, after, size):
+        after = rows[-1][0]
+        conn.commit()
+        yield [_doc(r) for r in rows]
 
 
 def import_documents(
@@ -166,12 +181,8 @@ def import_documents(
     inner = store._sync_store()
     assert isinstance(inner, PostgresStore)
     ready = not dry_run or T.table_exists(inner._source, inner.schema, "store_items")
-    after: Any = None
     done = 0
-    while rows := collection.page(conn, after, page_size):
-        after = rows[-1][0]
-        conn.commit()
-        docs = [_doc(r) for r in rows]
+    for docs in _pages(conn, collection, page_size):
         current: dict[str, Any] = {}
         if ready:
             current = {str(d.id): d for d in store.get_by_ids([d[0] for d in docs])}
@@ -185,7 +196,7 @@ def import_documents(
         counts.imported += len(todo)
         if not dry_run:
             _write(store, copier, todo)
-        done += len(rows)
+        done += len(docs)
         progress(ImportProgress("documents", done, counts.source, collection.name))
 
 
@@ -222,15 +233,11 @@ def verify_documents(
 ) -> None:
     """Compare every source document: text, metadata and, when copied, the vector
     the target searches with."""
-    after: Any = None
     done = 0
     inner = store._sync_store()
     assert isinstance(inner, PostgresStore)
     namespace = list(collection_namespace(store.collection_name))
-    while rows := collection.page(conn, after, page_size):
-        after = rows[-1][0]
-        conn.commit()
-        docs = [_doc(r) for r in rows]
+    for docs in _pages(conn, collection, page_size):
         ids = [d[0] for d in docs]
         found = {str(d.id): d for d in store.get_by_ids(ids)}
         vectors: dict[str, list[float]] = {}
@@ -255,7 +262,7 @@ def verify_documents(
                 result.mismatch(f"{where}: the metadata differs")
             if copied and not _close(vec, vectors.get(doc_id, [])):
                 result.mismatch(f"{where}: the vector differs")
-        done += len(rows)
+        done += len(docs)
         progress(ImportProgress("verify documents", done, None, collection.name))
 
 

@@ -17,7 +17,6 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar, cast
 
 from haive_langgraph.db import AsyncConnectionSource, Call, ConnectionSource, PersistenceConfig
@@ -117,12 +116,7 @@ class SyncClient(_Client, FromConnString):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
@@ -183,10 +177,5 @@ class AsyncClient(_Client, AsyncFromConnString):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()

@@ -28,8 +28,6 @@ from haive_langgraph.cli import (
     _schema,
 )
 
-__all__ = ["app", "main"]
-
 app = typer.Typer(
     name="haive-lg",
     help="haive-langgraph: PostgreSQL persistence for LangGraph.",
@@ -37,6 +35,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+"""The ``haive-lg`` command line (``haive-lg = haive_langgraph.cli:main``)."""
 # Top-level commands: demo, migrate, threads, doctor, then time travel.
 for _commands in (
     _demo.commands,

@@ -6,8 +6,7 @@ critical findings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -60,7 +59,7 @@ def doctor(
     from haive_langgraph.ops.doctor import diagnose
 
     keys = dict(_filter_key(k) for k in filter_keys or [])
-    with console.status("examining ...") if not as_json else _nothing():
+    with console.status("examining ...") if not as_json else nullcontext():
         report = diagnose(dsn, schema=schema, tenants=tenants, filter_keys=keys)
     if as_json:
         print_json(report.as_dict())
@@ -105,8 +104,3 @@ def doctor(
                 console.print(Text(f"  {line}", style="green"), soft_wrap=True)
     if not report.healthy:
         raise typer.Exit(EXIT_FINDINGS)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield

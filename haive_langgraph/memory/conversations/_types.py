@@ -34,6 +34,8 @@ __all__ = [
 _INT4_MAX = 2**31 - 1
 
 Permission = Literal["read", "write", "moderate"]
+"""What a session participant may do: read its messages, also write to it, also
+manage its participants (``moderate``); its owner may do everything."""
 PERMISSIONS: tuple[Permission, ...] = ("read", "write", "moderate")
 PERMISSION_RANK = {"read": 1, "write": 2, "moderate": 3}
 

@@ -93,7 +93,9 @@ def _defining_module(module: ModuleType, name: str, obj: Any) -> str:
                         if not hasattr(module, "__path__"):
                             base = base[:-1]
                         mod = ".".join([*base[: len(base) - node.level + 1], mod])
-                    return mod
+                    # A package re-exporting its submodule's name: follow it there.
+                    inner = sys.modules.get(mod)
+                    return mod if inner is None else _defining_module(inner, name, obj)
     return module.__name__
 
 

@@ -39,18 +39,24 @@ console = Console()
 err = Console(stderr=True)
 
 
-def check_dsn(value: str | None) -> str | None:
-    """``--dsn`` checked before any command runs; an error names the option, never the
-    value (it may hold a password, which ``--dsn`` also shows to other local users:
-    prefer ``HAIVE_DATABASE_URL`` or ``PGPASSWORD``/``~/.pgpass``)."""
-    from haive_langgraph.db._dsn import normalize_dsn
+def checked_dsn(value: str, where: str) -> str:
+    """A DSN given on the command line, checked before any command runs; an error names
+    ``where`` it was given, never the value (it may hold a password, which the command
+    line also shows to other local users: prefer ``HAIVE_DATABASE_URL`` or
+    ``PGPASSWORD``/``~/.pgpass``)."""
+    from haive_langgraph.db import normalize_dsn
 
-    if value is None or not value.strip():
-        return None
     try:
-        return normalize_dsn(value, where="the DSN")
+        return normalize_dsn(value, where=where)
     except HaiveError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def check_dsn(value: str | None) -> str | None:
+    """``--dsn`` checked (see :func:`checked_dsn`); empty means the default server."""
+    if value is None or not value.strip():
+        return None
+    return checked_dsn(value, "the DSN")
 
 
 DsnOption = Annotated[

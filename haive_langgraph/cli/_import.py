@@ -32,6 +32,7 @@ from haive_langgraph.cli._common import (
     PhaseStep,
     SchemaOption,
     TenantOption,
+    checked_dsn,
     command,
     console,
     err,
@@ -39,7 +40,6 @@ from haive_langgraph.cli._common import (
     print_json,
     usage,
 )
-from haive_langgraph.errors import HaiveError
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -53,13 +53,7 @@ SHOWN_MISMATCHES = 10
 
 
 def _check_source(value: str) -> str:
-    """The source DSN, checked before anything runs; errors never show its text."""
-    from haive_langgraph.db import normalize_dsn
-
-    try:
-        return normalize_dsn(value, where="SOURCE_DSN")
-    except HaiveError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return checked_dsn(value, "SOURCE_DSN")
 
 
 SourceArg = Annotated[

@@ -10,7 +10,11 @@ then, per round, the same ``--calls`` mixed operations run against each:
   ``langgraph.store.postgres.aio.AsyncPostgresStore``, which merges the
   calls of one event-loop tick into one batch);
 * sync: one ``batch()`` holding the same operations as ``GetOp`` /
-  ``PutOp`` / ``SearchOp`` (``PostgresStore``, ours and LangGraph's).
+  ``PutOp`` / ``SearchOp`` (``PostgresStore``, ours and LangGraph's);
+* threads: the same calls (``get``, ``put``, ``search``, ``delete``) made by
+  ``--threads`` threads at once, each its share in turn, on ``PostgresStore``
+  (ours merges the calls threads make while a batch runs into the next
+  batch; LangGraph's runs each call alone).
 
 Each on one lent connection (autocommit, ``dict_row`` as LangGraph's
 documentation opens it) and on a pool (``--pool-size`` connections).
@@ -37,6 +41,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +119,32 @@ async def call_async(store: BaseStore, op: Op) -> Any:
     return await store.aput(op.namespace, op.key, op.value)
 
 
+def call_sync(store: BaseStore, op: Op) -> Any:
+    if isinstance(op, GetOp):
+        return store.get(op.namespace, op.key)
+    if isinstance(op, SearchOp):
+        return store.search(op.namespace_prefix, query=op.query, filter=op.filter, limit=op.limit)
+    assert isinstance(op, PutOp)
+    if op.value is None:
+        return store.delete(op.namespace, op.key)
+    return store.put(op.namespace, op.key, op.value)
+
+
+THREADS = 16
+
+
+def in_threads(store: BaseStore, ops: list[Op]) -> tuple[float, list[Any]]:
+    """``ops`` called by THREADS threads at once, each its share in turn."""
+    shares = [ops[i::THREADS] for i in range(THREADS)]
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        t0 = time.perf_counter()
+        futures = [
+            pool.submit(lambda s=share: [call_sync(store, op) for op in s]) for share in shares
+        ]
+        results = [r for f in futures for r in f.result()]
+        return time.perf_counter() - t0, results
+
+
 class Variant:
     """One store class on one kind of connection, on its own database."""
 
@@ -183,6 +214,8 @@ async def one_round(v: Variant, ops: list[Op]) -> float:
         t0 = time.perf_counter()
         results = await asyncio.gather(*(call_async(v.store, op) for op in ops))
         elapsed = time.perf_counter() - t0
+    elif v.flavour == "threads":
+        elapsed, results = await asyncio.to_thread(in_threads, v.store, ops)
     else:
         t0 = time.perf_counter()
         results = v.store.batch(ops)
@@ -214,6 +247,8 @@ def makers() -> dict[tuple[str, str], Callable[..., Any]]:
         ("LangGraph", "async"): lg(LGAsync),
         ("haive", "sync"): ours(PostgresStore),
         ("LangGraph", "sync"): lg(LGSync),
+        ("haive", "threads"): ours(PostgresStore),
+        ("LangGraph", "threads"): lg(LGSync),
     }
 
 
@@ -246,7 +281,11 @@ async def main_async(args: argparse.Namespace) -> None:
                 for kind in args.kinds:
                     ours = times[f"haive {flavour}, {kind}"]
                     theirs = times[f"LangGraph {flavour}, {kind}"]
-                    what = "gathered calls" if flavour == "async" else "one batch()"
+                    what = {
+                        "async": "gathered calls",
+                        "sync": "one batch()",
+                        "threads": f"calls, {THREADS} threads",
+                    }[flavour]
                     rows.append(
                         [
                             f"{flavour}: {args.calls:,} {what}",
@@ -290,16 +329,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--index", action="store_true", help="vector searches (lookup embedder)")
+    parser.add_argument("--threads", type=int, default=16, help="threads of the threads run")
     parser.add_argument("--verbose", action="store_true", help="print every round's time")
     parser.add_argument(
-        "--flavours", nargs="+", default=["async", "sync"], choices=["async", "sync"]
+        "--flavours",
+        nargs="+",
+        default=["async", "sync", "threads"],
+        choices=["async", "sync", "threads"],
     )
     parser.add_argument(
         "--kinds", nargs="+", default=["connection", "pool"], choices=["connection", "pool"]
     )
     args = parser.parse_args()
-    global INDEX
-    INDEX = args.index
+    global INDEX, THREADS
+    INDEX, THREADS = args.index, args.threads
     asyncio.run(main_async(args))
 
 

@@ -83,9 +83,11 @@ class Shared:
     scopes: ScopeSizes = field(default_factory=ScopeSizes)
     sweeper: Any = None
     stop: Any = None
-    # The async store's calls waiting to be merged, and the task running them.
+    # The async store's calls waiting to be merged, and the task running them;
+    # the sync store's merger of concurrent threads' calls.
     calls: list[Any] = field(default_factory=list)
     flusher: Any = None
+    merger: Any = None
     # The background indexer (write_mode="background"), and whether this role
     # was refused a bulk rebuild (it then indexes in batches only).
     indexer: Any = None

@@ -2,7 +2,9 @@
 
 The async store merges the single calls (``aget``, ``aput``, ``asearch``,
 ``adelete``, ``alist_namespaces``) issued in one event-loop tick into one
-batch, as LangGraph's ``AsyncBatchedBaseStore`` does, and runs it as a batch
+batch, as LangGraph's ``AsyncBatchedBaseStore`` does; the sync store merges
+the single calls (``get``, ``put`` ...) that threads make while a batch runs
+into the next one (:class:`ThreadMerger`). A merged batch runs as a batch
 runs: reads, then every write in one statement. Two things differ from
 LangGraph's, which runs all the merged reads before all the writes and gives
 every call the batch's exception:
@@ -23,14 +25,18 @@ every call the batch's exception:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from langgraph.store.base import GetOp, ListNamespacesOp, Op, PutOp, Result, SearchOp
 
 from haive_langgraph.stores._batch import BatchPlan
+
+if TYPE_CHECKING:
+    from haive_langgraph.stores._planning import MergedCall
 
 # SQLSTATE classes after which the server may or may not have committed
 # what was sent: the connection went away (08), the server shut it down (57P0x).
@@ -156,4 +162,119 @@ def unwrap(outcome: Any) -> Any:
     return outcome
 
 
-__all__ = ["Failed", "Outcome", "after_writes", "resolve", "rolled_back", "unwrap"]
+def by_tenant(calls: Iterable[MergedCall]) -> list[list[MergedCall]]:
+    """Waiting calls by the tenant of their store (a batch acts for one tenant),
+    in the order they were issued; calls already done (cancelled) left out."""
+    groups: dict[str, list[MergedCall]] = {}
+    for call in calls:
+        if not call.future.done():
+            groups.setdefault(call.store.tenant_id, []).append(call)
+    return list(groups.values())
+
+
+class _Slot:
+    """What a thread waiting on its merged call is woken for: its outcome, or the
+    lead of the next batch. Duck-types the future a merged batch resolves."""
+
+    __slots__ = ("_done", "_outcome", "_woken", "granted")
+
+    def __init__(self) -> None:
+        self._woken = threading.Event()
+        self._done = False
+        self._outcome: Outcome = None
+        self.granted = False  # handed the lead (under the merger's lock)
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Result) -> None:
+        self._outcome, self._done = value, True
+        self._woken.set()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._outcome, self._done = Failed(exc), True
+        self._woken.set()
+
+    def result(self) -> Result:
+        return unwrap(self._outcome)  # type: ignore[no-any-return]
+
+
+class ThreadMerger:
+    """Merges the single calls of concurrent threads into batches (the sync store's
+    counterpart of the async store's per-tick merging).
+
+    Up to ``leaders`` batches run at once (the connections the store may
+    hold: one on a lent connection). A call that finds fewer running starts
+    one at once, with the calls queued by then: nothing waits for company.
+    Otherwise it queues, and when a batch ends the first queued call leads
+    the next one, which holds every call queued by then. So a call waits
+    where it would have waited for a connection anyway, and the calls that
+    waited share one round trip and one commit. Each caller gets its own
+    outcome.
+    """
+
+    def __init__(self, run: Callable[[list[MergedCall]], None], leaders: int) -> None:
+        """``run(calls)`` runs calls of one tenant as a batch, resolving each call's future."""
+        self._run = run
+        self._limit = max(1, leaders)
+        self._lock = threading.Lock()
+        self._queue: list[MergedCall] = []
+        self._leaders = 0
+
+    def submit(self, call: MergedCall) -> Result:
+        """Run ``call`` (checked, encoded and embedded) in a merged batch; its result."""
+        slot = call.future = _Slot()
+        with self._lock:
+            self._queue.append(call)
+            lead = self._leaders < self._limit
+            if lead:
+                self._leaders += 1
+        while True:
+            if lead:
+                self._lead()
+            if slot.done():
+                return slot.result()
+            slot._woken.wait()
+            with self._lock:
+                # Woken for its outcome, or handed the lead (its call may have
+                # been taken by a batch meanwhile: it leads one all the same).
+                lead, slot.granted = slot.granted, False
+                slot._woken.clear()
+
+    def _lead(self) -> None:
+        with self._lock:
+            calls, self._queue = self._queue, []
+        try:
+            for group in by_tenant(calls):
+                try:
+                    self._run(group)
+                except Exception as exc:
+                    for call in group:
+                        if not call.future.done():
+                            call.future.set_exception(exc)
+        except BaseException as exc:
+            # Interrupted: no caller of this batch may wait for ever.
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                if self._queue:
+                    nxt = self._queue[0].future
+                    nxt.granted = True
+                    nxt._woken.set()
+                else:
+                    self._leaders -= 1
+
+
+__all__ = [
+    "Failed",
+    "Outcome",
+    "ThreadMerger",
+    "after_writes",
+    "by_tenant",
+    "resolve",
+    "rolled_back",
+    "unwrap",
+]

@@ -29,6 +29,7 @@ from langgraph.store.base import Result, SearchItem, SearchOp
 from haive_langgraph.db import Call, Op
 from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
+from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _ops as ops
 from haive_langgraph.stores._batch import BatchPlan, batch_op
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
@@ -36,7 +37,7 @@ from haive_langgraph.stores._hybrid_ops import hybrid_search_op
 
 if TYPE_CHECKING:
     from haive_langgraph.stores._base import StoreBase
-    from haive_langgraph.stores._planning import EmbedRequest
+    from haive_langgraph.stores._planning import EmbedRequest, MergedCall
 
 T = TypeVar("T")
 
@@ -157,6 +158,48 @@ def batch(store: StoreBase, plan: BatchPlan, request: EmbedRequest) -> Procedure
     finally:
         if store._wrote_vectors(plan):
             shared.indexer.wake(store.tenant_id)
+
+
+def embed_call(store: StoreBase, call: MergedCall) -> Procedure[None]:
+    """Embed what one merged call needs, and check it (run in its caller's context,
+    so that a failing embedder fails that call only)."""
+    op, row = call.op, call.row
+    if isinstance(op, SearchOp) and op.query:
+        _, (call.vector,) = yield Embed(queries=(op.query,))
+    elif row is not None and row.vectors:
+        row.embedded, _ = yield Embed(texts=[text for _, text in row.vectors])
+    store._check_call_vectors(call)
+
+
+def merged_batch(store: StoreBase, waiting: Sequence[MergedCall]) -> Procedure[None]:
+    """Run merged calls of one tenant, embedded already, as one batch; each call's
+    future gets its own result or error (see :mod:`haive_langgraph.stores._merge`)."""
+    calls = [c for c in waiting if not c.future.done()]
+    if not calls:
+        return
+    ops_ = [c.op for c in calls]
+    plan: BatchPlan | None = None
+    failure: BaseException | None = None
+    try:
+        plan, request = store._plan_calls(calls, merge.after_writes(ops_))
+        yield from batch(store, plan, request)
+    except Exception as exc:
+        failure = exc
+    outcomes, redo = merge.resolve(ops_, plan, {}, failure)
+    for i in redo:
+        # Alone, in the order they were issued.
+        try:
+            plan, request = store._plan_calls([calls[i]], frozenset())
+            outcomes[i] = (yield from batch(store, plan, request))[0]
+        except Exception as exc:
+            outcomes[i] = merge.Failed(exc)
+    for call, outcome in zip(calls, outcomes, strict=True):
+        if call.future.done():
+            continue  # the caller was cancelled
+        if isinstance(outcome, merge.Failed):
+            call.future.set_exception(outcome.error)
+        else:
+            call.future.set_result(outcome)
 
 
 def hybrid_search(store: StoreBase, op: SearchOp) -> Procedure[list[SearchItem]]:

@@ -7,7 +7,7 @@ import contextvars
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar, Unpack
 
-from langgraph.store.base import Op, Result, SearchOp
+from langgraph.store.base import Op, Result
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -16,10 +16,9 @@ from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import Shared, StoreBase, StoreOptions
-from haive_langgraph.stores._batch import BatchPlan
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
 from haive_langgraph.stores._indexer import TaskIndexer
-from haive_langgraph.stores._planning import EmbedRequest, MergedCall
+from haive_langgraph.stores._planning import MergedCall
 from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Progress, Vectors
 
 T = TypeVar("T")
@@ -171,25 +170,11 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
                 shared.flusher = self.loop.create_task(_flush(shared), name="haive-store-batch")
             return [await call.future]
         plan, request = self._plan(ops_)
-        return await self._execute(plan, request)
+        return await self._adrive(procedures.batch(self, plan, request))
 
     def batch(self, ops_: Iterable[Op]) -> list[Result]:
         """Sync :meth:`abatch`, for use from other threads."""
         return self._on_loop(self.abatch(list(ops_)), "batch")
-
-    async def _execute(self, plan: BatchPlan, request: EmbedRequest) -> list[Result]:
-        """Embed what the batch still needs, then run it."""
-        return await self._adrive(procedures.batch(self, plan, request))
-
-    async def _embed_call(self, call: MergedCall) -> None:
-        """Embed what one merged call needs (run in its caller's context)."""
-        embeddings, op, row = self.embeddings, call.op, call.row
-        assert embeddings is not None
-        if isinstance(op, SearchOp) and op.query:
-            call.vector = await embeddings.aembed_query(op.query)
-        elif row is not None and row.vectors:
-            row.embedded = list(await embeddings.aembed_documents([t for _, t in row.vectors]))
-        self._check_call_vectors(call)
 
     async def _run_calls(self, waiting: list[MergedCall]) -> None:
         """Run merged calls of this store's tenant as one batch; each gets its outcome.
@@ -198,40 +183,18 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         whose embedding fails gets that error, the others go on.
         """
         loop = asyncio.get_running_loop()
-        embedding = [p for p in waiting if p.context is not None]
+        embedding = [c for c in waiting if c.context is not None]
         done = await asyncio.gather(
-            *(loop.create_task(self._embed_call(p), context=p.context) for p in embedding),
+            *(
+                loop.create_task(self._adrive(procedures.embed_call(self, c)), context=c.context)
+                for c in embedding
+            ),
             return_exceptions=True,
         )
-        for p, exc in zip(embedding, done, strict=True):
-            if isinstance(exc, BaseException) and not p.future.done():
-                p.future.set_exception(exc)
-        calls = [p for p in waiting if not p.future.done()]
-        if not calls:
-            return
-        ops_ = [c.op for c in calls]
-        plan: BatchPlan | None = None
-        failure: BaseException | None = None
-        try:
-            plan, request = self._plan_calls(calls, merge.after_writes(ops_))
-            await self._execute(plan, request)
-        except Exception as exc:
-            failure = exc
-        outcomes, redo = merge.resolve(ops_, plan, {}, failure)
-        for i in redo:
-            # Alone, in the order they were issued.
-            try:
-                plan, request = self._plan_calls([calls[i]], frozenset())
-                outcomes[i] = (await self._execute(plan, request))[0]
-            except Exception as exc:
-                outcomes[i] = merge.Failed(exc)
-        for call, outcome in zip(calls, outcomes, strict=True):
-            if call.future.done():
-                continue  # the caller was cancelled
-            if isinstance(outcome, merge.Failed):
-                call.future.set_exception(outcome.error)
-            else:
-                call.future.set_result(outcome)
+        for c, exc in zip(embedding, done, strict=True):
+            if isinstance(exc, BaseException) and not c.future.done():
+                c.future.set_exception(exc)
+        await self._adrive(procedures.merged_batch(self, waiting))
 
     # -- TTL -----------------------------------------------------------------------------
 
@@ -312,15 +275,12 @@ async def _flush(shared: Shared) -> None:
     try:
         while shared.calls:
             calls, shared.calls = shared.calls, []
-            groups: dict[str, list[MergedCall]] = {}
-            for call in calls:
-                if not call.future.done():
-                    groups.setdefault(call.store.tenant_id, []).append(call)
+            groups = merge.by_tenant(calls)
             done = await asyncio.gather(
-                *(group[0].store._run_calls(group) for group in groups.values()),
+                *(group[0].store._run_calls(group) for group in groups),
                 return_exceptions=True,
             )
-            for group, exc in zip(groups.values(), done, strict=True):
+            for group, exc in zip(groups, done, strict=True):
                 if isinstance(exc, BaseException):
                     for call in group:
                         if not call.future.done():

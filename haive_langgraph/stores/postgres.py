@@ -18,6 +18,8 @@ from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import StoreBase, StoreOptions
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
 from haive_langgraph.stores._indexer import ThreadIndexer
+from haive_langgraph.stores._merge import ThreadMerger
+from haive_langgraph.stores._planning import MergedCall
 from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Progress, Vectors
 
 T = TypeVar("T")
@@ -69,6 +71,7 @@ class PostgresStore(StoreBase, FromConnString):
     ) -> None:
         self._init_base(options)
         self._source = ConnectionSource(conn, config=self.config, replicas=options.get("replicas"))
+        self._shared.merger = ThreadMerger(_run_merged, self._source.max_connections)
         if self._settle_write_mode(options.get("index"), self._source.max_connections):
             self._shared.indexer = ThreadIndexer(
                 lambda tenants, stopping: self._drive(
@@ -159,10 +162,26 @@ class PostgresStore(StoreBase, FromConnString):
     def batch(self, ops_: Iterable[Op]) -> list[Result]:
         """Run a batch: reads first (one round trip), then every write in one statement.
 
-        Embeddings are computed before a connection is taken.
+        Embeddings are computed before a connection is taken. A batch of one
+        op (what ``get``, ``put``, ``search``, ``delete`` and
+        ``list_namespaces`` send) made while another runs is merged with the
+        other threads' into the next batch; each call is checked and embedded
+        in its own thread first, gets its own result or error, and sees the
+        writes issued before it (see :mod:`haive_langgraph.stores._merge`).
         """
+        ops_ = list(ops_)
+        if len(ops_) == 1:
+            return [self._shared.merger.submit(self._merged_call(ops_[0]))]
         plan, request = self._plan(ops_)
         return self._drive(procedures.batch(self, plan, request), "batch")
+
+    def _merged_call(self, op: Op) -> MergedCall:
+        """One call to merge: checked, encoded and embedded in the caller's thread."""
+        call = self._plan_call(op)
+        call.store = self
+        if self.embeddings is not None and self._needs_embedding(call):
+            self._drive(procedures.embed_call(self, call))
+        return call
 
     async def abatch(self, ops_: Iterable[Op]) -> list[Result]:
         """Async :meth:`batch`: runs the sync batch in a worker thread."""
@@ -277,6 +296,12 @@ class PostgresStore(StoreBase, FromConnString):
     def get_usage(self, *, tenant_id: str | None = None) -> TenantUsage:
         """What a tenant holds, and its quota."""
         return self._source.call(procedures.get_usage(self, tenant_id))
+
+
+def _run_merged(calls: list[MergedCall]) -> None:
+    """Run merged calls of one tenant as a batch (:class:`ThreadMerger`'s ``run``)."""
+    store: PostgresStore = calls[0].store
+    store._drive(procedures.merged_batch(store, calls), "batch")
 
 
 __all__ = ["PostgresStore"]

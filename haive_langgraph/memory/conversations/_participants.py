@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from haive_langgraph.db import Call, Op, Step
 from haive_langgraph.db._arrays import TextArray
@@ -90,7 +89,7 @@ class ParticipantCalls(_Client):
         who = check_id(user_id, "user_id")
         person = check_id(participant_id, "participant_id")
 
-        def op() -> Any:
+        def op() -> Op[Session]:
             rows = yield from lock_rows(t, [sid])
             # Anyone may leave; removing someone else takes moderation.
             need: Permission = "read" if person == who else "moderate"

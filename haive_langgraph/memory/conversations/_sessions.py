@@ -43,7 +43,6 @@ from haive_langgraph.memory.conversations._client import (
 from haive_langgraph.memory.conversations._participants import ParticipantCalls
 from haive_langgraph.memory.conversations._tables import (
     SESSION,
-    ConversationTables,
     PricedOptions,
     make_tables,
 )
@@ -306,7 +305,7 @@ class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
 
     def _purge_expired(self) -> Call[ErasureReport]:
         """Delete every session of this tenant that is past its TTL."""
-        t: ConversationTables = self._tables
+        t = self._tables
         return t.call(
             lambda: _erasure.purge_expired(t), transaction=True, subject="expired sessions"
         )

@@ -412,6 +412,8 @@ class AsyncConversationTracker(_Tracker[AsyncConversationStore], AsyncCallbackHa
             async with lock:
                 await self.store._arun(_record_call(self.store, record))
 
+    # LangChain awaits an async handler's callbacks: the shared ones, awaitable here
+    # (hence the overrides of _Tracker's sync methods).
     on_chat_model_start = _awaited(_Tracker.on_chat_model_start)  # type: ignore[assignment]
     on_llm_new_token = _awaited(_Tracker.on_llm_new_token)  # type: ignore[assignment]
     on_llm_error = _awaited(_Tracker.on_llm_error)  # type: ignore[assignment]

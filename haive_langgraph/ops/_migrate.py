@@ -17,19 +17,44 @@ from haive_langgraph.db import (
     status_op,
     validate_identifier,
 )
+from haive_langgraph.db._features import FramedTable
 from haive_langgraph.errors import MigrationError
 
 
 def all_components() -> list[Component]:
-    """Every feature's migrations, in dependency order."""
+    """Every feature's component, in dependency order: the one registry of features.
+
+    Each component declares its migrations, its tables and its framed
+    columns (see :mod:`haive_langgraph.db._features`); migration, tenant
+    erasure (:func:`tenant_tables`), key rotation (:func:`framed_tables`),
+    backup and restore (:func:`archived_tables`) and Supabase iterate it.
+    """
+    # Imported here: the features build on this package's siblings.
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
-    from haive_langgraph.memory._history_sql import COMPONENT as conversations
+    from haive_langgraph.memory.conversations._sql import COMPONENT as conversations
+    from haive_langgraph.ops._keys_sql import COMPONENT as keys
     from haive_langgraph.ops.audit._sql import COMPONENT as audit
     from haive_langgraph.ops.cache._sql import COMPONENT as cache
-    from haive_langgraph.ops.keys import COMPONENT as keys
     from haive_langgraph.stores._sql import COMPONENT as store
 
     return [checkpoints, store, keys, conversations, audit, cache]
+
+
+def tenant_tables() -> tuple[str, ...]:
+    """Every table whose rows belong to tenants: what tenant erasure empties, what
+    row-level security and Supabase's policies cover. A table referencing
+    another comes first (its rows go first)."""
+    return tuple(name for c in all_components() for name in c.tenant_tables)
+
+
+def framed_tables() -> tuple[FramedTable, ...]:
+    """Every column holding codec frames: what key rotation and ``keys status`` cover."""
+    return tuple(f for c in all_components() for f in c.framed)
+
+
+def archived_tables() -> frozenset[str]:
+    """The tables of data: backup writes only these, restore accepts only these."""
+    return frozenset(t.name for c in all_components() for t in c.tables if t.archived)
 
 
 def migrate_all(

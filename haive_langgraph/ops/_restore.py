@@ -46,7 +46,7 @@ from haive_langgraph.ops._archive import (
     RestoreConflictError,
     parse_row,
 )
-from haive_langgraph.ops._framed import TENANT_KEYS
+from haive_langgraph.ops._keys_sql import TENANT_KEYS
 from haive_langgraph.ops._restore_checks import (
     ArchivedTable,
     RowFilter,

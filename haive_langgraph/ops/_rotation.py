@@ -24,12 +24,12 @@ from haive_langgraph.checkpointers._values import SEALED, move_inline
 from haive_langgraph.codec import HaiveCodec, KeyDestroyedError, KeyRing, frame_key_id
 from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BigintArray, ByteaArray, TextArray
+from haive_langgraph.db._features import FramedTable
 from haive_langgraph.errors import CorruptDataError, DecryptionError, SerializationError
-from haive_langgraph.ops._framed import FramedTable
+from haive_langgraph.ops._keys_sql import PROGRESS_TABLE
 
 __all__ = ["BatchResult", "batch_op", "counts_op", "progress_op"]
 
-PROGRESS_TABLE = "key_rotation"
 # At most this many messages about unreadable rows are kept per run.
 MAX_ERRORS = 20
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -294,32 +293,16 @@ def dependency_order(tables: Iterable[Table]) -> tuple[list[Table], list[str]]:
     return out, cycles
 
 
-# "CREATE [UNLOGGED] TABLE [IF NOT EXISTS] {schema}.<name>" in a migration statement.
-_CREATES = re.compile(
-    r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"\{schema\}\.([a-z_][a-z0-9_]*)\s*\(",
-    re.IGNORECASE,
-)
-
-
 @functools.cache
 def our_tables() -> frozenset[str]:
-    """The tables of data haive-langgraph creates: those of every component's migrations,
-    and the store's vector table (created by ``setup()`` for a configured index), less
-    the cache's versions (its state, not data: ``ops.cache._sql.NOT_ARCHIVED``).
+    """The tables of data haive-langgraph creates: those every component declares
+    archived (``ops._migrate.archived_tables()``): the tables of its migrations,
+    the store's vector table (created by ``setup()`` for a configured index),
+    not the cache's versions (its state, not data).
 
     Backup writes only these, restore accepts only these: a table someone else
     created in the schema is theirs (``pg_dump`` it).
     """
-    from haive_langgraph.ops._migrate import all_components
-    from haive_langgraph.ops.cache._sql import NOT_ARCHIVED
-    from haive_langgraph.stores._sql import VECTORS
+    from haive_langgraph.ops._migrate import archived_tables
 
-    names = {
-        match.group(1)
-        for component in all_components()
-        for migration in component.migrations
-        for statement in migration.statements
-        for match in _CREATES.finditer(statement)
-    }
-    return frozenset((names | {VECTORS}) - NOT_ARCHIVED)
+    return archived_tables()

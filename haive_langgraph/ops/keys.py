@@ -1,9 +1,10 @@
 """Encryption keys in the database: key rotation, tenant keys, crypto-shredding.
 
 * :func:`rotate_keys` re-encrypts every stored value that is not under its
-  tenant's current primary key (every entry of :data:`FRAMED_TABLES`:
-  checkpoint values, bodies and sealed metadata, chat messages and
-  conversation details, store and vector-memory items), moves the plaintext
+  tenant's current primary key (every column a feature declares framed in
+  its component, see ``ops._migrate.framed_tables()``: checkpoint values,
+  bodies and sealed metadata, chat messages and conversation details, store
+  and vector-memory items), moves the plaintext
   inline values of checkpoints written before encryption into encrypted
   values, and re-wraps tenant keys under the global primary key. It works
   in batches, each in its own transaction with its resume point, so an
@@ -44,9 +45,7 @@ from haive_langgraph.codec import (
     WrappedKey,
 )
 from haive_langgraph.db import (
-    Component,
     ConnectionSource,
-    Migration,
     Op,
     PersistenceConfig,
     Step,
@@ -54,13 +53,14 @@ from haive_langgraph.db import (
     validate_identifier,
 )
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._features import FramedTable
 from haive_langgraph.errors import ConfigurationError, DecryptionError
-from haive_langgraph.ops._framed import FRAMED_TABLES, TENANT_KEYS, FramedTable
+from haive_langgraph.ops._keys_sql import COMPONENT, TENANT_KEYS
+from haive_langgraph.ops._migrate import framed_tables
 from haive_langgraph.ops._rotation import MAX_ERRORS, batch_op, counts_op, progress_op
 
 __all__ = [
     "COMPONENT",
-    "FRAMED_TABLES",
     "FramedTable",
     "KeyStatus",
     "PostgresTenantKeyStore",
@@ -70,39 +70,6 @@ __all__ = [
     "key_status",
     "rotate_keys",
 ]
-
-COMPONENT = Component(
-    name="keys",
-    migrations=(
-        Migration(
-            "tenant keys and key rotation progress",
-            (
-                """
-                CREATE TABLE IF NOT EXISTS {schema}.tenant_keys (
-                    tenant_id  text COLLATE "C" NOT NULL PRIMARY KEY,
-                    keys       jsonb NOT NULL DEFAULT '[]',
-                    destroyed  boolean NOT NULL DEFAULT false,
-                    updated_at timestamptz NOT NULL DEFAULT now()
-                )
-                """,
-                """
-                CREATE TABLE IF NOT EXISTS {schema}.key_rotation (
-                    table_name text COLLATE "C" NOT NULL PRIMARY KEY,
-                    cursor     jsonb,
-                    rewritten  bigint NOT NULL DEFAULT 0,
-                    started_at timestamptz NOT NULL DEFAULT now(),
-                    updated_at timestamptz NOT NULL DEFAULT now()
-                )
-                """,
-            ),
-        ),
-        Migration(
-            "key rotation progress names the keys it rotates to",
-            ("ALTER TABLE {schema}.key_rotation ADD COLUMN IF NOT EXISTS target text",),
-        ),
-    ),
-)
-
 
 # -- tenant keys ------------------------------------------------------------------
 
@@ -223,7 +190,7 @@ def forget_tenant_key(keyring: KeyRing, tenant_id: str) -> int:
 
 @dataclass(slots=True)
 class RotationReport:
-    """What a rotation did, per entry of :data:`FRAMED_TABLES` (its ``key``).
+    """What a rotation did, per entry of ``framed_tables()`` (its ``key``).
 
     Attributes:
         scanned: Rows read.
@@ -276,7 +243,7 @@ Progress = Callable[[str, int, int], None]  # table, rows scanned so far, rows r
 
 
 def _existing_tables(source: ConnectionSource, schema: str) -> set[str]:
-    names = {t.name for t in FRAMED_TABLES} | {TENANT_KEYS}
+    names = {t.name for t in framed_tables()} | {TENANT_KEYS}
 
     def op() -> Op[set[str]]:
         rows = yield Step(
@@ -422,7 +389,7 @@ def rotate_keys(
         schema: Schema of the tables.
         batch_size: Rows per transaction.
         tables: Limit to these tables or entries (default: all of
-            :data:`FRAMED_TABLES` and ``tenant_keys``).
+            :func:`~haive_langgraph.ops._migrate.framed_tables` and ``tenant_keys``).
         progress: Called after each batch with (entry, scanned, rewritten).
         config: Connection settings.
         serde: Serialises the inline values moved into stored values; the
@@ -460,7 +427,7 @@ def rotate_keys(
                 )
         entries = [
             t
-            for t in FRAMED_TABLES
+            for t in framed_tables()
             if t.name in present and (tables is None or t.name in tables or t.key in tables)
         ]
         pending = entries
@@ -489,7 +456,7 @@ UNENCRYPTED = "(unencrypted)"
 
 @dataclass(slots=True)
 class KeyStatus:
-    """Stored values by key, per entry of :data:`FRAMED_TABLES` (and ``tenant_keys``).
+    """Stored values by key, per entry of ``framed_tables()`` (and ``tenant_keys``).
 
     Attributes:
         by_key: Values per key id (``"(unencrypted)"`` for plaintext ones,
@@ -595,7 +562,7 @@ def key_status(
     source = ConnectionSource(conn, config=config)
     try:
         present = _existing_tables(source, target)
-        entries = [t for t in FRAMED_TABLES if t.name in present]
+        entries = [t for t in framed_tables() if t.name in present]
         return _status(source, target, entries, keyring, tenant_keys=TENANT_KEYS in present)
     finally:
         source.close()

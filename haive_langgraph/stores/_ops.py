@@ -416,19 +416,16 @@ def sweep_op(statements: Statements, tenant_id: str | None, batch: int) -> Op[in
     return int(row[0])
 
 
-def tenant_tables() -> tuple[str, ...]:
-    """Every table holding tenant rows: the store's, the checkpointer's, the
-    conversations' and the cache's versions (which keep Redis entries valid)."""
-    # Imported here: the memory package builds on the store.
-    from haive_langgraph.checkpointers._sql import TENANT_TABLES as CHECKPOINTS
-    from haive_langgraph.memory._history_sql import TENANT_TABLES as CONVERSATIONS
-    from haive_langgraph.ops.cache._sql import TENANT_TABLES as CACHE
-
-    return (*S.STORE_TABLES, *CHECKPOINTS, *CONVERSATIONS, *CACHE)
-
-
 def delete_tenant_op(statements: Statements, tenant_id: str) -> Op[dict[str, int]]:
-    """Delete every row of ``tenant_id`` in each of :func:`tenant_tables` that exists."""
+    """Delete every row of ``tenant_id`` in each table of tenant rows that exists.
+
+    The tables are those every feature declares (``ops._migrate.tenant_tables()``):
+    the store's, the checkpointer's, the conversations' and the cache's
+    versions (which keep Redis entries valid).
+    """
+    # Imported here: the registry of features imports the store.
+    from haive_langgraph.ops._migrate import tenant_tables
+
     schema = statements.schema
     candidates = tenant_tables()
     exists = yield [

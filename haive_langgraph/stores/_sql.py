@@ -23,8 +23,10 @@ from __future__ import annotations
 from psycopg import sql
 
 from haive_langgraph.db import Component, Migration
+from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._tenancy import tenant_policy_statements
 from haive_langgraph.stores._config import VectorIndexSpec
+from haive_langgraph.stores._values import row_context
 
 ITEMS = "store_items"
 VECTORS = "store_vectors"
@@ -212,7 +214,29 @@ MIGRATIONS = (
     ),
 )
 
-COMPONENT = Component(name="store", migrations=MIGRATIONS)
+# The store's entry in the registry of tables (db/_features.py), in the order
+# tenant erasure empties them: vectors reference their items.
+TABLES = (
+    Table(VECTORS, migrated=False),  # created by setup() for a configured index
+    Table(ITEMS),
+    Table(TENANTS),
+    Table(VECTOR_CONFIG, tenant=False),
+)
+# `doc` holds the whole value when written without encryption and without
+# filter_fields (a projection is the user's declared plaintext and is kept);
+# vector rows carry the same doc. Vector memory keeps its memories here too.
+FRAMED = (
+    FramedTable(
+        ITEMS,
+        (("tenant_id", "text"), ("namespace", "text[]"), ("key", "text")),
+        row_context,
+        frame_column="value",
+        copy_column="doc",
+        copy_tables=(VECTORS,),
+    ),
+)
+
+COMPONENT = Component(name="store", migrations=MIGRATIONS, tables=TABLES, framed=FRAMED)
 
 
 def q(template: str, schema: str) -> sql.Composed:
@@ -534,11 +558,6 @@ DELETE_TENANT_ROWS = """
 WITH gone AS (DELETE FROM {table} WHERE tenant_id = %(t)s RETURNING 1)
 SELECT count(*) FROM gone
 """
-
-# The store's tables in the order delete_tenant empties them (vectors
-# reference their items). The checkpointer's and conversations' tables are
-# taken from their own _sql modules.
-STORE_TABLES = (VECTORS, ITEMS, TENANTS)
 
 # -- quotas ------------------------------------------------------------------------------
 

@@ -49,8 +49,9 @@ from haive_langgraph.memory.conversations._types import (
 
 # 8 MiB: far above any chat turn, below what makes a single row a problem.
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-# Row context key of message batch frames and of conversation details.
+# Row context keys of message batch frames and of conversation details.
 MESSAGES_KEY = "messages"
+DETAILS_KEY = "details"
 # Field of a stored message saved without an id: its stored ``id`` is ours (it
 # binds the body to its row, and merges and branches match on it) and is not
 # handed back, so a message reads back equal to what was saved. No message
@@ -187,6 +188,16 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
+def message_context(tenant_id: str, conversation_id: str) -> RowContext:
+    """Row context of a conversation's message batch frames (at every position)."""
+    return RowContext(tenant_id, conversation_id, Kind.MESSAGE, MESSAGES_KEY)
+
+
+def details_context(tenant_id: str, conversation_id: str) -> RowContext:
+    """Row context of a conversation's details frame."""
+    return RowContext(tenant_id, conversation_id, Kind.METADATA, DETAILS_KEY)
+
+
 class MessageCodec:
     """Serialises messages for one tenant and frames batches of them.
 
@@ -235,7 +246,7 @@ class MessageCodec:
             self._guard.check("msgpack", payload)
 
     def _ctx(self, conversation_id: str) -> RowContext:
-        return RowContext(self.tenant_id, conversation_id, Kind.MESSAGE, MESSAGES_KEY)
+        return message_context(self.tenant_id, conversation_id)
 
     # -- writing -------------------------------------------------------------
 

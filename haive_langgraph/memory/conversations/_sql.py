@@ -35,8 +35,11 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from haive_langgraph.codec import RowContext
 from haive_langgraph.db import Component, Migration, PartitionKey
+from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._tenancy import tenant_policy_statements
+from haive_langgraph.memory.conversations._codec import details_context, message_context
 
 # SQLSTATEs our checks raise (class "HM": haive memory).
 PERMISSION_SQLSTATE = "HM403"
@@ -248,7 +251,37 @@ MIGRATIONS = (
 # `haive-lg migrate --partitions N` hash-partitions the messages by conversation.
 PARTITIONED = (PartitionKey("conversation_messages", ("tenant_id", "conversation_id")),)
 
-COMPONENT = Component("conversations", MIGRATIONS, partitioned=PARTITIONED)
+# The component's entry in the registry of tables (db/_features.py): every
+# table holds tenant rows; frames are message batches and details, bound by
+# the writer's row contexts (_codec.py).
+
+
+def _message_context(tenant_id: str, conversation_id: str, seq: int) -> RowContext:
+    return message_context(tenant_id, conversation_id)
+
+
+FRAMED = (
+    FramedTable(
+        "conversation_messages",
+        (("tenant_id", "text"), ("conversation_id", "text"), ("seq", "bigint")),
+        _message_context,
+        frame_column="body",
+    ),
+    FramedTable(
+        "conversations",
+        (("tenant_id", "text"), ("conversation_id", "text")),
+        details_context,
+        frame_column="details",
+    ),
+)
+
+COMPONENT = Component(
+    "conversations",
+    MIGRATIONS,
+    partitioned=PARTITIONED,
+    tables=tuple(Table(name) for name in TENANT_TABLES),
+    framed=FRAMED,
+)
 
 
 CONVERSATION_COLUMNS = """

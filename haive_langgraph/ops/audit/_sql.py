@@ -17,6 +17,7 @@ trigger, no cost).
 from __future__ import annotations
 
 from haive_langgraph.db import Component, Migration
+from haive_langgraph.db._features import Table
 
 LOG = "audit_log"
 SETTINGS = "audit_settings"
@@ -148,7 +149,13 @@ MIGRATIONS = (
     ),
 )
 
-COMPONENT = Component(name="audit", migrations=MIGRATIONS)
+# The log records tenant ids but is not a tenant's data: append-only, erasure
+# leaves it (it records the erasure), and no tenant reads it.
+COMPONENT = Component(
+    name="audit",
+    migrations=MIGRATIONS,
+    tables=(Table(LOG, tenant=False), Table(SETTINGS, tenant=False)),
+)
 
 # Tables the triggers never go on: the log itself and its settings.
 NOT_AUDITED = frozenset({LOG, SETTINGS})

@@ -14,6 +14,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from haive_langgraph.db import Component, Migration
+from haive_langgraph.db._features import Table
 from haive_langgraph.db._tenancy import tenant_policy_statements
 
 VERSIONS_TABLE = "cache_versions"
@@ -37,16 +38,13 @@ MIGRATIONS = (
 
 # Registered in ``ops.all_components()``: ``haive-lg migrate`` creates the table
 # as a wrapper's setup() does (the same migration, so either order converges).
-COMPONENT = Component(name="cache", migrations=MIGRATIONS)
-
-# Rows keyed by tenant (its id and the hashes of its threads and items), for
-# tenant erasure (``stores._ops.tenant_tables()``) to delete: that also makes
-# the erased tenant's Redis entries misses.
-TENANT_TABLES = (VERSIONS_TABLE,)
-
-# State of the cache, not data: backups leave these out (``our_tables()``), so no
-# Redis entry is ever checked against versions taken from an archive.
-NOT_ARCHIVED = frozenset({VERSIONS_TABLE})
+# Rows keyed by tenant (its id and the hashes of its threads and items): tenant
+# erasure deletes them, which also makes the erased tenant's Redis entries
+# misses. State of the cache, not data: backups leave it out, so no Redis entry
+# is ever checked against versions taken from an archive.
+COMPONENT = Component(
+    name="cache", migrations=MIGRATIONS, tables=(Table(VERSIONS_TABLE, archived=False),)
+)
 
 # The database a connection reaches: its cluster (initdb's random system
 # identifier), then the database's oid and name (a database dropped and

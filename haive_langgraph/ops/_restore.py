@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from haive_langgraph.db import Op, PersistenceConfig, Step, migrate_op, run
+from haive_langgraph.db import Op, PersistenceConfig, Step, connect, migrate_op, run
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.ops._archive import (
     ArchiveContentError,
@@ -46,7 +46,10 @@ from haive_langgraph.ops._archive import (
     RestoreConflictError,
     parse_row,
 )
+from haive_langgraph.ops._backup_reports import RestoreReport
+from haive_langgraph.ops._backup_write import BackupProgress
 from haive_langgraph.ops._keys_sql import TENANT_KEYS
+from haive_langgraph.ops._migrate import all_components
 from haive_langgraph.ops._restore_checks import (
     ArchivedTable,
     RowFilter,
@@ -59,6 +62,7 @@ from haive_langgraph.ops._restore_checks import (
 )
 from haive_langgraph.ops._schema import Schema, Table, introspect_op
 from haive_langgraph.ops._selection import TableScope
+from haive_langgraph.ops.audit import record_op
 
 _SESSION = (
     "SET LOCAL DateStyle = 'ISO, YMD'",
@@ -78,8 +82,6 @@ def _session_op(schema: str) -> Op[None]:
 
 
 def _check_components(readers: Sequence[ArchiveReader]) -> None:
-    from haive_langgraph.ops._migrate import all_components
-
     known = {c.name: c.latest_version for c in all_components()}
     for reader in readers:
         for name, version in reader.manifest.get("components", {}).items():
@@ -98,10 +100,7 @@ def run_restore(
     on_existing: str,
     progress: Callable[[Any], None] | None,
     config: PersistenceConfig,
-) -> Any:
-    from haive_langgraph.ops._migrate import all_components
-    from haive_langgraph.ops.backup import BackupProgress, RestoreReport, _connect
-
+) -> RestoreReport:
     started = time.perf_counter()
     _check_components(readers)
     archived = plan_tables(readers)
@@ -119,7 +118,7 @@ def run_restore(
     )
     total = sum(a.rows for a in archived.values())
     chain = len(readers) > 1
-    conn = _connect(dsn, config)
+    conn = connect(dsn, config=config)
     try:
         with conn.transaction():
             run(conn, _session_op(schema))
@@ -526,10 +525,10 @@ def _advance_sequences(conn: psycopg.Connection[Any], schema: str, table: Table)
         )
 
 
-def _audit_restore(conn: psycopg.Connection[Any], live: Schema, schema: str, report: Any) -> None:
+def _audit_restore(
+    conn: psycopg.Connection[Any], live: Schema, schema: str, report: RestoreReport
+) -> None:
     """One RESTORE entry per restored table, when the target's audit log is enabled."""
-    from haive_langgraph.ops.audit import record_op
-
     if live.table("audit_log") is None:
         return
     for table, rows in report.tables.items():

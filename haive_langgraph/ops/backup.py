@@ -37,21 +37,11 @@ import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import psycopg
-
 import haive_langgraph
-from haive_langgraph.db import (
-    PersistenceConfig,
-    connection_kwargs,
-    resolve_dsn,
-    run,
-    validate_identifier,
-)
-from haive_langgraph.db._connections import connect_error
+from haive_langgraph.db import PersistenceConfig, connect, run, validate_identifier
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops._archive import (
     BACKUP_KEY_ENV,
@@ -74,6 +64,7 @@ from haive_langgraph.ops._archive import (
     parse_row,
     resolve_key,
 )
+from haive_langgraph.ops._backup_reports import ArchiveInfo, BackupReport, RestoreReport
 from haive_langgraph.ops._backup_write import (
     BackupProgress,
     ProgressCallback,
@@ -86,6 +77,7 @@ from haive_langgraph.ops._backup_write import (
     write_tables,
 )
 from haive_langgraph.ops._manifest import part_entries
+from haive_langgraph.ops._restore import run_restore
 from haive_langgraph.ops._schema import introspect_op, our_tables
 from haive_langgraph.ops._selection import Selection, scopes_op
 
@@ -116,146 +108,6 @@ KeyArg = BackupKey | bytes | str | os.PathLike[str] | None
 
 DEFAULT_PART_ROWS = 100_000
 DEFAULT_PART_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class BackupReport:
-    """What :func:`backup` wrote.
-
-    Attributes:
-        path: The archive.
-        archive_id: Its id (an incremental backup names its base by it).
-        kind: ``"full"`` or ``"incremental"``.
-        tables: Rows written per table.
-        rows: Rows written in all.
-        bytes: Size of the archive file.
-        raw_bytes: Size of the rows as uncompressed JSONL.
-        seconds: Wall-clock time.
-        encrypted: Whether parts are encrypted.
-        base_archive_id: The archive an incremental backup continues.
-    """
-
-    path: Path
-    archive_id: str
-    kind: Literal["full", "incremental"]
-    tables: dict[str, int]
-    rows: int
-    bytes: int
-    raw_bytes: int
-    seconds: float
-    encrypted: bool
-    base_archive_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "archive_id": self.archive_id,
-            "kind": self.kind,
-            "tables": self.tables,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "raw_bytes": self.raw_bytes,
-            "seconds": round(self.seconds, 3),
-            "encrypted": self.encrypted,
-            "base_archive_id": self.base_archive_id,
-        }
-
-
-@dataclass(slots=True)
-class ArchiveInfo:
-    """An archive, as :func:`verify` found it.
-
-    Attributes:
-        path: The archive file.
-        archive_id: Its id.
-        kind: ``"full"`` or ``"incremental"``.
-        created_at: When the backup was taken.
-        schema: The schema it was taken from.
-        tables: Rows per table.
-        rows: Rows in all.
-        bytes: Archive size.
-        encrypted: Whether it is encrypted (and was checked with its key).
-        base_archive_id: The archive an incremental backup continues.
-        selection: What it covers (counts of selected tenants and values).
-    """
-
-    path: Path
-    archive_id: str
-    kind: str
-    created_at: dt.datetime
-    schema: str
-    tables: dict[str, int]
-    rows: int
-    bytes: int
-    encrypted: bool
-    base_archive_id: str | None
-    selection: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "archive_id": self.archive_id,
-            "kind": self.kind,
-            "created_at": self.created_at.isoformat(),
-            "schema": self.schema,
-            "tables": self.tables,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "encrypted": self.encrypted,
-            "base_archive_id": self.base_archive_id,
-            "selection": self.selection,
-        }
-
-
-@dataclass(slots=True)
-class RestoreReport:
-    """What :func:`restore` did.
-
-    Attributes:
-        schema: The target schema.
-        archives: Ids of the archives applied, base first.
-        tables: Rows written per table.
-        skipped: Rows not written because the target already had them
-            (``on_existing="skip"``, and tenant-level rows such as a
-            tenant's keys, which are never overwritten).
-        deleted: Rows removed first (``on_existing="replace"``).
-        created_tables: Tables no migration creates that were created for the
-            archive (the store's vector table, from the store's definition).
-        rows: Rows written in all.
-        bytes: Size of the archives read.
-        seconds: Wall-clock time.
-    """
-
-    schema: str
-    archives: list[str]
-    tables: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-    deleted: dict[str, int] = field(default_factory=dict)
-    created_tables: list[str] = field(default_factory=list)
-    rows: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "schema": self.schema,
-            "archives": self.archives,
-            "tables": self.tables,
-            "skipped": self.skipped,
-            "deleted": self.deleted,
-            "created_tables": self.created_tables,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def _connect(dsn: str | None, config: PersistenceConfig) -> psycopg.Connection[Any]:
-    resolved = resolve_dsn(dsn, config=config)
-    try:
-        return psycopg.connect(resolved, **connection_kwargs(resolved, config))
-    except psycopg.Error as exc:
-        raise connect_error(resolved, exc) from None
 
 
 def backup(
@@ -359,7 +211,7 @@ def backup(
             )
     archive_id = str(uuid.uuid4())
     target = Path(path)
-    conn = _connect(dsn, config)
+    conn = connect(dsn, config=config)
     writer: ArchiveWriter | None = None
     try:
         with conn.transaction():
@@ -587,8 +439,6 @@ def restore(
         BackupError: The archives do not form a chain, or the target cannot
             take them.
     """
-    from haive_langgraph.ops._restore import run_restore
-
     if on_existing not in ("refuse", "merge", "skip", "replace"):
         raise ConfigurationError(
             f"on_existing must be 'refuse', 'merge', 'skip' or 'replace', got {on_existing!r}"
@@ -617,8 +467,7 @@ def restore(
             readers.append(reader)
         _check_chain(readers)
         target = schema or str(readers[0].manifest["source"]["schema"])
-        report: RestoreReport = run_restore(readers, dsn, target, on_existing, progress, config)
-        return report
+        return run_restore(readers, dsn, target, on_existing, progress, config)
     finally:
         for reader in readers:
             reader.close()

@@ -1,0 +1,141 @@
+"""What backup, verify and restore report (shared by :mod:`haive_langgraph.ops.backup`
+and the restore that module runs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass(slots=True)
+class BackupReport:
+    """What :func:`backup` wrote.
+
+    Attributes:
+        path: The archive.
+        archive_id: Its id (an incremental backup names its base by it).
+        kind: ``"full"`` or ``"incremental"``.
+        tables: Rows written per table.
+        rows: Rows written in all.
+        bytes: Size of the archive file.
+        raw_bytes: Size of the rows as uncompressed JSONL.
+        seconds: Wall-clock time.
+        encrypted: Whether parts are encrypted.
+        base_archive_id: The archive an incremental backup continues.
+    """
+
+    path: Path
+    archive_id: str
+    kind: Literal["full", "incremental"]
+    tables: dict[str, int]
+    rows: int
+    bytes: int
+    raw_bytes: int
+    seconds: float
+    encrypted: bool
+    base_archive_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "archive_id": self.archive_id,
+            "kind": self.kind,
+            "tables": self.tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "raw_bytes": self.raw_bytes,
+            "seconds": round(self.seconds, 3),
+            "encrypted": self.encrypted,
+            "base_archive_id": self.base_archive_id,
+        }
+
+
+@dataclass(slots=True)
+class ArchiveInfo:
+    """An archive, as :func:`verify` found it.
+
+    Attributes:
+        path: The archive file.
+        archive_id: Its id.
+        kind: ``"full"`` or ``"incremental"``.
+        created_at: When the backup was taken.
+        schema: The schema it was taken from.
+        tables: Rows per table.
+        rows: Rows in all.
+        bytes: Archive size.
+        encrypted: Whether it is encrypted (and was checked with its key).
+        base_archive_id: The archive an incremental backup continues.
+        selection: What it covers (counts of selected tenants and values).
+    """
+
+    path: Path
+    archive_id: str
+    kind: str
+    created_at: dt.datetime
+    schema: str
+    tables: dict[str, int]
+    rows: int
+    bytes: int
+    encrypted: bool
+    base_archive_id: str | None
+    selection: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "archive_id": self.archive_id,
+            "kind": self.kind,
+            "created_at": self.created_at.isoformat(),
+            "schema": self.schema,
+            "tables": self.tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "encrypted": self.encrypted,
+            "base_archive_id": self.base_archive_id,
+            "selection": self.selection,
+        }
+
+
+@dataclass(slots=True)
+class RestoreReport:
+    """What :func:`restore` did.
+
+    Attributes:
+        schema: The target schema.
+        archives: Ids of the archives applied, base first.
+        tables: Rows written per table.
+        skipped: Rows not written because the target already had them
+            (``on_existing="skip"``, and tenant-level rows such as a
+            tenant's keys, which are never overwritten).
+        deleted: Rows removed first (``on_existing="replace"``).
+        created_tables: Tables no migration creates that were created for the
+            archive (the store's vector table, from the store's definition).
+        rows: Rows written in all.
+        bytes: Size of the archives read.
+        seconds: Wall-clock time.
+    """
+
+    schema: str
+    archives: list[str]
+    tables: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    created_tables: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "archives": self.archives,
+            "tables": self.tables,
+            "skipped": self.skipped,
+            "deleted": self.deleted,
+            "created_tables": self.created_tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }

@@ -27,7 +27,7 @@ from psycopg import AsyncConnection
 
 from haive_langgraph.errors import HaiveError
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
-from haive_langgraph.stores._sql import STORE_TABLES
+from haive_langgraph.stores._sql import COMPONENT as STORE
 
 from ._server import PrivateServer
 from .conftest import Budget, Figures
@@ -92,7 +92,7 @@ def arena(private_server: PrivateServer) -> Iterator[StoreArena]:
     admin = psycopg.connect(dsn, autocommit=True)
     tables = tuple(  # the vector table exists only with an index configured
         t
-        for t in STORE_TABLES
+        for t in STORE.tenant_tables
         if admin.execute("SELECT to_regclass(%s)", (f"haive.{t}",)).fetchone()[0]
     )
     try:

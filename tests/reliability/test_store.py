@@ -33,7 +33,7 @@ from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
 
 from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore, ResourceQuota
-from haive_langgraph.stores._sql import STORE_TABLES
+from haive_langgraph.stores._sql import COMPONENT as STORE
 from tests._roles import application_role
 
 from ._attacks import raw_sql_attacks, run_attacks, tenant_digest
@@ -73,7 +73,7 @@ def tables_present(dsn: str) -> tuple[str, ...]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return tuple(
             t
-            for t in STORE_TABLES
+            for t in STORE.tenant_tables
             if conn.execute("SELECT to_regclass(%s)", (f"haive.{t}",)).fetchone()[0]  # type: ignore[index]
         )
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from psycopg import sql
 
@@ -48,6 +46,16 @@ from haive_langgraph.db import (
 )
 from haive_langgraph.db._dsn import parse_dsn
 from haive_langgraph.errors import MigrationError
+from haive_langgraph.ops import _doctor_sql as SQL
+from haive_langgraph.ops._doctor_report import (
+    SEVERITY_ORDER,
+    DoctorReport,
+    Finding,
+    Severity,
+    SlowStatement,
+    TableSize,
+    TenantSize,
+)
 from haive_langgraph.ops._schema import introspect_op
 
 __all__ = [
@@ -61,8 +69,6 @@ __all__ = [
     "pooler_finding",
 ]
 
-Severity = Literal["critical", "warning", "info"]
-SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 
 # Thresholds (a finding below them would be noise).
 DEAD_ROW_RATIO = 0.2
@@ -77,221 +83,7 @@ PGVECTOR_DEFAULT_EF_SEARCH = 40
 POOLER_PORTS = {"6543": "Supabase/Supavisor (transaction mode)", "6432": "PgBouncer"}
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing the advisor found.
-
-    Attributes:
-        code: Stable identifier of the check (``invalid-index`` ...).
-        severity: ``critical``, ``warning`` or ``info``.
-        title: One line.
-        explanation: What is wrong and why it matters.
-        fix: SQL statements that fix it; lines starting with ``--`` are steps
-            outside SQL.
-        object: The table, index or setting concerned.
-    """
-
-    code: str
-    severity: Severity
-    title: str
-    explanation: str
-    fix: tuple[str, ...] = ()
-    object: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "title": self.title,
-            "explanation": self.explanation,
-            "fix": list(self.fix),
-            "object": self.object,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TableSize:
-    """Sizes of one table (bytes) and its row statistics."""
-
-    table: str
-    total_bytes: int
-    table_bytes: int
-    index_bytes: int
-    toast_bytes: int
-    rows: int
-    dead_rows: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "total_bytes": self.total_bytes,
-            "table_bytes": self.table_bytes,
-            "index_bytes": self.index_bytes,
-            "toast_bytes": self.toast_bytes,
-            "rows": self.rows,
-            "dead_rows": self.dead_rows,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TenantSize:
-    """Rows and bytes (row data as stored, before indexes) of one tenant in one table."""
-
-    table: str
-    tenant_id: str
-    rows: int
-    bytes: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "tenant_id": self.tenant_id,
-            "rows": self.rows,
-            "bytes": self.bytes,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SlowStatement:
-    """A statement from ``pg_stat_statements`` touching our schema."""
-
-    query: str
-    calls: int
-    mean_ms: float
-    total_ms: float
-    rows: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "calls": self.calls,
-            "mean_ms": round(self.mean_ms, 3),
-            "total_ms": round(self.total_ms, 3),
-            "rows": self.rows,
-        }
-
-
-@dataclass(slots=True)
-class DoctorReport:
-    """What :func:`diagnose` found.
-
-    Attributes:
-        schema: The schema examined.
-        server_version: PostgreSQL version.
-        tables: Sizes per table, largest first.
-        tenants: Sizes per tenant and table, largest first (top 50).
-        statements: Slowest statements on our tables (when available).
-        findings: Everything found, most severe first.
-    """
-
-    schema: str
-    server_version: str
-    tables: list[TableSize] = field(default_factory=list)
-    tenants: list[TenantSize] = field(default_factory=list)
-    statements: list[SlowStatement] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def worst(self) -> Severity | None:
-        """The most severe finding's severity, or ``None`` when nothing was found."""
-        if not self.findings:
-            return None
-        return min((f.severity for f in self.findings), key=SEVERITY_ORDER.__getitem__)
-
-    @property
-    def healthy(self) -> bool:
-        """No warning and nothing critical."""
-        return self.worst in (None, "info")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "schema": self.schema,
-            "server_version": self.server_version,
-            "healthy": self.healthy,
-            "findings": [f.as_dict() for f in self.findings],
-            "tables": [t.as_dict() for t in self.tables],
-            "tenants": [t.as_dict() for t in self.tenants],
-            "statements": [s.as_dict() for s in self.statements],
-        }
-
-
 # -- the checks --------------------------------------------------------------------------
-
-SIZES = """
-SELECT c.relname::text,
-       pg_total_relation_size(c.oid),
-       pg_relation_size(c.oid),
-       pg_indexes_size(c.oid),
-       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0),
-       coalesce(s.n_live_tup, greatest(c.reltuples, 0)::bigint),
-       coalesce(s.n_dead_tup, 0),
-       coalesce(c.reloptions::text[], '{}') @> ARRAY['autovacuum_enabled=false']
-FROM pg_class AS c
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
-WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-ORDER BY 2 DESC, 1
-"""
-
-# Partitions report under their parent.
-PARTITION_SIZES = """
-SELECT p.relname::text, sum(pg_total_relation_size(c.oid))::bigint,
-       sum(pg_relation_size(c.oid))::bigint, sum(pg_indexes_size(c.oid))::bigint,
-       sum(coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0))::bigint,
-       sum(coalesce(s.n_live_tup, 0))::bigint, sum(coalesce(s.n_dead_tup, 0))::bigint
-FROM pg_inherits AS i
-JOIN pg_class AS c ON c.oid = i.inhrelid
-JOIN pg_class AS p ON p.oid = i.inhparent
-JOIN pg_namespace AS n ON n.oid = p.relnamespace
-LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
-WHERE n.nspname = %s
-GROUP BY p.relname
-"""
-
-INVALID_INDEXES = """
-SELECT ic.relname::text, t.relname::text, pg_get_indexdef(i.indexrelid), i.indisready
-FROM pg_index AS i
-JOIN pg_class AS ic ON ic.oid = i.indexrelid
-JOIN pg_class AS t ON t.oid = i.indrelid
-JOIN pg_namespace AS n ON n.oid = ic.relnamespace
-WHERE n.nspname = %s AND NOT i.indisvalid
-ORDER BY 1
-"""
-
-UNUSED_INDEXES = """
-SELECT s.indexrelname::text, s.relname::text, pg_relation_size(s.indexrelid)
-FROM pg_stat_user_indexes AS s
-JOIN pg_index AS i ON i.indexrelid = s.indexrelid
-WHERE s.schemaname = %s AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary
-  AND pg_relation_size(s.indexrelid) >= %s
-ORDER BY 3 DESC
-"""
-
-SERVER = """
-SELECT current_setting('server_version'), current_setting('server_version_num')::int,
-       current_database(), inet_server_port(),
-       current_setting('autovacuum'),
-       EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector'),
-       (SELECT extversion FROM pg_extension WHERE extname = 'vector'),
-       (SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'),
-       current_setting('shared_preload_libraries'),
-       current_setting('hnsw.ef_search', true)
-"""
-
-HNSW_INDEXES = """
-SELECT ic.relname::text, t.relname::text
-FROM pg_index AS i
-JOIN pg_class AS ic ON ic.oid = i.indexrelid
-JOIN pg_class AS t ON t.oid = i.indrelid
-JOIN pg_namespace AS n ON n.oid = ic.relnamespace
-JOIN pg_am AS am ON am.oid = ic.relam
-WHERE n.nspname = %s AND am.amname = 'hnsw'
-ORDER BY 1
-"""
-
-DOC_INDEXES = """
-SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s
-"""
 
 
 def _q(schema: str, name: str) -> str:
@@ -349,7 +141,7 @@ def _diagnose_op(
 ) -> Op[DoctorReport]:
     from haive_langgraph.ops._migrate import all_components, schema_state_op
 
-    server = yield Step(SERVER, fetch="one")
+    server = yield Step(SQL.SERVER, fetch="one")
     (version, version_num, database, server_port, autovacuum, vector_available, vector_version,
      pgss_version, preload, ef_search) = server  # fmt: skip
     report = DoctorReport(schema=schema, server_version=str(version))
@@ -374,8 +166,8 @@ def _diagnose_op(
         )
 
     # Sizes and bloat.
-    sizes = yield Step(SIZES, (schema,))
-    parts = {r[0]: r for r in (yield Step(PARTITION_SIZES, (schema,)))}
+    sizes = yield Step(SQL.SIZES, (schema,))
+    parts = {r[0]: r for r in (yield Step(SQL.PARTITION_SIZES, (schema,)))}
     for name, total, heap, idx, toast, live_rows, dead, av_off in sizes:
         if name in parts:
             _, total, heap, idx, toast, live_rows, dead = parts[name]
@@ -432,12 +224,7 @@ def _diagnose_op(
         for table in live.tables:
             if not table.has_tenant:
                 continue
-            rows = yield Step(
-                sql.SQL(
-                    "SELECT tenant_id, count(*), sum(pg_column_size(t.*))::bigint FROM {} AS t "
-                    "GROUP BY tenant_id ORDER BY 3 DESC LIMIT 50"
-                ).format(sql.Identifier(schema, table.name))
-            )
+            rows = yield Step(sql.SQL(SQL.TENANT_SIZES).format(sql.Identifier(schema, table.name)))
             report.tenants += [
                 TenantSize(table.name, str(t), int(n), int(b or 0)) for t, n, b in rows
             ]
@@ -445,7 +232,7 @@ def _diagnose_op(
         del report.tenants[50:]
 
     # Indexes.
-    for index, table, definition, ready in (yield Step(INVALID_INDEXES, (schema,))):
+    for index, table, definition, ready in (yield Step(SQL.INVALID_INDEXES, (schema,))):
         qualified = _q(schema, index)
         concurrently = str(definition).replace(" INDEX ", " INDEX CONCURRENTLY ", 1)
         findings.append(
@@ -462,7 +249,7 @@ def _diagnose_op(
                 str(index),
             )
         )
-    for index, table, size in (yield Step(UNUSED_INDEXES, (schema, UNUSED_INDEX_BYTES))):
+    for index, table, size in (yield Step(SQL.UNUSED_INDEXES, (schema, UNUSED_INDEX_BYTES))):
         findings.append(
             Finding(
                 "unused-index",
@@ -490,16 +277,7 @@ def _diagnose_op(
 
     # Slow statements.
     if pgss_version:
-        rows = yield Step(
-            """
-            SELECT query, calls, mean_exec_time, total_exec_time, rows
-            FROM pg_stat_statements
-            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND (query LIKE '%%' || %s || '.%%' OR query LIKE '%%"' || %s || '".%%')
-            ORDER BY mean_exec_time DESC LIMIT 10
-            """,
-            (schema, schema),
-        )
+        rows = yield Step(SQL.SLOW_STATEMENTS, (schema, schema))
         report.statements = [
             SlowStatement(str(q), int(c), float(m), float(t), int(r)) for q, c, m, t, r in rows
         ]
@@ -591,7 +369,7 @@ def _diagnose_op(
             )
         )
     if vector_version is not None:
-        hnsw = yield Step(HNSW_INDEXES, (schema,))
+        hnsw = yield Step(SQL.HNSW_INDEXES, (schema,))
         if hnsw and (ef_search is None or int(ef_search) <= PGVECTOR_DEFAULT_EF_SEARCH):
             names = ", ".join(f"{i} on {t}" for i, t in hnsw)
             findings.append(
@@ -614,7 +392,7 @@ def _diagnose_op(
     items = live.table("store_items")
     if items is not None and filter_keys:
         rows_row = next((t for t in report.tables if t.table == "store_items"), None)
-        existing = [str(d) for _, d in (yield Step(DOC_INDEXES, (schema, "store_items")))]
+        existing = [str(d) for _, d in (yield Step(SQL.DOC_INDEXES, (schema, "store_items")))]
         for key, uses in sorted(filter_keys.items(), key=lambda kv: -kv[1]):
             if uses < filter_key_min_uses or (
                 rows_row is not None and rows_row.rows < filter_key_min_rows

@@ -11,9 +11,7 @@ from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, Su
 __all__ = ["AsyncSupabaseCheckpointer", "SupabaseCheckpointer"]
 
 # The thread registry is what a UI watches ("agent state summaries").
-CHECKPOINTS = SupabaseFeature(
-    S.COMPONENT, default_channels=("threads",), listed_tables=S.TENANT_TABLES
-)
+CHECKPOINTS = SupabaseFeature(S.COMPONENT, default_channels=("threads",))
 
 
 class SupabaseCheckpointer(SupabaseSync, PostgresCheckpointer):

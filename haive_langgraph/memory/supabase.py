@@ -7,7 +7,7 @@ from haive_langgraph.memory.conversations import (
     AsyncPostgresChatMessageHistory,
     PostgresChatMessageHistory,
 )
-from haive_langgraph.memory.conversations._sql import COMPONENT, TENANT_TABLES
+from haive_langgraph.memory.conversations._sql import COMPONENT
 from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
 __all__ = ["AsyncSupabaseChatMessageHistory", "SupabaseChatMessageHistory"]
@@ -15,7 +15,6 @@ __all__ = ["AsyncSupabaseChatMessageHistory", "SupabaseChatMessageHistory"]
 CONVERSATIONS = SupabaseFeature(
     COMPONENT,
     default_channels=("conversations", "messages"),
-    listed_tables=TENANT_TABLES,
     leading_args=1,  # session_id
 )
 

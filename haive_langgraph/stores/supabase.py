@@ -10,9 +10,7 @@ from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, Su
 
 __all__ = ["AsyncSupabaseStore", "SupabaseStore"]
 
-STORE = SupabaseFeature(
-    S.COMPONENT, default_channels=("items",), listed_tables=(S.ITEMS, S.TENANTS, S.VECTORS)
-)
+STORE = SupabaseFeature(S.COMPONENT, default_channels=("items",))
 
 
 class SupabaseStore(SupabaseSync, PostgresStore):

@@ -31,25 +31,23 @@ class SupabaseFeature:
     """The feature a Supabase class sets up.
 
     Attributes:
-        component: The feature's migrations and tables (the registry entry).
+        component: The feature's entry in the registry of tables: its
+            migrations, and its tables (those whose rows belong to tenants
+            get the grants, policies and realtime setup).
         default_channels: Realtime channels published when
             ``enable_realtime=True`` names none.
-        listed_tables: The feature's tenant tables, for as long as its
-            component does not declare them.
         leading_args: Constructor arguments before ``conn`` (a chat
             history's ``session_id``).
     """
 
     component: Component
     default_channels: tuple[str, ...]
-    listed_tables: tuple[str, ...] = ()
     leading_args: int = 0
 
     @property
     def tables(self) -> tuple[str, ...]:
         """The tables whose grants, policies and realtime setup manages."""
-        # REGISTRY: once every component declares its tables, drop `or self.listed_tables`.
-        return self.component.tenant_tables or self.listed_tables
+        return self.component.tenant_tables
 
 
 class _SupabaseOptions:

@@ -23,16 +23,19 @@ from psycopg import sql
 
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import SupabaseCheckpointer
-from haive_langgraph.checkpointers._sql import TENANT_TABLES as CHECKPOINT_TABLES
+from haive_langgraph.checkpointers._sql import COMPONENT as CHECKPOINTS
 from haive_langgraph.memory import SupabaseChatMessageHistory
-from haive_langgraph.memory.conversations._sql import TENANT_TABLES as HISTORY_TABLES
+from haive_langgraph.memory.conversations._sql import COMPONENT as CONVERSATIONS
 from haive_langgraph.stores import SupabaseStore
+from haive_langgraph.stores._sql import COMPONENT as STORE
 
 from .conftest import POOLED, act_as_user, new_uid
 
 SCHEMA = "haive"
-STORE_TABLES = ("store_items", "store_tenants")
-ALL_TABLES = CHECKPOINT_TABLES + HISTORY_TABLES + STORE_TABLES
+# Every tenant table of the registry (the store's vectors exist only with an index).
+ALL_TABLES = tuple(
+    t.name for c in (CHECKPOINTS, CONVERSATIONS, STORE) for t in c.tables if t.tenant and t.migrated
+)
 
 
 @pytest.fixture(scope="module")

@@ -52,14 +52,13 @@ def test_every_class_reads_the_environment_through_from_env(
         )
 
 
-def test_a_feature_takes_its_tables_from_its_registry_entry() -> None:
+def test_a_feature_sets_up_the_tenant_tables_of_its_registry_entry() -> None:
     creates = Migration("t", ("CREATE TABLE IF NOT EXISTS {schema}.t (tenant_id text)",))
-    listed = SupabaseFeature(Component("x", (creates,)), (), listed_tables=("old",))
-    assert listed.tables == ("old",)  # the component declares no tables yet
-    declared = Component(
-        "x", (creates,), tables=(Table("t"), Table("log", tenant=False, migrated=False))
-    )
-    assert SupabaseFeature(declared, (), listed_tables=("old",)).tables == ("t",)
+    tables = (Table("t"), Table("v", migrated=False), Table("log", tenant=False, migrated=False))
+    assert SupabaseFeature(Component("x", (creates,), tables=tables), ()).tables == ("t", "v")
+    for cls in CLASSES:
+        feature = cls.feature  # type: ignore[attr-defined]
+        assert feature.tables and feature.tables == feature.component.tenant_tables
 
 
 def test_the_trigger_functions_are_a_recorded_migration(pooled: str, supabase_db: str) -> None:

@@ -39,13 +39,13 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from haive_langgraph.codec import Codec, Kind, RowContext, frame_key_id
 from haive_langgraph.codec._guard import ValueGuard, guard_for
-from haive_langgraph.errors import CorruptDataError, SerializationError
-from haive_langgraph.memory.conversations._types import (
+from haive_langgraph.errors import (
+    CorruptDataError,
     InvalidMessageError,
     MessageTooLargeError,
-    ModelPrice,
-    TokenUsage,
+    SerializationError,
 )
+from haive_langgraph.memory.conversations._types import ModelPrice, TokenUsage
 
 # 8 MiB: far above any chat turn, below what makes a single row a problem.
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024

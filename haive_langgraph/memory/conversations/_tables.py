@@ -21,7 +21,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 import psycopg
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from haive_langgraph.codec import Codec, Kind, RowContext, default_codec
+from haive_langgraph.codec import Codec, default_codec
 from haive_langgraph.db import (
     Call,
     ErrorMap,
@@ -47,7 +47,11 @@ from haive_langgraph.memory.conversations import _sql as S
 from haive_langgraph.memory.conversations import _sql_conversations as SC
 from haive_langgraph.memory.conversations import _sql_messages as SM
 from haive_langgraph.memory.conversations._checks import check_positive
-from haive_langgraph.memory.conversations._codec import DEFAULT_MAX_MESSAGE_BYTES, MessageCodec
+from haive_langgraph.memory.conversations._codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MessageCodec,
+    details_context,
+)
 from haive_langgraph.memory.conversations._plan import AppendPlanner
 from haive_langgraph.memory.conversations._types import (
     PERMISSION_RANK,
@@ -60,7 +64,6 @@ from haive_langgraph.memory.conversations._types import (
 
 T = TypeVar("T")
 
-DETAILS_KEY = "details"
 SESSION = "session"
 """What a session manager calls its rows in messages."""
 VERBS = {"read": "read", "write": "write to", "moderate": "moderate"}
@@ -327,9 +330,6 @@ class ConversationTables:
 
     # -- rows: details (title and context, through the codec) ----------------------------
 
-    def _details_ctx(self, conversation_id: str) -> RowContext:
-        return RowContext(self.tenant_id, conversation_id, Kind.METADATA, DETAILS_KEY)
-
     def encode_details(
         self, conversation_id: str, title: str | None, context: Mapping[str, Any]
     ) -> bytes | None:
@@ -348,7 +348,7 @@ class ConversationTables:
         if kind != "msgpack":
             raise SerializationError(f"context serialised as {kind!r}; only msgpack is stored")
         try:
-            return self.codec.encode(payload, self._details_ctx(conversation_id))
+            return self.codec.encode(payload, details_context(self.tenant_id, conversation_id))
         except ValueTooLargeError as exc:
             raise exc.about(
                 f"title and context of {self.describe('conversation', conversation_id)}"
@@ -358,7 +358,9 @@ class ConversationTables:
         """Title and context of a row."""
         if row.details is None:
             return None, {}
-        payload = self.codec.decode(row.details, self._details_ctx(row.conversation_id))
+        payload = self.codec.decode(
+            row.details, details_context(self.tenant_id, row.conversation_id)
+        )
         try:
             self.messages.check(row.details, payload)
             data = self.messages.serde.loads_typed(("msgpack", payload))

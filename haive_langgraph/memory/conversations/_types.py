@@ -12,16 +12,14 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage
 
 from haive_langgraph.db._limits import id_problem
-from haive_langgraph.errors import ConfigurationError, InvalidMessageError, MessageTooLargeError
+from haive_langgraph.errors import ConfigurationError, InvalidMessageError
 
 __all__ = [
     "Conversation",
     "ConversationMetadata",
     "ConversationPage",
     "ErasureReport",
-    "InvalidMessageError",
     "MessagePage",
-    "MessageTooLargeError",
     "ModelPrice",
     "Permission",
     "Session",

@@ -32,12 +32,10 @@ import hmac
 import io
 import json
 import os
-import re
 import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]  # json's C scanner
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -45,6 +43,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 
 from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.ops._archive_rows import check_line, split_lines
 from haive_langgraph.ops._backup_errors import (
     ArchiveContentError,
     ArchiveIntegrityError,
@@ -97,10 +96,6 @@ MAX_MEMBERS = 1_000_000
 # this is refused instead of allocated.
 _MAX_WINDOW = 1 << 24
 _CHUNK = 1 << 20
-_SPACE = re.compile(r"[ \t\n\r]*")
-# Rows up to this length are parsed by json.loads (C, about six times faster per row
-# than value by value); nothing in one can take more than ~25 times its length.
-_SHORT_LINE = 1 << 16
 
 
 # -- parts --------------------------------------------------------------------------------
@@ -532,120 +527,16 @@ class ArchiveReader:
         for chunk in self.part_chunks(part):
             newlines = chunk.count(b"\n")
             if newlines:
-                _check_line(run + chunk.index(b"\n"), part.name, offset - run)
+                check_line(run + chunk.index(b"\n"), part.name, offset - run)
                 run = len(chunk) - chunk.rindex(b"\n") - 1
                 count += newlines
             else:
                 run += len(chunk)
             offset += len(chunk)
-            _check_line(run, part.name, offset - run)
+            check_line(run, part.name, offset - run)
         if run:
             raise ArchiveIntegrityError(f"part {part.name} ends in the middle of a line")
         return count
-
-
-def _check_line(length: int, name: str, offset: int) -> None:
-    if length > MAX_LINE_BYTES:
-        raise ArchiveIntegrityError(
-            f"part {name} holds a line longer than {MAX_LINE_BYTES:,} bytes at offset "
-            f"{offset:,} (decompressed): refusing it"
-        )
-
-
-def split_lines(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
-    """Lines of a stream of chunks, in time linear in its size; a line is at most ``MAX_LINE_BYTES``."""
-    pending = bytearray()
-    offset = 0  # where the pending line starts
-    for chunk in chunks:
-        at = chunk.find(b"\n")
-        if at < 0:
-            pending += chunk
-            _check_line(len(pending), name, offset)
-            continue
-        pending += chunk[:at]
-        _check_line(len(pending), name, offset)
-        yield bytes(pending)
-        offset += len(pending) + 1
-        lines = chunk[at + 1 :].split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            yield line
-            offset += len(line) + 1
-        pending = bytearray(tail)
-    if pending:
-        raise ArchiveIntegrityError(f"part {name} ends in the middle of a line")
-
-
-def parse_row(line: bytes, width: int, part: str) -> list[str | None]:
-    """One archived row: a JSON array of ``width`` text values (or nulls).
-
-    Memory stays about the line's size. ``json.loads`` builds whatever a line
-    holds before its shape can be checked (a 60 MB line of ``[],`` took
-    1.5 GB, from an archive of a few kilobytes), so it only reads short
-    lines (at most 25 times :data:`_SHORT_LINE`); a longer line is parsed
-    value by value and refused at its first value that is not a string or
-    null, or as soon as it has more than ``width`` values.
-    """
-    if len(line) <= _SHORT_LINE:
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError, UnicodeDecodeError):
-            raise ArchiveIntegrityError(f"part {part} holds a line that is not JSON") from None
-        if type(row) is not list or len(row) != width:
-            raise ArchiveIntegrityError(f"part {part} holds a row of the wrong width")
-        for value in row:
-            if value is not None and type(value) is not str:
-                raise ArchiveIntegrityError(f"part {part} holds a value that is not text")
-        return row
-    return _parse_long_row(line, width, part)
-
-
-def _parse_long_row(line: bytes, width: int, part: str) -> list[str | None]:
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ArchiveIntegrityError(f"part {part} holds a line that is not JSON") from None
-    row: list[str | None] = []
-    end = len(text)
-    pos = _skip_space(text, 0)
-    if not text.startswith("[", pos):
-        raise ArchiveIntegrityError(f"part {part} holds a row of the wrong width")
-    pos = _skip_space(text, pos + 1)
-    closed = text.startswith("]", pos)
-    if closed:
-        pos += 1
-    while not closed:
-        if len(row) == width:
-            raise ArchiveIntegrityError(f"part {part} holds a row of the wrong width")
-        if text.startswith('"', pos):
-            try:
-                value, pos = _scanstring(text, pos + 1, True)
-            except ValueError:
-                raise ArchiveIntegrityError(f"part {part} holds a line that is not JSON") from None
-            row.append(value)
-        elif text.startswith("null", pos):
-            row.append(None)
-            pos += 4
-        else:
-            raise ArchiveIntegrityError(f"part {part} holds a value that is not text")
-        pos = _skip_space(text, pos)
-        if text.startswith(",", pos):
-            pos = _skip_space(text, pos + 1)
-        elif text.startswith("]", pos):
-            pos += 1
-            closed = True
-        else:
-            raise ArchiveIntegrityError(f"part {part} holds a line that is not JSON")
-    if _skip_space(text, pos) != end:
-        raise ArchiveIntegrityError(f"part {part} holds a line that is not JSON")
-    if len(row) != width:
-        raise ArchiveIntegrityError(f"part {part} holds a row of the wrong width")
-    return row
-
-
-def _skip_space(text: str, pos: int) -> int:
-    """The position of the first character at or after ``pos`` that is not JSON whitespace."""
-    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]
 
 
 def check_config_value(value: int, name: str, maximum: int | None = None) -> int:

@@ -35,8 +35,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from haive_langgraph.db import Op, PersistenceConfig, Step, connect, migrate_op, run
+from haive_langgraph.db import connect
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._driver import Op, Step, run
+from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.ops._archive import (
     ArchiveContentError,
     ArchiveIntegrityError,
@@ -44,8 +47,8 @@ from haive_langgraph.ops._archive import (
     BackupError,
     PartInfo,
     RestoreConflictError,
-    parse_row,
 )
+from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._backup_reports import RestoreReport
 from haive_langgraph.ops._backup_write import BackupProgress
 from haive_langgraph.ops._keys_sql import TENANT_KEYS

@@ -24,7 +24,7 @@ from typing import Any
 
 from psycopg import sql
 
-from haive_langgraph.db import Op, Step
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops._archive import (
     ArchiveContentError,
@@ -32,8 +32,8 @@ from haive_langgraph.ops._archive import (
     ArchiveReader,
     BackupError,
     PartInfo,
-    parse_row,
 )
+from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._schema import TENANT_COLUMN, Column, Table, our_tables
 from haive_langgraph.ops._selection import TableScope
 

@@ -41,7 +41,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import haive_langgraph
-from haive_langgraph.db import PersistenceConfig, connect, run, validate_identifier
+from haive_langgraph.db import connect
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._driver import run
+from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops._archive import (
     BACKUP_KEY_ENV,
@@ -61,9 +64,9 @@ from haive_langgraph.ops._archive import (
     check_config_value,
     key_from_file,
     new_backup_key,
-    parse_row,
     resolve_key,
 )
+from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._backup_reports import ArchiveInfo, BackupReport, RestoreReport
 from haive_langgraph.ops._backup_write import (
     BackupProgress,

@@ -453,9 +453,9 @@ def test_a_long_line_within_the_limit_verifies_in_bounded_memory(
 def test_restore_refuses_an_overlong_line_before_writing(
     archives: dict[str, Path], target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import haive_langgraph.ops._archive as archive_module
+    import haive_langgraph.ops._archive_rows as rows_module
 
-    monkeypatch.setattr(archive_module, "MAX_LINE_BYTES", 1 << 20)
+    monkeypatch.setattr(rows_module, "MAX_LINE_BYTES", 1 << 20)
     path, name = _one_line_part(archives, tmp_path, 3 << 20)
     with pytest.raises(
         ArchiveIntegrityError, match=rf"part {name} holds a line longer .* offset 0"

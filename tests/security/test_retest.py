@@ -48,7 +48,7 @@ from psycopg import sql
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.codec import HaiveCodec, KeyDestroyedError, KeyRing
 from haive_langgraph.errors import DecryptionError, HaiveError
-from haive_langgraph.ops._archive import parse_row
+from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops.backup import ArchiveIntegrityError, backup, restore
 from haive_langgraph.ops.keys import PostgresTenantKeyStore
 from haive_langgraph.stores import PostgresStore

@@ -33,18 +33,12 @@ from collections.abc import Mapping
 
 from psycopg import sql
 
-from haive_langgraph.db import (
-    ConnectionSource,
-    Op,
-    PersistenceConfig,
-    Step,
-    describe_dsn,
-    resolve_dsn,
-    status_op,
-    uses_transaction_pooler,
-    validate_identifier,
-)
-from haive_langgraph.db._dsn import parse_dsn
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._dsn import describe_dsn, parse_dsn, resolve_dsn, uses_transaction_pooler
+from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.db._migrations import status_op
 from haive_langgraph.errors import MigrationError
 from haive_langgraph.ops import _doctor_sql as SQL
 from haive_langgraph.ops._doctor_report import (
@@ -460,7 +454,7 @@ def _diagnose_op(
 
     # Audit coverage.
     if live.table("audit_log") is not None:
-        from haive_langgraph.ops.audit._log import status_op as audit_status_op
+        from haive_langgraph.ops.audit._ops import status_op as audit_status_op
 
         audit = yield from audit_status_op(schema)
         if audit.enabled and audit.uncovered:

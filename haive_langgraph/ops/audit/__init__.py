@@ -27,23 +27,16 @@ time and transaction id. An entry exists exactly when the change committed.
 
 from __future__ import annotations
 
-from haive_langgraph.ops.audit._log import (
+from haive_langgraph.ops.audit._log import AuditLog, disable, enable, prune, query, status
+from haive_langgraph.ops.audit._ops import (
     AuditEvent,
-    AuditLog,
     AuditStatus,
-    disable,
-    enable,
-    prune,
-    query,
     record_op,
     record_read_op,
     set_user_step,
-    status,
 )
-from haive_langgraph.ops.audit._sql import COMPONENT
 
 __all__ = [
-    "COMPONENT",
     "AuditEvent",
     "AuditLog",
     "AuditStatus",

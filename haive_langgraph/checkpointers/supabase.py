@@ -8,8 +8,6 @@ from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
 from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
 from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
-__all__ = ["AsyncSupabaseCheckpointer", "SupabaseCheckpointer"]
-
 # The thread registry is what a UI watches ("agent state summaries").
 CHECKPOINTS = SupabaseFeature(S.COMPONENT, default_channels=("threads",))
 

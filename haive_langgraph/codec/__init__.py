@@ -23,7 +23,6 @@ from haive_langgraph.codec._base import Codec, Kind, PlainCodec, RowContext
 from haive_langgraph.codec._codec import HaiveCodec
 from haive_langgraph.codec._compression import Compression
 from haive_langgraph.codec._config import codec_from_config, codec_from_env
-from haive_langgraph.codec._errors import DecompressionLimitError, KeyDestroyedError
 from haive_langgraph.codec._frame import frame_key_id
 from haive_langgraph.codec._keys import (
     InMemoryTenantKeyStore,
@@ -35,13 +34,15 @@ from haive_langgraph.codec._keys import (
     parse_encryption_keys,
 )
 
+# Errors are exported by haive_langgraph.errors; still importable from here.
+from haive_langgraph.errors import DecompressionLimitError as DecompressionLimitError
+from haive_langgraph.errors import KeyDestroyedError as KeyDestroyedError
+
 __all__ = [
     "Codec",
     "Compression",
-    "DecompressionLimitError",
     "HaiveCodec",
     "InMemoryTenantKeyStore",
-    "KeyDestroyedError",
     "KeyProvider",
     "KeyRing",
     "Kind",

@@ -2,66 +2,72 @@
 and cost, sessions (TTL, limits, branches, merges, participants) and automatic
 tracking of model calls; long-term vector memory and a LangChain ``VectorStore``.
 
-Everything lives in the ``conversations``, ``conversation_messages`` and
+Chat memory lives in the ``conversations``, ``conversation_messages`` and
 ``conversation_participants`` tables (migrations component ``"conversations"``);
 a history's ``session_id``, a conversation id and a session id name the same
-kind of row. See ``docs/conversations.md``.
+kind of row. See ``docs/conversations.md`` and ``docs/vector-memory.md``.
+
+Every public name is exported here; the subpackages ``conversations`` (chat
+memory) and ``vector`` (vector memory) are how the code is organised, not
+separate APIs.
 """
 
 from __future__ import annotations
 
-from haive_langgraph.errors import (
-    ConversationExistsError,
-    ConversationNotFoundError,
-    InvalidMessageError,
-    MessageTooLargeError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    SessionExpiredError,
-)
-from haive_langgraph.memory.conversations import (
+# Errors are exported by haive_langgraph.errors; still importable from here.
+from haive_langgraph.errors import ConversationExistsError as ConversationExistsError
+from haive_langgraph.errors import ConversationNotFoundError as ConversationNotFoundError
+from haive_langgraph.errors import InvalidMemoryError as InvalidMemoryError
+from haive_langgraph.errors import InvalidMessageError as InvalidMessageError
+from haive_langgraph.errors import MessageTooLargeError as MessageTooLargeError
+from haive_langgraph.errors import PermissionDeniedError as PermissionDeniedError
+from haive_langgraph.errors import QuotaExceededError as QuotaExceededError
+from haive_langgraph.errors import SessionExpiredError as SessionExpiredError
+from haive_langgraph.memory.conversations._factories import (
     AsyncChatHistoryFactory,
-    AsyncConversationStore,
-    AsyncConversationTracker,
-    AsyncPostgresChatMessageHistory,
-    AsyncSessionManager,
     ChatHistoryFactory,
+    async_history_factory,
+    history_factory,
+)
+from haive_langgraph.memory.conversations._histories import (
+    AsyncPostgresChatMessageHistory,
+    PostgresChatMessageHistory,
+)
+from haive_langgraph.memory.conversations._sessions import AsyncSessionManager, SessionManager
+from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
+from haive_langgraph.memory.conversations._tracking import (
+    AsyncConversationTracker,
+    ConversationTracker,
+)
+from haive_langgraph.memory.conversations._types import (
     Conversation,
     ConversationMetadata,
     ConversationPage,
-    ConversationStore,
-    ConversationTracker,
     ErasureReport,
     MessagePage,
     ModelPrice,
     Permission,
-    PostgresChatMessageHistory,
     Session,
-    SessionManager,
     SessionPage,
     StoredMessage,
     TokenUsage,
     UsageTotals,
-    async_history_factory,
-    history_factory,
 )
 from haive_langgraph.memory.supabase import (
     AsyncSupabaseChatMessageHistory,
     SupabaseChatMessageHistory,
 )
-from haive_langgraph.memory.vector import (
-    AsyncVectorMemory,
+from haive_langgraph.memory.vector._embeddings import HashingEmbeddings
+from haive_langgraph.memory.vector._memory import AsyncVectorMemory, VectorMemory
+from haive_langgraph.memory.vector._retriever import MemoryRetriever
+from haive_langgraph.memory.vector._store import PostgresVectorStore
+from haive_langgraph.memory.vector._types import (
     ConsolidationReport,
     CrossEncoder,
     Episode,
-    HashingEmbeddings,
-    InvalidMemoryError,
     Memory,
-    MemoryRetriever,
     MergeGroup,
     MergeRecord,
-    PostgresVectorStore,
-    VectorMemory,
 )
 
 __all__ = [
@@ -75,9 +81,7 @@ __all__ = [
     "ChatHistoryFactory",
     "ConsolidationReport",
     "Conversation",
-    "ConversationExistsError",
     "ConversationMetadata",
-    "ConversationNotFoundError",
     "ConversationPage",
     "ConversationStore",
     "ConversationTracker",
@@ -85,22 +89,16 @@ __all__ = [
     "Episode",
     "ErasureReport",
     "HashingEmbeddings",
-    "InvalidMemoryError",
-    "InvalidMessageError",
     "Memory",
     "MemoryRetriever",
     "MergeGroup",
     "MergeRecord",
     "MessagePage",
-    "MessageTooLargeError",
     "ModelPrice",
     "Permission",
-    "PermissionDeniedError",
     "PostgresChatMessageHistory",
     "PostgresVectorStore",
-    "QuotaExceededError",
     "Session",
-    "SessionExpiredError",
     "SessionManager",
     "SessionPage",
     "StoredMessage",

@@ -3,14 +3,13 @@ mixin (see :mod:`haive_langgraph.supabase`)."""
 
 from __future__ import annotations
 
-from haive_langgraph.memory.conversations import (
+from haive_langgraph.memory.conversations._histories import (
     AsyncPostgresChatMessageHistory,
     PostgresChatMessageHistory,
 )
 from haive_langgraph.memory.conversations._sql import COMPONENT
 from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
-__all__ = ["AsyncSupabaseChatMessageHistory", "SupabaseChatMessageHistory"]
 
 CONVERSATIONS = SupabaseFeature(
     COMPONENT,

@@ -1,4 +1,15 @@
-"""Operations: migrations of every feature, and (later) backup, cache, advisor."""
+"""Operations on a whole database: the schema of every feature, and the tools beside it.
+
+:func:`migrate_all` creates or upgrades the tables of every feature (what
+``haive-lg migrate`` runs), :func:`check_schema` reports what is applied and
+what is pending, and :func:`all_components` is the registry of features those
+iterate. The subpackages and modules hold the rest: :mod:`~haive_langgraph.ops.backup`
+(archives, restore), :mod:`~haive_langgraph.ops.keys` (key rotation, tenant keys),
+:mod:`~haive_langgraph.ops.audit` (audit log), :mod:`~haive_langgraph.ops.cache`
+(read cache), :mod:`~haive_langgraph.ops.doctor` (health checks) and
+:mod:`~haive_langgraph.ops.importers` (imports from other packages). See
+``docs/operations.md``.
+"""
 
 from __future__ import annotations
 

@@ -4,13 +4,15 @@
 drop-in stores for ``graph.compile(store=...)``. See ``docs/store.md``.
 """
 
+# Errors are exported by haive_langgraph.errors; still importable from here.
+from haive_langgraph.errors import InvalidFilterError as InvalidFilterError
+from haive_langgraph.errors import QuotaExceededError as QuotaExceededError
 from haive_langgraph.stores._config import (
     HybridConfig,
     PostgresIndexConfig,
     ResourceQuota,
     TenantUsage,
 )
-from haive_langgraph.stores._errors import InvalidFilterError, QuotaExceededError
 from haive_langgraph.stores.aio import AsyncPostgresStore
 from haive_langgraph.stores.postgres import PostgresStore
 from haive_langgraph.stores.supabase import AsyncSupabaseStore, SupabaseStore
@@ -19,10 +21,8 @@ __all__ = [
     "AsyncPostgresStore",
     "AsyncSupabaseStore",
     "HybridConfig",
-    "InvalidFilterError",
     "PostgresIndexConfig",
     "PostgresStore",
-    "QuotaExceededError",
     "ResourceQuota",
     "SupabaseStore",
     "TenantUsage",

@@ -8,8 +8,6 @@ from haive_langgraph.stores.aio import AsyncPostgresStore
 from haive_langgraph.stores.postgres import PostgresStore
 from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
-__all__ = ["AsyncSupabaseStore", "SupabaseStore"]
-
 STORE = SupabaseFeature(S.COMPONENT, default_channels=("items",))
 
 

@@ -31,16 +31,7 @@ cycle). See ``docs/supabase.md``.
 
 from __future__ import annotations
 
-from haive_langgraph.supabase._env import (
-    ENV_DB_PASSWORD,
-    ENV_DB_URL,
-    ENV_POOLER_HOST,
-    ENV_REGION,
-    ENV_URL,
-    SupabaseWarning,
-    supabase_config,
-    supabase_dsn,
-)
+from haive_langgraph.supabase._env import SupabaseWarning, supabase_config, supabase_dsn
 from haive_langgraph.supabase._realtime import (
     AsyncSubscription,
     ChangeEvent,
@@ -52,11 +43,6 @@ from haive_langgraph.supabase._realtime import (
 from haive_langgraph.supabase._schema import SupabaseSettings
 
 __all__ = [
-    "ENV_DB_PASSWORD",
-    "ENV_DB_URL",
-    "ENV_POOLER_HOST",
-    "ENV_REGION",
-    "ENV_URL",
     "AsyncSubscription",
     "ChangeEvent",
     "Subscription",

@@ -69,7 +69,7 @@ async def test_store_conversation_chunks_link_back_to_messages(
         async with AsyncConversationStore(dsn) as aconv:
             memory = AsyncVectorMemory(dsn, embeddings=HashingEmbeddings(DIMS), conversations=aconv)
             try:
-                await memory.asetup()
+                await memory.setup()
                 ids = await memory.astore_conversation(
                     conv.conversation_id, {"channel": "web"}, chunk_size=160, chunk_overlap=40
                 )
@@ -196,7 +196,7 @@ async def test_openai_embeddings_round_trip(dsn: str, server: EmbeddingServer, k
     else:
         memory = AsyncVectorMemory(dsn, embeddings=emb, user_id=u)
         try:
-            await memory.asetup()
+            await memory.setup()
             await memory.aadd_memories(facts)
             hits = await memory.asearch("what is the dog called", top_k=1)
         finally:

@@ -43,7 +43,7 @@ async def async_memory(
     dsn: str, clock: Clock, sync_memory: VectorMemory
 ) -> AsyncIterator[AsyncVectorMemory]:
     memory = AsyncVectorMemory(dsn, embeddings=HashingEmbeddings(DIMS), clock=clock)
-    await memory.asetup()
+    await memory.setup()
     try:
         yield memory
     finally:

@@ -275,7 +275,7 @@ async def test_vector_memory_counts_of_the_largest_size(dsn: str, kind: str) -> 
             await _vector_counts(Side(memory, False))
         return
     async with AsyncVectorMemory(dsn, embeddings=HashingEmbeddings(32), user_id="ac") as amemory:
-        await amemory.asetup()
+        await amemory.setup()
         await amemory.aadd_memories(texts)
         await _vector_counts(Side(amemory, True))
 

@@ -75,7 +75,7 @@ async def test_a_conversation_object_is_read_again_from_the_database(
                 conversations=aconv if reader == "conversations=" else None,
             )
             try:
-                await memory.asetup()
+                await memory.setup()
                 for snapshot in (conv, earlier):
                     ids.append(
                         await memory.astore_conversation(snapshot, chunk_size=80, chunk_overlap=20)

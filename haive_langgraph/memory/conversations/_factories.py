@@ -1,7 +1,9 @@
 """``session_id -> history`` factories for ``RunnableWithMessageHistory``.
 
 A factory holds one connection source and the tables; each history it makes
-shares them (no connection, no query to make one).
+shares them (no connection, no query to make one), and with them the tenant:
+under row-level security each of its transactions is bound to the factory's
+``tenant_id``, exactly as a directly constructed history's.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ class _Factory(_Client, Generic[ConnT]):
     ) -> None:
         config, tables = make_tables(takes=TableOptions.__optional_keys__, **options)
         self._agent_id = check_optional_id(agent_id, "agent_id")
-        # Unscoped, as the factories have always been: their histories bind no tenant
-        # for row-level security.
-        self._init_client(conn, config, tables, scoped=False)
+        # The histories run on this source, so its scope is theirs: each transaction is
+        # bound to the tenant wherever row-level security applies, as for a history
+        # constructed directly.
+        self._init_client(conn, config, tables)
 
 
 class ChatHistoryFactory(SyncClient, _Factory[SyncConn]):
@@ -109,7 +112,7 @@ def async_history_factory(conn: AsyncConn = None, **options: Any) -> AsyncChatHi
 
     Example:
         >>> histories = async_history_factory(async_pool)
-        >>> await histories.asetup()
+        >>> await histories.setup()
         >>> chain = RunnableWithMessageHistory(model, histories)
         >>> await chain.ainvoke("hi", {"configurable": {"session_id": "s1"}})
     """

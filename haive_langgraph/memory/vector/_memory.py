@@ -15,7 +15,8 @@ from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
-from haive_langgraph.memory.conversations import AsyncConversationStore, ConversationStore
+from haive_langgraph.db._methods import deprecated_asetup
+from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
 from haive_langgraph.memory.vector import _calls as calls
 from haive_langgraph.memory.vector._base import MemoryBase
 from haive_langgraph.memory.vector._drive import (
@@ -118,9 +119,11 @@ class AsyncVectorMemory(
     async def _aopen(self) -> None:
         await self._store._aopen()
 
-    async def asetup(self) -> None:
+    async def setup(self) -> None:
         """Create the store's tables, pgvector and the index (idempotent)."""
         await self._store.setup()
+
+    asetup = deprecated_asetup
 
     async def aclose(self) -> None:
         """Close the pool opened for a DSN (a lent connection or pool stays open)."""

@@ -15,10 +15,9 @@ from typing import Any
 
 import psycopg
 
-from haive_langgraph.db import Call
+from haive_langgraph.db._call import Call
 from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.memory.conversations import AsyncConversationStore
-from haive_langgraph.memory.conversations._store import _StoreCalls
+from haive_langgraph.memory.conversations._store import AsyncConversationStore, _StoreCalls
 from haive_langgraph.memory.conversations._tables import make_tables
 from haive_langgraph.memory.conversations._types import Conversation
 

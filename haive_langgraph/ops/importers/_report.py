@@ -147,6 +147,7 @@ class ImportProgress:
 
 
 ProgressCallback = Callable[[ImportProgress], None]
+"""What ``progress=`` takes: a function called with an :class:`ImportProgress` as the import advances."""
 
 
 def no_progress(event: ImportProgress) -> None:

@@ -11,8 +11,6 @@ them unreadable: crypto-shredding.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import os
 import secrets
@@ -20,24 +18,33 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from haive_langgraph.codec._base import RowContext
 from haive_langgraph.codec._errors import KeyDestroyedError
 from haive_langgraph.codec._frame import (
-    FLAG_COMPRESSED,
-    FLAG_DICTIONARY,
     KEY_ID_RULE,
     NONCE_BYTES,
-    encrypted_header_prefix,
     is_valid_key_id,
     validate_key_id,
+)
+from haive_langgraph.codec._key_sources import (
+    ENCRYPTION_KEYS_ENV,
+    KEY_BYTES,
+    CallableProvider,
+    CipherKey,
+    KeyProvider,
+    StaticProvider,
+    check_material,
+    parse_encryption_keys,
+)
+from haive_langgraph.codec._tenant_keys import (
+    InMemoryTenantKeyStore,
+    TenantKeyRecord,
+    TenantKeyStore,
+    WrappedKey,
+    wrap_aad,
 )
 from haive_langgraph.errors import ConfigurationError, DecryptionError
 
@@ -52,296 +59,8 @@ __all__ = [
     "parse_encryption_keys",
 ]
 
-ENCRYPTION_KEYS_ENV = "HAIVE_ENCRYPTION_KEYS"
-KEY_BYTES = 32
 DEFAULT_CACHE_TTL = 60.0
 _MAX_CACHED_TENANTS = 4096
-_MAX_MAC_KEYS_PER_KEY = 4096
-_CONTENT_KEY_INFO = b"haive-langgraph content-key v1\x00"
-_WRAP_AAD = b"haive-langgraph tenant-key v1\x00"
-_KEY_HELP = 'generate one with: python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"'
-
-
-def _lp(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-class _Key:
-    """One usable key: its AEAD, frame header prefixes and derived MAC keys."""
-
-    __slots__ = (
-        "_mac_keys",
-        "_material",
-        "aead",
-        "key_id",
-        "prefix_compressed",
-        "prefix_dictionary",
-        "prefix_plain",
-    )
-
-    def __init__(self, key_id: str, material: bytes) -> None:
-        self.key_id = key_id
-        self._material = material
-        # AESGCM objects keep no per-operation state (each call builds its
-        # own cipher context), so one per key is shared by all threads.
-        self.aead = AESGCM(material)
-        self.prefix_plain = encrypted_header_prefix(0, key_id)
-        self.prefix_compressed = encrypted_header_prefix(FLAG_COMPRESSED, key_id)
-        self.prefix_dictionary = encrypted_header_prefix(FLAG_COMPRESSED | FLAG_DICTIONARY, key_id)
-        self._mac_keys: dict[str, bytes] = {}
-
-    def mac_key(self, tenant_id: str) -> bytes:
-        """The content-key MAC key of ``tenant_id`` under this key (HKDF, cached).
-
-        HKDF costs ~5 us; a dict hit ~50 ns, so derived keys are cached.
-        """
-        mac = self._mac_keys.get(tenant_id)
-        if mac is None:
-            mac = HKDF(
-                algorithm=hashes.SHA256(),
-                length=32,
-                salt=None,
-                info=_CONTENT_KEY_INFO + tenant_id.encode(),
-            ).derive(self._material)
-            if len(self._mac_keys) >= _MAX_MAC_KEYS_PER_KEY:
-                self._mac_keys.clear()
-            self._mac_keys[tenant_id] = mac
-        return mac
-
-    def __repr__(self) -> str:
-        return f"<encryption key {self.key_id!r}>"
-
-
-def _check_material(material: object, key_id: str, source: str) -> bytes:
-    if not isinstance(material, bytes | bytearray) or len(material) != KEY_BYTES:
-        size = len(material) if isinstance(material, bytes | bytearray) else None
-        got = f"{size} bytes" if size is not None else f"a {type(material).__name__}"
-        raise ConfigurationError(
-            f"{source}: key {key_id!r} is {got}; AES-256 needs exactly {KEY_BYTES} bytes"
-        )
-    return bytes(material)
-
-
-# --------------------------------------------------------------------------
-# Parsing HAIVE_ENCRYPTION_KEYS
-
-
-def _decode_base64_key(text: str) -> bytes:
-    standard = "+" in text or "/" in text
-    urlsafe = "-" in text or "_" in text
-    if standard and urlsafe:
-        raise ValueError("mixed base64 alphabets")
-    if urlsafe:
-        text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    return base64.b64decode(text, validate=True)
-
-
-def parse_encryption_keys(
-    spec: str, *, source: str = ENCRYPTION_KEYS_ENV
-) -> list[tuple[str, bytes]]:
-    """Parse a key list such as ``"k2:BASE64KEY,k1:BASE64KEY"``.
-
-    Entries are separated by commas; each is ``KEY_ID:BASE64`` where the key
-    id is 1-32 characters of ``A-Z a-z 0-9 . _ -`` and the key is standard or
-    URL-safe base64 (padding optional) of exactly 32 random bytes. The first
-    entry is the primary key. Whitespace around entries is ignored.
-
-    Args:
-        spec: The key list.
-        source: Where the list came from, named in error messages.
-
-    Returns:
-        ``(key_id, key)`` pairs, primary first.
-
-    Raises:
-        ConfigurationError: An entry is malformed. The message names the
-            entry by position and (when valid) key id; it never contains key
-            material.
-    """
-    entries = spec.split(",")
-    pairs: list[tuple[str, bytes]] = []
-    seen: set[str] = set()
-    for position, raw in enumerate(entries, start=1):
-        entry = raw.strip()
-        where = f"{source}: entry {position}"
-        if not entry:
-            raise ConfigurationError(
-                f"{where} is empty; expected comma-separated KEY_ID:BASE64_KEY entries"
-            )
-        key_id, sep, encoded = entry.partition(":")
-        key_id, encoded = key_id.strip(), encoded.strip()
-        if not sep:
-            raise ConfigurationError(
-                f"{where} has no ':'; expected KEY_ID:BASE64_KEY "
-                "(the entry is not shown: it may contain key material)"
-            )
-        if not is_valid_key_id(key_id):
-            raise ConfigurationError(
-                f"{where} has an invalid key id; a key id is {KEY_ID_RULE} "
-                "(the entry is not shown: it may contain key material)"
-            )
-        where = f"{source}: key {key_id!r} (entry {position})"
-        if key_id in seen:
-            raise ConfigurationError(f"{where} repeats a key id; each key id must be unique")
-        seen.add(key_id)
-        if not encoded:
-            raise ConfigurationError(f"{where} has no key after ':'; {_KEY_HELP}")
-        try:
-            material = _decode_base64_key(encoded)
-        except (binascii.Error, ValueError):
-            raise ConfigurationError(
-                f"{where} is not valid base64 (standard or URL-safe); {_KEY_HELP}"
-            ) from None
-        if len(material) != KEY_BYTES:
-            raise ConfigurationError(
-                f"{where} decodes to {len(material)} bytes; AES-256 needs exactly "
-                f"{KEY_BYTES}; {_KEY_HELP}"
-            )
-        pairs.append((key_id, material))
-    return pairs
-
-
-# --------------------------------------------------------------------------
-# Providers and tenant key stores
-
-
-@runtime_checkable
-class KeyProvider(Protocol):
-    """A source of global keys, such as a KMS or secrets-manager client.
-
-    Keys are fetched on first use and cached by the :class:`KeyRing` (a key
-    id always names the same key); the primary key id is asked again after
-    the ring's ``cache_ttl``, so rotating in the provider reaches running
-    processes without a restart.
-    """
-
-    def primary_key_id(self) -> str:
-        """The id of the key new frames are encrypted with."""
-        ...
-
-    def get_key(self, key_id: str) -> bytes | None:
-        """The 32-byte key named ``key_id``, or ``None`` if the provider has no such key.
-
-        Raise :class:`KeyDestroyedError` for a key known to be destroyed.
-        """
-        ...
-
-
-class _StaticProvider:
-    __slots__ = ("_keys", "_primary")
-
-    def __init__(self, keys: dict[str, bytes], primary: str) -> None:
-        self._keys = keys
-        self._primary = primary
-
-    def primary_key_id(self) -> str:
-        return self._primary
-
-    def get_key(self, key_id: str) -> bytes | None:
-        return self._keys.get(key_id)
-
-
-class _CallableProvider:
-    __slots__ = ("_fetch", "_primary")
-
-    def __init__(self, fetch: Callable[[str], bytes | None], primary: str) -> None:
-        self._fetch = fetch
-        self._primary = primary
-
-    def primary_key_id(self) -> str:
-        return self._primary
-
-    def get_key(self, key_id: str) -> bytes | None:
-        return self._fetch(key_id)
-
-
-@dataclass(frozen=True, slots=True)
-class WrappedKey:
-    """A tenant key encrypted ("wrapped") with a global key.
-
-    Attributes:
-        key_id: The tenant key's id, as written in frames.
-        wrapping_key_id: Id of the global key that wrapped it.
-        blob: 12-byte nonce + AES-GCM ciphertext of the key. The associated
-            data binds it to the tenant, its key id and the wrapping key id,
-            so a wrapped key moved to another tenant does not unwrap.
-    """
-
-    key_id: str
-    wrapping_key_id: str
-    blob: bytes
-
-    def __repr__(self) -> str:
-        return f"WrappedKey(key_id={self.key_id!r}, wrapping_key_id={self.wrapping_key_id!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class TenantKeyRecord:
-    """Everything stored about one tenant's keys.
-
-    Attributes:
-        keys: Wrapped keys, primary (newest) first.
-        destroyed: The tenant was crypto-shredded: its keys are gone and
-            must never be recreated under the same tenant id.
-    """
-
-    keys: tuple[WrappedKey, ...] = ()
-    destroyed: bool = False
-
-
-@runtime_checkable
-class TenantKeyStore(Protocol):
-    """Persistence for wrapped tenant keys (the database layer implements it).
-
-    Only wrapped keys pass through a store; it never sees key material.
-    Methods are called rarely (a tenant's first use, then once per cache
-    TTL) and may do I/O.
-    """
-
-    def load(self, tenant_id: str) -> TenantKeyRecord | None:
-        """The tenant's record, or ``None`` if it never had keys of its own."""
-        ...
-
-    def save(self, tenant_id: str, record: TenantKeyRecord) -> None:
-        """Replace the tenant's record."""
-        ...
-
-    def destroy(self, tenant_id: str) -> int:
-        """Delete the tenant's keys for good, keeping a "destroyed" marker.
-
-        Returns:
-            How many keys were destroyed.
-        """
-        ...
-
-
-class InMemoryTenantKeyStore:
-    """A :class:`TenantKeyStore` in a dict: for tests and single-process use."""
-
-    def __init__(self) -> None:
-        self._records: dict[str, TenantKeyRecord] = {}
-        self._lock = threading.Lock()
-
-    def load(self, tenant_id: str) -> TenantKeyRecord | None:
-        """The tenant's record, or ``None`` if it never had keys of its own."""
-        return self._records.get(tenant_id)
-
-    def save(self, tenant_id: str, record: TenantKeyRecord) -> None:
-        """Replace the tenant's record."""
-        with self._lock:
-            self._records[tenant_id] = record
-
-    def destroy(self, tenant_id: str) -> int:
-        """Forget the tenant's keys, keeping a "destroyed" marker; return how many."""
-        with self._lock:
-            old = self._records.get(tenant_id)
-            self._records[tenant_id] = TenantKeyRecord(destroyed=True)
-        return len(old.keys) if old is not None else 0
-
-
-def _wrap_aad(tenant_id: str, key_id: str, wrapping_key_id: str) -> bytes:
-    return _WRAP_AAD + b"".join(_lp(p.encode()) for p in (tenant_id, key_id, wrapping_key_id))
 
 
 # --------------------------------------------------------------------------
@@ -357,7 +76,7 @@ class _TenantState:
         self.primary_id = keys[0].key_id if keys else None
         self.destroyed = record is not None and record.destroyed
         self.expires = expires
-        self.keys: dict[str, _Key] = {}
+        self.keys: dict[str, CipherKey] = {}
 
 
 _ProviderArg = KeyProvider | Callable[[str], bytes | None]
@@ -406,12 +125,12 @@ class KeyRing:
             raise ConfigurationError(f"cache_ttl {cache_ttl!r} must be >= 0 seconds")
         self._cache_ttl = cache_ttl
         self._lock = threading.RLock()
-        self._global: dict[str, _Key] = {}
+        self._global: dict[str, CipherKey] = {}
         self._tenants: dict[str, _TenantState] = {}
         self._store: TenantKeyStore = (
             tenant_store if tenant_store is not None else InMemoryTenantKeyStore()
         )
-        self._primary_entry: tuple[_Key, float] | None = None
+        self._primary_entry: tuple[CipherKey, float] | None = None
         # Told after each forget_tenant (caches drop the tenant at once); held weakly.
         self._forget_listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
         self._provider: KeyProvider
@@ -429,7 +148,7 @@ class KeyRing:
                     raise ConfigurationError(
                         "a callable key provider needs primary= (the id of the primary key)"
                     )
-                self._provider = _CallableProvider(provider, validate_key_id(primary))
+                self._provider = CallableProvider(provider, validate_key_id(primary))
             else:
                 raise ConfigurationError(
                     "provider must be a KeyProvider (primary_key_id() and get_key()) "
@@ -447,7 +166,7 @@ class KeyRing:
             validate_key_id(key_id)
             if key_id in material:
                 raise ConfigurationError(f"key id {key_id!r} appears twice in the key ring")
-            material[key_id] = _check_material(key, key_id, "KeyRing")
+            material[key_id] = check_material(key, key_id, "KeyRing")
         primary = pairs[0][0] if primary is None else primary
         if primary not in material:
             # Echo the id only when it is a valid one (so never key material).
@@ -456,9 +175,9 @@ class KeyRing:
                 f"primary key{named} is not one of the keys given "
                 f"({', '.join(repr(k) for k in material)})"
             )
-        self._provider = _StaticProvider(material, primary)
+        self._provider = StaticProvider(material, primary)
         self._static = True
-        self._global = {kid: _Key(kid, m) for kid, m in material.items()}
+        self._global = {kid: CipherKey(kid, m) for kid, m in material.items()}
         self._primary_entry = (self._global[primary], math.inf)
 
     # -- construction from configuration ------------------------------------
@@ -550,7 +269,7 @@ class KeyRing:
             raise ConfigurationError("the default tenant ('') uses the global keys")
         key_id = f"t-{secrets.token_hex(6)}" if key_id is None else validate_key_id(key_id)
         material = (
-            os.urandom(KEY_BYTES) if key is None else _check_material(key, key_id, "tenant key")
+            os.urandom(KEY_BYTES) if key is None else check_material(key, key_id, "tenant key")
         )
         with self._lock:
             record = self._store.load(tenant_id) or TenantKeyRecord()
@@ -680,7 +399,7 @@ class KeyRing:
 
     # -- used by the codec ---------------------------------------------------
 
-    def _encryption_key(self, tenant_id: str, ctx: RowContext | None) -> _Key:
+    def _encryption_key(self, tenant_id: str, ctx: RowContext | None) -> CipherKey:
         if tenant_id:
             state = self._tenant(tenant_id)
             if state.destroyed:
@@ -691,7 +410,7 @@ class KeyRing:
                     return key
         return self._global_primary()
 
-    def _decryption_key(self, ctx: RowContext, key_id: str) -> _Key:
+    def _decryption_key(self, ctx: RowContext, key_id: str) -> CipherKey:
         tenant_id = ctx.tenant_id
         if tenant_id:
             state = self._tenant(tenant_id)
@@ -737,7 +456,7 @@ class KeyRing:
             "(crypto-shredded), so its rows can no longer be decrypted"
         )
 
-    def _global_primary(self) -> _Key:
+    def _global_primary(self) -> CipherKey:
         entry = self._primary_entry
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]
@@ -752,14 +471,14 @@ class KeyRing:
         self._primary_entry = (key, time.monotonic() + self._cache_ttl)
         return key
 
-    def _global_key(self, key_id: str) -> _Key | None:
+    def _global_key(self, key_id: str) -> CipherKey | None:
         key = self._global.get(key_id)
         if key is not None or self._static:
             return key
         material = self._provider.get_key(key_id)
         if material is None:
             return None
-        key = _Key(key_id, _check_material(material, key_id, "key provider"))
+        key = CipherKey(key_id, check_material(material, key_id, "key provider"))
         self._global[key_id] = key
         return key
 
@@ -782,21 +501,21 @@ class KeyRing:
 
     def _tenant_key(
         self, tenant_id: str, state: _TenantState, key_id: str, ctx: RowContext | None
-    ) -> _Key | None:
+    ) -> CipherKey | None:
         key = state.keys.get(key_id)
         if key is not None:
             return key
         wrapped = state.wrapped.get(key_id)
         if wrapped is None:
             return None
-        key = _Key(key_id, self._unwrap(tenant_id, wrapped, ctx))
+        key = CipherKey(key_id, self._unwrap(tenant_id, wrapped, ctx))
         state.keys[key_id] = key
         return key
 
     @staticmethod
-    def _wrap(kek: _Key, tenant_id: str, key_id: str, material: bytes) -> WrappedKey:
+    def _wrap(kek: CipherKey, tenant_id: str, key_id: str, material: bytes) -> WrappedKey:
         nonce = os.urandom(NONCE_BYTES)
-        aad = _wrap_aad(tenant_id, key_id, kek.key_id)
+        aad = wrap_aad(tenant_id, key_id, kek.key_id)
         return WrappedKey(key_id, kek.key_id, nonce + kek.aead.encrypt(nonce, material, aad))
 
     def _unwrap(self, tenant_id: str, wrapped: WrappedKey, ctx: RowContext | None) -> bytes:
@@ -811,7 +530,7 @@ class KeyRing:
                 f"key {wrapped.wrapping_key_id!r}, which is not in the key ring"
             )
         blob = wrapped.blob
-        aad = _wrap_aad(tenant_id, wrapped.key_id, wrapped.wrapping_key_id)
+        aad = wrap_aad(tenant_id, wrapped.key_id, wrapped.wrapping_key_id)
         try:
             material = kek.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except InvalidTag:

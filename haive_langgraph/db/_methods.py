@@ -18,7 +18,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from haive_langgraph.db._call import Call
 
@@ -27,9 +27,6 @@ __all__ = ["async_method", "deprecated_asetup", "sync_method"]
 T = TypeVar("T")
 S = TypeVar("S")
 P = ParamSpec("P")
-
-Runnable = Call[T] | Generator[Any, Any, T]
-"""What a builder returns: a call, or an operation generator the instance drives."""
 
 # The wrappers of a returned value, shown as the value itself in a method's signature.
 _WRAPPERS = ("Call[", "Op[")
@@ -55,29 +52,52 @@ def _publish(method: Any, build: Callable[..., Any], name: str) -> None:
     method.__signature__ = _signature(build)
 
 
+class _RunsOps(Protocol):
+    """An instance that drives operation generators itself (the vector classes)."""
+
+    def _run(self, op: Any, /) -> Any: ...
+
+    async def _arun(self, op: Any, /) -> Any: ...
+
+
+# A method's class, for generator builders: bound, so that a class body that
+# overrides a base class's method (LangChain's VectorStore) infers it from the builder.
+R = TypeVar("R", bound=_RunsOps)
+
+
+@overload
+def sync_method(build: Callable[Concatenate[S, P], Call[T]]) -> Callable[Concatenate[S, P], T]: ...
+@overload
 def sync_method(
-    build: Callable[Concatenate[S, P], Runnable[T]],
-) -> Callable[Concatenate[S, P], T]:
+    build: Callable[Concatenate[R, P], Generator[Any, Any, T]],
+) -> Callable[Concatenate[R, P], T]: ...
+def sync_method(build: Callable[..., Any]) -> Callable[..., Any]:
     """The sync method (the builder's name without a leading ``_``) that runs what
     ``build`` returns with ``self._run``."""
 
     @functools.wraps(build)
-    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return cast(Any, self)._run(build(self, *args, **kwargs))  # type: ignore[no-any-return]
+    def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._run(build(self, *args, **kwargs))
 
     _publish(method, build, build.__name__.lstrip("_"))
     return method
 
 
+@overload
 def async_method(
-    build: Callable[Concatenate[S, P], Runnable[T]],
-) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    build: Callable[Concatenate[S, P], Call[T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]: ...
+@overload
+def async_method(
+    build: Callable[Concatenate[R, P], Generator[Any, Any, T]],
+) -> Callable[Concatenate[R, P], Coroutine[Any, Any, T]]: ...
+def async_method(build: Callable[..., Any]) -> Callable[..., Any]:
     """The async method (``a`` + the builder's name without a leading ``_``) that runs
     what ``build`` returns with ``await self._arun``."""
 
     @functools.wraps(build)
-    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await cast(Any, self)._arun(build(self, *args, **kwargs))  # type: ignore[no-any-return]
+    async def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return await self._arun(build(self, *args, **kwargs))
 
     _publish(method, build, "a" + build.__name__.lstrip("_"))
     return method

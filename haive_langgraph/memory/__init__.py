@@ -33,7 +33,13 @@ from haive_langgraph.memory.conversations._histories import (
     AsyncPostgresChatMessageHistory,
     PostgresChatMessageHistory,
 )
-from haive_langgraph.memory.conversations._sessions import AsyncSessionManager, SessionManager
+
+# SessionStore and AsyncSessionStore; (Async)SessionManager: their deprecated 0.1 names.
+from haive_langgraph.memory.conversations._sessions import (
+    AsyncSessionManager as AsyncSessionManager,
+)
+from haive_langgraph.memory.conversations._sessions import AsyncSessionStore, SessionStore
+from haive_langgraph.memory.conversations._sessions import SessionManager as SessionManager
 from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
 from haive_langgraph.memory.conversations._tracking import (
     AsyncConversationTracker,
@@ -75,7 +81,7 @@ __all__ = [
     "AsyncConversationStore",
     "AsyncConversationTracker",
     "AsyncPostgresChatMessageHistory",
-    "AsyncSessionManager",
+    "AsyncSessionStore",
     "AsyncSupabaseChatMessageHistory",
     "AsyncVectorMemory",
     "ChatHistoryFactory",
@@ -99,8 +105,8 @@ __all__ = [
     "PostgresChatMessageHistory",
     "PostgresVectorStore",
     "Session",
-    "SessionManager",
     "SessionPage",
+    "SessionStore",
     "StoredMessage",
     "SupabaseChatMessageHistory",
     "TokenUsage",

@@ -10,7 +10,6 @@ from haive_langgraph.memory.conversations._histories import (
 from haive_langgraph.memory.conversations._sql import COMPONENT
 from haive_langgraph.supabase._classes import SupabaseAsync, SupabaseFeature, SupabaseSync
 
-
 CONVERSATIONS = SupabaseFeature(
     COMPONENT,
     default_channels=("conversations", "messages"),
@@ -45,14 +44,6 @@ class SupabaseChatMessageHistory(SupabaseSync, PostgresChatMessageHistory):
 
 class AsyncSupabaseChatMessageHistory(SupabaseAsync, AsyncPostgresChatMessageHistory):
     """:class:`AsyncPostgresChatMessageHistory` configured for Supabase; see
-    :class:`SupabaseChatMessageHistory` (``await history.setup()``, or ``asetup``)."""
+    :class:`SupabaseChatMessageHistory` (``await history.setup()``)."""
 
     feature = CONVERSATIONS
-
-    async def asetup(self, *, force: bool = False) -> None:
-        """Create or upgrade the tables, then apply grants, policies and realtime."""
-        await self._supabase_setup(super().asetup, force)
-
-    async def setup(self, *, force: bool = False) -> None:
-        """The same as :meth:`asetup` (LangGraph's convention: ``await x.setup()``)."""
-        await self.asetup(force=force)

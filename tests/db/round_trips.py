@@ -22,12 +22,12 @@ from haive_langgraph.memory import (
     AsyncChatHistoryFactory,
     AsyncConversationStore,
     AsyncPostgresChatMessageHistory,
-    AsyncSessionManager,
+    AsyncSessionStore,
     AsyncVectorMemory,
     ChatHistoryFactory,
     ConversationStore,
     PostgresChatMessageHistory,
-    SessionManager,
+    SessionStore,
     VectorMemory,
 )
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
@@ -40,7 +40,8 @@ def new_id(prefix: str) -> str:
 @dataclass(frozen=True)
 class Caller:
     """Calls ``target.<method>`` (sync: in a worker thread) or, async, ``target.a<method>``
-    (else ``target.<method>``, as ``setup`` of the async savers); iterators are collected."""
+    (else ``target.<method>``; ``setup`` is ``await target.setup()`` on every async class);
+    iterators are collected."""
 
     is_async: bool
 
@@ -49,7 +50,8 @@ class Caller:
             return await asyncio.to_thread(
                 lambda: _collect(getattr(target, method)(*args, **kwargs))
             )
-        fn = getattr(target, f"a{method}", None) or getattr(target, method)
+        async_name = method if method == "setup" else f"a{method}"
+        fn = getattr(target, async_name, None) or getattr(target, method)
         result = fn(*args, **kwargs)
         if hasattr(result, "__aiter__"):
             return [item async for item in result]
@@ -157,8 +159,6 @@ KINDS: dict[str, Kind] = {
     ),
     "history_factory": Kind(ChatHistoryFactory, AsyncChatHistoryFactory, history_factory_trip),
     "conversations": Kind(ConversationStore, AsyncConversationStore, conversations_trip),
-    "sessions": Kind(
-        SessionManager, AsyncSessionManager, sessions_trip, tuple, {"default_ttl": 60}
-    ),
+    "sessions": Kind(SessionStore, AsyncSessionStore, sessions_trip, tuple, {"default_ttl": 60}),
     "vector_memory": Kind(VectorMemory, AsyncVectorMemory, vector_memory_trip),
 }

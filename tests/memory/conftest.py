@@ -19,11 +19,11 @@ import pytest
 from haive_langgraph.memory import (
     AsyncChatHistoryFactory,
     AsyncConversationStore,
-    AsyncSessionManager,
+    AsyncSessionStore,
     ChatHistoryFactory,
     ConversationStore,
     ModelPrice,
-    SessionManager,
+    SessionStore,
     async_history_factory,
     history_factory,
 )
@@ -78,14 +78,14 @@ async def async_store(migrated: str) -> AsyncIterator[AsyncConversationStore]:
 
 
 @pytest.fixture(scope="module")
-def sync_sessions(migrated: str) -> Iterator[SessionManager]:
-    with SessionManager(migrated, max_messages_per_session=50) as manager:
+def sync_sessions(migrated: str) -> Iterator[SessionStore]:
+    with SessionStore(migrated, max_messages_per_session=50) as manager:
         yield manager
 
 
 @pytest.fixture(scope="module")
-async def async_sessions(migrated: str) -> AsyncIterator[AsyncSessionManager]:
-    async with AsyncSessionManager(migrated, max_messages_per_session=50) as manager:
+async def async_sessions(migrated: str) -> AsyncIterator[AsyncSessionStore]:
+    async with AsyncSessionStore(migrated, max_messages_per_session=50) as manager:
         yield manager
 
 

@@ -42,7 +42,7 @@ from haive_langgraph.memory import (
     MemoryRetriever,
     PostgresChatMessageHistory,
     PostgresVectorStore,
-    SessionManager,
+    SessionStore,
     VectorMemory,
 )
 from haive_langgraph.stores import InvalidFilterError
@@ -482,7 +482,7 @@ def test_sync_history_returns_what_was_saved(set_up: str) -> None:
 
 async def test_async_history_returns_what_was_saved(set_up: str) -> None:
     async with AsyncPostgresChatMessageHistory(str(uuid.uuid4()), set_up) as history:
-        await history.asetup()
+        await history.setup()
         assert await history.aget_messages() == []
         await history.aadd_messages(barks())
         assert await history.aget_messages() == barks()
@@ -496,7 +496,7 @@ def test_branches_and_merges_of_id_less_messages_read_back_without_ids(set_up: s
     owner, sid = "owner", str(uuid.uuid4())
     with (
         PostgresChatMessageHistory(sid, set_up, user_id=owner) as main,
-        SessionManager(set_up) as sessions,
+        SessionStore(set_up) as sessions,
     ):
         main.setup()
         main.add_messages(barks())

@@ -1,4 +1,4 @@
-"""SessionManager: permissions, TTL, limits, branches that share, merges."""
+"""SessionStore: permissions, TTL, limits, branches that share, merges."""
 
 from __future__ import annotations
 

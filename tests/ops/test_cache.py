@@ -880,11 +880,11 @@ def test_history_hits_and_misses_are_counted(histories: Any) -> None:
 def test_history_never_serves_writes_made_around_it(histories: Any, dsn: str) -> None:
     from langchain_core.language_models import FakeListChatModel
 
-    from haive_langgraph.memory import ConversationStore, ConversationTracker, SessionManager
+    from haive_langgraph.memory import ConversationStore, ConversationTracker, SessionStore
 
     layer = CacheLayer([InMemoryCache()])
     sid, other = f"w-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
-    with ConversationStore(dsn) as store, SessionManager(dsn) as sessions:
+    with ConversationStore(dsn) as store, SessionStore(dsn) as sessions:
         sessions.create_session("alice", None, session_id=sid, participants={"bob": "write"})
         sessions.create_session("alice", None, session_id=other)
         cached = layer.wrap_history(histories(sid))
@@ -894,7 +894,7 @@ def test_history_never_serves_writes_made_around_it(histories: Any, dsn: str) ->
         store.add_messages(sid, [HumanMessage("by the store")])
         check_fresh(cached, histories, "ConversationStore.add_messages")
         sessions.add_messages(sid, [HumanMessage("by bob")], user_id="bob")
-        check_fresh(cached, histories, "SessionManager.add_messages")
+        check_fresh(cached, histories, "SessionStore.add_messages")
         model = FakeListChatModel(responses=["tracked answer"])
         model.invoke(
             "tracked", config={"callbacks": [ConversationTracker(store, conversation_id=sid)]}
@@ -992,7 +992,7 @@ async def test_async_history_and_factory(dsn: str, redis_url: str, prefix: str) 
 
     layer = layer_for(redis_url, prefix)
     async with AsyncChatHistoryFactory(dsn) as factory, AsyncConversationStore(dsn) as store:
-        await factory.asetup()
+        await factory.setup()
         cached_factory = layer.wrap_history_factory(factory)
         sid = f"a-{uuid.uuid4().hex[:8]}"
         chain = RunnableWithMessageHistory(

@@ -132,7 +132,7 @@ class MessagesWorkload:
         self.busy = [False] * sessions
 
     async def start(self) -> None:
-        await self.factory.asetup()
+        await self.factory.setup()
 
     def operations(self) -> Mapping[str, float]:
         return {"append": 3.0, "append_batch": 1.0, "last": 3.0, "page": 1.0}

@@ -4,7 +4,7 @@ Tenant ``globex`` (the victim) holds conversations, a chat history and a
 session with a participant, all carrying a secret; tenant ``acme`` (the
 attacker) holds a conversation of its own. As ``acme``, every public method
 of :class:`ConversationStore`, the chat-history factory and
-:class:`SessionManager` is called with the victim's conversation, session
+:class:`SessionStore` is called with the victim's conversation, session
 and user ids: to read, list, page, measure usage, append, replace, clear,
 branch, merge, share and delete. Then raw SQL on a role under row-level
 security, bound to ``acme``, tries to read, update and delete the victim's
@@ -26,7 +26,7 @@ from haive_langgraph.memory import (
     ChatHistoryFactory,
     ConversationMetadata,
     ConversationStore,
-    SessionManager,
+    SessionStore,
     TokenUsage,
 )
 from haive_langgraph.memory.conversations._sql import TENANT_TABLES
@@ -57,7 +57,7 @@ def victim(dsn: str) -> dict[str, str]:
     with ChatHistoryFactory(dsn, tenant_id=VICTIM) as histories:
         history = histories("victim-history", USER)
         history.add_messages([HumanMessage(content=SECRET), AIMessage(content="noted " + SECRET)])
-    with SessionManager(dsn, tenant_id=VICTIM) as sessions:
+    with SessionStore(dsn, tenant_id=VICTIM) as sessions:
         session = sessions.create_session(USER, "bot", context={"secret": SECRET})
         sessions.add_message(session.session_id, "user", SECRET, user_id=USER)
         sessions.set_participant(session.session_id, "u-other", "read", user_id=USER)
@@ -82,7 +82,7 @@ def app_dsn(dsn: str, victim: dict[str, str]) -> Iterator[str]:
 def attacks(ids: dict[str, str], dsn: str) -> list[tuple[str, Callable[[], Any]]]:
     store = ConversationStore(dsn, tenant_id=ATTACKER)
     histories = ChatHistoryFactory(dsn, tenant_id=ATTACKER)
-    sessions = SessionManager(dsn, tenant_id=ATTACKER)
+    sessions = SessionStore(dsn, tenant_id=ATTACKER)
     conv, hist, sess = ids["conversation"], ids["history"], ids["session"]
 
     return [
@@ -139,7 +139,7 @@ def test_attacker_reaches_nothing_of_the_victim(
     assert not report.successes, report.successes
     figures.record(
         "8 tenant isolation (conversation memory)",
-        f"{report.planned} attacks through ConversationStore, chat histories and SessionManager "
+        f"{report.planned} attacks through ConversationStore, chat histories and SessionStore "
         f"on the victim's conversations, history, session and user: 0 successes "
         f"({report.refused} refused with a HaiveError, {report.nothing} returned "
         f"nothing, {report.own_rows} acted on the attacker's own rows only); victim rows "

@@ -38,13 +38,13 @@ from haive_langgraph.errors import ConfigurationError, HaiveError, ValueTooLarge
 from haive_langgraph.memory import (
     AsyncConversationStore,
     AsyncPostgresChatMessageHistory,
-    AsyncSessionManager,
+    AsyncSessionStore,
     AsyncVectorMemory,
     ConversationMetadata,
     ConversationStore,
     HashingEmbeddings,
     PostgresChatMessageHistory,
-    SessionManager,
+    SessionStore,
     VectorMemory,
 )
 from haive_langgraph.ops.cache import CacheLayer, InMemoryCache
@@ -97,9 +97,10 @@ def deep(levels: int, leaf: Any = 1) -> Any:
 
 
 async def run(obj: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """``obj.a<method>`` for async classes, ``obj.<method>`` in a thread otherwise."""
+    """``obj.a<method>`` for async classes (``await obj.setup()``), ``obj.<method>`` in a
+    thread otherwise."""
     if type(obj).__name__.startswith("Async"):
-        out = getattr(obj, f"a{method}")(*args, **kwargs)
+        out = getattr(obj, method if method == "setup" else f"a{method}")(*args, **kwargs)
         return [x async for x in out] if hasattr(out, "__aiter__") else await out
     fn = getattr(obj, method)
 
@@ -348,7 +349,7 @@ async def test_conversations_sessions_and_histories_over_the_limit_write_nothing
     conversations = (AsyncConversationStore if a else ConversationStore)(
         db, tenant_id=who, codec=codec
     )
-    sessions = (AsyncSessionManager if a else SessionManager)(db, tenant_id=who, codec=codec)
+    sessions = (AsyncSessionStore if a else SessionStore)(db, tenant_id=who, codec=codec)
     try:
         conv = await run(conversations, "create_conversation", conversation_id="c")
         session = await run(sessions, "create_session", user_id="u", session_id="s")
@@ -423,7 +424,7 @@ async def test_bad_ids_are_refused_before_any_statement(db: str, bad: str) -> No
     saver = PostgresCheckpointer(db, tenant_id=who)
     store = PostgresStore(db, tenant_id=who)
     conversations = ConversationStore(db, tenant_id=who)
-    sessions = SessionManager(db, tenant_id=who)
+    sessions = SessionStore(db, tenant_id=who)
     try:
         calls: list[Callable[[], Any]] = [
             lambda: saver.put(config(bad), checkpoint_with({}), META, {}),
@@ -469,7 +470,7 @@ async def test_ids_at_the_limit_all_at_once_round_trip(db: str) -> None:
     thread, ns, cid, task, tag = (wide(MAX_ID_BYTES, i) for i in range(2, 7))
     saver = PostgresCheckpointer(db, tenant_id=who)
     store = PostgresStore(db, tenant_id=who)
-    sessions = SessionManager(db, tenant_id=who)
+    sessions = SessionStore(db, tenant_id=who)
     try:
         cp = {**checkpoint_with({"v": "x" * 300}), "id": cid}
         saved = saver.put(config(thread, ns=ns), cp, META, {"v": 1})

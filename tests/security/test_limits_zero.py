@@ -25,13 +25,13 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import (
     AsyncConversationStore,
-    AsyncSessionManager,
+    AsyncSessionStore,
     AsyncVectorMemory,
     ConversationStore,
     HashingEmbeddings,
     PostgresChatMessageHistory,
     PostgresVectorStore,
-    SessionManager,
+    SessionStore,
     VectorMemory,
     async_history_factory,
     history_factory,
@@ -163,7 +163,7 @@ async def chat(migrated: str, request: pytest.FixtureRequest) -> AsyncIterator[d
         with (
             history_factory(migrated) as histories,
             ConversationStore(migrated) as store,
-            SessionManager(migrated) as sessions,
+            SessionStore(migrated) as sessions,
         ):
             histories(sid).add_messages(turns)
             conv = store.create_conversation("bot", "u-1")
@@ -180,7 +180,7 @@ async def chat(migrated: str, request: pytest.FixtureRequest) -> AsyncIterator[d
     async with (
         async_history_factory(migrated) as ahistories,
         AsyncConversationStore(migrated) as astore,
-        AsyncSessionManager(migrated) as asessions,
+        AsyncSessionStore(migrated) as asessions,
     ):
         await ahistories(sid).aadd_messages(turns)
         aconv = await astore.acreate_conversation("bot", "u-1")
@@ -239,6 +239,6 @@ async def test_paging_refuses_what_is_no_count(chat: dict[str, Side], bad: Any) 
 
 def test_quotas_and_sizes_stay_positive(migrated: str) -> None:
     with pytest.raises(ConfigurationError, match="max_messages_per_session"):
-        SessionManager(migrated, max_messages_per_session=0)
+        SessionStore(migrated, max_messages_per_session=0)
     with pytest.raises(ConfigurationError, match="max_message_bytes"):
         PostgresChatMessageHistory(new_id("s"), migrated, max_message_bytes=0)

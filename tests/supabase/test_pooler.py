@@ -126,7 +126,7 @@ async def test_async_history_round_trip_through_pgbouncer(pooled: str) -> None:
         "session-1", pooled, schema=schema, tenant_id="acme", config=POOLED
     )
     try:
-        await history.asetup()
+        await history.setup()
         for i in range(8):
             await history.aadd_messages([HumanMessage(f"q{i}")])
         assert [m.content for m in await history.aget_messages()] == [f"q{i}" for i in range(8)]

@@ -107,14 +107,15 @@ def test_positional_and_named_arguments_reach_the_base_class(pooled: str) -> Non
         SupabaseStore(pooled, "extra")
 
 
-async def test_the_async_history_sets_up_with_setup_and_asetup(pooled: str) -> None:
+async def test_the_async_history_sets_up_with_setup_and_the_deprecated_asetup(pooled: str) -> None:
     schema = f"ah_{uuid.uuid4().hex[:6]}"
     history = AsyncSupabaseChatMessageHistory(
         session_id="s", conn=pooled, schema=schema, config=POOLED, enable_realtime=True
     )
     try:
         await history.setup()
-        await history.asetup()
+        with pytest.warns(DeprecationWarning, match="asetup"):
+            await history.asetup()
         assert history.supabase.realtime_channels == ("conversations", "conversation_messages")
     finally:
         await history.aclose()

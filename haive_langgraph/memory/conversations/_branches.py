@@ -1,6 +1,6 @@
 """Branches and merges: a session that shares its source's first messages, the
 copies made when shared positions change, a merge of two sessions; and the
-calls of ``SessionManager.branch_session`` / ``merge_sessions``.
+calls of ``SessionStore.branch_session`` / ``merge_sessions``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 
 from psycopg.types.numeric import Int8
 
-from haive_langgraph.db import Call, Op, Step
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._call import Call
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConfigurationError, QuotaExceededError
 from haive_langgraph.memory.conversations._checks import check_id, new_id
 from haive_langgraph.memory.conversations._client import _Client
@@ -215,7 +216,7 @@ def merge(
 
 
 class BranchCalls(_Client):
-    """The session manager's branch and merge methods, as calls (see ``_client.sync_call``)."""
+    """The session manager's branch and merge methods, as calls (see ``db._methods.sync_method``)."""
 
     _max_messages: int | None
 

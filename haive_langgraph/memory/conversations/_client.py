@@ -6,63 +6,28 @@ values (``source.call(c)``), create the tables and close what they opened.
 
 A public method is written once, as a method that validates its arguments
 and builds the call (no I/O), with the public signature and docstring;
-:func:`sync_call` and :func:`async_call` make the sync and the async method
-that run it. So a sync class and its async twin share every signature,
+:func:`~haive_langgraph.db._methods.sync_method` and
+:func:`~haive_langgraph.db._methods.async_method` make the sync and the async
+method that run it. So a sync class and its async twin share every signature,
 docstring and check, and differ only in how a call runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
-from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar, cast
+from collections.abc import Coroutine
+from typing import Any, ClassVar, Self, TypeVar
 
 from haive_langgraph.db import AsyncConnectionSource, Call, ConnectionSource, PersistenceConfig
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._methods import deprecated_asetup
 from haive_langgraph.memory.conversations._tables import ConversationTables
 
 T = TypeVar("T")
-S = TypeVar("S")
-P = ParamSpec("P")
 
 ConnT = TypeVar("ConnT", SyncConn, AsyncConn)
 """The connection a class takes: ``SyncConn`` for sync classes, ``AsyncConn`` for async."""
-
-
-def _public(method: Any, build: Callable[..., Any], name: str) -> None:
-    """Name the method ``name`` and show its result, not the call, in its signature."""
-    method.__name__ = method.__qualname__ = name
-    signature = inspect.signature(build)
-    result = signature.return_annotation
-    if isinstance(result, str) and result.startswith("Call[") and result.endswith("]"):
-        method.__signature__ = signature.replace(return_annotation=result[5:-1])
-
-
-def sync_call(build: Callable[Concatenate[S, P], Call[T]]) -> Callable[Concatenate[S, P], T]:
-    """The sync method that runs the call ``build`` makes (same signature and docstring)."""
-
-    @functools.wraps(build)
-    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return cast(SyncClient, self)._run(build(self, *args, **kwargs))
-
-    _public(method, build, build.__name__.lstrip("_"))
-    return method
-
-
-def async_call(
-    build: Callable[Concatenate[S, P], Call[T]],
-) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
-    """The async method (``a``-prefixed) that runs the call ``build`` makes."""
-
-    @functools.wraps(build)
-    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await cast(AsyncClient, self)._arun(build(self, *args, **kwargs))
-
-    _public(method, build, "a" + build.__name__.lstrip("_"))
-    return method
 
 
 class _Client:
@@ -166,9 +131,11 @@ class AsyncClient(_Client, AsyncFromConnString):
             )
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-    async def asetup(self) -> None:
+    async def setup(self) -> None:
         """Create or upgrade the tables (idempotent; safe from many processes at once)."""
         await self._arun(self._tables.setup_call())
+
+    asetup = deprecated_asetup
 
     async def aclose(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

@@ -1,13 +1,14 @@
 """Participants of a session: the operations on their rows and the calls of
-``SessionManager.set_participant`` / ``remove_participant`` (and their async twins).
+``SessionStore.set_participant`` / ``remove_participant`` (and their async twins).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from haive_langgraph.db import Call, Op, Step
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._call import Call
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.conversations._checks import check_id, check_permission
 from haive_langgraph.memory.conversations._client import _Client
@@ -54,7 +55,7 @@ def _changed(t: ConversationTables, sid: str) -> Op[Session]:
 
 
 class ParticipantCalls(_Client):
-    """The session manager's participant methods, as calls (see ``_client.sync_call``)."""
+    """The session manager's participant methods, as calls (see ``db._methods.sync_method``)."""
 
     def _set_participant(
         self, session_id: str, participant_id: str, permission: Permission, *, user_id: str

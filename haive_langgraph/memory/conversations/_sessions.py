@@ -5,7 +5,7 @@ A session is a conversation row with an owner, participants (``read``,
 the acting user (``user_id=``) and is checked: the owner may do anything, a
 participant what their permission allows.
 
-``SessionManager`` (sync) and ``AsyncSessionManager`` (asyncio) run the same
+``SessionStore`` (sync) and ``AsyncSessionStore`` (asyncio) run the same
 calls, built by :class:`_SessionCalls` (and its bases for participants,
 branches and merges).
 """
@@ -18,9 +18,11 @@ from typing import Any, Generic, Unpack
 
 from langchain_core.messages import BaseMessage
 
-from haive_langgraph.db import Call, Op
+from haive_langgraph.db._call import Call
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._driver import Op
 from haive_langgraph.db._limits import check_count
+from haive_langgraph.db._methods import async_method, sync_method
 from haive_langgraph.errors import ConfigurationError, PermissionDeniedError
 from haive_langgraph.memory.conversations import _erasure, _messages, _rows
 from haive_langgraph.memory.conversations._branches import BranchCalls
@@ -37,8 +39,6 @@ from haive_langgraph.memory.conversations._client import (
     AsyncClient,
     ConnT,
     SyncClient,
-    async_call,
-    sync_call,
 )
 from haive_langgraph.memory.conversations._participants import ParticipantCalls
 from haive_langgraph.memory.conversations._tables import (
@@ -57,7 +57,7 @@ from haive_langgraph.memory.conversations._types import (
     check_ttl,
 )
 
-__all__ = ["AsyncSessionManager", "SessionManager"]
+__all__ = ["AsyncSessionManager", "AsyncSessionStore", "SessionManager", "SessionStore"]
 
 
 class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
@@ -311,7 +311,7 @@ class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
         )
 
 
-class SessionManager(SyncClient, _SessionCalls[SyncConn]):
+class SessionStore(SyncClient, _SessionCalls[SyncConn]):
     """Sessions of users with agents: TTL, limits, branches, merges, participants (sync).
 
     Args:
@@ -333,41 +333,48 @@ class SessionManager(SyncClient, _SessionCalls[SyncConn]):
         max_message_bytes: Largest serialised message accepted.
 
     Example:
-        >>> sessions = SessionManager(dsn, default_ttl=timedelta(hours=1))
+        >>> sessions = SessionStore(dsn, default_ttl=timedelta(hours=1))
         >>> s = sessions.create_session("alice", "helper", context={"locale": "en"})
         >>> sessions.add_message(s.session_id, "user", "hello", user_id="alice")
         >>> b = sessions.branch_session(s.session_id, 0, user_id="alice")
     """
 
-    create_session = sync_call(_SessionCalls._create_session)
-    get_session = sync_call(_SessionCalls._get_session)
-    get_messages = sync_call(_SessionCalls._get_messages)
-    add_message = sync_call(_SessionCalls._add_message)
-    add_messages = sync_call(_SessionCalls._add_messages)
-    branch_session = sync_call(_SessionCalls._branch_session)
-    merge_sessions = sync_call(_SessionCalls._merge_sessions)
-    set_participant = sync_call(_SessionCalls._set_participant)
-    remove_participant = sync_call(_SessionCalls._remove_participant)
-    list_sessions = sync_call(_SessionCalls._list_sessions)
-    delete_session = sync_call(_SessionCalls._delete_session)
-    purge_expired = sync_call(_SessionCalls._purge_expired)
+    create_session = sync_method(_SessionCalls._create_session)
+    get_session = sync_method(_SessionCalls._get_session)
+    get_messages = sync_method(_SessionCalls._get_messages)
+    add_message = sync_method(_SessionCalls._add_message)
+    add_messages = sync_method(_SessionCalls._add_messages)
+    branch_session = sync_method(_SessionCalls._branch_session)
+    merge_sessions = sync_method(_SessionCalls._merge_sessions)
+    set_participant = sync_method(_SessionCalls._set_participant)
+    remove_participant = sync_method(_SessionCalls._remove_participant)
+    list_sessions = sync_method(_SessionCalls._list_sessions)
+    delete_session = sync_method(_SessionCalls._delete_session)
+    purge_expired = sync_method(_SessionCalls._purge_expired)
 
 
-class AsyncSessionManager(AsyncClient, _SessionCalls[AsyncConn]):
-    """Asyncio twin of :class:`SessionManager` (``acreate_session``, ``aadd_message``,
+class AsyncSessionStore(AsyncClient, _SessionCalls[AsyncConn]):
+    """Asyncio twin of :class:`SessionStore` (``acreate_session``, ``aadd_message``,
     ``abranch_session`` ...: its methods, ``a``-prefixed) on psycopg's
     ``AsyncConnection`` or ``AsyncConnectionPool`` (autocommit, any row factory), a
     DSN (an async pool opened on first use) or ``None`` (the default server)."""
 
-    acreate_session = async_call(_SessionCalls._create_session)
-    aget_session = async_call(_SessionCalls._get_session)
-    aget_messages = async_call(_SessionCalls._get_messages)
-    aadd_message = async_call(_SessionCalls._add_message)
-    aadd_messages = async_call(_SessionCalls._add_messages)
-    abranch_session = async_call(_SessionCalls._branch_session)
-    amerge_sessions = async_call(_SessionCalls._merge_sessions)
-    aset_participant = async_call(_SessionCalls._set_participant)
-    aremove_participant = async_call(_SessionCalls._remove_participant)
-    alist_sessions = async_call(_SessionCalls._list_sessions)
-    adelete_session = async_call(_SessionCalls._delete_session)
-    apurge_expired = async_call(_SessionCalls._purge_expired)
+    acreate_session = async_method(_SessionCalls._create_session)
+    aget_session = async_method(_SessionCalls._get_session)
+    aget_messages = async_method(_SessionCalls._get_messages)
+    aadd_message = async_method(_SessionCalls._add_message)
+    aadd_messages = async_method(_SessionCalls._add_messages)
+    abranch_session = async_method(_SessionCalls._branch_session)
+    amerge_sessions = async_method(_SessionCalls._merge_sessions)
+    aset_participant = async_method(_SessionCalls._set_participant)
+    aremove_participant = async_method(_SessionCalls._remove_participant)
+    alist_sessions = async_method(_SessionCalls._list_sessions)
+    adelete_session = async_method(_SessionCalls._delete_session)
+    apurge_expired = async_method(_SessionCalls._purge_expired)
+
+
+# The names before 0.2 ("Manager" says how a thing is built, not what it is).
+SessionManager = SessionStore
+"""Deprecated alias of :class:`SessionStore`."""
+AsyncSessionManager = AsyncSessionStore
+"""Deprecated alias of :class:`AsyncSessionStore`."""

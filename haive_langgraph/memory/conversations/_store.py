@@ -12,9 +12,11 @@ from typing import Any, Generic, Unpack
 
 from langchain_core.messages import BaseMessage
 
-from haive_langgraph.db import Call, Op
+from haive_langgraph.db._call import Call
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._driver import Op
 from haive_langgraph.db._limits import check_count
+from haive_langgraph.db._methods import async_method, sync_method
 from haive_langgraph.errors import ConfigurationError, InvalidMessageError
 from haive_langgraph.memory.conversations import _erasure, _messages, _rows
 from haive_langgraph.memory.conversations._checks import (
@@ -31,8 +33,6 @@ from haive_langgraph.memory.conversations._client import (
     ConnT,
     SyncClient,
     _Client,
-    async_call,
-    sync_call,
 )
 from haive_langgraph.memory.conversations._plan import AppendPlan
 from haive_langgraph.memory.conversations._sql_conversations import ORDER_COLUMNS
@@ -419,16 +419,16 @@ class ConversationStore(SyncClient, _StoreCalls[SyncConn]):
         >>> store.add_message(conv.conversation_id, "user", "Why was I charged twice?")
     """
 
-    create_conversation = sync_call(_StoreCalls._create_conversation)
-    add_message = sync_call(_StoreCalls._add_message)
-    add_messages = sync_call(_StoreCalls._add_messages)
-    get_conversation = sync_call(_StoreCalls._get_conversation)
-    get_messages = sync_call(_StoreCalls._get_messages)
-    query_conversations = sync_call(_StoreCalls._query_conversations)
-    conversation_usage = sync_call(_StoreCalls._conversation_usage)
-    user_usage = sync_call(_StoreCalls._user_usage)
-    delete_conversation = sync_call(_StoreCalls._delete_conversation)
-    delete_user_data = sync_call(_StoreCalls._delete_user_data)
+    create_conversation = sync_method(_StoreCalls._create_conversation)
+    add_message = sync_method(_StoreCalls._add_message)
+    add_messages = sync_method(_StoreCalls._add_messages)
+    get_conversation = sync_method(_StoreCalls._get_conversation)
+    get_messages = sync_method(_StoreCalls._get_messages)
+    query_conversations = sync_method(_StoreCalls._query_conversations)
+    conversation_usage = sync_method(_StoreCalls._conversation_usage)
+    user_usage = sync_method(_StoreCalls._user_usage)
+    delete_conversation = sync_method(_StoreCalls._delete_conversation)
+    delete_user_data = sync_method(_StoreCalls._delete_user_data)
 
 
 class AsyncConversationStore(AsyncClient, _StoreCalls[AsyncConn]):
@@ -437,13 +437,13 @@ class AsyncConversationStore(AsyncClient, _StoreCalls[AsyncConn]):
     ``conn`` an ``AsyncConnection``, an ``AsyncConnectionPool``, a DSN (the store
     opens and owns an async pool on first use) or ``None`` (the default server)."""
 
-    acreate_conversation = async_call(_StoreCalls._create_conversation)
-    aadd_message = async_call(_StoreCalls._add_message)
-    aadd_messages = async_call(_StoreCalls._add_messages)
-    aget_conversation = async_call(_StoreCalls._get_conversation)
-    aget_messages = async_call(_StoreCalls._get_messages)
-    aquery_conversations = async_call(_StoreCalls._query_conversations)
-    aconversation_usage = async_call(_StoreCalls._conversation_usage)
-    auser_usage = async_call(_StoreCalls._user_usage)
-    adelete_conversation = async_call(_StoreCalls._delete_conversation)
-    adelete_user_data = async_call(_StoreCalls._delete_user_data)
+    acreate_conversation = async_method(_StoreCalls._create_conversation)
+    aadd_message = async_method(_StoreCalls._add_message)
+    aadd_messages = async_method(_StoreCalls._add_messages)
+    aget_conversation = async_method(_StoreCalls._get_conversation)
+    aget_messages = async_method(_StoreCalls._get_messages)
+    aquery_conversations = async_method(_StoreCalls._query_conversations)
+    aconversation_usage = async_method(_StoreCalls._conversation_usage)
+    auser_usage = async_method(_StoreCalls._user_usage)
+    adelete_conversation = async_method(_StoreCalls._delete_conversation)
+    adelete_user_data = async_method(_StoreCalls._delete_user_data)

@@ -1,5 +1,5 @@
-"""How the vector classes use their store: the options they give it, the two drivers
-that run the operations on it, and the public methods made from the operations.
+"""How the vector classes use their store: the options they give it and the two drivers
+that run the operations on it.
 
 The operations (:mod:`~haive_langgraph.memory.vector._memories`,
 :mod:`~haive_langgraph.memory.vector._documents` ...) yield steps; these loops
@@ -9,22 +9,21 @@ any other step (a rerank, a conversation to load) goes to ``other``.
 A public method is an operation's builder (its signature and docstring, the
 argument checks, the operation it returns) run by one driver:
 ``search = sync_method(calls.search)`` in the sync class and
-``asearch = async_method(calls.search)`` in the async one, so nothing of a
-method is written twice.
+``asearch = async_method(calls.search)`` in the async one
+(:mod:`haive_langgraph.db._methods`, shared with the conversation classes),
+so nothing of a method is written twice.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypedDict, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, Self, TypedDict, TypeVar, cast
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore
 
 from haive_langgraph.codec import Codec
-from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.vector._embeddings import CheckedEmbeddings, embedder_dims, primed
 from haive_langgraph.memory.vector._steps import Batch, EmbedDocuments, EmbedQuery, Op, Step
@@ -35,10 +34,8 @@ __all__ = [
     "ClosedOnExit",
     "VectorOptions",
     "adrive",
-    "async_method",
     "drive",
     "store_options",
-    "sync_method",
 ]
 
 T = TypeVar("T")
@@ -199,56 +196,3 @@ class AsyncClosedOnExit:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await cast(Any, self).aclose()
-
-
-# -- public methods from operations ---------------------------------------------------------
-
-
-class Runs(Protocol):
-    """A vector class: it runs operations, sync (``_run``) or async (``_arun``)."""
-
-    def _run(self, op: Op[T]) -> T: ...
-
-    async def _arun(self, op: Op[T]) -> T: ...
-
-
-S = TypeVar("S", bound=Runs)
-
-
-def _signature(build: Callable[..., Any]) -> inspect.Signature:
-    """The method's signature: ``self``, the builder's arguments, the operation's result."""
-    sig = inspect.signature(build)
-    params = list(sig.parameters.values())
-    result = sig.return_annotation
-    if isinstance(result, str) and result.startswith("Op[") and result.endswith("]"):
-        result = result[3:-1]
-    only = inspect.Parameter.POSITIONAL_ONLY
-    kind = only if len(params) > 1 and params[1].kind is only else params[0].POSITIONAL_OR_KEYWORD
-    this = params[0].replace(name="self", kind=kind, annotation=inspect.Parameter.empty)
-    return sig.replace(parameters=[this, *params[1:]], return_annotation=result)
-
-
-def sync_method(build: Callable[Concatenate[S, P], Op[T]]) -> Callable[Concatenate[S, P], T]:
-    """The sync public method of an operation builder: builds the operation, runs it."""
-
-    @functools.wraps(build)
-    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._run(build(self, *args, **kwargs))
-
-    method.__signature__ = _signature(build)  # type: ignore[attr-defined]
-    return method
-
-
-def async_method(
-    build: Callable[Concatenate[S, P], Op[T]],
-) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
-    """The async public method (``a`` + the builder's name) of an operation builder."""
-
-    @functools.wraps(build)
-    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._arun(build(self, *args, **kwargs))
-
-    method.__name__ = f"a{build.__name__}"
-    method.__qualname__ = method.__name__
-    method.__signature__ = _signature(build)  # type: ignore[attr-defined]
-    return method

@@ -19,7 +19,9 @@ from langchain_core.vectorstores import VectorStore
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from haive_langgraph.db import PersistenceConfig, resolve_dsn
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._dsn import resolve_dsn
+from haive_langgraph.db._methods import async_method, sync_method
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.vector import _document_calls as calls
 from haive_langgraph.memory.vector._documents import FILTER_FIELDS, collection_namespace, relevance
@@ -28,10 +30,8 @@ from haive_langgraph.memory.vector._drive import (
     ClosedOnExit,
     VectorOptions,
     adrive,
-    async_method,
     drive,
     store_options,
-    sync_method,
 )
 from haive_langgraph.memory.vector._steps import Op
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore

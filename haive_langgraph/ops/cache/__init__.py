@@ -22,7 +22,7 @@ its docstring).
 (``layer.wrap_history(history)``, ``layer.wrap_history_factory(factory)``)
 cache a chat history's messages differently: conversations are written by
 much that does not go through a history (``ConversationStore``,
-``SessionManager``, the tracker, erasure), so every read is checked against
+``SessionStore``, the tracker, erasure), so every read is checked against
 the conversation's version in PostgreSQL (one round trip; a trigger renews
 it in every transaction that changes the conversation's messages). What
 follows about invalidation does not bear on their correctness.

@@ -49,7 +49,9 @@ from haive_langgraph.checkpointers._values import (
 )
 from haive_langgraph.codec import Codec, KeyRing, codec_from_config
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES
-from haive_langgraph.db import Op, PersistenceConfig, validate_identifier
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._driver import Op
+from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._limits import check_text_id
 from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
@@ -401,7 +403,7 @@ class CheckpointerBase(BaseCheckpointSaver[int], Generic[C]):
                 row=probe_row_of(row),
             ),
         )
-        self._handed_out(row.thread_id, row.checkpoint_ns, tup, refs, decoder.shapes)
+        self._handed_out(row.thread_id, row.checkpoint_ns, tup, refs, decoder.made)
         return tup
 
     def _handed_out(
@@ -410,21 +412,26 @@ class CheckpointerBase(BaseCheckpointSaver[int], Generic[C]):
         ns: str,
         tup: CheckpointTuple,
         refs: StoredRefs,
-        shapes: dict[int, tuple[list[Any], tuple[int, ...] | None]],
+        made: dict[int, tuple[list[Any], list[Entry | None]]],
     ) -> None:
         """The caller goes on with these list items (a graph puts them back in its
-        next checkpoint): remember their keys, with the shapes the copies were made
-        with where known (see ``_objects``)."""
+        next checkpoint): remember their keys, with the entries the copies were made
+        with where known (``Decoder.made``, see ``_objects``)."""
         if self._written is None or not refs.lists:
             return
         values = tup.checkpoint["channel_values"]
         for channel, state in refs.lists.items():
-            keys = state.keys
-            entries: list[Entry | None] = []
-            for i, item in enumerate(values[channel]):
-                key = keys[i * KEY_BYTES : (i + 1) * KEY_BYTES]
-                made = shapes.get(id(item))
-                entries.append((made[0], key, made[1]) if made else entry_of(item, key))
+            items = values[channel]
+            known = made.get(id(items))
+            entries = known[1] if known is not None and known[0] is items else None
+            if entries is None or None in entries:
+                keys = state.keys
+                entries = [
+                    entries[i]
+                    if entries is not None and entries[i] is not None
+                    else entry_of(item, keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+                    for i, item in enumerate(items)
+                ]
             self._written.replace((thread_id, ns, channel), entries)
 
     def _get_tuple_op(self, thread_id: str, ns: str, cid: str | None) -> Op[CheckpointTuple | None]:
@@ -446,7 +453,7 @@ class CheckpointerBase(BaseCheckpointSaver[int], Generic[C]):
                 except MissingValueError:
                     pass  # a payload left the memo meanwhile: read the row
                 else:
-                    self._handed_out(thread_id, ns, tup, head.refs, decoder.shapes)
+                    self._handed_out(thread_id, ns, tup, head.refs, decoder.made)
                     return tup
         known = self._known(thread_id, ns)
         while True:

@@ -29,8 +29,9 @@ from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._args import list_args, put_thread, target, text_id
 from haive_langgraph.checkpointers._ops import RawLineages
 from haive_langgraph.checkpointers._values import EMPTY_LINEAGE, PutPlan, StoredRefs
-from haive_langgraph.db import Op, migrate_op
 from haive_langgraph.db._call import Call, Calls
+from haive_langgraph.db._driver import Op
+from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConcurrentUpdateError, CorruptDataError
 
 if TYPE_CHECKING:

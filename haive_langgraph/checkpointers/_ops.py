@@ -18,8 +18,8 @@ from psycopg.types.json import Jsonb
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._decoding import Row
 from haive_langgraph.checkpointers._values import EMPTY_LINEAGE
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BigintArray, IntArray, TextArray
+from haive_langgraph.db._driver import Op, Step
 
 R = TypeVar("R")
 

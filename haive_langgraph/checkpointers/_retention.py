@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._ops import Statements
 from haive_langgraph.checkpointers._threads import delete_except_op, gc_family_op, keep_params
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._call import Call, Calls
-from haive_langgraph.db._driver import OpFactory
+from haive_langgraph.db._driver import Op, OpFactory, Step
 from haive_langgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:

@@ -39,8 +39,9 @@ from psycopg import sql
 
 from haive_langgraph.checkpointers._columns import body_context, metadata_context
 from haive_langgraph.codec import Kind, RowContext
-from haive_langgraph.db import Component, Migration, PartitionKey
 from haive_langgraph.db._features import FramedTable, Table
+from haive_langgraph.db._migrations import Component, Migration
+from haive_langgraph.db._partitions import PartitionKey
 from haive_langgraph.db._tenancy import tenant_policy_statements
 
 # Advisory lock namespace for content of a thread family: writers take it

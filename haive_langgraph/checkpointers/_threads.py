@@ -17,9 +17,9 @@ from psycopg.types.json import Jsonb
 from haive_langgraph.checkpointers import _sql as S
 from haive_langgraph.checkpointers._args import json_filter, prune_args, text_id
 from haive_langgraph.checkpointers._ops import Statements
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._call import Call, Calls
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError
 

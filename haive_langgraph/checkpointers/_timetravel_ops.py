@@ -44,9 +44,9 @@ from haive_langgraph.checkpointers._values import (
     payload_of,
     seal_metadata,
 )
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._call import Call, Calls
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import ConfigurationError, HaiveError, NotFoundError
 

@@ -39,7 +39,7 @@ from haive_langgraph.checkpointers._timetravel import (
     CheckpointSummary,
     TimeBound,
 )
-from haive_langgraph.db import AsyncConnectionSource
+from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import arun_calls
 from haive_langgraph.db._conn_string import AsyncFromConnString
 
@@ -97,6 +97,15 @@ class AsyncPostgresCheckpointer(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
         self.loop = asyncio.get_running_loop()
+
+    @property
+    def connection_source(self) -> AsyncConnectionSource:
+        """The connection source this checkpointer runs its statements on.
+
+        For wrappers that run statements of their own on the same database
+        (the cache layer keeps its versions table beside these tables).
+        """
+        return self._source
 
     async def aclose(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

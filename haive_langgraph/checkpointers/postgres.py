@@ -38,9 +38,9 @@ from haive_langgraph.checkpointers._timetravel import (
     CheckpointSummary,
     TimeBound,
 )
-from haive_langgraph.db import ConnectionSource
 from haive_langgraph.db._call import run_calls
 from haive_langgraph.db._conn_string import FromConnString
+from haive_langgraph.db._connections import ConnectionSource
 
 
 class PostgresCheckpointer(CheckpointerBase[Connection[Any] | ConnectionPool[Any]], FromConnString):
@@ -98,6 +98,15 @@ class PostgresCheckpointer(CheckpointerBase[Connection[Any] | ConnectionPool[Any
         self._source = ConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
+
+    @property
+    def connection_source(self) -> ConnectionSource:
+        """The connection source this checkpointer runs its statements on.
+
+        For wrappers that run statements of their own on the same database
+        (the cache layer keeps its versions table beside these tables).
+        """
+        return self._source
 
     def close(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

@@ -44,7 +44,7 @@ def checked_dsn(value: str, where: str) -> str:
     ``where`` it was given, never the value (it may hold a password, which the command
     line also shows to other local users: prefer ``HAIVE_DATABASE_URL`` or
     ``PGPASSWORD``/``~/.pgpass``)."""
-    from haive_langgraph.db import normalize_dsn
+    from haive_langgraph.db._dsn import normalize_dsn
 
     try:
         return normalize_dsn(value, where=where)

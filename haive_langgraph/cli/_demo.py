@@ -26,7 +26,7 @@ def schema_bytes(saver: Any) -> dict[str, int]:
     import psycopg
 
     assert saver._source.dsn is not None
-    from haive_langgraph.db import connection_kwargs
+    from haive_langgraph.db._connections import connection_kwargs
 
     dsn = saver._source.dsn
     with psycopg.connect(dsn, **connection_kwargs(dsn, saver.config)) as conn:
@@ -54,7 +54,7 @@ def demo(
     from langchain_core.runnables import RunnableConfig
 
     from haive_langgraph._demo import chat_graph
-    from haive_langgraph.db import describe_dsn
+    from haive_langgraph.db._dsn import describe_dsn
 
     if turns < 3:
         usage("--turns must be at least 3 (the demo forks from turn 2)")

@@ -75,7 +75,7 @@ def keys_rotate(
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.db._dsn import resolve_dsn
     from haive_langgraph.ops.keys import rotate_keys
 
     target = resolve_dsn(dsn)
@@ -152,7 +152,7 @@ def keys_status(
     "left" (with HAIVE_ENCRYPTION_KEYS set) counts values not under their tenant's
     current primary key, plaintext ones included: what ``keys rotate`` has to do.
     """
-    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.db._dsn import resolve_dsn
     from haive_langgraph.ops.keys import key_status
 
     target = resolve_dsn(dsn)
@@ -195,7 +195,7 @@ def keys_forget_tenant(
 ) -> None:
     """Crypto-shred a tenant: destroy its keys so none of its rows can be read again."""
     from haive_langgraph.codec import KeyRing
-    from haive_langgraph.db import resolve_dsn
+    from haive_langgraph.db._dsn import resolve_dsn
     from haive_langgraph.ops.keys import PostgresTenantKeyStore, forget_tenant_key
 
     if not yes:

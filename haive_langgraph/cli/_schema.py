@@ -42,7 +42,9 @@ def migrate(
     ] = None,
 ) -> None:
     """Create or upgrade the tables (or print the migration SQL)."""
-    from haive_langgraph.db import PersistenceConfig, migration_script, validate_identifier
+    from haive_langgraph.db._config import PersistenceConfig
+    from haive_langgraph.db._identifiers import validate_identifier
+    from haive_langgraph.db._migrations import migration_script
     from haive_langgraph.ops import all_components
 
     target = validate_identifier(schema or PersistenceConfig().schema_name, what="schema name")

@@ -6,10 +6,10 @@ from typing import Any
 
 import psycopg
 
+from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call, ErrorMap
 from haive_langgraph.db._config import PersistenceConfig, PoolerMode
 from haive_langgraph.db._connections import (
-    AsyncConnectionSource,
     ConnectionSource,
     connect_error,
     connection_kwargs,

@@ -10,7 +10,7 @@ in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -63,6 +63,9 @@ where it yielded that call, so it can retry, re-plan or map the error. It
 does no I/O itself; :func:`run_calls` and :func:`arun_calls` run it."""
 
 
+R = TypeVar("R")
+
+
 class _Source(Protocol):
     def call(self, call: Call[T]) -> T: ...
 
@@ -71,31 +74,46 @@ class _AsyncSource(Protocol):
     async def call(self, call: Call[T]) -> T: ...
 
 
-def run_calls(source: _Source, calls: Calls[T]) -> T:
-    """Run each call ``calls`` yields on ``source``; the value it returns."""
+def drive(plan: Generator[R, Any, T], handle: Callable[[R], Any]) -> T:
+    """Step a sans-I/O ``plan``: ``handle`` each request it yields, send back the result.
+
+    An error ``handle`` raises is thrown into the plan where it yielded the
+    request (so its ``finally`` blocks run at once, even on interruption);
+    the plan's return value is returned.
+    """
     try:
-        c = next(calls)
+        request = next(plan)
         while True:
             try:
-                result = source.call(c)
-            except Exception as exc:
-                c = calls.throw(exc)
+                result = handle(request)
+            except BaseException as exc:
+                request = plan.throw(exc)
             else:
-                c = calls.send(result)
+                request = plan.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+async def adrive(plan: Generator[R, Any, T], handle: Callable[[R], Awaitable[Any]]) -> T:
+    """Async twin of :func:`drive` (``handle`` is awaited)."""
+    try:
+        request = next(plan)
+        while True:
+            try:
+                result = await handle(request)
+            except BaseException as exc:
+                request = plan.throw(exc)
+            else:
+                request = plan.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def run_calls(source: _Source, calls: Calls[T]) -> T:
+    """Run each call ``calls`` yields on ``source``; the value it returns."""
+    return drive(calls, source.call)
 
 
 async def arun_calls(source: _AsyncSource, calls: Calls[T]) -> T:
     """Async twin of :func:`run_calls`."""
-    try:
-        c = next(calls)
-        while True:
-            try:
-                result = await source.call(c)
-            except Exception as exc:
-                c = calls.throw(exc)
-            else:
-                c = calls.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    return await adrive(calls, source.call)

@@ -15,6 +15,9 @@ from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.errors import ConfigurationError
 
 PoolerMode = Literal["auto", "none", "session", "transaction"]
+"""Which connection pooler sits in front of the server: ``"auto"`` (guessed from
+the DSN: Supabase's port 6543 is its transaction pooler), ``"none"``,
+``"session"`` or ``"transaction"`` (no prepared statements, no startup options)."""
 
 # Where one replica DSN of a comma-separated list ends: at a comma followed by
 # the start of another DSN (a URI or a key=value pair), so that the host lists

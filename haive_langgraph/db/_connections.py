@@ -17,7 +17,9 @@ never care which they were given:
 
 Reads (idempotent operations) are retried on a fresh connection (at most
 twice) when the one they ran on turns out to be dead, for instance after a
-pooler restart or idle reaping. Writes are never retried blindly.
+pooler restart or idle reaping. Writes are never retried blindly. Those
+decisions, and routing, are made once for both classes by the sans-I/O plan
+in :mod:`haive_langgraph.db._call_plan`; the classes here only do its I/O.
 
 With read replicas (``replicas=[dsn, ...]`` or ``HAIVE_REPLICA_URLS``), a
 read run with ``route="replica"`` or ``route="fresh"`` goes to a replica
@@ -27,12 +29,11 @@ read run with ``route="replica"`` or ``route="fresh"`` goes to a replica
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -40,12 +41,12 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from haive_langgraph.db._call import Call, mapped_error
+from haive_langgraph.db._call import Call, drive
+from haive_langgraph.db._call_plan import LOST, Attempt, Plan, Request, call_plan
 from haive_langgraph.db._config import PersistenceConfig
-from haive_langgraph.db._driver import OpFactory, Step, arun, run
+from haive_langgraph.db._driver import OpFactory, Step, run
 from haive_langgraph.db._dsn import (
     describe_dsn,
-    normalize_dsn,
     parse_dsn,
     resolve_dsn,
     uses_transaction_pooler,
@@ -58,25 +59,18 @@ from haive_langgraph.db._lent import (
 from haive_langgraph.db._liveness import (
     PING_AFTER_IDLE_SECONDS,
     IdleTracker,
-    ausable,
     has_input,
     is_dead,
     usable,
 )
-from haive_langgraph.db._replicas import ROUTES, AsyncReplicaSet, ReplicaSet, Route
+from haive_langgraph.db._replicas import AsyncReplicaSet, ReplicaSet, Route
 from haive_langgraph.db._tenancy import TenantScope, row_security_step
-from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
+from haive_langgraph.errors import ConnectionFailedError
 
 T = TypeVar("T")
 
 SyncConn = str | Connection[Any] | ConnectionPool[Any] | None
 AsyncConn = str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None
-
-# A read that meets a dead connection is run again on another one, and again
-# if that one dies too: a pooler going down (PgBouncer restarted under load)
-# can close a connection the pool opened during its shutdown, after the
-# first retry took it. Writes are never retried.
-READ_ATTEMPTS = 3
 
 
 def connection_kwargs(dsn: str, config: PersistenceConfig) -> dict[str, Any]:
@@ -124,7 +118,7 @@ def connect_error(dsn: str, exc: BaseException) -> ConnectionFailedError:
     )
 
 
-class _RowSecurity:
+class RowSecurity:
     """Whether row-level security applies to a connection's role on a table (asked once)."""
 
     def __init__(self) -> None:
@@ -141,7 +135,61 @@ class _RowSecurity:
         return active
 
 
-class ConnectionSource:
+class SourceBase:
+    """What the sync and async sources share: the plan of a call and who does its requests."""
+
+    config: PersistenceConfig
+    dsn: str | None
+    scope: TenantScope | None
+    replicas: ReplicaSet | AsyncReplicaSet | None
+    _conn: Any
+
+    def __init__(self, config: PersistenceConfig | None, scope: TenantScope | None) -> None:
+        self.config = config or PersistenceConfig()
+        self.scope = scope
+        self.dsn = None
+        self._row_security = RowSecurity()
+        self._owned = False
+        self._idle = IdleTracker()
+
+    def _pool_options(self, dsn: str) -> dict[str, Any]:
+        """The pool's settings from the config (the same for both kinds of pool)."""
+        cfg = self.config
+        # No `reset` callback: with one, psycopg_pool returns every connection
+        # through a worker thread, which costs a thread hop per operation.
+        return {
+            "kwargs": connection_kwargs(dsn, cfg),
+            "min_size": cfg.pool_min_size,
+            "max_size": cfg.pool_max_size,
+            "timeout": cfg.pool_timeout,
+            "max_idle": cfg.pool_max_idle,
+            "name": "haive-langgraph",
+        }
+
+    def _plan(self, call: Call[T], route: Route) -> Plan[T]:
+        replicas = self.replicas
+        return call_plan(
+            call,
+            route=route,
+            scope=self.scope,
+            router=None if replicas is None else replicas.router,
+            pooled=self._conn is None,
+        )
+
+    def _handle(self, request: Request) -> Any:
+        # An Attempt is done by the source, replica requests by its replica set.
+        doer = self if isinstance(request, Attempt) else self.replicas
+        return getattr(doer, request.handler)(request)
+
+    def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:
+        where = describe_dsn(self.dsn) if self.dsn else "the pool's server"
+        return ConnectionFailedError(
+            f"no connection to PostgreSQL at {where} within {self.config.pool_timeout:g}s "
+            f"(pool exhausted or server unreachable): {exc}"
+        )
+
+
+class ConnectionSource(SourceBase):
     """Hands out sync connections from a DSN-owned pool, a lent pool or a lent connection.
 
     Args:
@@ -166,9 +214,7 @@ class ConnectionSource:
         scope: TenantScope | None = None,
         argument: str = "conn",
     ) -> None:
-        self.config = config or PersistenceConfig()
-        self.scope = scope
-        self._row_security = _RowSecurity()
+        super().__init__(config, scope)
         dsns = self.config.replica_urls if replicas is None else replicas
         # Checked before the primary's pool opens, so a bad replica DSN leaks nothing.
         self.replicas: ReplicaSet | None = (
@@ -177,9 +223,6 @@ class ConnectionSource:
         self._lock: threading.Lock | None = None
         self._conn: Connection[Any] | None = None
         self._pool: ConnectionPool[Any] | None = None
-        self._owned = False
-        self._idle = IdleTracker()
-        self.dsn: str | None = None
         if conn is None or isinstance(conn, str):
             self.dsn = resolve_dsn(conn, config=self.config, argument=argument)
             self._pool = self._open_pool(self.dsn)
@@ -194,10 +237,10 @@ class ConnectionSource:
             raise wrong_kind(conn, want_async=False)
 
     def _open_pool(self, dsn: str) -> ConnectionPool[Any]:
-        kwargs = connection_kwargs(dsn, self.config)
+        options = self._pool_options(dsn)
         # Fail fast, with the server named, instead of waiting out the pool timeout.
         try:
-            psycopg.connect(dsn, **kwargs).close()
+            psycopg.connect(dsn, **options["kwargs"]).close()
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from None
         tracker = self._idle
@@ -208,20 +251,7 @@ class ConnectionSource:
             if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS and not has_input(conn):
                 conn.execute("")
 
-        cfg = self.config
-        # No `reset` callback: with one, psycopg_pool returns every connection
-        # through a worker thread, which costs a thread hop per operation.
-        return ConnectionPool(
-            dsn,
-            kwargs=kwargs,
-            min_size=cfg.pool_min_size,
-            max_size=cfg.pool_max_size,
-            timeout=cfg.pool_timeout,
-            max_idle=cfg.pool_max_idle,
-            check=check,
-            name="haive-langgraph",
-            open=True,
-        )
+        return ConnectionPool(dsn, check=check, open=True, **options)
 
     @property
     def is_pooled(self) -> bool:
@@ -264,29 +294,9 @@ class ConnectionSource:
             self._idle.mark(conn)
             cm.__exit__(None, None, None)
 
-    def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:
-        where = describe_dsn(self.dsn) if self.dsn else "the pool's server"
-        return ConnectionFailedError(
-            f"no connection to PostgreSQL at {where} within {self.config.pool_timeout:g}s "
-            f"(pool exhausted or server unreachable): {exc}"
-        )
-
     def call(self, call: Call[T]) -> T:
         """Run a :class:`Call` (see :meth:`run`); its ``errors`` map database errors."""
-        try:
-            return self.run(
-                call.op,
-                transaction=call.transaction,
-                read=call.read,
-                rollback=call.rollback,
-                route=call.route if call.read else "primary",
-                scope=call.scope,
-            )
-        except psycopg.Error as exc:
-            mapped = mapped_error(call, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        return drive(self._plan(call, call.route if call.read else "primary"), self._handle)
 
     def run(
         self,
@@ -311,57 +321,25 @@ class ConnectionSource:
                 writes, else the primary). Needs ``read=True``.
             scope: The tenant this call acts for (default: the source's).
         """
-        scope = scope or self.scope
-        if route != "primary":
-            _check_route(route, read)
-            if self.replicas is not None:
-                routed, result = self.replicas.run(
-                    self,
-                    factory,
-                    transaction=transaction,
-                    rollback=rollback,
-                    fresh=route == "fresh",
-                    scope=scope,
-                )
-                if routed:
-                    return result  # type: ignore[return-value]
-        if read or self.replicas is None:
-            return self._run(
-                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
-            )
-        try:
-            return self._run(
-                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
-            )
-        finally:
-            self.replicas.wrote()
+        call = Call(factory, transaction, read, rollback, route, scope)
+        return drive(self._plan(call, route), self._handle)
 
-    def _run(
-        self,
-        factory: OpFactory[T],
-        *,
-        transaction: bool,
-        read: bool,
-        rollback: bool,
-        scope: TenantScope | None,
-    ) -> T:
-        attempts = READ_ATTEMPTS if read and self._pool is not None else 1
-        for attempt in range(attempts):
-            with self.connection() as conn:
-                try:
-                    prelude = self._prelude(conn, scope) if scope is not None else ()
-                    if transaction or rollback:
-                        with conn.transaction() as tx:
-                            result = run(conn, factory(), prelude=prelude)
-                            if rollback:
-                                raise psycopg.Rollback(tx)
-                        return result
-                    return run(conn, factory(), prelude=prelude, every=True)
-                except psycopg.OperationalError as exc:
-                    if attempt + 1 < attempts and is_dead(conn, exc):
-                        continue
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+    def attempt(self, attempt: Attempt) -> Any:
+        """Do an :class:`Attempt` of the plan: run its operation once on a connection."""
+        with self.connection() as conn:
+            try:
+                prelude = self._prelude(conn, attempt.scope) if attempt.scope is not None else ()
+                if not attempt.transaction:
+                    return run(conn, attempt.op(), prelude=prelude, every=True)
+                with conn.transaction() as tx:
+                    result = run(conn, attempt.op(), prelude=prelude)
+                    if attempt.rollback:
+                        raise psycopg.Rollback(tx)
+                return result
+            except psycopg.OperationalError as exc:
+                if attempt.retry and is_dead(conn, exc):
+                    return LOST
+                raise
 
     def _prelude(self, conn: Connection[Any], scope: TenantScope) -> tuple[Step, ...]:
         active = self._row_security.known(conn, scope.table)
@@ -379,251 +357,5 @@ class ConnectionSource:
             self._pool.close()
 
 
-class AsyncConnectionSource:
-    """Async twin of :class:`ConnectionSource`.
-
-    A DSN is checked at once; the pool opens on first use (or :meth:`open`),
-    and with ``None`` that is when the default server is resolved (the
-    embedded server, if that is the one, starts in a worker thread).
-    """
-
-    def __init__(
-        self,
-        conn: AsyncConn,
-        *,
-        config: PersistenceConfig | None = None,
-        replicas: Sequence[str] | None = None,
-        scope: TenantScope | None = None,
-        argument: str = "conn",
-    ) -> None:
-        self.config = config or PersistenceConfig()
-        self.scope = scope
-        self._row_security = _RowSecurity()
-        self._lock: asyncio.Lock | None = None
-        self._conn: AsyncConnection[Any] | None = None
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._owned = False
-        self._idle = IdleTracker()
-        self.dsn: str | None = None
-        self._opening = asyncio.Lock()
-        if isinstance(conn, str) and conn.strip():
-            self.dsn = normalize_dsn(conn, where=f"the argument {argument}")
-            self._owned = True
-        elif conn is None or isinstance(conn, str):
-            self._owned = True
-            if self.config.database_url and self.config.database_url.strip():
-                # A variable's DSN is checked now (no I/O); the embedded server
-                # is left to open(), which starts it in a worker thread.
-                self.dsn = resolve_dsn(None, config=self.config)
-        elif isinstance(conn, AsyncConnection):
-            check_lent_connection(conn)
-            self._conn = conn
-            self._lock = asyncio.Lock()
-        elif isinstance(conn, AsyncConnectionPool):
-            self._pool = conn
-        else:
-            raise wrong_kind(conn, want_async=True)
-        dsns = self.config.replica_urls if replicas is None else replicas
-        self.replicas: AsyncReplicaSet | None = (
-            AsyncReplicaSet(dsns, self.config, _async_replica) if dsns else None
-        )
-
-    async def open(self) -> None:
-        """Open the owned pool (DSN sources); a no-op for lent connections and pools."""
-        if not self._owned or self._pool is not None:
-            return
-        async with self._opening:
-            if self._pool is None:
-                await self._open_pool()
-
-    async def _open_pool(self) -> None:
-        if self.dsn is None:
-            self.dsn = await asyncio.to_thread(resolve_dsn, None, config=self.config)
-        dsn = self.dsn
-        kwargs = connection_kwargs(dsn, self.config)
-        try:
-            await (await AsyncConnection.connect(dsn, **kwargs)).close()
-        except psycopg.Error as exc:
-            raise connect_error(dsn, exc) from None
-        tracker = self._idle
-
-        async def check(conn: AsyncConnection[Any]) -> None:
-            if tracker.idle_for(conn) > PING_AFTER_IDLE_SECONDS and not has_input(conn):
-                await conn.execute("")
-
-        cfg = self.config
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn,
-            kwargs=kwargs,
-            min_size=cfg.pool_min_size,
-            max_size=cfg.pool_max_size,
-            timeout=cfg.pool_timeout,
-            max_idle=cfg.pool_max_idle,
-            check=check,
-            name="haive-langgraph",
-            open=False,
-        )
-        await pool.open()
-        self._pool = pool
-
-    @property
-    def is_pooled(self) -> bool:
-        return self._pool is not None or self._owned
-
-    @property
-    def max_connections(self) -> int:
-        """How many connections operations may hold at once (1 for a lent connection)."""
-        if self._pool is not None:
-            return self._pool.max_size
-        return self.config.pool_max_size if self._owned else 1
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """Borrow a connection for one operation."""
-        if self._conn is not None:
-            assert self._lock is not None
-            async with self._lock:
-                check_lent_in_use(self._conn)
-                yield self._conn
-            return
-        if self._pool is None:
-            await self.open()
-        assert self._pool is not None
-        for spare in range(self._pool.max_size, -1, -1):  # see ConnectionSource.connection
-            try:
-                cm = self._pool.connection()
-                conn = await cm.__aenter__()
-            except PoolTimeout as exc:
-                raise self._pool_error(exc) from None
-            if not spare or await ausable(conn):
-                break
-            await cm.__aexit__(None, None, None)
-        try:
-            yield conn
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            self._idle.mark(conn)
-            await cm.__aexit__(None, None, None)
-
-    def _pool_error(self, exc: PoolTimeout) -> ConnectionFailedError:
-        where = describe_dsn(self.dsn) if self.dsn else "the pool's server"
-        return ConnectionFailedError(
-            f"no connection to PostgreSQL at {where} within {self.config.pool_timeout:g}s "
-            f"(pool exhausted or server unreachable): {exc}"
-        )
-
-    async def call(self, call: Call[T]) -> T:
-        """Async twin of :meth:`ConnectionSource.call`."""
-        try:
-            return await self.run(
-                call.op,
-                transaction=call.transaction,
-                read=call.read,
-                rollback=call.rollback,
-                route=call.route if call.read else "primary",
-                scope=call.scope,
-            )
-        except psycopg.Error as exc:
-            mapped = mapped_error(call, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-
-    async def run(
-        self,
-        factory: OpFactory[T],
-        *,
-        transaction: bool = False,
-        read: bool = False,
-        rollback: bool = False,
-        route: Route = "primary",
-        scope: TenantScope | None = None,
-    ) -> T:
-        """Async twin of :meth:`ConnectionSource.run`."""
-        scope = scope or self.scope
-        if route != "primary":
-            _check_route(route, read)
-            if self.replicas is not None:
-                routed, result = await self.replicas.run(
-                    self,
-                    factory,
-                    transaction=transaction,
-                    rollback=rollback,
-                    fresh=route == "fresh",
-                    scope=scope,
-                )
-                if routed:
-                    return result  # type: ignore[return-value]
-        if read or self.replicas is None:
-            return await self._run(
-                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
-            )
-        try:
-            return await self._run(
-                factory, transaction=transaction, read=read, rollback=rollback, scope=scope
-            )
-        finally:
-            self.replicas.wrote()
-
-    async def _run(
-        self,
-        factory: OpFactory[T],
-        *,
-        transaction: bool,
-        read: bool,
-        rollback: bool,
-        scope: TenantScope | None,
-    ) -> T:
-        attempts = READ_ATTEMPTS if read and self._conn is None else 1
-        for attempt in range(attempts):
-            async with self.connection() as conn:
-                try:
-                    prelude = await self._prelude(conn, scope) if scope is not None else ()
-                    if transaction or rollback:
-                        async with conn.transaction() as tx:
-                            result = await arun(conn, factory(), prelude=prelude)
-                            if rollback:
-                                raise psycopg.Rollback(tx)
-                        return result
-                    return await arun(conn, factory(), prelude=prelude, every=True)
-                except psycopg.OperationalError as exc:
-                    if attempt + 1 < attempts and is_dead(conn, exc):
-                        continue
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _prelude(self, conn: AsyncConnection[Any], scope: TenantScope) -> tuple[Step, ...]:
-        active = self._row_security.known(conn, scope.table)
-        if active is None:
-            step = row_security_step(scope.table)
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(step.query, step.params)
-                row = await cur.fetchone()
-            active = self._row_security.learn(conn, scope.table, row)
-        return scope.prelude(active)
-
-    async def close(self) -> None:
-        if self.replicas is not None:
-            await self.replicas.close()
-        if self._owned and self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-
-def _check_route(route: str, read: bool) -> None:
-    if route not in ROUTES:
-        raise ConfigurationError(f"unknown route {route!r}; use one of {', '.join(ROUTES)}")
-    if not read:
-        raise ConfigurationError(
-            f"route={route!r} needs read=True: only reads may run on a replica"
-        )
-
-
 def _sync_replica(dsn: str, config: PersistenceConfig) -> ConnectionSource:
     return ConnectionSource(dsn, config=config, replicas=())
-
-
-def _async_replica(dsn: str, config: PersistenceConfig) -> AsyncConnectionSource:
-    return AsyncConnectionSource(dsn, config=config, replicas=())

@@ -11,10 +11,10 @@ A :class:`~haive_langgraph.db.ConnectionSource` given replica DSNs (or
 
 Read-your-writes works on WAL positions and costs writes nothing: a write
 only counts itself. The first fresh read after writes asks the primary for
-its WAL flush position (:data:`PRIMARY_LSN`), which is at or past the end of
+its WAL flush position (:data:`~haive_langgraph.db._replica_ops.PRIMARY_LSN`), which is at or past the end of
 every commit that has returned, and the replica is then asked, for at most ``replica_wait`` seconds,
 until ``pg_last_wal_replay_lsn()`` reaches
-it (:func:`replica_op`). Reading the LSN at each commit
+it (:func:`~haive_langgraph.db._replica_ops.replica_op`). Reading the LSN at each commit
 instead would add a round trip to every write, and the checkpointer's
 ``put`` is a single statement on the hot path; a graph step writes two or
 three times for each fresh read, so the lookup is paid where it is rarer.
@@ -28,8 +28,10 @@ replica for any other reason (a recovery conflict, a table the replica has
 not replayed yet) is run again on the primary. Nothing fails because of a
 replica.
 
-The checks are sans-I/O operations (:func:`replica_op`); :class:`ReplicaSet`
-and :class:`AsyncReplicaSet` only run them.
+The checks are sans-I/O operations (:mod:`haive_langgraph.db._replica_ops`),
+the choices are made by :class:`ReplicaRouter` and the source's plan
+(:mod:`haive_langgraph.db._call_plan`); :class:`ReplicaSet` and
+:class:`AsyncReplicaSet` only open, use and close the replicas' sources.
 """
 
 from __future__ import annotations
@@ -41,174 +43,29 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
-
-import psycopg
+from typing import TYPE_CHECKING, Any, Literal
 
 from haive_langgraph.db._config import PersistenceConfig
-from haive_langgraph.db._driver import Op, OpFactory, Step
 from haive_langgraph.db._dsn import describe_dsn, normalize_dsn
-from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
+from haive_langgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from haive_langgraph.db._connections import AsyncConnectionSource, ConnectionSource
-    from haive_langgraph.db._tenancy import TenantScope
-
-T = TypeVar("T")
+    from haive_langgraph.db._async_connections import AsyncConnectionSource
+    from haive_langgraph.db._call_plan import CloseReplica, OnReplica, OpenReplica
+    from haive_langgraph.db._connections import ConnectionSource
 
 logger = logging.getLogger("haive_langgraph.replicas")
 
 Route = Literal["primary", "replica", "fresh"]
+"""Where a read may run when read replicas are configured: ``"primary"``,
+``"replica"`` (any usable replica, may lag) or ``"fresh"`` (a replica that has
+replayed the source's own writes, else the primary)."""
 ROUTES: tuple[str, ...] = ("primary", "replica", "fresh")
 
 # How often a replica in use has its lag measured (one small statement on a
 # connection already borrowed), and how long a replica that lagged or did
 # not catch up for a fresh read is passed over before it is asked again.
 LAG_CHECK_INTERVAL = 1.0
-
-# A fresh read first asks the replica for its replay position back to back
-# for this long (a streaming replica on the same network replays a commit
-# within a few milliseconds: on a 2-core machine, 1.6 ms median asking back
-# to back, 4.6 ms with a server-side wait, whose 1 ms sleeps overshoot),
-# then waits server-side for the rest of `replica_wait`, pausing POLL_PAUSE
-# between looks, so that a long wait costs one statement, not thousands.
-FAST_POLL_SECONDS = 0.005
-POLL_PAUSE = 0.001
-
-# Seconds behind the primary; 0 when everything received is replayed. A
-# replica that has not replayed a transaction since it started and still has
-# WAL to replay does not know its lag: NULL, treated as too far behind.
-REPLICA_LAG = """
-SELECT CASE
-    WHEN NOT pg_is_in_recovery() THEN 0
-    WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn()
-        THEN 0
-    ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())
-END::float8
-"""
-
-# Whether this replica has replayed `lsn` (a promoted replica, no longer in
-# recovery, has everything it will ever get).
-REPLAYED = """
-SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= %(lsn)s::text::pg_lsn
-"""
-
-# Waits server-side, in one round trip, until this replica has replayed
-# `lsn` or `wait` seconds have passed; true if it has.
-WAIT_FOR_REPLAY = """
-WITH RECURSIVE poll(caught_up, deadline) AS (
-    SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= %(lsn)s::text::pg_lsn,
-           clock_timestamp() + make_interval(secs => %(wait)s::float8)
-    UNION ALL
-    SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= %(lsn)s::text::pg_lsn,
-           p.deadline
-    FROM poll AS p, LATERAL (SELECT pg_sleep(%(pause)s::float8)) AS s
-    WHERE NOT p.caught_up AND clock_timestamp() < p.deadline
-)
-SELECT coalesce(bool_or(caught_up), false) FROM poll
-"""
-
-# On the primary: a WAL position at or past the end of every returned
-# commit. A commit returns once flushed, so the flush position covers it and
-# a replica can reach it without waiting for anything else. The insert
-# position would also count records not flushed yet (hint-bit page images,
-# other sessions' open transactions) that reach a replica only with the next
-# flush, up to wal_writer_delay later; it is used only where commits return
-# before their flush (synchronous_commit = off).
-PRIMARY_LSN = """
-SELECT CASE WHEN current_setting('synchronous_commit') = 'off'
-    THEN pg_current_wal_insert_lsn()
-    ELSE pg_current_wal_flush_lsn()
-END::text
-"""
-
-# SQLSTATEs that mean the server itself is unusable (shutdown, crash,
-# starting up, out of connections). Client-side failures carry none.
-_SERVER_GONE = frozenset({"57P01", "57P02", "57P03", "53300"})
-
-
-def commit_lsn_op() -> Op[str]:
-    """On the primary: the LSN a replica must replay to hold every returned commit."""
-    row = yield Step(PRIMARY_LSN, fetch="one")
-    return str(row[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    """What became of a read sent to a replica.
-
-    Attributes:
-        status: ``"ok"`` (``value`` is the read's result), ``"lagging"``
-            (the replica is more than the lag bound behind) or ``"behind"``
-            (it did not replay the commit a fresh read waits for in time).
-        value: The read's result when ``status == "ok"``.
-        lag: Seconds behind, when it was measured on this call.
-    """
-
-    status: Literal["ok", "lagging", "behind"]
-    value: Any = None
-    lag: float | None = None
-
-
-def _lag(row: Any) -> float:
-    return math.inf if row is None or row[0] is None else float(row[0])
-
-
-def replica_op(
-    factory: OpFactory[T], *, lag_bound: float | None, lsn: str | None, wait: float
-) -> Op[Served]:
-    """Run the read ``factory()`` builds on a replica, after the checks it needs.
-
-    Args:
-        factory: The read.
-        lag_bound: Measure the replica's lag first and give up above this
-            many seconds (None: not this time).
-        lsn: Wait until the replica has replayed this WAL position.
-        wait: For at most this many seconds.
-    """
-    lag: float | None = None
-    if lag_bound is not None:
-        lag = _lag((yield Step(REPLICA_LAG, fetch="one")))
-        if lag > lag_bound:
-            # Look twice: a replica of a primary that was idle for a while
-            # seems that long behind between receiving a record and
-            # replaying it.
-            lag = _lag((yield Step(REPLICA_LAG, fetch="one")))
-            if lag > lag_bound:
-                return Served("lagging", lag=lag)
-    if lsn is not None:
-        start = time.monotonic()
-        deadline = start + wait
-        fast_until = min(deadline, start + FAST_POLL_SECONDS)
-        while True:
-            row = yield Step(REPLAYED, {"lsn": lsn}, fetch="one")
-            if row and row[0]:
-                break
-            now = time.monotonic()
-            if now < fast_until:
-                continue
-            if now >= deadline:
-                return Served("behind", lag=lag)
-            row = yield Step(
-                WAIT_FOR_REPLAY,
-                {"lsn": lsn, "wait": deadline - now, "pause": POLL_PAUSE},
-                fetch="one",
-            )
-            if not (row and row[0]):
-                return Served("behind", lag=lag)
-            break
-    result = yield from factory()
-    return Served("ok", result, lag)
-
-
-def server_gone(exc: BaseException) -> bool:
-    """Whether ``exc`` says the server (not the statement) is unusable."""
-    if isinstance(exc, ConnectionFailedError):
-        return True
-    if isinstance(exc, psycopg.OperationalError):
-        state = exc.sqlstate
-        return state is None or state.startswith("08") or state in _SERVER_GONE
-    return False
 
 
 def replica_config(config: PersistenceConfig) -> PersistenceConfig:
@@ -399,12 +256,13 @@ class ReplicaRouter:
                 self._lsn, self._lsn_writes = lsn, writes
 
 
-def _fallback(replica: Replica, exc: BaseException) -> None:
-    logger.debug("read failed on replica %s, running it on the primary: %s", replica.label, exc)
-
-
 class ReplicaSet:
-    """The replicas of one sync :class:`ConnectionSource`; runs routed reads on them."""
+    """The replicas of one sync :class:`ConnectionSource`: opens and closes their sources.
+
+    Which replica serves a read, and what becomes of it, is decided by the
+    source's plan (:mod:`haive_langgraph.db._call_plan`); this only does the
+    I/O it asks for.
+    """
 
     def __init__(
         self,
@@ -421,63 +279,13 @@ class ReplicaSet:
     def stats(self) -> ReplicaStats:
         return self.router.stats
 
-    def wrote(self) -> None:
-        self.router.wrote()
+    def open(self, request: OpenReplica) -> ConnectionSource | None:
+        """The replica's source, opened now if needed; None if another caller is opening it.
 
-    def run(
-        self,
-        primary: ConnectionSource,
-        factory: OpFactory[T],
-        *,
-        transaction: bool,
-        rollback: bool,
-        fresh: bool,
-        scope: TenantScope | None = None,
-    ) -> tuple[bool, T | None]:
-        """Run a read on a replica: ``(True, result)``, or ``(False, None)`` for the primary."""
-        router = self.router
-        candidates = router.candidates(fresh=fresh)
-        lsn: str | None = None
-        if candidates and fresh:
-            lsn, lookup = router.fresh_target()
-            if lookup:
-                lsn = primary.run(commit_lsn_op, read=True)
-                router.learned(lsn, lookup)
-        wait = router.config.replica_wait
-        for replica in candidates:
-            source = self._source(replica)
-            if source is None:
-                continue
-            bound = router.lag_bound(replica)
-            try:
-                served: Served = source.run(
-                    lambda bound=bound, wait=wait: replica_op(  # type: ignore[misc]
-                        factory, lag_bound=bound, lsn=lsn, wait=wait
-                    ),
-                    transaction=transaction,
-                    rollback=rollback,
-                    read=True,
-                    scope=scope,
-                )
-            except (psycopg.Error, ConnectionFailedError) as exc:
-                if server_gone(exc):
-                    self._close(router.down(replica, exc, source))
-                    continue
-                _fallback(replica, exc)
-                break
-            if served.status == "ok":
-                router.served(replica, served.lag)
-                return True, served.value
-            if served.status == "lagging":
-                router.lagging(replica, served.lag or math.inf)
-                continue
-            router.behind(replica)
-            wait = 0.0  # the wait is spent; other replicas get one look
-        router.count("primary_reads")
-        return False, None
-
-    def _source(self, replica: Replica) -> ConnectionSource | None:
-        """The replica's source, opened now if needed; None if it cannot be had now."""
+        Raises:
+            ConnectionFailedError: it cannot be reached.
+        """
+        replica = request.replica
         source = replica.source
         if source is not None:
             return source  # type: ignore[no-any-return]
@@ -487,21 +295,24 @@ class ReplicaSet:
             return None
         try:
             if replica.source is None:
-                try:
-                    replica.source = self._open_source(replica.dsn, self._config)
-                except ConnectionFailedError as exc:
-                    self.router.down(replica, exc, None)
-                    return None
+                replica.source = self._open_source(replica.dsn, self._config)
             return replica.source  # type: ignore[no-any-return]
         finally:
             lock.release()
 
     @staticmethod
-    def _close(source: ConnectionSource | None) -> None:
-        # A pool still connecting to a dead host can take seconds to close:
-        # not on the caller's time.
-        if source is not None:
-            threading.Thread(target=_quiet_close, args=(source,), daemon=True).start()
+    def read(request: OnReplica) -> Any:
+        """Run a read on a replica's source."""
+        return request.source.call(request.call)
+
+    @staticmethod
+    def discard(request: CloseReplica) -> None:
+        """Close a failed replica's source in the background.
+
+        A pool still connecting to a dead host can take seconds to close:
+        not on the caller's time.
+        """
+        threading.Thread(target=_quiet_close, args=(request.source,), daemon=True).start()
 
     def close(self) -> None:
         for replica in self.router.replicas:
@@ -536,63 +347,9 @@ class AsyncReplicaSet:
     def stats(self) -> ReplicaStats:
         return self.router.stats
 
-    def wrote(self) -> None:
-        self.router.wrote()
-
-    async def run(
-        self,
-        primary: AsyncConnectionSource,
-        factory: OpFactory[T],
-        *,
-        transaction: bool,
-        rollback: bool,
-        fresh: bool,
-        scope: TenantScope | None = None,
-    ) -> tuple[bool, T | None]:
-        """Async twin of :meth:`ReplicaSet.run`."""
-        router = self.router
-        candidates = router.candidates(fresh=fresh)
-        lsn: str | None = None
-        if candidates and fresh:
-            lsn, lookup = router.fresh_target()
-            if lookup:
-                lsn = await primary.run(commit_lsn_op, read=True)
-                router.learned(lsn, lookup)
-        wait = router.config.replica_wait
-        for replica in candidates:
-            source = await self._source(replica)
-            if source is None:
-                continue
-            bound = router.lag_bound(replica)
-            try:
-                served: Served = await source.run(
-                    lambda bound=bound, wait=wait: replica_op(  # type: ignore[misc]
-                        factory, lag_bound=bound, lsn=lsn, wait=wait
-                    ),
-                    transaction=transaction,
-                    rollback=rollback,
-                    read=True,
-                    scope=scope,
-                )
-            except (psycopg.Error, ConnectionFailedError) as exc:
-                if server_gone(exc):
-                    self._close(router.down(replica, exc, source))
-                    continue
-                _fallback(replica, exc)
-                break
-            if served.status == "ok":
-                router.served(replica, served.lag)
-                return True, served.value
-            if served.status == "lagging":
-                router.lagging(replica, served.lag or math.inf)
-                continue
-            router.behind(replica)
-            wait = 0.0
-        router.count("primary_reads")
-        return False, None
-
-    async def _source(self, replica: Replica) -> AsyncConnectionSource | None:
-        """Async twin of :meth:`ReplicaSet._source`."""
+    async def open(self, request: OpenReplica) -> AsyncConnectionSource | None:
+        """Async twin of :meth:`ReplicaSet.open`."""
+        replica = request.replica
         source = replica.source
         if source is not None:
             return source  # type: ignore[no-any-return]
@@ -601,21 +358,22 @@ class AsyncReplicaSet:
         self._opening.add(replica)
         try:
             candidate = self._open_source(replica.dsn, self._config)
-            try:
-                await candidate.open()
-            except ConnectionFailedError as exc:
-                self.router.down(replica, exc, None)
-                return None
+            await candidate.open()
             replica.source = candidate
             return candidate
         finally:
             self._opening.discard(replica)
 
-    def _close(self, source: AsyncConnectionSource | None) -> None:
-        if source is not None:
-            task = asyncio.get_running_loop().create_task(_aquiet_close(source))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+    @staticmethod
+    async def read(request: OnReplica) -> Any:
+        """Async twin of :meth:`ReplicaSet.read`."""
+        return await request.source.call(request.call)
+
+    async def discard(self, request: CloseReplica) -> None:
+        """Async twin of :meth:`ReplicaSet.discard`."""
+        task = asyncio.get_running_loop().create_task(_aquiet_close(request.source))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         pending: list[Coroutine[Any, Any, None]] = []

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from haive_langgraph.db import Op, Step
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._migrations import MIGRATIONS_TABLE
 from haive_langgraph.ops._archive import (
     MAX_PART_BYTES,

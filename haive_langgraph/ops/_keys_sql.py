@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from haive_langgraph.db import Component, Migration
 from haive_langgraph.db._features import Table
+from haive_langgraph.db._migrations import Component, Migration
 
 # The table of wrapped tenant keys; rotation re-wraps them under the global
 # primary key, status counts them by wrapping key.

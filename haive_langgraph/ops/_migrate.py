@@ -5,19 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from haive_langgraph.db import (
-    Component,
-    ConnectionSource,
-    Op,
-    PersistenceConfig,
-    Step,
-    describe_dsn,
-    migrate_op,
-    resolve_dsn,
-    status_op,
-    validate_identifier,
-)
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._dsn import describe_dsn, resolve_dsn
 from haive_langgraph.db._features import FramedTable
+from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.db._migrations import Component, migrate_op, status_op
 from haive_langgraph.errors import MigrationError
 
 

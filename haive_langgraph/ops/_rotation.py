@@ -22,8 +22,8 @@ from psycopg.types.json import Jsonb
 from haive_langgraph.checkpointers._sql import LOCK_CLASS_FAMILY
 from haive_langgraph.checkpointers._values import SEALED, move_inline
 from haive_langgraph.codec import HaiveCodec, KeyDestroyedError, KeyRing, frame_key_id
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BigintArray, ByteaArray, TextArray
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._features import FramedTable
 from haive_langgraph.errors import CorruptDataError, DecryptionError, SerializationError
 from haive_langgraph.ops._keys_sql import PROGRESS_TABLE

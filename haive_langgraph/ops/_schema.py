@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from haive_langgraph.db import Op, Step
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._migrations import MIGRATIONS_TABLE
 
 TENANT_COLUMN = "tenant_id"

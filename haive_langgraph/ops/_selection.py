@@ -25,8 +25,8 @@ from typing import Any, Literal, cast
 
 from psycopg import sql
 
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConfigurationError, NotFoundError
 from haive_langgraph.ops._keys_sql import TENANT_KEYS
 from haive_langgraph.ops._schema import TENANT_COLUMN, Schema, Table

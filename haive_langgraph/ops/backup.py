@@ -45,28 +45,31 @@ from haive_langgraph.db import connect
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import run
 from haive_langgraph.db._identifiers import validate_identifier
+
+# Still importable from here: the errors (exported by haive_langgraph.errors) and the
+# variable the backup key is read from (documented in docs/operations.md).
+from haive_langgraph.errors import ArchiveContentError as ArchiveContentError
+from haive_langgraph.errors import BackupKeyError as BackupKeyError
 from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.errors import RestoreConflictError as RestoreConflictError
 from haive_langgraph.ops._archive import (
-    BACKUP_KEY_ENV,
     FORMAT,
     FORMAT_VERSION,
     MAX_LINE_BYTES,
     MAX_PART_BYTES,
-    ArchiveContentError,
     ArchiveIntegrityError,
     ArchiveReader,
     ArchiveWriter,
     BackupError,
     BackupKey,
-    BackupKeyError,
     PartInfo,
-    RestoreConflictError,
     check_config_value,
     key_from_file,
     new_backup_key,
     resolve_key,
 )
 from haive_langgraph.ops._archive_rows import parse_row
+from haive_langgraph.ops._backup_keys import BACKUP_KEY_ENV as BACKUP_KEY_ENV
 from haive_langgraph.ops._backup_reports import ArchiveInfo, BackupReport, RestoreReport
 from haive_langgraph.ops._backup_write import (
     BackupProgress,
@@ -85,19 +88,13 @@ from haive_langgraph.ops._schema import introspect_op, our_tables
 from haive_langgraph.ops._selection import Selection, scopes_op
 
 __all__ = [
-    "BACKUP_KEY_ENV",
     "MAX_LINE_BYTES",
     "MAX_PART_BYTES",
-    "ArchiveContentError",
     "ArchiveInfo",
-    "ArchiveIntegrityError",
-    "BackupError",
     "BackupKey",
-    "BackupKeyError",
     "BackupProgress",
     "BackupReport",
     "OnExisting",
-    "RestoreConflictError",
     "RestoreReport",
     "backup",
     "key_from_file",
@@ -107,6 +104,7 @@ __all__ = [
 ]
 
 OnExisting = Literal["refuse", "merge", "skip", "replace"]
+"""What :func:`restore` does with rows the target already holds (``on_existing=``)."""
 KeyArg = BackupKey | bytes | str | os.PathLike[str] | None
 
 DEFAULT_PART_ROWS = 100_000

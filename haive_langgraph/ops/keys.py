@@ -44,16 +44,13 @@ from haive_langgraph.codec import (
     TenantKeyRecord,
     WrappedKey,
 )
-from haive_langgraph.db import (
-    ConnectionSource,
-    Op,
-    PersistenceConfig,
-    Step,
-    migrate_op,
-    validate_identifier,
-)
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._features import FramedTable
+from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConfigurationError, DecryptionError
 from haive_langgraph.ops._keys_sql import COMPONENT, TENANT_KEYS
 from haive_langgraph.ops._migrate import framed_tables

@@ -18,10 +18,13 @@ from langgraph.store.base import (
 from psycopg import sql
 
 from haive_langgraph.codec import Codec, HaiveCodec, PlainCodec, default_codec
-from haive_langgraph.db import Call, PersistenceConfig, Route, TenantScope, validate_identifier
-from haive_langgraph.db import Op as DbOp
+from haive_langgraph.db._call import Call
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._driver import Op as DbOp
 from haive_langgraph.db._driver import OpFactory
-from haive_langgraph.db._tenancy import validate_tenant_id
+from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.db._replicas import Route
+from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores import _sql as S

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from langgraph.store.base import GetOp, ListNamespacesOp, Result
 
-from haive_langgraph.db import Op, Step
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.stores._ops import (
     Context,
     PutPlan,

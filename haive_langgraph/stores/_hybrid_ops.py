@@ -7,7 +7,7 @@ from typing import Any
 
 from langgraph.store.base import SearchItem, SearchOp
 
-from haive_langgraph.db import Op, Step
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.stores._ops import Context, prefix_condition
 from haive_langgraph.stores._search_ops import refresh_clause, search_filters, search_item
 from haive_langgraph.stores._values import PgvectorParam

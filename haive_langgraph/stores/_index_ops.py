@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from psycopg import sql
 
-from haive_langgraph.db import Op, Step
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.stores import _sql as S
 
 if TYPE_CHECKING:

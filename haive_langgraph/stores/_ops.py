@@ -24,8 +24,8 @@ from langgraph.store.base import (
 from psycopg import sql
 
 from haive_langgraph.codec import Codec
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import BoolArray, ByteaArray, IntArray, TextArray
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._limits import MAX_INT4, check_count
 from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConfigurationError

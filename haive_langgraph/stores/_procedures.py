@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import psycopg
 from langgraph.store.base import Result, SearchItem, SearchOp
 
-from haive_langgraph.db import Call, Op
-from haive_langgraph.db._driver import OpFactory
+from haive_langgraph.db._call import Call
+from haive_langgraph.db._driver import Op, OpFactory
 from haive_langgraph.stores import _index_ops as index_ops
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _ops as ops

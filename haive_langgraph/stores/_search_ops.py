@@ -18,8 +18,8 @@ from typing import Any
 from langgraph.store.base import SearchItem, SearchOp
 from psycopg import sql
 
-from haive_langgraph.db import Step
 from haive_langgraph.db._arrays import BigintArray, BoolArray, IntArray, TextArray
+from haive_langgraph.db._driver import Step
 from haive_langgraph.stores import _sql as S
 from haive_langgraph.stores._filters import compiled
 from haive_langgraph.stores._ops import Context, prefix_condition

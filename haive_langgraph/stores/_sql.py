@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from haive_langgraph.db import Component, Migration
 from haive_langgraph.db._features import FramedTable, Table
+from haive_langgraph.db._migrations import Component, Migration
 from haive_langgraph.db._tenancy import tenant_policy_statements
 from haive_langgraph.stores._config import VectorIndexSpec
 from haive_langgraph.stores._values import row_context

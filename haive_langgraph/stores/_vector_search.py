@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.store.base import SearchOp
 from psycopg import sql
 
-from haive_langgraph.db import Step
+from haive_langgraph.db._driver import Step
 from haive_langgraph.db._limits import MAX_COUNT
 from haive_langgraph.stores._config import VectorIndexSpec
 from haive_langgraph.stores._ops import Context, prefix_condition

@@ -11,8 +11,10 @@ from langgraph.store.base import Op, Result
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from haive_langgraph.db import AsyncConnectionSource, Call, arun
+from haive_langgraph.db._async_connections import AsyncConnectionSource
+from haive_langgraph.db._call import Call
 from haive_langgraph.db._conn_string import AsyncFromConnString
+from haive_langgraph.db._driver import arun
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import Shared, StoreBase, StoreOptions
@@ -67,6 +69,15 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
                     procedures.drain_backlog(self, tenants, stopping)
                 )
             )
+
+    @property
+    def connection_source(self) -> AsyncConnectionSource:
+        """The connection source this store runs its statements on.
+
+        For wrappers that run statements of their own on the same database
+        (the cache layer keeps its versions table beside these tables).
+        """
+        return self._source
 
     async def aclose(self) -> None:
         """Stop the sweeper and close the pool this store opened (a lent one stays open).

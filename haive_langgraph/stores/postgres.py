@@ -12,8 +12,10 @@ from langgraph.store.base import Op, Result
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.db import Call, ConnectionSource, run
+from haive_langgraph.db._call import Call
 from haive_langgraph.db._conn_string import FromConnString
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import run
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import StoreBase, StoreOptions
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
@@ -78,6 +80,15 @@ class PostgresStore(StoreBase, FromConnString):
                     procedures.drain_backlog(self, tenants, stopping), "index"
                 )
             )
+
+    @property
+    def connection_source(self) -> ConnectionSource:
+        """The connection source this store runs its statements on.
+
+        For wrappers that run statements of their own on the same database
+        (the cache layer keeps its versions table beside these tables).
+        """
+        return self._source
 
     def close(self) -> None:
         """Stop the sweeper and the background indexer, and close the pool this store

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self, cast
 
-from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._call import Call
+from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._migrations import Component
 from haive_langgraph.supabase._env import connect_args
 from haive_langgraph.supabase._schema import SupabaseSettings

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit
 
 from psycopg import AsyncConnection, Connection
 
-from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._dsn import TRANSACTION_POOLER_PORT, normalize_dsn, parse_dsn
 from haive_langgraph.errors import ConfigurationError
 

@@ -23,9 +23,10 @@ import psycopg
 from psycopg import AsyncConnection, Connection, sql
 from psycopg import conninfo as _conninfo
 
-from haive_langgraph.db import PersistenceConfig, connection_kwargs, validate_identifier
-from haive_langgraph.db._connections import connect_error
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._connections import connect_error, connection_kwargs
 from haive_langgraph.db._dsn import TRANSACTION_POOLER_PORT, normalize_dsn, parse_dsn
+from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._tenancy import validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.supabase._env import supabase_config, supabase_dsn

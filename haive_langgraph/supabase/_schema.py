@@ -21,7 +21,8 @@ from typing import Literal
 
 from psycopg import sql
 
-from haive_langgraph.db import Op, Step, validate_identifier
+from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.supabase import _sql as S

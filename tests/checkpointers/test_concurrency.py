@@ -82,7 +82,7 @@ def test_a_listing_racing_a_delete_never_sees_half_a_thread(dsn: str) -> None:
     there now: nothing of the deleted thread, and no ``CorruptDataError``.
     """
     from haive_langgraph.checkpointers import _ops as ops
-    from haive_langgraph.db import run
+    from haive_langgraph.db._driver import run
 
     with (
         psycopg.connect(dsn, autocommit=True) as conn,

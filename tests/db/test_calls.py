@@ -9,8 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from haive_langgraph.db import AsyncConnectionSource, ConnectionSource, Op, Step
+from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call, Calls, arun_calls, run_calls
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Op, Step
 
 
 def _value(query: str) -> Callable[[], Op[Any]]:

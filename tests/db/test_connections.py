@@ -11,7 +11,8 @@ from psycopg_pool import ConnectionPool
 
 from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import PostgresCheckpointer
-from haive_langgraph.db import PersistenceConfig, connection_kwargs, describe_dsn, resolve_dsn
+from haive_langgraph.db import PersistenceConfig, describe_dsn, resolve_dsn
+from haive_langgraph.db._connections import connection_kwargs
 from haive_langgraph.errors import ConfigurationError
 
 

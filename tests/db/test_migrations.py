@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from haive_langgraph.checkpointers._sql import COMPONENT as CHECKPOINTS
 from haive_langgraph.cli import app
-from haive_langgraph.db import (
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._migrations import (
     Component,
-    ConnectionSource,
     Migration,
     migrate_op,
     migration_script,

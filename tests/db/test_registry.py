@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from haive_langgraph import stores
-from haive_langgraph.db import ConnectionSource, migrate_op
-from haive_langgraph.db._migrations import MIGRATIONS_TABLE, created_tables
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._migrations import MIGRATIONS_TABLE, created_tables, migrate_op
 from haive_langgraph.ops import all_components
 from haive_langgraph.ops._migrate import archived_tables, framed_tables, tenant_tables
 from tests.stores.conftest import index_config

@@ -26,7 +26,8 @@ from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.cli import app
 from haive_langgraph.codec import HaiveCodec, KeyRing
-from haive_langgraph.db import migrate_op, run
+from haive_langgraph.db._driver import run
+from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import NotFoundError
 from haive_langgraph.ops import all_components, migrate_all
 from haive_langgraph.ops._schema import our_tables

@@ -24,14 +24,9 @@ from haive_langgraph._demo import chat_graph
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.checkpointers._sql import PARTITIONED
 from haive_langgraph.cli import app
-from haive_langgraph.db import (
-    Component,
-    ConnectionSource,
-    Migration,
-    PartitionKey,
-    migrate_op,
-    migration_script,
-)
+from haive_langgraph.db import PartitionKey
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._migrations import Component, Migration, migrate_op, migration_script
 from haive_langgraph.db._partitions import choose_partitions, expand
 from haive_langgraph.errors import ConfigurationError, MigrationError
 from haive_langgraph.ops import all_components, migrate_all

@@ -18,14 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from haive_langgraph.db import (
-    AsyncConnectionSource,
-    ConnectionSource,
-    Op,
-    PersistenceConfig,
-    Route,
-    Step,
-)
+from haive_langgraph.db import PersistenceConfig, Route
+from haive_langgraph.db._async_connections import AsyncConnectionSource
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConfigurationError
 from tests.scaleout.cluster import LocalCluster
 from tests.scaleout.conftest import Databases, replica_warnings

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.cli import app
-from haive_langgraph.db import migrate_op
 from haive_langgraph.db._driver import run
+from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.ops import check_schema, migrate_all
 from haive_langgraph.ops._schema import our_tables
 from haive_langgraph.ops.backup import backup, restore

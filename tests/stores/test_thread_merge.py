@@ -29,7 +29,7 @@ from langgraph.store.base import Item, PutOp
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.db import Call
+from haive_langgraph.db._call import Call
 from haive_langgraph.stores import (
     InvalidFilterError,
     PostgresStore,

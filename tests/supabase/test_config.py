@@ -9,7 +9,8 @@ import pytest
 from psycopg import conninfo
 
 from haive_langgraph.checkpointers import SupabaseCheckpointer
-from haive_langgraph.db import PersistenceConfig, connection_kwargs
+from haive_langgraph.db import PersistenceConfig
+from haive_langgraph.db._connections import connection_kwargs
 from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
 from haive_langgraph.memory import SupabaseChatMessageHistory
 from haive_langgraph.stores import SupabaseStore

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from psycopg.types.numeric import Int8
 
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.memory.conversations._branches import detach_children
 from haive_langgraph.memory.conversations._rows import lock_rows
 from haive_langgraph.memory.conversations._tables import ConversationTables

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Generic, Self, Unpack
+from typing import TYPE_CHECKING, Any, Generic, Self, Unpack
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
-from haive_langgraph.db import Call, Op
+from haive_langgraph.db._call import Call
 from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._driver import Op
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.memory.conversations import _erasure, _messages
 from haive_langgraph.memory.conversations._checks import (
@@ -26,6 +27,7 @@ from haive_langgraph.memory.conversations._checks import (
     parse_message_cursor,
 )
 from haive_langgraph.memory.conversations._client import AsyncClient, ConnT, SyncClient, _Client
+from haive_langgraph.memory.conversations._codec import _array_header, build_message
 from haive_langgraph.memory.conversations._plan import AppendPlan
 from haive_langgraph.memory.conversations._rows import get_row
 from haive_langgraph.memory.conversations._tables import (
@@ -36,7 +38,14 @@ from haive_langgraph.memory.conversations._tables import (
 )
 from haive_langgraph.memory.conversations._types import MessagePage
 
+if TYPE_CHECKING:
+    from haive_langgraph.codec import Codec
+    from haive_langgraph.db import AsyncConnectionSource, ConnectionSource
+
 __all__ = ["AsyncPostgresChatMessageHistory", "PostgresChatMessageHistory"]
+
+Version = tuple[int, ...]
+"""A conversation's version: its own and its branch sources' (see ``_messages.version``)."""
 
 
 class _HistoryCalls:
@@ -85,6 +94,28 @@ class _HistoryCalls:
                 yield from _messages.append(t, plan, upsert=True)
 
         return t.call(op, transaction=True, subject=self.subject)
+
+    def versioned(
+        self, known: Version | None
+    ) -> Call[tuple[Version | None, list[BaseMessage] | None]]:
+        """The conversation's version; its messages too unless the version is ``known``.
+
+        Both statements run on one connection, version first: the messages are
+        at least as new as the version, and a version is never current again
+        once a write replaced it.
+        """
+        t, sid = self.t, self.session_id
+
+        def op() -> Op[tuple[Version | None, list[BaseMessage] | None]]:
+            token = yield from _messages.version(t, sid)
+            if token is None or token == known:
+                return token, None
+            # Not `live`: a cache checks expiry with the version on every read,
+            # so the messages must not depend on the time they were read at.
+            messages = yield from _messages.read_messages(t, sid, live=False)
+            return token, messages
+
+        return t.call(op, read=True, subject=self.subject)
 
     def page(self, limit: int, cursor: str | None, newest_first: bool) -> Call[MessagePage]:
         t, sid = self.t, self.session_id
@@ -145,6 +176,41 @@ class _History(_Client, BaseChatMessageHistory, Generic[ConnT]):
         """The session (conversation id)."""
         return self._calls.session_id
 
+    # -- hooks for wrappers (the cache layer) -----------------------------------------
+
+    @property
+    def connection_source(self) -> ConnectionSource | AsyncConnectionSource:
+        """The connection source this history runs its statements on.
+
+        For wrappers that run statements of their own on the same database
+        (the cache layer keeps its versions table beside the history's tables).
+        """
+        return self._source
+
+    @property
+    def codec(self) -> Codec:
+        """The codec that frames (and encrypts) the stored messages."""
+        return self._tables.codec
+
+    def encode_messages(self, messages: Sequence[BaseMessage]) -> bytes:
+        """``messages`` serialised as this history stores them: one msgpack array, not framed.
+
+        :meth:`decode_messages` reads it back. Frame it with :attr:`codec`
+        before it leaves the process.
+
+        Raises:
+            InvalidMessageError: A value is not a message.
+            SerializationError: A message holds a value that cannot be stored.
+        """
+        serializer = self._tables.messages
+        items = [serializer.item(m, str(m.id), None, "cached message") for m in messages]
+        return _array_header(len(items)) + b"".join(items)
+
+    def decode_messages(self, data: bytes) -> list[BaseMessage]:
+        """The messages :meth:`encode_messages` serialised."""
+        items = self._tables.messages.serde.loads_typed(("msgpack", data))
+        return [build_message(item[0]) for item in items]
+
 
 class PostgresChatMessageHistory(SyncClient, _History[SyncConn]):
     """Chat message history of one session, in PostgreSQL (sync).
@@ -201,6 +267,19 @@ class PostgresChatMessageHistory(SyncClient, _History[SyncConn]):
     def get_messages(self) -> list[BaseMessage]:
         """Every message of the session, oldest first."""
         return self._run(self._calls.get())
+
+    def read_versioned(
+        self, known: Version | None = None
+    ) -> tuple[Version | None, list[BaseMessage] | None]:
+        """The conversation's version, and its messages unless that version is ``known``.
+
+        For caches: messages cached under a version are current exactly while
+        that version is (every transaction that changes the conversation's
+        messages, or those of a branch source it shares, gives it a new one).
+        The version is ``None`` when the conversation does not exist or has
+        expired.
+        """
+        return self._run(self._calls.versioned(known))
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append messages (one statement, one commit; nothing is written on bad input).
@@ -299,6 +378,18 @@ class AsyncPostgresChatMessageHistory(AsyncClient, _History[AsyncConn]):
     async def areplace(self, messages: Sequence[BaseMessage]) -> None:
         """Replace the session's messages (one transaction)."""
         await self._arun(self._calls.replace(messages))
+
+    async def aread_versioned(
+        self, known: Version | None = None
+    ) -> tuple[Version | None, list[BaseMessage] | None]:
+        """See :meth:`PostgresChatMessageHistory.read_versioned`."""
+        return await self._arun(self._calls.versioned(known))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this history runs on (as ``AsyncPostgresCheckpointer.loop``):
+        sync calls from other threads run there. ``None`` until it is known."""
+        return self._loop
 
     # -- sync (from other threads) ---------------------------------------------------
 

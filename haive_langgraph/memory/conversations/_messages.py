@@ -18,8 +18,9 @@ from typing import Any, cast
 from langchain_core.messages import BaseMessage
 from psycopg.types.numeric import Int8
 
-from haive_langgraph.db import Call, Op, Step
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._call import Call
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.errors import InvalidMessageError
 from haive_langgraph.memory.conversations._checks import (

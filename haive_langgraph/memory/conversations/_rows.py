@@ -14,8 +14,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg.types.numeric import Int8
 
-from haive_langgraph.db import Op, Step
 from haive_langgraph.db._arrays import TextArray
+from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConversationExistsError
 from haive_langgraph.memory.conversations._checks import encode_conversation_cursor
 from haive_langgraph.memory.conversations._messages import read_stored

@@ -36,8 +36,9 @@ from __future__ import annotations
 from psycopg import sql
 
 from haive_langgraph.codec import RowContext
-from haive_langgraph.db import Component, Migration, PartitionKey
 from haive_langgraph.db._features import FramedTable, Table
+from haive_langgraph.db._migrations import Component, Migration
+from haive_langgraph.db._partitions import PartitionKey
 from haive_langgraph.db._tenancy import tenant_policy_statements
 from haive_langgraph.memory.conversations._codec import details_context, message_context
 

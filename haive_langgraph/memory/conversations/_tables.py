@@ -22,17 +22,13 @@ import psycopg
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from haive_langgraph.codec import Codec, default_codec
-from haive_langgraph.db import (
-    Call,
-    ErrorMap,
-    PersistenceConfig,
-    Route,
-    TenantScope,
-    migrate_op,
-    validate_identifier,
-)
+from haive_langgraph.db._call import Call, ErrorMap
+from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import OpFactory
-from haive_langgraph.db._tenancy import validate_tenant_id
+from haive_langgraph.db._identifiers import validate_identifier
+from haive_langgraph.db._migrations import migrate_op
+from haive_langgraph.db._replicas import Route
+from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import (
     ConfigurationError,
     ConversationNotFoundError,

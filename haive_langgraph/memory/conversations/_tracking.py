@@ -33,7 +33,7 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from haive_langgraph.db import Call
+from haive_langgraph.db._call import Call
 from haive_langgraph.memory.conversations._checks import check_optional_id
 from haive_langgraph.memory.conversations._codec import fingerprint_id, model_of, usage_of
 from haive_langgraph.memory.conversations._messages import append_new

@@ -16,8 +16,8 @@ trigger, no cost).
 
 from __future__ import annotations
 
-from haive_langgraph.db import Component, Migration
 from haive_langgraph.db._features import Table
+from haive_langgraph.db._migrations import Component, Migration
 
 LOG = "audit_log"
 SETTINGS = "audit_settings"

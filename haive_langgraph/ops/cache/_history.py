@@ -12,19 +12,18 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from haive_langgraph.codec import Kind, RowContext
-from haive_langgraph.db import Op as DbOp
 from haive_langgraph.ops.cache._memory import log
 from haive_langgraph.ops.cache._origin import _Origin
 
 if TYPE_CHECKING:
-    from haive_langgraph.db import Call
-    from haive_langgraph.memory.conversations._histories import (
+    from haive_langgraph.memory import (
         AsyncPostgresChatMessageHistory,
+        MessagePage,
         PostgresChatMessageHistory,
     )
-    from haive_langgraph.memory.conversations._tables import ConversationTables
-    from haive_langgraph.memory.conversations._types import MessagePage
     from haive_langgraph.ops.cache._layer import CacheLayer
+
+    History = PostgresChatMessageHistory | AsyncPostgresChatMessageHistory
 
 
 _COUNT = struct.Struct(">H")
@@ -42,19 +41,15 @@ def _approx_size(messages: Sequence[BaseMessage]) -> int:
 
 class _HistoryFormat:
     """A history in Redis: the versions it was read at, then its messages serialised as the
-    history stores them, in one codec frame bound to the tenant and conversation."""
+    history stores them (its ``encode_messages``), in one codec frame bound to the tenant
+    and conversation."""
 
-    __slots__ = ("array_header", "build", "codec", "ctx", "messages")
+    __slots__ = ("codec", "ctx", "history")
 
-    def __init__(self, ops: ConversationTables, session_id: str) -> None:
-        # Imported here: memory imports much that a checkpointer cache does not need.
-        from haive_langgraph.memory.conversations._codec import _array_header, build_message
-
-        self.array_header = _array_header
-        self.build = build_message
-        self.messages = ops.messages
-        self.codec = ops.codec
-        self.ctx = RowContext(ops.tenant_id, session_id, Kind.MESSAGE, "cache:history")
+    def __init__(self, history: History, session_id: str) -> None:
+        self.history = history
+        self.codec = history.codec
+        self.ctx = RowContext(history.tenant_id, session_id, Kind.MESSAGE, "cache:history")
 
     @staticmethod
     def copy(entry: tuple[Any, list[BaseMessage]]) -> tuple[Any, list[BaseMessage]]:
@@ -63,64 +58,39 @@ class _HistoryFormat:
     def dumps(self, entry: tuple[tuple[int, ...], list[BaseMessage]]) -> bytes:
         token, messages = entry
         head = _COUNT.pack(len(token)) + struct.pack(f">{len(token)}q", *token)
-        items = [self.messages.item(m, str(m.id), None, "cached message") for m in messages]
-        return self.codec.encode(head + self.array_header(len(items)) + b"".join(items), self.ctx)
+        return self.codec.encode(head + self.history.encode_messages(messages), self.ctx)
 
     def loads(self, data: bytes) -> tuple[tuple[int, ...], list[BaseMessage]]:
         body = self.codec.decode(data, self.ctx)
         (n,) = _COUNT.unpack_from(body)
         token = struct.unpack_from(f">{n}q", body, _COUNT.size)
-        items = self.messages.serde.loads_typed(("msgpack", body[_COUNT.size + 8 * n :]))
-        build = self.build
-        return tuple(token), [build(item[0]) for item in items]
-
-
-def _history_read(
-    ops: ConversationTables, session_id: str, known: tuple[int, ...] | None
-) -> DbOp[tuple[tuple[int, ...] | None, list[BaseMessage] | None]]:
-    """The conversation's version; its messages too unless the version is ``known``.
-
-    Both statements run on one connection, version first: the messages are
-    at least as new as the version they are cached under, and a version is
-    never current again once a write replaced it, so an entry served when
-    its version is current holds exactly the current messages.
-    """
-    from haive_langgraph.memory.conversations._messages import read_messages, version
-
-    token = yield from version(ops, session_id)
-    if token is None or token == known:
-        return token, None
-    # Not `live`: expiry is checked with the version on every read, so the
-    # cached messages must not depend on the time they were read at.
-    messages = yield from read_messages(ops, session_id, live=False)
-    return token, messages
+        return tuple(token), self.history.decode_messages(body[_COUNT.size + 8 * n :])
 
 
 class _CachedHistoryBase(BaseChatMessageHistory):
     """What the sync and async cached histories share."""
 
-    def __init__(self, inner: Any, layer: CacheLayer, *, refresh_on_write: bool = True) -> None:
+    def __init__(self, inner: History, layer: CacheLayer, *, refresh_on_write: bool = True) -> None:
         self.inner = inner
         self.layer = layer
         self.refresh_on_write = refresh_on_write
-        ops: ConversationTables = inner._tables
-        self._ops = ops
-        layer.ensure_secret(ops.codec)
+        codec = inner.codec
+        layer.ensure_secret(codec)
         self._session = str(inner.session_id)
         self._origin = _Origin(
-            inner, ops.schema, ops.tenant_id, getattr(ops.codec, "keyring", None)
+            inner, inner.schema, inner.tenant_id, getattr(codec, "keyring", None)
         )
         layer.adopt(self._origin)
         self._name = ""
-        self._fmt = _HistoryFormat(ops, self._session)
+        self._fmt = _HistoryFormat(inner, self._session)
 
     @property
     def _group(self) -> str:
         """The conversation's key: database, schema, tenant, session (learns the
         database's identity once)."""
         if not self._name:
-            ident, ops = self._origin.identity(), self._ops
-            self._name = "ch:" + json.dumps([ident, ops.schema, ops.tenant_id, self._session])
+            ident, inner = self._origin.identity(), self.inner
+            self._name = "ch:" + json.dumps([ident, inner.schema, inner.tenant_id, self._session])
         return self._name
 
     async def _aknown(self) -> None:
@@ -133,19 +103,11 @@ class _CachedHistoryBase(BaseChatMessageHistory):
 
     @property
     def tenant_id(self) -> str:
-        return self._ops.tenant_id
+        return self.inner.tenant_id
 
     @property
     def schema(self) -> str:
-        return self._ops.schema
-
-    def _call(self, known: tuple[int, ...] | None) -> Call[Any]:
-        ops, sid = self._ops, self._session
-        return ops.call(
-            lambda: _history_read(ops, sid, known),
-            read=True,
-            subject=ops.describe("session", sid),
-        )
+        return self.inner.schema
 
     @staticmethod
     def _messages(entry: Any) -> list[BaseMessage]:
@@ -194,7 +156,7 @@ class CachedChatHistory(_CachedHistoryBase):
             return inner.messages
         entry = self.layer.read_versioned(
             group,
-            lambda known: inner._run(self._call(known)),
+            inner.read_versioned,
             self._fmt,
             self._origin,
             refresh=refresh,
@@ -284,7 +246,7 @@ class AsyncCachedChatHistory(_CachedHistoryBase):
         inner = self.inner
 
         async def load(known: tuple[int, ...] | None) -> Any:
-            return await inner._arun(self._call(known))
+            return await inner.aread_versioned(known)
 
         try:
             await self._aknown()
@@ -347,17 +309,17 @@ class AsyncCachedChatHistory(_CachedHistoryBase):
 
     @property  # type: ignore[override]
     def messages(self) -> list[BaseMessage]:
-        return self.inner._sync(self.aget_messages(), "aget_messages")
+        return self._origin.on_loop(self.aget_messages())
 
     @messages.setter
     def messages(self, value: Sequence[BaseMessage]) -> None:
-        self.inner._sync(self.areplace(value), "areplace")
+        self._origin.on_loop(self.areplace(value))
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        self.inner._sync(self.aadd_messages(messages), "aadd_messages")
+        self._origin.on_loop(self.aadd_messages(messages))
 
     def clear(self) -> None:
-        self.inner._sync(self.aclear(), "aclear")
+        self._origin.on_loop(self.aclear())
 
 
 class CachedHistoryFactory:

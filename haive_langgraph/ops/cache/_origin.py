@@ -15,19 +15,16 @@ import inspect
 import json
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 
-from haive_langgraph.db import (
-    AsyncConnectionSource,
-    ConnectionSource,
-    Op,
-    Step,
-    TenantScope,
-    migrate_op,
-)
+from haive_langgraph.db._async_connections import AsyncConnectionSource
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._migrations import migrate_op
+from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.ops.cache import _sql as S
 from haive_langgraph.ops.cache._memory import log
 
@@ -62,7 +59,9 @@ class _Origin:
         self.schema = schema
         self.tenant = tenant
         self.keyring = keyring
-        source = getattr(inner, "_source", None)
+        # Our checkpointers, stores and histories document `connection_source`; another
+        # LangGraph checkpointer has none (its entries cannot be checked: memory only).
+        source = getattr(inner, "connection_source", None)
         self.source: ConnectionSource | AsyncConnectionSource | None = (
             source if isinstance(source, ConnectionSource | AsyncConnectionSource) else None
         )
@@ -267,17 +266,22 @@ class _Origin:
         if isinstance(source, ConnectionSource):
             return source.run(factory, transaction=transaction, scope=self._scope)
         assert source is not None
-        loop = getattr(self.inner, "loop", None) or getattr(self.inner, "_loop", None)
+        return self.on_loop(source.run(factory, transaction=transaction, scope=self._scope))
+
+    def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the wrapped object's event loop (its public ``loop``), from a
+        thread other than the loop's: what the sync methods of an async object do."""
+        loop = getattr(self.inner, "loop", None)
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if loop is None or running is loop or not loop.is_running():
+            coro.close()
             raise asyncio.InvalidStateError(
                 f"a synchronous call to a cached {type(self.inner).__name__} needs another "
                 "thread while its event loop runs: use the async methods"
             )
-        coro = source.run(factory, transaction=transaction, scope=self._scope)
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     async def _arun(self, factory: Callable[[], Op[T]], *, transaction: bool = False) -> T:

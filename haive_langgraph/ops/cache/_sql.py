@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from haive_langgraph.db import Component, Migration
 from haive_langgraph.db._features import Table
+from haive_langgraph.db._migrations import Component, Migration
 from haive_langgraph.db._tenancy import tenant_policy_statements
 
 VERSIONS_TABLE = "cache_versions"

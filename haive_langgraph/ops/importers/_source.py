@@ -20,8 +20,8 @@ from psycopg import IsolationLevel
 from psycopg.rows import tuple_row
 
 from haive_langgraph.codec._guard import ValueGuard
-from haive_langgraph.db import describe_dsn, normalize_dsn
 from haive_langgraph.db._connections import connect_error
+from haive_langgraph.db._dsn import describe_dsn, normalize_dsn
 from haive_langgraph.errors import ConfigurationError, CorruptDataError
 from haive_langgraph.ops.importers import _sql as Q
 

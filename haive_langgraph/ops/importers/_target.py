@@ -12,15 +12,11 @@ from typing import Any
 
 from psycopg import conninfo, sql
 
-from haive_langgraph.db import (
-    ConnectionSource,
-    PersistenceConfig,
-    Step,
-    TenantScope,
-    resolve_dsn,
-    uses_transaction_pooler,
-)
-from haive_langgraph.db._driver import Query
+from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._driver import Query, Step
+from haive_langgraph.db._dsn import resolve_dsn, uses_transaction_pooler
+from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.ops.importers import _sql as Q
 
 # The import's own connections commit without waiting for the WAL flush: a

@@ -313,6 +313,3 @@ def _run_merged(calls: list[MergedCall]) -> None:
     """Run merged calls of one tenant as a batch (:class:`ThreadMerger`'s ``run``)."""
     store: PostgresStore = calls[0].store
     store._drive(procedures.merged_batch(store, calls), "batch")
-
-
-__all__ = ["PostgresStore"]

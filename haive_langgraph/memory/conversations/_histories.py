@@ -40,7 +40,8 @@ from haive_langgraph.memory.conversations._types import MessagePage
 
 if TYPE_CHECKING:
     from haive_langgraph.codec import Codec
-    from haive_langgraph.db import AsyncConnectionSource, ConnectionSource
+    from haive_langgraph.db._async_connections import AsyncConnectionSource
+    from haive_langgraph.db._connections import ConnectionSource
 
 __all__ = ["AsyncPostgresChatMessageHistory", "PostgresChatMessageHistory"]
 

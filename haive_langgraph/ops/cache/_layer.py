@@ -148,7 +148,7 @@ class CacheLayer:
         Raises:
             ConfigurationError: Another kind of history; or as for :meth:`wrap`.
         """
-        from haive_langgraph.memory.conversations._histories import (
+        from haive_langgraph.memory import (
             AsyncPostgresChatMessageHistory,
             PostgresChatMessageHistory,
         )

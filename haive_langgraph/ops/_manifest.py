@@ -39,7 +39,9 @@ PART_NAME = re.compile(r"parts/[A-Za-z0-9_-]{1,200}\.jsonl\.zst")
 # The decompressed size of one part (a zstd bomb stops here) and the length
 # of one row's line; backup refuses to write more, restore to read more.
 MAX_PART_BYTES = 1 << 30
+"""The most bytes one archive part may expand to (1 GiB); backup writes no larger part."""
 MAX_LINE_BYTES = 256 << 20
+"""The longest line (one row) an archive part may hold (256 MiB), written or read."""
 # Bounds on counts a manifest may state (a part never holds more rows than bytes).
 MAX_PART_SIZE = 1 << 40
 _IDENT = re.compile(r"[a-z_][a-z0-9_$]{0,62}")

@@ -46,8 +46,8 @@ from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import run
 from haive_langgraph.db._identifiers import validate_identifier
 
-# Still importable from here: the errors (exported by haive_langgraph.errors) and the
-# variable the backup key is read from (documented in docs/operations.md).
+# Names imported "as" themselves stay importable from here, outside __all__: errors
+# (exported by haive_langgraph.errors), BACKUP_KEY_ENV (documented in docs/operations.md).
 from haive_langgraph.errors import ArchiveContentError as ArchiveContentError
 from haive_langgraph.errors import BackupKeyError as BackupKeyError
 from haive_langgraph.errors import ConfigurationError

@@ -60,7 +60,6 @@ __all__ = [
     "TableSize",
     "TenantSize",
     "diagnose",
-    "pooler_finding",
 ]
 
 

@@ -57,8 +57,6 @@ from haive_langgraph.ops._migrate import framed_tables
 from haive_langgraph.ops._rotation import MAX_ERRORS, batch_op, counts_op, progress_op
 
 __all__ = [
-    "COMPONENT",
-    "FramedTable",
     "KeyStatus",
     "PostgresTenantKeyStore",
     "RotationReport",

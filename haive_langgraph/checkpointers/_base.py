@@ -53,6 +53,7 @@ from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import Op
 from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._limits import check_text_id
+from haive_langgraph.db._render import render
 from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 
@@ -218,7 +219,7 @@ class CheckpointerBase(BaseCheckpointSaver[int], Generic[C]):
 
     def _scope(self) -> TenantScope:
         """This saver's tenant, bound for row-level security where it applies."""
-        table = S.q(f"{{schema}}.{S.SCOPE_TABLE}", self.schema).as_string(None)
+        table = render(f"{{schema}}.{S.SCOPE_TABLE}", self.schema)
         return TenantScope(table, self.tenant_id)
 
     def _family_of(self, thread_id: str) -> str:

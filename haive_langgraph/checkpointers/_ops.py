@@ -20,6 +20,7 @@ from haive_langgraph.checkpointers._decoding import Row
 from haive_langgraph.checkpointers._values import EMPTY_LINEAGE
 from haive_langgraph.db._arrays import BigintArray, IntArray, TextArray
 from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._render import render
 
 R = TypeVar("R")
 
@@ -32,14 +33,14 @@ class Statements:
     def __init__(self, schema: str) -> None:
         self.schema = schema
 
-        def r(template: str) -> str:
-            return S.q(template, schema).as_string(None)
+        def r(template: str, **fragments: str) -> str:
+            return render(template, schema, **fragments)
 
         self._put_checkpoint: dict[tuple[frozenset[str], bool], str] = {}
         # Set once a write finds the checkpoints table partitioned.
         self.partitioned = False
-        self.put_writes_keep = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_KEEP))
-        self.put_writes_replace = r(S.PUT_WRITES.replace("{conflict}", S.WRITES_UPSERT))
+        self.put_writes_keep = r(S.PUT_WRITES, conflict=S.WRITES_KEEP)
+        self.put_writes_replace = r(S.PUT_WRITES, conflict=S.WRITES_UPSERT)
         self.thread_family = r(S.THREAD_FAMILY)
         self.get_checkpoint = r(S.GET_CHECKPOINT)
         self.get_latest_checkpoint = r(S.GET_LATEST_CHECKPOINT)
@@ -83,7 +84,7 @@ class Statements:
         query = self._put_checkpoint.get(key)
         if query is None:
             template = S.put_checkpoint_template(parts, partitioned=self.partitioned)
-            query = S.q(template, self.schema).as_string(None)
+            query = render(template, self.schema)
             self._put_checkpoint[key] = query
         return query
 
@@ -105,16 +106,14 @@ class Statements:
 
         With ``thread``, the thread's branch ancestry is included (``CHAIN``).
         """
-        limit_sql = "LIMIT %(limit)s" if limit else ""
-        source = (S.CHAIN_SOURCE if thread else S.PLAIN_SOURCE).replace(
-            "{where}", " AND ".join(where)
+        return render(
+            self.list_template,
+            self.schema,
+            source=S.CHAIN_SOURCE if thread else S.PLAIN_SOURCE,
+            where=" AND ".join(where),
+            limit="LIMIT %(limit)s" if limit else "",
+            chain=S.CHAIN if thread else "",
         )
-        template = (
-            self.list_template.replace("{source}", source.replace("{limit}", limit_sql))
-            .replace("{limit}", limit_sql)
-            .replace("{chain}", S.CHAIN if thread else "")
-        )
-        return S.q(template, self.schema).as_string(None)
 
 
 # -- reads -------------------------------------------------------------------

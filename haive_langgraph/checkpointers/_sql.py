@@ -35,8 +35,6 @@ distribution by tenant.
 
 from __future__ import annotations
 
-from psycopg import sql
-
 from haive_langgraph.checkpointers._columns import body_context, metadata_context
 from haive_langgraph.codec import Kind, RowContext
 from haive_langgraph.db._features import FramedTable, Table
@@ -280,11 +278,6 @@ COMPONENT = Component(
     tables=tuple(Table(name) for name in TENANT_TABLES),
     framed=FRAMED,
 )
-
-
-def q(template: str, schema: str) -> sql.Composed:
-    """Fill ``{schema}`` in a statement template."""
-    return sql.SQL(template).format(schema=sql.Identifier(schema))
 
 
 # The statements, one module per side; importing them here keeps

@@ -48,6 +48,7 @@ from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._call import Call, Calls
 from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._limits import check_count
+from haive_langgraph.db._render import render
 from haive_langgraph.errors import ConfigurationError, HaiveError, NotFoundError
 
 if TYPE_CHECKING:
@@ -100,13 +101,15 @@ def find_op(
         if bound is not None:
             where.append(f"c.checkpoint_id {op} %({name})s")
             params[name] = bound
-    query = S.CHAIN + (
-        S.FIND_SELECT.replace("{tagged}", S.FIND_TAGGED if tags else "")
-        .replace("{where}", " AND ".join(where))
-        .replace("{limit}", "LIMIT %(limit)s" if limit is not None else "")
+    query = render(
+        S.CHAIN + S.FIND_SELECT,
+        st.schema,
+        tagged=S.FIND_TAGGED if tags else "",
+        where=" AND ".join(where),
+        limit="LIMIT %(limit)s" if limit is not None else "",
     )
     params["limit"] = limit
-    rows = yield Step(S.q(query, st.schema).as_string(None), params)
+    rows = yield Step(query, params)
     return [tuple(r) for r in rows]
 
 

@@ -41,6 +41,7 @@ from haive_langgraph.db._partitions import (
     creates_partitionable,
     expand,
 )
+from haive_langgraph.db._render import render_sql
 from haive_langgraph.errors import MigrationError
 
 # Advisory lock namespace of haive-langgraph (two-key form: this, hash of schema).
@@ -133,15 +134,10 @@ def created_tables(statements: Iterable[str]) -> set[str]:
     return {match.group(1) for s in statements for match in _CREATES.finditer(s)}
 
 
-def render(statement: str, schema: str) -> sql.Composed:
-    """Fill the ``{schema}`` placeholder of a migration statement."""
-    return sql.SQL(statement).format(schema=sql.Identifier(validate_identifier(schema)))
-
-
-def _bootstrap(schema: str) -> list[sql.Composed]:
+def _bootstrap(schema: str) -> list[sql.SQL]:
     return [
-        render("CREATE SCHEMA IF NOT EXISTS {schema}", schema),
-        render(
+        render_sql("CREATE SCHEMA IF NOT EXISTS {schema}", schema),
+        render_sql(
             f"""
             CREATE TABLE IF NOT EXISTS {{schema}}.{MIGRATIONS_TABLE} (
                 component   text COLLATE "C" NOT NULL,
@@ -215,7 +211,7 @@ def migrate_op(
         for version, migration in todo:
             for statement in migration.statements:
                 for part in expand(statement, component.partitioned, chosen):
-                    yield Step(render(part, schema), fetch="none", prepare=False)
+                    yield Step(render_sql(part, schema), fetch="none", prepare=False)
             yield Step(
                 sql.SQL(
                     "INSERT INTO {} (component, version, checksum, description) "
@@ -301,7 +297,7 @@ def migration_script(
         for version, migration in enumerate(component.migrations, start=1):
             parts.append(f"\n-- {component.name} {version}: {migration.description}")
             parts += [
-                f"{render(p, schema).as_string(conn).strip()};"
+                f"{render_sql(p, schema).as_string(conn).strip()};"
                 for s in migration.statements
                 for p in expand(s, component.partitioned, partitions)
             ]

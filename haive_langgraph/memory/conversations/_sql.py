@@ -33,12 +33,11 @@ Every table leads its primary key with ``tenant_id``.
 
 from __future__ import annotations
 
-from psycopg import sql
-
 from haive_langgraph.codec import RowContext
 from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._migrations import Component, Migration
 from haive_langgraph.db._partitions import PartitionKey
+from haive_langgraph.db._render import render
 from haive_langgraph.db._tenancy import tenant_policy_statements
 from haive_langgraph.memory.conversations._codec import details_context, message_context
 
@@ -303,11 +302,10 @@ CONVERSATION_COLUMNS = """
     ) AS permissions"""
 
 
-def q(template: str, schema: str) -> str:
-    """Fill ``{columns}`` (conversation columns) and ``{schema}`` in a statement
-    template and render it to text."""
-    template = template.replace("{columns}", CONVERSATION_COLUMNS)
-    return sql.SQL(template).format(schema=sql.Identifier(schema)).as_string(None)
+def q(template: str, schema: str, **fragments: str) -> str:
+    """A statement template as SQL text for ``schema`` (see :func:`render`), with
+    ``{columns}`` the conversation columns and any other ``fragments`` filled first."""
+    return render(template, schema, **fragments, columns=CONVERSATION_COLUMNS)
 
 
 CHECK = "{schema}.haive_conversation_check"

@@ -27,6 +27,7 @@ from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._migrations import migrate_op
+from haive_langgraph.db._render import render
 from haive_langgraph.db._replicas import Route
 from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import (
@@ -187,11 +188,11 @@ class ConversationTables:
         self.planner = AppendPlanner(self.messages, tenant_id, self.prices, self.describe)
         self._scope_table = S.q(f"{{schema}}.{S.SCOPE_TABLE}", schema)
 
-        def r(template: str) -> str:
-            return S.q(template, schema)
+        def r(template: str, **fragments: str) -> str:
+            return S.q(template, schema, **fragments)
 
         def chain(columns: str, live: str = "") -> str:
-            return r(SM.READ_CHAIN.replace("{columns}", columns).replace("{live}", live))
+            return render(SM.READ_CHAIN, schema, columns=columns, live=live)
 
         self.read_bodies = chain(SM.BODY_COLUMNS, SM.READ_LIVE)
         self.read_bodies_any = chain(SM.BODY_COLUMNS)
@@ -221,8 +222,8 @@ class ConversationTables:
         self.recount = r(SC.RECOUNT)
         self.set_details = r(SC.SET_DETAILS)
         upsert = SC.UPSERT_PARTICIPANTS
-        self.participants_replace = r(upsert.replace("{conflict}", SC.PARTICIPANTS_REPLACE))
-        self.participants_keep = r(upsert.replace("{conflict}", SC.PARTICIPANTS_KEEP))
+        self.participants_replace = r(upsert, conflict=SC.PARTICIPANTS_REPLACE)
+        self.participants_keep = r(upsert, conflict=SC.PARTICIPANTS_KEEP)
         self.delete_participant = r(SC.DELETE_PARTICIPANT)
         self._append: dict[tuple[bool, ...], str] = {}
         self._query: dict[tuple[Any, ...], str] = {}
@@ -282,10 +283,7 @@ class ConversationTables:
             where = "".join(f"\n  AND {SC.QUERY_FILTERS[f]}" for f in filters)
             if after:
                 where += "\n  " + SC.QUERY_AFTER.format(order=column)
-            stmt = S.q(
-                SC.QUERY_CONVERSATIONS.replace("{where}", where).replace("{order}", column),
-                self.schema,
-            )
+            stmt = S.q(SC.QUERY_CONVERSATIONS, self.schema, where=where, order=column)
             self._query[key] = stmt
         return stmt
 

@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._render import render_sql
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops._schema import Schema, introspect_op
 from haive_langgraph.ops.audit import _sql as S
@@ -97,10 +98,6 @@ class AuditStatus:
 # -- sans-I/O operations -----------------------------------------------------------------
 
 
-def _q(template: str, schema: str) -> sql.Composed:
-    return sql.SQL(template).format(schema=sql.Identifier(schema))
-
-
 def set_user_step(user_id: str) -> Step:
     """The statement naming the acting user for the current transaction."""
     if not isinstance(user_id, str) or not user_id:
@@ -130,7 +127,7 @@ def record_op(
         only_if_enabled: Write only when auditing is enabled.
     """
     n = yield Step(
-        _q(S.RECORD, schema),
+        render_sql(S.RECORD, schema),
         {
             "tenant": tenant_id,
             "user": user_id,
@@ -158,7 +155,7 @@ def record_read_op(
     feature's own driver, sync or async, in or after its read).
     """
     n = yield Step(
-        _q(S.RECORD_READ, schema),
+        render_sql(S.RECORD_READ, schema),
         {"tenant": tenant_id, "user": user_id, "table": table, "key": Jsonb(object_key)},
         fetch="rowcount",
     )
@@ -167,7 +164,7 @@ def record_read_op(
 
 def settings_op(schema: str) -> Op[tuple[bool, bool, dt.timedelta | None]]:
     """Whether auditing is on, whether reads are recorded, and the retention."""
-    row = yield Step(_q(S.SETTINGS_ROW, schema), fetch="one")
+    row = yield Step(render_sql(S.SETTINGS_ROW, schema), fetch="one")
     if row is None:
         return False, False, None
     return bool(row[0]), bool(row[1]), row[2]
@@ -249,7 +246,7 @@ def enable_op(
     if tables is not None and not names:
         raise ConfigurationError(f"no table of schema {schema!r} matches {list(tables)!r}")
     yield Step(
-        _q(S.UPSERT_SETTINGS, schema),
+        render_sql(S.UPSERT_SETTINGS, schema),
         {
             "enabled": True,
             "reads": reads,
@@ -270,7 +267,7 @@ def disable_op(schema: str) -> Op[list[str]]:
     attached = yield from _triggers_op(schema)
     yield from _detach_op(schema, sorted(attached))
     yield Step(
-        _q(S.UPSERT_SETTINGS, schema),
+        render_sql(S.UPSERT_SETTINGS, schema),
         {"enabled": False, "reads": False, "retention": None, "set_retention": False},
         fetch="none",
     )
@@ -284,7 +281,7 @@ def status_op(schema: str) -> Op[AuditStatus]:
     enabled, reads, retention = yield from settings_op(schema)
     attached = yield from _triggers_op(schema)
     complete = {t for t, trig in attached.items() if len(trig) == len(S.EVENTS)}
-    stats = yield Step(_q(S.STATS, schema), fetch="one")
+    stats = yield Step(render_sql(S.STATS, schema), fetch="one")
     candidates = _audited_tables(live, None)
     return AuditStatus(
         enabled=enabled,
@@ -348,5 +345,5 @@ def prune_op(schema: str, older_than: dt.datetime | None) -> Op[int]:
             )
         now = yield Step("SELECT now()", fetch="one")
         cutoff = now[0] - retention
-    row = yield Step(_q(S.PRUNE, schema), (cutoff,), fetch="one")
+    row = yield Step(render_sql(S.PRUNE, schema), (cutoff,), fetch="one")
     return int(row[0])

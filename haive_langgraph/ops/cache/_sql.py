@@ -15,6 +15,7 @@ from psycopg import sql
 
 from haive_langgraph.db._features import Table
 from haive_langgraph.db._migrations import Component, Migration
+from haive_langgraph.db._render import render_sql
 from haive_langgraph.db._tenancy import tenant_policy_statements
 
 VERSIONS_TABLE = "cache_versions"
@@ -89,6 +90,6 @@ WHERE tenant_id = %(t)s
 """
 
 
-def q(template: str, schema: str) -> sql.Composed:
-    """Fill ``{schema}`` in a statement template."""
-    return sql.SQL(template).format(schema=sql.Identifier(schema))
+def q(template: str, schema: str) -> sql.SQL:
+    """Fill ``{schema}`` in a statement template (the db renderer, cached)."""
+    return render_sql(template, schema)

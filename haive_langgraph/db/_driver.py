@@ -63,6 +63,7 @@ Request = Step | list[Step]
 """What an operation yields: one step, or a round of steps sent together."""
 
 Op = Generator[Request, Any, T]
+"""A sans-I/O operation: yields requests, receives their results, returns a ``T``."""
 OpFactory = Callable[[], Op[T]]
 
 

@@ -168,7 +168,7 @@ MIGRATIONS = (
     # Conversation versions, for caches (ops/cache/): a conversation's
     # `version` takes a new value from one sequence in every transaction
     # that changes the row or the message rows it holds, whoever writes
-    # (histories, ConversationStore, SessionManager, the tracker, erasure,
+    # (histories, ConversationStore, SessionStore, the tracker, erasure,
     # hand-written SQL). Values are never reused, also across a delete and
     # re-create of the same id, so an equal version means equal messages.
     # Message rows that are updated or deleted (erasure deletes a user's

@@ -118,7 +118,7 @@ class CachedChatHistory(_CachedHistoryBase):
     """A ``PostgresChatMessageHistory`` whose reads are cached, never stale.
 
     Build it with :meth:`CacheLayer.wrap_history`. A conversation's messages
-    are written by histories, ``ConversationStore``, ``SessionManager``, the
+    are written by histories, ``ConversationStore``, ``SessionStore``, the
     tracker and erasure, most of them not through this object; so every read
     asks PostgreSQL for the conversation's version (one round trip, a
     one-row lookup; a database trigger gives the conversation a new version

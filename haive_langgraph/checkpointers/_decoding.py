@@ -23,7 +23,7 @@ from haive_langgraph.checkpointers._columns import (
     open_metadata,
 )
 from haive_langgraph.checkpointers._encoder import PayloadMemo, Where, _nth, _text
-from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects
+from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects, Entry
 from haive_langgraph.checkpointers._refs import (
     EMPTY_LINEAGE,
     REFS_DIGEST,
@@ -130,11 +130,11 @@ class Decoder:
         "cache",
         "codec",
         "guard",
+        "made",
         "memo",
         "objects",
         "sealed",
         "serde",
-        "shapes",
         "share",
         "strict",
         "tenant",
@@ -152,9 +152,9 @@ class Decoder:
         objects: DecodedObjects | None = None,
     ) -> None:
         self.serde = serde
-        # Shapes (and plain fields) of the list items copied by a recipe, by id
-        # (see `_objects`).
-        self.shapes: dict[int, tuple[list[Any], tuple[int, ...] | None]] = {}
+        # Per list handed out (by id, with the list, which keeps its id unique):
+        # the entries of its items copied by a recipe (see `_objects`).
+        self.made: dict[int, tuple[list[Any], list[Entry | None]]] = {}
         # Decoded values kept across reads: each read gets copies of its own.
         self.objects = None if share else objects
         self.codec = codec
@@ -228,12 +228,14 @@ class Decoder:
         if self.objects is None:
             found: list[Any] = [MISSING] * len(keys)
         else:
-            found, shapes = self.objects.copies(keys)
-            self.shapes.update(shapes)
-        return [
+            found, entries = self.objects.copies(keys)
+        out = [
             self.value(family, k, d, (_nth, where, j), cached=False) if x is MISSING else x
             for j, (x, k, d) in enumerate(zip(found, keys, datas, strict=True))
         ]
+        if self.objects is not None:
+            self.made[id(out)] = (out, entries)
+        return out
 
 
 class MissingValueError(LookupError):

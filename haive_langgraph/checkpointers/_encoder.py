@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -130,7 +129,6 @@ class _Encoder:
         "scope",
         "seen",
         "serde",
-        "shapes",
         "tenant",
         "thread",
         "written",
@@ -155,8 +153,9 @@ class _Encoder:
         # Items seen before (see `item_keys`), for lists of this (thread, namespace).
         self.written = written
         self.thread, self.ns = thread
-        self.shapes: dict[str, list[list[Any] | None]] = {}
-        self.found: dict[str, Sequence[Entry | None]] = {}
+        # Per list channel: the entries `item_keys` found, and the shapes of the
+        # items it serialised, by position (see `remember_items`).
+        self.found: dict[str, tuple[list[Entry | None], dict[int, list[Any] | None]]] = {}
         self.serde = serde
         self.codec = codec
         self.tenant = tenant
@@ -236,20 +235,21 @@ class _Encoder:
         parent's item keys (``n_base`` of them), to recognise unchanged items
         by their bytes instead of hashing them.
         """
-        found: Sequence[Entry | None] = ()
-        if self.written is not None:
-            found = self.written.lookup((self.thread, self.ns, channel), items)
-            # A shape is taken before its item is serialised (see plan_writes).
-            self.shapes[channel] = [
-                entry[0] if entry is not None else shape(item)
-                for entry, item in zip(found, items, strict=True)
-            ]
-            self.found[channel] = found
+        written = self.written
+        found: list[Entry | None] = (
+            written.lookup((self.thread, self.ns, channel), items)
+            if written is not None
+            else [None] * len(items)
+        )
+        shapes: dict[int, list[Any] | None] = {}
         keys: list[bytes] = []
         payloads: list[bytes | None] = []
-        for i, item in enumerate(items):
-            entry = found[i] if found else None
+        for i, entry in enumerate(found):
             if entry is None:
+                item = items[i]
+                if written is not None:
+                    # A shape is taken before its item is serialised (see plan_writes).
+                    shapes[i] = shape(item)
                 payload: bytes | None = self.serialize(item, (_ITEM_OF_CHANNEL, i, channel))
                 assert payload is not None
                 # The parent's key is sliced in place (no method call).
@@ -260,19 +260,22 @@ class _Encoder:
                 key, payload = entry[1], None
             keys.append(key)
             payloads.append(payload)
+        if written is not None:
+            self.found[channel] = (found, shapes)
         return keys, payloads
 
-    def remember_items(self, channel: str, keys: list[bytes]) -> None:
-        """The list of ``channel`` is now these items (see :meth:`item_keys`)."""
+    def remember_items(self, channel: str, keys: list[bytes], moved: bool = False) -> None:
+        """The list of ``channel`` is now these items (see :meth:`item_keys`);
+        ``moved``: some keys changed after :meth:`item_keys` (``fill_payloads``)."""
         if self.written is None:
             return
-        shapes = self.shapes.pop(channel)
-        found = self.found.pop(channel)
-        entries: list[Entry | None] = []
-        for entry, shp, key in zip(found, shapes, keys, strict=True):
-            if entry is None or entry[1] != key:
-                entry = (shp, key, plain_fields(shp)) if shp is not None else None
-            entries.append(entry)
+        entries, shapes = self.found.pop(channel)  # the list is ours: filled in place
+        for i, shp in shapes.items():
+            entries[i] = (shp, keys[i], plain_fields(shp)) if shp is not None else None
+        if moved:
+            for i, entry in enumerate(entries):
+                if entry is not None and entry[1] != keys[i]:
+                    entries[i] = (entry[0], keys[i], entry[2])
         self.written.replace((self.thread, self.ns, channel), entries)
 
     def fill_payloads(

@@ -262,7 +262,7 @@ def plan_put(
                     item_s.append(seq)
                     item_k.append(keys[seq])
                 refs.lists[channel] = ListState(base.lineage, joined)
-                enc.remember_items(channel, keys)
+                enc.remember_items(channel, keys, moved)
             else:
                 lineage = _new_lineage_id()
                 queued, moved = enc.fill_payloads(value, channel, keys, payloads, 0)
@@ -276,7 +276,7 @@ def plan_put(
                 item_s.extend(range(len(keys)))
                 item_k.extend(keys)
                 refs.lists[channel] = ListState(lineage, joined)
-                enc.remember_items(channel, keys)
+                enc.remember_items(channel, keys, moved)
         else:
             expect = parent.values.get(channel) if parent is not None else None
             refs.values[channel] = enc.key_of(value, (_CHANNEL, channel), expect)

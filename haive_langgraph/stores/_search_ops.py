@@ -82,11 +82,7 @@ def search_filters(
 
 
 def refresh_clause(ctx: Context, op: SearchOp) -> sql.Composable:
-    return (
-        sql.SQL(S.REFRESH_RESULTS).format(schema=sql.Identifier(ctx.statements.schema))
-        if op.refresh_ttl
-        else sql.SQL("")
-    )
+    return S.q(S.REFRESH_RESULTS, ctx.statements.schema) if op.refresh_ttl else sql.SQL("")
 
 
 def plain_search_step(

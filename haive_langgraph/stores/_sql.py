@@ -24,6 +24,7 @@ from psycopg import sql
 
 from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._migrations import Component, Migration
+from haive_langgraph.db._render import render_sql
 from haive_langgraph.db._tenancy import tenant_policy_statements
 from haive_langgraph.stores._config import VectorIndexSpec
 from haive_langgraph.stores._sql_maintenance import ann_index_ddl as ann_index_ddl
@@ -241,8 +242,8 @@ COMPONENT = Component(name="store", migrations=MIGRATIONS, tables=TABLES, framed
 
 
 def q(template: str, schema: str) -> sql.Composed:
-    """Fill ``{schema}`` in a statement template."""
-    return sql.SQL(template).format(schema=sql.Identifier(schema))
+    """Fill ``{schema}`` in a statement template (the db renderer, cached)."""
+    return sql.Composed([render_sql(template, schema)])
 
 
 # -- the vector table (its column type depends on the configuration) ----------------

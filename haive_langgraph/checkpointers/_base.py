@@ -7,7 +7,6 @@ The calls both classes run are built in ``_calls`` (reading, writing),
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -58,6 +57,7 @@ from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 
 # Set to 1/true to serialise every list item at every put (see `strict_serialisation`).
+# The variable PersistenceConfig.strict_serialisation is read from.
 STRICT_SERIALISATION_ENV = "HAIVE_STRICT_SERIALISATION"
 
 C = TypeVar("C")
@@ -166,12 +166,7 @@ class CheckpointerBase(BaseCheckpointSaver[int], Generic[C]):
         # a put serialises only what is new or edited; and decoded values, so
         # that a read copies instead of decoding (see `_objects`).
         if strict_serialisation is None:
-            strict_serialisation = os.environ.get(STRICT_SERIALISATION_ENV, "").lower() in (
-                "1",
-                "true",
-                "yes",
-                "on",
-            )
+            strict_serialisation = self.config.strict_serialisation
         self.strict_serialisation = strict_serialisation
         self._written = None if strict_serialisation else WrittenObjects(cache_size * 16)
         self._objects = DecodedObjects(cache_size * 16)

@@ -6,6 +6,7 @@ import difflib
 import inspect
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -71,6 +72,11 @@ class PersistenceConfig(BaseSettings):
         replica_timeout: Seconds to wait for a replica connection before
             skipping that replica: what a replica that stops costs the one
             read that finds it gone.
+        embedded_data_dir: Where the embedded server keeps its data
+            (``HAIVE_EMBEDDED_DATA_DIR``; default: the user data directory).
+        strict_serialisation: Checkpointers serialise every value on each
+            put instead of skipping list items they wrote before
+            (``HAIVE_STRICT_SERIALISATION``: ``1``, ``true``, ``yes`` or ``on``).
     """
 
     model_config = SettingsConfigDict(
@@ -105,6 +111,8 @@ class PersistenceConfig(BaseSettings):
     replica_wait: float = Field(default=0.5, ge=0)
     replica_retry_after: float = Field(default=30.0, gt=0)
     replica_timeout: float = Field(default=1.0, gt=0)
+    embedded_data_dir: Path | None = None
+    strict_serialisation: bool = False
 
     def __init__(self, **values: Any) -> None:
         _reject_unknown_options(type(self), values)
@@ -122,6 +130,22 @@ class PersistenceConfig(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"HAIVE_REPLICA_URLS is not a valid JSON list: {exc}") from None
         return tuple(part.strip() for part in _NEXT_DSN.split(text) if part.strip())
+
+    @field_validator("embedded_data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: Any) -> Any:
+        # An empty variable means "not set", as it always has.
+        if isinstance(value, str):
+            return Path(value).expanduser() if value else None
+        return value
+
+    @field_validator("strict_serialisation", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        # Any other text turns it off, as the variable always did.
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return value
 
     @field_validator("schema_name")
     @classmethod

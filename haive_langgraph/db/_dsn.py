@@ -154,7 +154,7 @@ def resolve_dsn(
         return normalize_dsn(config.database_url, where=database_url_origin(config))
     from haive_langgraph.db._embedded import embedded_dsn
 
-    return embedded_dsn()
+    return embedded_dsn(config)
 
 
 def parse_dsn(dsn: str) -> dict[str, str]:

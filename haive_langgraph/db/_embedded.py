@@ -9,12 +9,12 @@ using the same directory, and stopped when the last of them exits.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
+from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.errors import EmbeddedPostgresError
 
 _lock = threading.Lock()
@@ -23,10 +23,11 @@ _server: Any = None
 DATA_DIR_ENV = "HAIVE_EMBEDDED_DATA_DIR"
 
 
-def default_data_dir() -> Path:
-    """Where the embedded server keeps its data."""
-    if configured := os.environ.get(DATA_DIR_ENV):
-        return Path(configured).expanduser()
+def default_data_dir(config: PersistenceConfig | None = None) -> Path:
+    """Where the embedded server keeps its data (``config.embedded_data_dir``, whose
+    default is read from ``HAIVE_EMBEDDED_DATA_DIR``, else the user data directory)."""
+    if configured := (config or PersistenceConfig()).embedded_data_dir:
+        return configured
     import platformdirs
 
     return Path(platformdirs.user_data_dir("haive-langgraph")) / "pg18"
@@ -71,10 +72,11 @@ def start_embedded(data_dir: Path | None = None, *, cleanup_mode: str | None = "
         ) from exc
 
 
-def embedded_dsn() -> str:
-    """DSN of the process-wide embedded server, starting it on first use."""
+def embedded_dsn(config: PersistenceConfig | None = None) -> str:
+    """DSN of the process-wide embedded server, starting it on first use (in
+    ``config``'s data directory, see :func:`default_data_dir`)."""
     global _server
     with _lock:
         if _server is None:
-            _server = start_embedded()
+            _server = start_embedded(default_data_dir(config))
         return str(_server.get_uri())

@@ -109,9 +109,10 @@ def supabase_config(config: PersistenceConfig | None = None) -> PersistenceConfi
     """
     if config is not None:
         return config
-    if "HAIVE_POOL_MAX_IDLE" in os.environ:
-        return PersistenceConfig()
-    return PersistenceConfig(pool_max_idle=SUPABASE_POOL_MAX_IDLE)
+    config = PersistenceConfig()
+    if "pool_max_idle" in config.model_fields_set:  # set by HAIVE_POOL_MAX_IDLE
+        return config
+    return config.model_copy(update={"pool_max_idle": SUPABASE_POOL_MAX_IDLE})
 
 
 def check_pooler(conn: object, config: PersistenceConfig) -> None:

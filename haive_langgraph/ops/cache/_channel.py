@@ -150,7 +150,14 @@ class _Channel:
         """Whether cached entries (memory or Redis) may be served now."""
         return self._connected and not self._lapsed and time.monotonic() < self._safe_until
 
-    def _error(self, exc: BaseException, what: str) -> None:
+    @property
+    def connected(self) -> bool:
+        """Whether the invalidation listener is subscribed now."""
+        return self._connected
+
+    def note_error(self, exc: BaseException, what: str) -> None:
+        """Count a failed Redis ``what`` (read, write, invalidate): the level is degraded
+        (warned once) until it is back."""
         if self._metrics is not None:
             self._metrics.redis_errors += 1
             self._metrics.degraded = True
@@ -200,7 +207,7 @@ class _Channel:
                 if self._metrics is not None:
                     self._metrics.degraded = True
                 self._needs_flush = True
-                self._error(exc, "subscription")
+                self.note_error(exc, "subscription")
                 self._stop.wait(interval)
             finally:
                 try:
@@ -381,7 +388,7 @@ class _Channel:
         except Exception as exc:  # whatever Redis answers, the write stands
             self._done(seq)
             self._needs_flush = True
-            self._error(exc, "invalidate")
+            self.note_error(exc, "invalidate")
             time.sleep(self._offline_delay())
             return
         try:
@@ -414,7 +421,7 @@ class _Channel:
         except Exception as exc:
             self._done(seq)
             self._needs_flush = True
-            self._error(exc, "invalidate")
+            self.note_error(exc, "invalidate")
             await asyncio.sleep(self._offline_delay())
             return
         try:

@@ -342,7 +342,7 @@ class CacheLayer:
             try:
                 seen, tag, data = yield _RedisRead(group, sub, tenant)
             except Exception as exc:  # whatever Redis does, read on
-                redis._error(exc, "read")
+                redis.note_error(exc, "read")
                 seen, data = None, None
             if data is not None and not refresh and redis.usable():
                 # Authentic is not enough: it must still be what PostgreSQL holds.
@@ -378,7 +378,7 @@ class CacheLayer:
                 else:
                     self._metrics.stale_fills_refused += 1
             except Exception as exc:
-                redis._error(exc, "write")
+                redis.note_error(exc, "write")
         return fmt.copy(value)
 
     # -- versioned reads (chat histories) ----------------------------------------------
@@ -400,12 +400,12 @@ class CacheLayer:
             if value is not _MISSING:
                 return memory.name, value, None
         redis = self.redis
-        if redis is None or not redis._connected:
+        if redis is None or not redis.connected:
             return None, None, None
         try:
             seen, _, data = yield _RedisRead(group, "", tenant)
         except Exception as exc:
-            redis._error(exc, "read")
+            redis.note_error(exc, "read")
             return None, None, None
         if data is not None:
             value = self._decode(group, "", data, fmt)
@@ -499,7 +499,7 @@ class CacheLayer:
         loaded = yield _Load((cached[0] if cached is not None else None,))
         entry, hit = self._settle(group, level, cached, loaded, tokens, refresh, tenant)
         redis = self.redis
-        if entry is not None and not hit and redis is not None and redis._connected:
+        if entry is not None and not hit and redis is not None and redis.connected:
             try:
                 if seen is None:
                     seen = yield _RedisCurrent(group, tenant)
@@ -511,27 +511,27 @@ class CacheLayer:
                 ):
                     self._metrics.fills += 1
             except Exception as exc:
-                redis._error(exc, "write")
+                redis.note_error(exc, "write")
         return fmt.copy(entry) if entry is not None else None
 
     def drop(self, groups: Sequence[str]) -> None:
         """Drop versioned entries here and tell the other processes (no waiting)."""
         self._drop_local(groups)
         redis = self.redis
-        if redis is not None and redis._connected:
+        if redis is not None and redis.connected:
             try:
                 redis.notify(groups)
             except Exception as exc:
-                redis._error(exc, "invalidate")
+                redis.note_error(exc, "invalidate")
 
     async def adrop(self, groups: Sequence[str]) -> None:
         self._drop_local(groups)
         redis = self.redis
-        if redis is not None and redis._connected:
+        if redis is not None and redis.connected:
             try:
                 await redis.anotify(groups)
             except Exception as exc:
-                redis._error(exc, "invalidate")
+                redis.note_error(exc, "invalidate")
 
     def _decode(self, group: str, sub: str, data: bytes, fmt: _Format[Any]) -> Any:
         """An authenticated entry's value; one that does not decode is a miss."""
@@ -539,7 +539,7 @@ class CacheLayer:
         try:
             return fmt.loads(data)
         except Exception as exc:  # e.g. a key since rotated away, a serde change
-            self.redis._reject(self.redis._k("val", group, sub), f"{type(exc).__name__}")
+            self.redis.reject_value(group, sub, f"{type(exc).__name__}")
             return _MISSING
 
     # -- writes -------------------------------------------------------------------------

@@ -174,6 +174,11 @@ class RedisCache(_Channel):
         mac.update(data)
         return mac.digest()
 
+    def reject_value(self, group: str, sub: str, why: str) -> None:
+        """Count (and warn, at most every few minutes) an entry that was not served: it
+        failed authentication or did not decode."""
+        self._reject(self._k("val", group, sub), why)
+
     def _reject(self, key: str, why: str) -> None:
         if self._metrics is not None:
             self._metrics.rejected += 1

@@ -69,8 +69,19 @@ _SESSION = (
 )
 
 
-def session_op(schema: str) -> Op[None]:
-    for statement in _SESSION:
+# What a restore sets: input parsed as backup wrote it, and row-level security
+# refusing (not hiding) rows, as for the backup.
+RESTORE_SESSION = (
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL row_security = off",
+)
+
+
+def session_op(schema: str, settings: Sequence[str] = _SESSION) -> Op[None]:
+    """Set the transaction's ``settings`` (default: the backup's text forms) and put
+    ``schema`` first on the search path."""
+    for statement in settings:
         yield Step(statement, fetch="none")
     # Catalog output relative to the schema: its names unqualified.
     yield Step(

@@ -50,7 +50,7 @@ from haive_langgraph.ops._archive import (
 )
 from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._backup_reports import RestoreReport
-from haive_langgraph.ops._backup_write import BackupProgress
+from haive_langgraph.ops._backup_write import RESTORE_SESSION, BackupProgress, session_op
 from haive_langgraph.ops._keys_sql import TENANT_KEYS
 from haive_langgraph.ops._migrate import all_components
 from haive_langgraph.ops._restore_checks import (
@@ -66,22 +66,6 @@ from haive_langgraph.ops._restore_checks import (
 from haive_langgraph.ops._schema import Schema, Table, introspect_op
 from haive_langgraph.ops._selection import TableScope
 from haive_langgraph.ops.audit import record_op
-
-_SESSION = (
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL IntervalStyle = 'postgres'",
-    "SET LOCAL row_security = off",
-)
-
-
-def _session_op(schema: str) -> Op[None]:
-    for statement in _SESSION:
-        yield Step(statement, fetch="none")
-    yield Step(
-        "SELECT set_config('search_path', %s, true)",
-        (sql.Identifier(schema).as_string(None),),
-        fetch="none",
-    )
 
 
 def _check_components(readers: Sequence[ArchiveReader]) -> None:
@@ -124,7 +108,7 @@ def run_restore(
     conn = connect(dsn, config=config)
     try:
         with conn.transaction():
-            run(conn, _session_op(schema))
+            run(conn, session_op(schema, RESTORE_SESSION))
             run(conn, migrate_op(all_components(), schema))
             live = run(conn, introspect_op(schema))
             for name in archived:

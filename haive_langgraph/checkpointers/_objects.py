@@ -272,9 +272,11 @@ Scope = tuple[str, str, str]
 class _Remembered:
     """What :class:`WrittenObjects` holds for one channel (never changed once published)."""
 
-    __slots__ = ("by_id", "count", "extra", "ordered")
+    __slots__ = ("by_id", "count", "extra", "in_order", "ordered")
 
-    def __init__(self, ordered: list[Entry | None], extra: dict[int, Entry]) -> None:
+    def __init__(
+        self, ordered: list[Entry | None], extra: dict[int, Entry], in_order: int | None = None
+    ) -> None:
         # The entries of the channel's latest list, in its order (an item met
         # at the same place in the next list is found without its id) ...
         self.ordered = ordered
@@ -282,7 +284,9 @@ class _Remembered:
         self.extra = extra
         # ... and the ordered ones by id, built at the first item met elsewhere.
         self.by_id: dict[int, Entry] | None = None
-        self.count = len(ordered) - ordered.count(None) + len(extra)
+        # How many of the ordered entries are entries (not None).
+        self.in_order = len(ordered) - ordered.count(None) if in_order is None else in_order
+        self.count = self.in_order + len(extra)
 
     def moved(self) -> dict[int, Entry]:
         """The entries of the latest list by id."""
@@ -359,7 +363,7 @@ class WrittenObjects:
             if old is None:
                 self._put(scope, _Remembered([], new))
             else:
-                self._put(scope, _Remembered(old.ordered, {**old.extra, **new}))
+                self._put(scope, _Remembered(old.ordered, {**old.extra, **new}, old.in_order))
 
     def _put(self, scope: Scope, held: _Remembered) -> None:
         # The caller holds the lock.
@@ -400,12 +404,14 @@ Recipe = tuple[
     tuple[int, ...],
     bool,
     bool,
+    tuple[int, ...],
 ]
 """How to copy a decoded pydantic model fast: its class, its fields, which of them
 hold containers (copied, the empty ones as new empties), its fields set,
 whether its extra fields are None (else an empty dict), the positions of
-the containers among its fields, whether all those containers are empty, and
-whether the class is made with ``object.__new__``."""
+the containers among its fields, whether all those containers are empty,
+whether the class is made with ``object.__new__``, and a 0 per container
+(what :func:`shape` adds for an empty one)."""
 
 
 def _recipe(obj: Any) -> Recipe | None:
@@ -437,12 +443,14 @@ def _recipe(obj: Any) -> Recipe | None:
         positions,
         not any(fields[k] for k, _ in containers),
         cast(Any, t).__new__ is _new_object,
+        (0,) * len(containers),
     )
 
 
-def _cook(recipe: Recipe, key: bytes) -> tuple[Any, Entry]:
-    """A copy made by ``recipe`` (of the object decoded for ``key``), and its :data:`Entry`."""
-    t, fields, containers, fields_set, extra_none, positions, empty, plain_new = recipe
+def _cook(recipe: Recipe, key: bytes, out: list[Any], entries: list[Entry | None]) -> None:
+    """Append a copy made by ``recipe`` (of the object decoded for ``key``) to ``out``,
+    and its :data:`Entry` to ``entries``."""
+    t, fields, containers, fields_set, extra_none, positions, empty, plain_new, zeros = recipe
     new = _new_object(t) if plain_new else t.__new__(t)  # type: ignore[call-overload]
     d = fields.copy()
     if empty:
@@ -456,14 +464,15 @@ def _cook(recipe: Recipe, key: bytes) -> tuple[Any, Entry]:
     _set_extra(new, extra)
     _set_fields_set(new, set(fields_set))
     _set_private(new, None)
+    out.append(new)
     if not empty:
         shp = shape(new)
         assert shp is not None
-        return new, (shp, key, plain_fields(shp))
-    # What shape(new) builds: the model, its class, size and values, a 0 per
-    # (empty) container, and its extra fields.
-    out = [new, t, len(d), *d.values(), *[0] * len(containers), extra]
-    return new, (out, key, positions)
+        entries.append((shp, key, plain_fields(shp)))
+    else:
+        # What shape(new) builds: the model, its class, size and values, a 0
+        # per (empty) container, and its extra fields.
+        entries.append(([new, t, len(d), *d.values(), *zeros, extra], key, positions))
 
 
 class DecodedObjects:
@@ -505,9 +514,7 @@ class DecodedObjects:
                 continue
             obj, recipe = entry
             if recipe is not None:
-                new, made = _cook(recipe, key)
-                out.append(new)
-                entries.append(made)
+                _cook(recipe, key, out, entries)
             else:
                 out.append(obj if type(obj) in ATOMS else fresh_copy(obj))
                 entries.append(None)

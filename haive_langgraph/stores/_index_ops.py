@@ -51,12 +51,20 @@ def count_vectors_op(statements: Statements) -> Op[tuple[int, int]]:
 def index_pending_op(statements: Statements, batch: int, tenant_id: str | None = None) -> Op[int]:
     """Add up to ``batch`` pending vectors (of ``tenant_id``, or of every tenant)
     to the ANN index (one transaction)."""
+    return (yield from maintenance_batch_op(statements, S.INDEX_PENDING, "v", batch, tenant_id))
+
+
+def maintenance_batch_op(
+    statements: Statements, template: str, alias: str, batch: int, tenant_id: str | None
+) -> Op[int]:
+    """A maintenance statement over up to ``batch`` rows (``%(n)s``) of ``tenant_id``,
+    or of every tenant (``{tenant}``: a condition on ``alias``); the rows it handled."""
     params: dict[str, object] = {"n": batch}
-    tenant = sql.SQL("")
+    tenant: sql.Composable = sql.SQL("")
     if tenant_id is not None:
         params["t"] = tenant_id
-        tenant = sql.SQL(" AND v.tenant_id = %(t)s")
-    row = yield Step(statements.q(S.INDEX_PENDING, tenant=tenant), params, fetch="one")
+        tenant = sql.SQL(" AND {}.tenant_id = %(t)s").format(sql.Identifier(alias))
+    row = yield Step(statements.q(template, tenant=tenant), params, fetch="one")
     return int(row[0])
 
 

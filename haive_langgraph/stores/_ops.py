@@ -31,7 +31,7 @@ from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import _sql as S
 from haive_langgraph.stores._config import ResourceQuota, TenantUsage, VectorIndexSpec
-from haive_langgraph.stores._index_ops import index_valid_op
+from haive_langgraph.stores._index_ops import index_valid_op, maintenance_batch_op
 from haive_langgraph.stores._values import (
     Namespace,
     PgvectorParam,
@@ -407,13 +407,8 @@ def vector_types_op(vector_type: str, text_config: str | None = None) -> Op[Vect
 
 
 def sweep_op(statements: Statements, tenant_id: str | None, batch: int) -> Op[int]:
-    params: dict[str, Any] = {"n": batch}
-    tenant = sql.SQL("")
-    if tenant_id is not None:
-        params["t"] = tenant_id
-        tenant = sql.SQL("AND s.tenant_id = %(t)s")
-    row = yield Step(statements.q(S.SWEEP, tenant=tenant), params, fetch="one")
-    return int(row[0])
+    """Delete up to ``batch`` expired items (of ``tenant_id``, or of every tenant)."""
+    return (yield from maintenance_batch_op(statements, S.SWEEP, "s", batch, tenant_id))
 
 
 def delete_tenant_op(statements: Statements, tenant_id: str) -> Op[dict[str, int]]:

@@ -75,13 +75,13 @@ async def test_calls_of_one_tick_run_as_one_batch(
 ) -> None:
     await astore.aput(ns, "seed", {"text": "seed"})
     runs: list[object] = []
-    real = astore._source.run
+    real = astore._source.call
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         runs.append(args)
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(astore._source, "run", counted)
+    monkeypatch.setattr(astore._source, "call", counted)
     calls = []
     for i in range(50):
         calls += [

@@ -156,9 +156,10 @@ class ThreadReader:
         self._decoded: dict[tuple[str, str, str], Any] = {}
         self._lists: dict[tuple[str, str], tuple[list[bytes], list[Any]]] = {}
 
-    def _q(self, template: str) -> Any:
+    def _q(self, template: str, **fragments: str) -> Any:
         task_path = Q.TASK_PATH if self.layout.task_path else Q.NO_TASK_PATH
-        return Q.q(template, schema=self.layout.schema, task_path=Q.fragment(task_path))
+        parts = {k: Q.fragment(v) for k, v in fragments.items()}
+        return Q.q(template, schema=self.layout.schema, task_path=Q.fragment(task_path), **parts)
 
     def threads(self) -> list[tuple[str, int]]:
         """``(thread_id, checkpoints)`` of every thread, by thread id."""
@@ -170,8 +171,7 @@ class ThreadReader:
         if not self.layout.writes:
             return 0, 0
         cid = "(c.checkpoint ->> 'id')" if self.layout.shallow else "c.checkpoint_id"
-        template = Q.LG_WRITE_COUNTS.replace("{checkpoint_id}", cid)
-        row = self.conn.execute(self._q(template)).fetchone()
+        row = self.conn.execute(self._q(Q.LG_WRITE_COUNTS, checkpoint_id=cid)).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
 

@@ -1,19 +1,24 @@
-"""Background retention: apply a policy every so often."""
+"""Background retention: apply a policy every so often (on :mod:`haive_langgraph.db._periodic`,
+as the stores' TTL sweepers)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
+from haive_langgraph.db._periodic import PeriodicThread, periodic_task
 
 if TYPE_CHECKING:
     from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
     from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
 
 logger = logging.getLogger("haive_langgraph.retention")
+
+
+def _logged(report: RetentionReport) -> None:
+    logger.info("retention: %s", report.as_dict())
 
 
 class RetentionSweeper:
@@ -33,34 +38,32 @@ class RetentionSweeper:
         self.policy = policy
         self.interval = interval
         self.last_report: RetentionReport | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds: PeriodicThread | None = None
 
     def run_once(self) -> RetentionReport:
+        """Apply the policy now."""
         self.last_report = self.saver.apply_retention(self.policy)
         return self.last_report
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                report = self.run_once()
-                logger.info("retention: %s", report.as_dict())
-            except Exception:  # keep sweeping; the next run may succeed
-                logger.exception("retention sweep failed")
-            self._stop.wait(self.interval)
+    def _round(self) -> None:
+        try:
+            _logged(self.run_once())
+        except Exception:  # keep sweeping; the next run may succeed
+            logger.exception("retention sweep failed")
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        """Apply the policy now and then every ``interval`` seconds (no-op if running)."""
+        if self._rounds is not None and self._rounds.is_alive():
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="haive-retention", daemon=True)
-        self._thread.start()
+        self._rounds = PeriodicThread(
+            self._round, self.interval, name="haive-retention", first_now=True
+        )
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        """Stop after the current round (waiting at most ``timeout`` seconds for it)."""
+        if self._rounds is not None:
+            self._rounds.stop(timeout)
+            self._rounds = None
 
 
 class AsyncRetentionSweeper:
@@ -76,23 +79,25 @@ class AsyncRetentionSweeper:
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> RetentionReport:
+        """Apply the policy now."""
         self.last_report = await self.saver.aapply_retention(self.policy)
         return self.last_report
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                report = await self.run_once()
-                logger.info("retention: %s", report.as_dict())
-            except Exception:  # keep sweeping; the next run may succeed
-                logger.exception("retention sweep failed")
-            await asyncio.sleep(self.interval)
+    async def _round(self) -> None:
+        try:
+            _logged(await self.run_once())
+        except Exception:  # keep sweeping; the next run may succeed
+            logger.exception("retention sweep failed")
 
     def start(self) -> None:
+        """Apply the policy now and then every ``interval`` seconds (no-op if running)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+            self._task = periodic_task(
+                self._round, self.interval, name="haive-retention", first_now=True
+            )
 
     async def stop(self) -> None:
+        """Cancel the task (and wait for it to end)."""
         if self._task is not None:
             self._task.cancel()
             try:

@@ -84,8 +84,8 @@ class Shared:
 
     vector_types: VectorTypes | None = None
     scopes: ScopeSizes = field(default_factory=ScopeSizes)
+    # The TTL sweeper: a db._periodic.PeriodicThread (sync) or asyncio task (async).
     sweeper: Any = None
-    stop: Any = None
     # The async store's calls waiting to be merged, and the task running them;
     # the sync store's merger of concurrent threads' calls.
     calls: list[Any] = field(default_factory=list)

@@ -15,6 +15,7 @@ from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call
 from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.db._driver import arun
+from haive_langgraph.db._periodic import periodic_task
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import Shared, StoreBase, StoreOptions
@@ -220,14 +221,12 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
         shared = self._shared
         if shared.sweeper is not None and not shared.sweeper.done():
             return shared.sweeper  # type: ignore[no-any-return]
-        interval = self._sweep_interval(sweep_interval_minutes)
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                await self._adrive(procedures.sweeper_round(self))
-
-        shared.sweeper = asyncio.create_task(loop(), name="haive-store-ttl-sweeper")
+        shared.sweeper = periodic_task(
+            lambda: self._adrive(procedures.sweeper_round(self)),
+            self._sweep_interval(sweep_interval_minutes),
+            name="haive-store-ttl-sweeper",
+            first_now=False,
+        )
         return shared.sweeper  # type: ignore[no-any-return]
 
     async def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Iterable
 from typing import Any, TypeVar, Unpack
 
@@ -16,6 +15,7 @@ from haive_langgraph.db._call import Call
 from haive_langgraph.db._conn_string import FromConnString
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._driver import run
+from haive_langgraph.db._periodic import PeriodicThread
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import StoreBase, StoreOptions
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
@@ -219,34 +219,25 @@ class PostgresStore(StoreBase, FromConnString):
             A future; cancel it (or call :meth:`stop_ttl_sweeper`) to stop.
         """
         shared = self._shared
-        if shared.sweeper is not None and shared.sweeper.is_alive():
+        running: PeriodicThread | None = shared.sweeper
+        if running is not None and running.is_alive():
             future: concurrent.futures.Future[None] = concurrent.futures.Future()
-            future.add_done_callback(lambda f: shared.stop.set() if f.cancelled() else None)
+            future.add_done_callback(lambda f: running.request_stop() if f.cancelled() else None)
             return future
-        interval = self._sweep_interval(sweep_interval_minutes)
-        stop = threading.Event()
-        future = concurrent.futures.Future()
-
-        def loop() -> None:
-            while not stop.wait(interval):
-                self._drive(procedures.sweeper_round(self), "sweeper")
-            if not future.done():
-                future.set_result(None)
-
-        thread = threading.Thread(target=loop, name="haive-store-ttl-sweeper", daemon=True)
-        shared.sweeper, shared.stop = thread, stop
-        future.add_done_callback(lambda f: stop.set() if f.cancelled() else None)
-        thread.start()
-        return future
+        shared.sweeper = rounds = PeriodicThread(
+            lambda: self._drive(procedures.sweeper_round(self), "sweeper"),
+            self._sweep_interval(sweep_interval_minutes),
+            name="haive-store-ttl-sweeper",
+            first_now=False,
+        )
+        return rounds.finished
 
     def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
         """Stop the sweeper thread; ``True`` when it is not running any more."""
         shared = self._shared
         if shared.sweeper is None:
             return True
-        shared.stop.set()
-        shared.sweeper.join(timeout)
-        if shared.sweeper.is_alive():
+        if not shared.sweeper.stop(timeout):
             return False
         shared.sweeper = None
         return True

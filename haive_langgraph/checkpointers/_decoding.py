@@ -229,6 +229,9 @@ class Decoder:
             found: list[Any] = [MISSING] * len(keys)
         else:
             found, entries = self.objects.copies(keys)
+            if None not in entries:  # every item copied by a recipe: none to decode
+                self.made[id(found)] = (found, entries)
+                return found
         out = [
             self.value(family, k, d, (_nth, where, j), cached=False) if x is MISSING else x
             for j, (x, k, d) in enumerate(zip(found, keys, datas, strict=True))
@@ -336,7 +339,7 @@ def decode_row(
                     f"{_text(where)}: the stored list should have {length} items but "
                     f"{len(keys)} were found"
                 )
-            refs.lists[channel] = ListState(lineage, b"".join(keys))
+            refs.lists[channel] = ListState(lineage, b"".join(keys), tuple(keys))
     if digest is not None and refs_digest(refs) != digest:
         raise CorruptDataError(
             _where(

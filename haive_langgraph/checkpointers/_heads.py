@@ -113,8 +113,10 @@ def tuple_of(head: Head, decoder: Decoder) -> CheckpointTuple:
         if state.lineage == EMPTY_LINEAGE:
             values[channel] = []
             continue
-        joined = state.keys
-        keys = [joined[i : i + KEY_BYTES] for i in range(0, len(joined), KEY_BYTES)]
+        keys = state.split
+        if keys is None:
+            joined = state.keys
+            keys = tuple(joined[i : i + KEY_BYTES] for i in range(0, len(joined), KEY_BYTES))
         values[channel] = decoder.items(
             family, keys, [None] * len(keys), f"{where}, channel {channel!r}"
         )

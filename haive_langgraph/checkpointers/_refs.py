@@ -34,6 +34,9 @@ class ListState:
 
     lineage: int
     keys: bytes
+    # The keys one by one, when the saver had them so (a read from memory
+    # then does not cut ``keys`` up again); not part of the state's value.
+    split: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def length(self) -> int:

@@ -261,7 +261,7 @@ def plan_put(
                     item_l.append(base.lineage)
                     item_s.append(seq)
                     item_k.append(keys[seq])
-                refs.lists[channel] = ListState(base.lineage, joined)
+                refs.lists[channel] = ListState(base.lineage, joined, tuple(keys))
                 enc.remember_items(channel, keys, moved)
             else:
                 lineage = _new_lineage_id()
@@ -275,7 +275,7 @@ def plan_put(
                 item_l.extend([lineage] * len(keys))
                 item_s.extend(range(len(keys)))
                 item_k.extend(keys)
-                refs.lists[channel] = ListState(lineage, joined)
+                refs.lists[channel] = ListState(lineage, joined, tuple(keys))
                 enc.remember_items(channel, keys, moved)
         else:
             expect = parent.values.get(channel) if parent is not None else None

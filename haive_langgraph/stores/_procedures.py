@@ -10,7 +10,8 @@ plain code does.
 
 The sync store performs effects with psycopg's ``Connection`` and the
 embedder's sync methods, the async store with ``AsyncConnection`` and its
-async methods; that is all they do (see :class:`Progress`). Everything else
+async methods; that is all they do (``db._call.drive`` / ``adrive`` step a
+procedure, the store's ``_perform`` does each effect). Everything else
 (what to run, in which order, with which options, retries of a backlog,
 logging) is here.
 """
@@ -21,7 +22,7 @@ import functools
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from langgraph.store.base import Result, SearchItem, SearchOp
@@ -78,44 +79,6 @@ class Rebuild:
 
 Effect = Call[Any] | Embed | Rebuild
 Procedure = Generator[Effect, Any, T]
-
-
-class Progress(Generic[T]):
-    """A procedure being driven: the effect it waits on, or (once ``effect`` is
-    ``None``) its result. A store's driver is::
-
-        progress = Progress(procedure)
-        while progress.effect is not None:
-            try:
-                reply = perform(progress.effect)  # the one line that does I/O
-            except BaseException as exc:
-                progress.fail(exc)
-            else:
-                progress.send(reply)
-        return progress.result
-    """
-
-    __slots__ = ("_procedure", "effect", "result")
-
-    def __init__(self, procedure: Procedure[T]) -> None:
-        self._procedure = procedure
-        self.effect: Effect | None = None
-        self.result: T
-        self._resume(procedure.send, None)
-
-    def send(self, reply: Any) -> None:
-        """Hand the effect's result to the procedure."""
-        self._resume(self._procedure.send, reply)
-
-    def fail(self, exc: BaseException) -> None:
-        """Raise the effect's error in the procedure (it propagates unless handled)."""
-        self._resume(self._procedure.throw, exc)
-
-    def _resume(self, step: Callable[[Any], Effect], arg: Any) -> None:
-        try:
-            self.effect = step(arg)
-        except StopIteration as stop:
-            self.effect, self.result = None, stop.value
 
 
 # -- setup and batches ---------------------------------------------------------------------
@@ -364,6 +327,5 @@ __all__ = [
     "Effect",
     "Embed",
     "Procedure",
-    "Progress",
     "Rebuild",
 ]

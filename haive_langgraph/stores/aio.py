@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from haive_langgraph.db._async_connections import AsyncConnectionSource
-from haive_langgraph.db._call import Call
+from haive_langgraph.db._call import Call, adrive
 from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.db._driver import arun
 from haive_langgraph.db._periodic import periodic_task
@@ -22,7 +22,7 @@ from haive_langgraph.stores._base import Shared, StoreBase, StoreOptions
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
 from haive_langgraph.stores._indexer import TaskIndexer
 from haive_langgraph.stores._planning import MergedCall
-from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Progress, Vectors
+from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Vectors
 
 T = TypeVar("T")
 
@@ -104,16 +104,8 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
     # -- running procedures -------------------------------------------------------------
 
     async def _adrive(self, procedure: Procedure[T]) -> T:
-        """Run a procedure on this event loop (see :class:`procedures.Progress`)."""
-        progress = Progress(procedure)
-        while progress.effect is not None:
-            try:
-                reply = await self._perform(progress.effect)
-            except BaseException as exc:
-                progress.fail(exc)
-            else:
-                progress.send(reply)
-        return progress.result
+        """Run a procedure on this event loop, performing its effects here."""
+        return await adrive(procedure, self._perform)
 
     def _drive(self, procedure: Procedure[T], name: str = "") -> T:
         """Run a procedure on this store's event loop, from another thread."""

@@ -11,7 +11,7 @@ from langgraph.store.base import Op, Result
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from haive_langgraph.db._call import Call
+from haive_langgraph.db._call import Call, drive
 from haive_langgraph.db._conn_string import FromConnString
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._driver import run
@@ -22,7 +22,7 @@ from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, 
 from haive_langgraph.stores._indexer import ThreadIndexer
 from haive_langgraph.stores._merge import ThreadMerger
 from haive_langgraph.stores._planning import MergedCall
-from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Progress, Vectors
+from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Vectors
 
 T = TypeVar("T")
 
@@ -126,16 +126,8 @@ class PostgresStore(StoreBase, FromConnString):
     # -- running procedures -------------------------------------------------------------
 
     def _drive(self, procedure: Procedure[T], name: str = "") -> T:
-        """Run a procedure in this thread (see :class:`procedures.Progress`)."""
-        progress = Progress(procedure)
-        while progress.effect is not None:
-            try:
-                reply = self._perform(progress.effect)
-            except BaseException as exc:
-                progress.fail(exc)
-            else:
-                progress.send(reply)
-        return progress.result
+        """Run a procedure in this thread, performing its effects here."""
+        return drive(procedure, self._perform)
 
     async def _adrive(self, procedure: Procedure[T]) -> T:
         """Run a procedure in a worker thread."""

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from haive_langgraph.ops.cache._memory import CacheMetrics, InMemoryCache, log
+from haive_langgraph.ops.cache._memory import CacheMetrics, InMemoryCache, forget_tenant_here, log
 
 # Lua: record this process's heartbeat (Redis time), forget members gone for
 # longer than the grace period, return members whose heartbeat lapsed.
@@ -311,13 +311,7 @@ class _Channel:
     def _forget_here(self, tenant: str) -> None:
         """Drop a shredded tenant from this process's memory and make its keyrings ask
         the key store again (so that they refuse the tenant at once)."""
-        for memory in self._memory:
-            memory.drop_tenant(tenant)
-        for keyring in list(self._keyrings):
-            try:
-                keyring.invalidate(tenant)
-            except Exception:  # a keyring's problem is not the listener's
-                log.debug("a keyring could not be invalidated", exc_info=True)
+        forget_tenant_here(tenant, self._memory, self._keyrings)
 
     # -- invalidation -------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +15,11 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 
-from haive_langgraph.codec import Codec, Kind, RowContext, default_codec
+from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.errors import HaiveError
 from haive_langgraph.ops.cache._format import _NONE, _seal, _unseal
 from haive_langgraph.ops.cache._memory import log
-from haive_langgraph.ops.cache._origin import _Origin
+from haive_langgraph.ops.cache._origin import _Keyed
 
 if TYPE_CHECKING:
     from haive_langgraph.ops.cache._layer import CacheLayer
@@ -125,7 +124,7 @@ class _TupleFormat:
         )
 
 
-class CachedCheckpointer(BaseCheckpointSaver[Any]):
+class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
     """A checkpointer whose ``get_tuple`` is cached (see the module docstring).
 
     Build it with :meth:`CacheLayer.wrap`. Everything else is the wrapped
@@ -145,6 +144,8 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
             checkpointer's codec, else :func:`default_codec`.
     """
 
+    _KIND = "cp"
+
     def __init__(
         self,
         inner: BaseCheckpointSaver[Any],
@@ -157,15 +158,7 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         self.inner = inner
         self.layer = layer
         self.refresh_on_put = refresh_on_put
-        self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
-        layer.ensure_secret(self._codec)
-        self._schema = str(getattr(inner, "schema", ""))
-        self._tenant = str(getattr(inner, "tenant_id", ""))
-        self._origin = _Origin(
-            inner, self._schema, self._tenant, getattr(self._codec, "keyring", None)
-        )
-        layer.adopt(self._origin)
-        self._prefix = ""
+        self._bind(inner, layer, codec)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -188,17 +181,6 @@ class CachedCheckpointer(BaseCheckpointSaver[Any]):
         """The checkpointer's tables, and the cache's versions table beside them (a
         coroutine when the checkpointer's ``setup`` is one)."""
         return self._origin.setup_with(self.inner.setup())  # type: ignore[attr-defined]
-
-    def _known(self) -> None:
-        """Learn the database's identity (once): every key names it."""
-        if not self._prefix:
-            ident = self._origin.identity()
-            self._prefix = "cp:" + json.dumps([ident, self._schema, self._tenant]) + ":"
-
-    async def _aknown(self) -> None:
-        if not self._prefix:
-            await self._origin.aidentity()
-            self._known()
 
     def _group(self, thread_id: Any) -> str:
         self._known()

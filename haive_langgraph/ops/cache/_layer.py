@@ -29,7 +29,7 @@ from haive_langgraph.ops.cache._levels import (
     Seen,
     secret_from_codec,
 )
-from haive_langgraph.ops.cache._memory import log
+from haive_langgraph.ops.cache._memory import forget_tenant_here, log
 from haive_langgraph.ops.cache._origin import _Origin
 from haive_langgraph.ops.cache._requests import (
     _LOAD,
@@ -208,15 +208,8 @@ class CacheLayer:
     def forget_tenant(self, tenant: str) -> None:
         """Drop everything cached for ``tenant`` from every level, here and in every process
         sharing the Redis server, before returning (called when its keys are destroyed)."""
-        for memory in self.memory:
-            memory.drop_tenant(tenant)
-        # Other keyrings of this process (other wrapped objects) learn it now too:
-        # none of them may load the tenant back into memory meanwhile.
-        for ring in list(self._keyrings):
-            try:
-                ring.invalidate(tenant)
-            except Exception:  # a keyring's problem is not the shred's
-                log.debug("a keyring could not be invalidated", exc_info=True)
+        # Other keyrings of this process (other wrapped objects) learn it now too.
+        forget_tenant_here(tenant, self.memory, self._keyrings)
         if self.redis is not None:
             self.redis.invalidate([], tenants=[tenant])
 

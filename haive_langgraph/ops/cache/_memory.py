@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,3 +210,18 @@ class InMemoryCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def forget_tenant_here(
+    tenant: str, memories: Iterable[InMemoryCache], keyrings: Iterable[Any]
+) -> None:
+    """Drop a shredded tenant from this process's memory levels and make its keyrings
+    ask the key store again, so that none of them loads the tenant back meanwhile (a
+    keyring that fails is logged, not raised: its problem is not the shred's)."""
+    for memory in memories:
+        memory.drop_tenant(tenant)
+    for ring in list(keyrings):
+        try:
+            ring.invalidate(tenant)
+        except Exception:
+            log.debug("a keyring could not be invalidated", exc_info=True)

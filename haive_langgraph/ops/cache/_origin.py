@@ -16,10 +16,11 @@ import json
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
 
+from haive_langgraph.codec import Codec, default_codec
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._driver import Op, Step
@@ -27,6 +28,9 @@ from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.ops.cache import _sql as S
 from haive_langgraph.ops.cache._memory import log
+
+if TYPE_CHECKING:
+    from haive_langgraph.ops.cache._layer import CacheLayer
 
 T = TypeVar("T")
 
@@ -292,3 +296,33 @@ class _Origin:
         return await asyncio.to_thread(
             source.run, factory, transaction=transaction, scope=self._scope
         )
+
+
+class _Keyed:
+    """What the cached checkpointer and store share: the wrapped object's codec and
+    origin, and the start of every key (``_KIND``, then its database, schema and
+    tenant)."""
+
+    _KIND: ClassVar[str]
+
+    def _bind(self, inner: Any, layer: CacheLayer, codec: Codec | None) -> None:
+        self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
+        layer.ensure_secret(self._codec)
+        self._schema = str(getattr(inner, "schema", ""))
+        self._tenant = str(getattr(inner, "tenant_id", ""))
+        self._origin = _Origin(
+            inner, self._schema, self._tenant, getattr(self._codec, "keyring", None)
+        )
+        layer.adopt(self._origin)
+        self._prefix = ""
+
+    def _known(self) -> None:
+        """Learn the database's identity (once): every key names it."""
+        if not self._prefix:
+            ident = self._origin.identity()
+            self._prefix = f"{self._KIND}:" + json.dumps([ident, self._schema, self._tenant]) + ":"
+
+    async def _aknown(self) -> None:
+        if not self._prefix:
+            await self._origin.aidentity()
+            self._known()

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 
-from haive_langgraph.codec import Codec, Kind, RowContext, default_codec
+from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.ops.cache._format import _NONE, _seal, _unseal
 from haive_langgraph.ops.cache._memory import log
-from haive_langgraph.ops.cache._origin import _Origin
+from haive_langgraph.ops.cache._origin import _Keyed
 
 if TYPE_CHECKING:
     from haive_langgraph.ops.cache._layer import CacheLayer
@@ -70,7 +70,7 @@ class _ItemFormat:
         )
 
 
-class CachedStore(BaseStore):
+class CachedStore(_Keyed, BaseStore):
     """A store whose ``get`` is cached; everything else passes through.
 
     Build it with :meth:`CacheLayer.wrap_store`. It wraps any LangGraph
@@ -94,6 +94,8 @@ class CachedStore(BaseStore):
 
     supports_ttl = False
 
+    _KIND = "st"
+
     def __init__(self, inner: BaseStore, layer: CacheLayer, *, codec: Codec | None = None) -> None:
         ttl_config = getattr(inner, "ttl_config", None) or {}
         if ttl_config.get("default_ttl") is not None:
@@ -105,32 +107,13 @@ class CachedStore(BaseStore):
         self.inner = inner
         self.layer = layer
         self.ttl_config = None
-        self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
+        self._bind(inner, layer, codec)
         self._serde = JsonPlusSerializer()
-        layer.ensure_secret(self._codec)
-        self._schema = str(getattr(inner, "schema", ""))
-        self._tenant = str(getattr(inner, "tenant_id", ""))
-        self._origin = _Origin(
-            inner, self._schema, self._tenant, getattr(self._codec, "keyring", None)
-        )
-        layer.adopt(self._origin)
-        self._prefix = ""
 
     def setup(self) -> Any:
         """The store's tables, and the cache's versions table beside them (a coroutine
         when the store's ``setup`` is one)."""
         return self._origin.setup_with(self.inner.setup())  # type: ignore[attr-defined]
-
-    def _known(self) -> None:
-        """Learn the database's identity (once): every key names it."""
-        if not self._prefix:
-            ident = self._origin.identity()
-            self._prefix = "st:" + json.dumps([ident, self._schema, self._tenant]) + ":"
-
-    async def _aknown(self) -> None:
-        if not self._prefix:
-            await self._origin.aidentity()
-            self._known()
 
     def _group(self, namespace: tuple[str, ...], key: str) -> str:
         self._known()
@@ -222,44 +205,34 @@ class CachedStore(BaseStore):
             results[i] = await self._aget(op)
         return results
 
+    def _entry(
+        self, op: GetOp, versions: Mapping[str, str] | None
+    ) -> tuple[str, _ItemFormat, str | None]:
+        """The item's key, its format in Redis and the version it is read at (if known)."""
+        ns = tuple(op.namespace)
+        group = self._group(ns, op.key)
+        return group, _ItemFormat(self, ns, op.key), versions.get(group) if versions else None
+
     def _get(
         self, op: GetOp, *, refresh: bool = False, versions: Mapping[str, str] | None = None
     ) -> Item | None:
-        ns = tuple(op.namespace)
-
         def load() -> Item | None:
             result = self.inner.batch([op])[0]
             return result if isinstance(result, Item) else None
 
-        group = self._group(ns, op.key)
-        return self.layer.read(
-            group,
-            "",
-            load,
-            _ItemFormat(self, ns, op.key),
-            self._origin,
-            refresh=refresh,
-            version=versions.get(group) if versions else None,
-        )
+        group, fmt, version = self._entry(op, versions)
+        return self.layer.read(group, "", load, fmt, self._origin, refresh=refresh, version=version)
 
     async def _aget(
         self, op: GetOp, *, refresh: bool = False, versions: Mapping[str, str] | None = None
     ) -> Item | None:
-        ns = tuple(op.namespace)
-
         async def load() -> Item | None:
             result = (await self.inner.abatch([op]))[0]
             return result if isinstance(result, Item) else None
 
-        group = self._group(ns, op.key)
+        group, fmt, version = self._entry(op, versions)
         return await self.layer.aread(
-            group,
-            "",
-            load,
-            _ItemFormat(self, ns, op.key),
-            self._origin,
-            refresh=refresh,
-            version=versions.get(group) if versions else None,
+            group, "", load, fmt, self._origin, refresh=refresh, version=version
         )
 
     def _refresh(self, namespace: tuple[str, ...], key: str, versions: Mapping[str, str]) -> None:

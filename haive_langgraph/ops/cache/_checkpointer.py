@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
@@ -263,7 +264,7 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
 
     # -- writes -------------------------------------------------------------------------
     #
-    # Every write runs on the source, then (in ``finally``: a write that failed
+    # Every write runs on the source, then (in ``_writing``, even when it failed: it
     # may have happened) gives the threads it touched new versions in
     # PostgreSQL and drops them from every level of every process.
 
@@ -286,6 +287,22 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
         except Exception:  # _groups falls back to everything
             pass
         return await self.layer.awritten(self._origin, self._groups(thread_ids))
+
+    @contextmanager
+    def _writing(self, thread_ids: Sequence[str] | str | None) -> Iterator[None]:
+        """Run a write on the source, then (even when it failed: it may have happened)
+        give ``thread_ids`` new versions and drop them from the cache (``None``: all)."""
+        try:
+            yield
+        finally:
+            self._written(thread_ids)
+
+    @asynccontextmanager
+    async def _awriting(self, thread_ids: Sequence[str] | str | None) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self._awritten(thread_ids)
 
     @staticmethod
     def _thread(config: RunnableConfig) -> str:
@@ -375,10 +392,8 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        try:
+        with self._writing(self._thread(config)):
             self.inner.put_writes(config, writes, task_id, task_path)
-        finally:
-            self._written(self._thread(config))
 
     async def aput_writes(
         self,
@@ -387,95 +402,65 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        try:
+        async with self._awriting(self._thread(config)):
             await self.inner.aput_writes(config, writes, task_id, task_path)
-        finally:
-            await self._awritten(self._thread(config))
 
     def delete_thread(self, thread_id: str) -> None:
-        try:
+        with self._writing(str(thread_id)):
             self.inner.delete_thread(thread_id)
-        finally:
-            self._written(str(thread_id))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        try:
+        async with self._awriting(str(thread_id)):
             await self.inner.adelete_thread(thread_id)
-        finally:
-            await self._awritten(str(thread_id))
 
     def delete_threads(self, thread_ids: Sequence[str]) -> Any:
-        try:
+        with self._writing(thread_ids):
             return self.inner.delete_threads(thread_ids)  # type: ignore[attr-defined]
-        finally:
-            self._written(thread_ids)
 
     async def adelete_threads(self, thread_ids: Sequence[str]) -> Any:
-        try:
+        async with self._awriting(thread_ids):
             return await self.inner.adelete_threads(thread_ids)  # type: ignore[attr-defined]
-        finally:
-            await self._awritten(thread_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        try:
+        with self._writing(str(target_thread_id)):
             self.inner.copy_thread(source_thread_id, target_thread_id)
-        finally:
-            self._written(str(target_thread_id))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        try:
+        async with self._awriting(str(target_thread_id)):
             await self.inner.acopy_thread(source_thread_id, target_thread_id)
-        finally:
-            await self._awritten(str(target_thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         # The threads the runs wrote to are not known here: drop everything.
-        try:
+        with self._writing(None):
             self.inner.delete_for_runs(run_ids)
-        finally:
-            self._written(None)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        try:
+        async with self._awriting(None):
             await self.inner.adelete_for_runs(run_ids)
-        finally:
-            await self._awritten(None)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        try:
+        with self._writing(thread_ids):
             self.inner.prune(thread_ids, strategy=strategy)
-        finally:
-            self._written(thread_ids)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        try:
+        async with self._awriting(thread_ids):
             await self.inner.aprune(thread_ids, strategy=strategy)
-        finally:
-            await self._awritten(thread_ids)
 
     def tag(self, config: RunnableConfig, *tags: str) -> None:
-        try:
+        with self._writing(self._thread(config)):
             self.inner.tag(config, *tags)  # type: ignore[attr-defined]
-        finally:
-            self._written(self._thread(config))
 
     async def atag(self, config: RunnableConfig, *tags: str) -> None:
-        try:
+        async with self._awriting(self._thread(config)):
             await self.inner.atag(config, *tags)  # type: ignore[attr-defined]
-        finally:
-            await self._awritten(self._thread(config))
 
     def untag(self, config: RunnableConfig, *tags: str) -> None:
-        try:
+        with self._writing(self._thread(config)):
             self.inner.untag(config, *tags)  # type: ignore[attr-defined]
-        finally:
-            self._written(self._thread(config))
 
     async def auntag(self, config: RunnableConfig, *tags: str) -> None:
-        try:
+        async with self._awriting(self._thread(config)):
             await self.inner.auntag(config, *tags)  # type: ignore[attr-defined]
-        finally:
-            await self._awritten(self._thread(config))
 
     def create_branch(self, config: RunnableConfig, name: str, **kwargs: Any) -> RunnableConfig:
         out: RunnableConfig = self.inner.create_branch(config, name, **kwargs)  # type: ignore[attr-defined]
@@ -490,18 +475,14 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
         return out
 
     def restore(self, config: RunnableConfig) -> RunnableConfig:
-        try:
+        with self._writing(self._thread(config)):
             out: RunnableConfig = self.inner.restore(config)  # type: ignore[attr-defined]
             return out
-        finally:
-            self._written(self._thread(config))
 
     async def arestore(self, config: RunnableConfig) -> RunnableConfig:
-        try:
+        async with self._awriting(self._thread(config)):
             out: RunnableConfig = await self.inner.arestore(config)  # type: ignore[attr-defined]
             return out
-        finally:
-            await self._awritten(self._thread(config))
 
     def apply_retention(
         self, policy: Any, *, dry_run: bool = False, thread_ids: Sequence[str] | None = None

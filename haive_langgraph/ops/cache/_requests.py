@@ -14,6 +14,9 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from haive_langgraph.db._call import adrive as adrive_plan
+from haive_langgraph.db._call import drive as drive_plan
+
 if TYPE_CHECKING:
     from haive_langgraph.ops.cache._levels import RedisCache, Seen
     from haive_langgraph.ops.cache._origin import _Origin
@@ -75,17 +78,7 @@ _LOAD = _Load()
 
 def drive(op: _Op[T], redis: RedisCache | None, load: Callable[..., Any]) -> T:
     """Run ``op`` to completion with the sync Redis client and ``load``."""
-    try:
-        request = next(op)
-        while True:
-            try:
-                result = _perform(request, redis, load)
-            except BaseException as exc:
-                request = op.throw(exc)
-            else:
-                request = op.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    return drive_plan(op, lambda request: _perform(request, redis, load))
 
 
 def _perform(request: _Request, redis: RedisCache | None, load: Callable[..., Any]) -> Any:
@@ -104,17 +97,7 @@ def _perform(request: _Request, redis: RedisCache | None, load: Callable[..., An
 
 async def adrive(op: _Op[T], redis: RedisCache | None, load: Callable[..., Awaitable[Any]]) -> T:
     """Run ``op`` to completion with the async Redis client and ``load``."""
-    try:
-        request = next(op)
-        while True:
-            try:
-                result = await _aperform(request, redis, load)
-            except BaseException as exc:
-                request = op.throw(exc)
-            else:
-                request = op.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    return await adrive_plan(op, lambda request: _aperform(request, redis, load))
 
 
 async def _aperform(

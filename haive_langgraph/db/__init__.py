@@ -1,4 +1,9 @@
-"""Connections, configuration, the embedded default server and migrations."""
+"""Connections and their settings: the DSN, the embedded default server, replicas.
+
+What users need is listed in ``__all__``; the connection sources, the
+sans-I/O driver, calls and migrations are internal (``db._connections``,
+``db._driver``, ``db._call``, ``db._migrations`` ...) and may change.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,8 @@ from typing import Any
 
 import psycopg
 
-from haive_langgraph.db._async_connections import AsyncConnectionSource
-from haive_langgraph.db._call import Call, ErrorMap
 from haive_langgraph.db._config import PersistenceConfig, PoolerMode
-from haive_langgraph.db._connections import (
-    ConnectionSource,
-    connect_error,
-    connection_kwargs,
-)
-from haive_langgraph.db._driver import Op, Step, arun, run
+from haive_langgraph.db._connections import connect_error, connection_kwargs
 from haive_langgraph.db._dsn import (
     describe_dsn,
     normalize_dsn,
@@ -22,48 +20,23 @@ from haive_langgraph.db._dsn import (
     uses_transaction_pooler,
 )
 from haive_langgraph.db._embedded import default_data_dir, embedded_dsn, start_embedded
-from haive_langgraph.db._identifiers import validate_identifier
-from haive_langgraph.db._migrations import (
-    Component,
-    Migration,
-    migrate_op,
-    migration_script,
-    status_op,
-)
 from haive_langgraph.db._partitions import PartitionKey
 from haive_langgraph.db._replicas import ReplicaStats, Route
-from haive_langgraph.db._tenancy import TenantScope
 
 __all__ = [
-    "AsyncConnectionSource",
-    "Call",
-    "Component",
-    "ConnectionSource",
-    "ErrorMap",
-    "Migration",
-    "Op",
     "PartitionKey",
     "PersistenceConfig",
     "PoolerMode",
     "ReplicaStats",
     "Route",
-    "Step",
-    "TenantScope",
-    "arun",
     "connect",
-    "connection_kwargs",
     "default_data_dir",
     "describe_dsn",
     "embedded_dsn",
-    "migrate_op",
-    "migration_script",
     "normalize_dsn",
     "resolve_dsn",
-    "run",
     "start_embedded",
-    "status_op",
     "uses_transaction_pooler",
-    "validate_identifier",
 ]
 
 

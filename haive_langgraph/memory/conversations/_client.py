@@ -18,9 +18,11 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, ClassVar, Self, TypeVar
 
-from haive_langgraph.db import AsyncConnectionSource, Call, ConnectionSource, PersistenceConfig
+from haive_langgraph.db._async_connections import AsyncConnectionSource
+from haive_langgraph.db._call import Call
+from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
-from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._connections import AsyncConn, ConnectionSource, SyncConn
 from haive_langgraph.db._methods import deprecated_asetup
 from haive_langgraph.memory.conversations._tables import ConversationTables
 

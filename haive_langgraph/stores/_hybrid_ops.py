@@ -54,20 +54,14 @@ def hybrid_search_step(ctx: Context, plan: HybridPlan) -> Step:
         "text": op.query or "",
         "rrf_k": spec.text.rrf_k,
     }
-    scope, cand = vector_candidates(ctx, op, params, exact=plan.force_exact)
+    candidates = vector_candidates(ctx, op, params, exact=plan.force_exact)
     t_ns = prefix_condition("s", op.namespace_prefix, params, "tns")
     t_filters = search_filters(ctx, op, params, "g", column="s.doc")
     query = ctx.statements.q(
         """
-WITH scope AS MATERIALIZED ({scope}
-), cand AS MATERIALIZED ({cand}
-), vbest AS (
-    SELECT DISTINCT ON (c.namespace, c.key) c.namespace, c.key, c.dist
-    FROM cand AS c
-    ORDER BY c.namespace, c.key, c.dist
-), vrank AS MATERIALIZED (
+WITH {candidates}, vrank AS MATERIALIZED (
     SELECT b.namespace, b.key, row_number() OVER (ORDER BY b.dist, b.namespace, b.key) AS r
-    FROM vbest AS b
+    FROM best AS b
     JOIN {schema}.store_items AS s
       ON s.tenant_id = %(t)s AND s.namespace = b.namespace AND s.key = b.key
     WHERE s.expires_at IS NULL OR s.expires_at > now()
@@ -104,8 +98,7 @@ FROM (SELECT (SELECT count(*) FROM vrank) AS n_vec, (SELECT n FROM scope) AS sco
 LEFT JOIN page AS p ON true
 ORDER BY p.score DESC, p.namespace, p.key
 """,
-        scope=scope,
-        cand=cand,
+        candidates=candidates,
         t_ns=t_ns,
         t_filters=t_filters,
         refresh=refresh_clause(ctx, op),

@@ -163,21 +163,24 @@ def rebuild_cleanup_op(statements: Statements) -> Op[None]:
     yield Step(S.RELEASE_REBUILD_LOCK, (S.LOCK_CLASS_REBUILD, statements.schema), fetch="one")
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of the server's refusal (the exception's type if it says nothing)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def repair_refused(schema: str, exc: BaseException) -> str:
     """What ``setup()`` logs when its role may not rebuild an invalid index."""
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return (
         f"the vector index {schema}.{S.ANN_INDEX} is invalid or missing (a build did not "
-        f"finish) and this role may not rebuild it ({reason}); searches stay correct but scan "
-        f"every vector: run setup() or index_pending() as the owner of {schema}.{S.VECTORS}"
+        f"finish) and this role may not rebuild it ({_reason(exc)}); searches stay correct but "
+        f"scan every vector: run setup() or index_pending() as the owner of {schema}.{S.VECTORS}"
     )
 
 
 def rebuild_refused(schema: str, exc: BaseException) -> str:
     """What the background indexer logs when its role may not rebuild the index."""
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return (
-        f"the background indexer may not rebuild {schema}.{S.ANN_INDEX} in bulk ({reason}); "
-        f"it adds pending vectors in batches instead (slower per vector). Run "
-        f"index_pending() as the owner of {schema}.{S.VECTORS} after large imports"
+        f"the background indexer may not rebuild {schema}.{S.ANN_INDEX} in bulk "
+        f"({_reason(exc)}); it adds pending vectors in batches instead (slower per vector). "
+        f"Run index_pending() as the owner of {schema}.{S.VECTORS} after large imports"
     )

@@ -53,13 +53,14 @@ def score_of(spec: VectorIndexSpec, distance: float) -> float:
 
 def vector_candidates(
     ctx: Context, op: SearchOp, params: dict[str, Any], *, exact: bool
-) -> tuple[sql.Composable, sql.Composable]:
-    """The ``scope`` and ``cand`` CTE bodies of a vector search (see :func:`vector_search_step`).
+) -> sql.Composable:
+    """The ``scope``, ``cand`` and ``best`` CTEs of a vector search (see :func:`vector_search_step`).
 
     ``cand`` yields ``(namespace, key, dist)`` per candidate vector, at most
-    ``%(k)s`` per branch; ``params`` must hold ``t``, ``q`` and ``k``. It adds
-    ``exact_n``: below that many vectors in scope the scan is exact (a scope
-    known to be large skips the count: LIMIT 0 counts nothing).
+    ``%(k)s`` per branch, ``best`` each item's nearest candidate; ``params``
+    must hold ``t``, ``q`` and ``k``. It adds ``exact_n``: below that many
+    vectors in scope the scan is exact (a scope known to be large skips the
+    count: LIMIT 0 counts nothing).
     """
     spec = ctx.spec
     assert spec is not None
@@ -123,7 +124,17 @@ def vector_candidates(
     ) AS x""",
             v_ns=v_ns,
         )
-    return scope, cand
+    return ctx.statements.q(
+        """scope AS MATERIALIZED ({scope}
+), cand AS MATERIALIZED ({cand}
+), best AS (
+    SELECT DISTINCT ON (c.namespace, c.key) c.namespace, c.key, c.dist
+    FROM cand AS c
+    ORDER BY c.namespace, c.key, c.dist
+)""",
+        scope=scope,
+        cand=cand,
+    )
 
 
 def vector_search_step(ctx: Context, plan: SearchPlan) -> Step:
@@ -154,16 +165,9 @@ def vector_search_step(ctx: Context, plan: SearchPlan) -> Step:
         # expired one was seen among them: then all of them.
         "top": plan.candidates if plan.check_all else min(want, MAX_COUNT),
     }
-    scope, cand = vector_candidates(ctx, op, params, exact=plan.force_exact)
     query = ctx.statements.q(
         """
-WITH scope AS MATERIALIZED ({scope}
-), cand AS MATERIALIZED ({cand}
-), best AS (
-    SELECT DISTINCT ON (c.namespace, c.key) c.namespace, c.key, c.dist
-    FROM cand AS c
-    ORDER BY c.namespace, c.key, c.dist
-), top AS MATERIALIZED (
+WITH {candidates}, top AS MATERIALIZED (
     SELECT b.namespace, b.key, b.dist
     FROM best AS b
     ORDER BY b.dist, b.namespace, b.key
@@ -189,8 +193,7 @@ FROM (
 LEFT JOIN page AS p ON true
 ORDER BY p.dist, p.namespace, p.key
 """,
-        scope=scope,
-        cand=cand,
+        candidates=vector_candidates(ctx, op, params, exact=plan.force_exact),
         refresh=refresh_clause(ctx, op),
     )
     return Step(query, params, fetch="all")

@@ -28,10 +28,29 @@ from haive_langgraph.db._features import FramedTable
 from haive_langgraph.errors import CorruptDataError, DecryptionError, SerializationError
 from haive_langgraph.ops._keys_sql import PROGRESS_TABLE
 
-__all__ = ["BatchResult", "batch_op", "counts_op", "progress_op"]
+__all__ = ["BatchResult", "RotationPass", "batch_op", "counts_op", "progress_op"]
 
 # At most this many messages about unreadable rows are kept per run.
 MAX_ERRORS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RotationPass:
+    """What every batch of one rotation pass works with.
+
+    Attributes:
+        schema: Schema of the tables.
+        codec: The codec whose keyring's primary key values are rewritten to.
+        batch_size: Rows per batch (one transaction each).
+        target: The key id this pass rewrites to (its resume points name it).
+        serde: Serializer of checkpoint values (for inline values moved out).
+    """
+
+    schema: str
+    codec: HaiveCodec
+    batch_size: int
+    target: str
+    serde: SerializerProtocol
 
 
 @dataclass(slots=True)
@@ -201,10 +220,10 @@ def _select_rows(
 
 
 def _save_progress(
-    schema: str, table: FramedTable, rows: list[Any], batch_size: int, rewritten: int, target: str
+    run: RotationPass, table: FramedTable, rows: list[Any], rewritten: int
 ) -> Op[bool]:
-    progress = sql.Identifier(schema, PROGRESS_TABLE)
-    if len(rows) < batch_size:
+    progress = sql.Identifier(run.schema, PROGRESS_TABLE)
+    if len(rows) < run.batch_size:
         yield Step(
             sql.SQL("DELETE FROM {} WHERE table_name = %s").format(progress),
             (table.key,),
@@ -219,23 +238,17 @@ def _save_progress(
             "rewritten = {p}.rewritten + excluded.rewritten, target = excluded.target, "
             "updated_at = now()"
         ).format(p=progress),
-        (table.key, Jsonb(_cursor_out(rows[-1][:n])), rewritten, target),
+        (table.key, Jsonb(_cursor_out(rows[-1][:n])), rewritten, run.target),
         fetch="none",
     )
     return False
 
 
-def batch_op(
-    schema: str,
-    table: FramedTable,
-    codec: HaiveCodec,
-    batch_size: int,
-    target: str,
-    serde: SerializerProtocol,
-) -> Op[BatchResult]:
+def batch_op(run: RotationPass, table: FramedTable) -> Op[BatchResult]:
     """One batch of one entry, in one transaction, with its resume point."""
     if table.inline_column is not None:
-        return (yield from _inline_batch_op(schema, table, codec, batch_size, target, serde))
+        return (yield from _inline_batch_op(run, table))
+    schema, codec, batch_size = run.schema, run.codec, run.batch_size
     keyring = codec.keyring
     assert keyring is not None
     copy = sql.Identifier("c", table.copy_column) if table.copy_column else None
@@ -260,9 +273,7 @@ def batch_op(
                 changes.append((pk, value, *fresh))
     if changes:
         result.rewritten = yield from _update_op(schema, table, changes)
-    result.finished = yield from _save_progress(
-        schema, table, rows, batch_size, result.rewritten, target
-    )
+    result.finished = yield from _save_progress(run, table, rows, result.rewritten)
     return result
 
 
@@ -374,14 +385,7 @@ def _inline_extra(schema: str) -> sql.Composable:
     ).format(items=sql.Identifier(schema, "lineage_items"), sig=_REFS_SIGNATURE)
 
 
-def _inline_batch_op(
-    schema: str,
-    table: FramedTable,
-    codec: HaiveCodec,
-    batch_size: int,
-    target: str,
-    serde: SerializerProtocol,
-) -> Op[BatchResult]:
+def _inline_batch_op(run: RotationPass, table: FramedTable) -> Op[BatchResult]:
     """Move the inline (plaintext) values of checkpoint rows into encrypted values.
 
     Each row is rewritten as an encrypting saver writes it: its inline values
@@ -390,6 +394,7 @@ def _inline_batch_op(
     taken shared, as a checkpoint write does, so that garbage collection
     cannot remove a value between its insert and the row's update.
     """
+    schema, codec, batch_size = run.schema, run.codec, run.batch_size
     keyring = codec.keyring
     assert keyring is not None
     _, rows = yield from _select_rows(schema, table, batch_size, _inline_extra(schema))
@@ -421,7 +426,7 @@ def _inline_batch_op(
             ):
                 raise CorruptDataError("the items of its lists do not match their lengths")
             moved = move_inline(
-                serde=serde,
+                serde=run.serde,
                 codec=codec,
                 tenant=tenant,
                 family=family,
@@ -511,9 +516,7 @@ def _inline_batch_op(
             fetch="rowcount",
         )
         result.rewritten = int(count)
-    result.finished = yield from _save_progress(
-        schema, table, rows, batch_size, result.rewritten, target
-    )
+    result.finished = yield from _save_progress(run, table, rows, result.rewritten)
     return result
 
 

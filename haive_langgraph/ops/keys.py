@@ -54,7 +54,13 @@ from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import ConfigurationError, DecryptionError
 from haive_langgraph.ops._keys_sql import COMPONENT, TENANT_KEYS
 from haive_langgraph.ops._migrate import framed_tables
-from haive_langgraph.ops._rotation import MAX_ERRORS, batch_op, counts_op, progress_op
+from haive_langgraph.ops._rotation import (
+    MAX_ERRORS,
+    RotationPass,
+    batch_op,
+    counts_op,
+    progress_op,
+)
 
 __all__ = [
     "KeyStatus",
@@ -308,25 +314,21 @@ def _rewrap_op(
 
 def _rotate_entry(
     source: ConnectionSource,
-    schema: str,
+    run: RotationPass,
     table: FramedTable,
-    codec: HaiveCodec,
-    batch_size: int,
-    target: str,
-    serde: SerializerProtocol,
     report: RotationReport,
     progress: Progress | None,
 ) -> int:
     """Every batch of one entry; returns how many rows were unreadable."""
     key = table.key
-    resumed, restarted = source.run(lambda: progress_op(schema, key, target), transaction=True)
+    resumed, restarted = source.run(
+        lambda: progress_op(run.schema, key, run.target), transaction=True
+    )
     report.resumed[key] = report.resumed.get(key, False) or resumed
     report.restarted[key] = report.restarted.get(key, False) or restarted
     unreadable = 0
     while True:
-        batch = source.run(
-            lambda: batch_op(schema, table, codec, batch_size, target, serde), transaction=True
-        )
+        batch = source.run(lambda: batch_op(run, table), transaction=True)
         report.scanned[key] = report.scanned.get(key, 0) + batch.scanned
         report.rewritten[key] = report.rewritten.get(key, 0) + batch.rewritten
         if batch.shredded:
@@ -429,12 +431,8 @@ def rotate_keys(
         while pending and report.passes < max_passes:
             report.passes += 1
             target = _target(source, target_schema, keyring, present)
-            unreadable = {
-                t.key: _rotate_entry(
-                    source, target_schema, t, codec, batch_size, target, serde, report, progress
-                )
-                for t in pending
-            }
+            run = RotationPass(target_schema, codec, batch_size, target, serde)
+            unreadable = {t.key: _rotate_entry(source, run, t, report, progress) for t in pending}
             keyring.invalidate()
             left = _status(source, target_schema, pending, keyring).left or {}
             report.left.update(left)

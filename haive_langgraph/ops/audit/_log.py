@@ -130,14 +130,7 @@ class AuditLog:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         return self._source.run(
             lambda: query_op(
-                self.schema,
-                tenant_id=tenant_id,
-                user_id=user_id,
-                table=table,
-                operation=operation,
-                since=since,
-                until=until,
-                limit=limit,
+                self.schema, tenant_id, user_id, table, operation, since, until, limit
             ),
             read=True,
         )

@@ -296,15 +296,16 @@ def status_op(schema: str) -> Op[AuditStatus]:
 
 def query_op(
     schema: str,
-    *,
-    tenant_id: str | None = None,
-    user_id: str | None = None,
-    table: str | None = None,
-    operation: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    limit: int = 100,
+    tenant_id: str | None,
+    user_id: str | None,
+    table: str | None,
+    operation: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
 ) -> Op[list[AuditEvent]]:
+    """Entries matching every condition that is not ``None``, newest first (the
+    conditions as :meth:`AuditLog.query` takes them, defaults there)."""
     conds: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": limit}
     for column, value in (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from langchain_core.messages import BaseMessage
 
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _INT4_MAX = 2**31 - 1
+T = TypeVar("T")
 
 Permission = Literal["read", "write", "moderate"]
 """What a session participant may do: read its messages, also write to it, also
@@ -192,18 +193,29 @@ class StoredMessage:
     metadata: dict[str, Any] | None = None
 
 
+class _Page(Generic[T]):
+    """What the pages share: iterating over one, or taking its length, goes over
+    its items (the list in its first field)."""
+
+    __slots__ = ()
+
+    def _items(self) -> list[T]:
+        items: list[T] = getattr(self, fields(cast(Any, self))[0].name)
+        return items
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
 @dataclass(frozen=True, slots=True)
-class MessagePage:
+class MessagePage(_Page[StoredMessage]):
     """A page of messages; pass ``next_cursor`` back for the next one."""
 
     messages: list[StoredMessage]
     next_cursor: str | None
-
-    def __iter__(self) -> Iterator[StoredMessage]:
-        return iter(self.messages)
-
-    def __len__(self) -> int:
-        return len(self.messages)
 
 
 # -- conversations -------------------------------------------------------------------------
@@ -268,17 +280,11 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
-class ConversationPage:
+class ConversationPage(_Page[Conversation]):
     """A page of conversations; pass ``next_cursor`` back for the next one."""
 
     conversations: list[Conversation]
     next_cursor: str | None
-
-    def __iter__(self) -> Iterator[Conversation]:
-        return iter(self.conversations)
-
-    def __len__(self) -> int:
-        return len(self.conversations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,17 +339,11 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionPage:
+class SessionPage(_Page[Session]):
     """A page of sessions; pass ``next_cursor`` back for the next one."""
 
     sessions: list[Session]
     next_cursor: str | None
-
-    def __iter__(self) -> Iterator[Session]:
-        return iter(self.sessions)
-
-    def __len__(self) -> int:
-        return len(self.sessions)
 
 
 def check_ttl(ttl: object) -> timedelta | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -57,17 +57,17 @@ class Selection:
     @classmethod
     def build(
         cls,
-        *,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        tenants: Sequence[str] | None = None,
-        users: Sequence[str] | None = None,
-        threads: Sequence[str] | None = None,
-        where: Mapping[str, Sequence[str]] | None = None,
-        global_tables: bool | None = None,
-        tenant_keys: bool = False,
+        include: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+        tenants: Sequence[str] | None,
+        users: Sequence[str] | None,
+        threads: Sequence[str] | None,
+        where: Mapping[str, Sequence[str]] | None,
+        global_tables: bool | None,
+        tenant_keys: bool,
     ) -> Selection:
-        """Validate and normalise the options of :func:`~haive_langgraph.ops.backup.backup`."""
+        """Validate and normalise the options of :func:`~haive_langgraph.ops.backup.backup`
+        (in its order; the defaults are its)."""
         columns: dict[str, set[str]] = {}
         for column, values in (
             *(where or {}).items(),
@@ -111,13 +111,7 @@ class Selection:
         )
 
     def canonical(self) -> dict[str, Any]:
-        return {
-            "include": list(self.include),
-            "exclude": list(self.exclude),
-            "tenants": list(self.tenants) if self.tenants is not None else None,
-            "where": {c: list(v) for c, v in self.where},
-            "global_tables": self.includes_global,
-        }
+        return self._shown(list)
 
     def digest(self) -> str:
         body = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
@@ -125,11 +119,15 @@ class Selection:
 
     def summary(self) -> dict[str, Any]:
         """What the manifest shows in clear: counts, not the selected ids."""
+        return self._shown(len)
+
+    def _shown(self, values: Callable[[tuple[str, ...]], Any]) -> dict[str, Any]:
+        """The selection, its selected ids (tenants, ``where`` values) shown by ``values``."""
         return {
             "include": list(self.include),
             "exclude": list(self.exclude),
-            "tenants": len(self.tenants) if self.tenants is not None else None,
-            "where": {c: len(v) for c, v in self.where},
+            "tenants": values(self.tenants) if self.tenants is not None else None,
+            "where": {c: values(v) for c, v in self.where},
             "global_tables": self.includes_global,
         }
 

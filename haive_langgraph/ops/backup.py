@@ -187,14 +187,7 @@ def backup(
     if not encrypt and key is not None:
         raise ConfigurationError("a key was given with encrypt=False")
     selection = Selection.build(
-        include=include,
-        exclude=exclude,
-        tenants=tenants,
-        users=users,
-        threads=threads,
-        where=where,
-        global_tables=global_tables,
-        tenant_keys=tenant_keys,
+        include, exclude, tenants, users, threads, where, global_tables, tenant_keys
     )
     base: dict[str, Any] | None = None
     if since is not None:

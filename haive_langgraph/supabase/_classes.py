@@ -15,7 +15,7 @@ PostgreSQL class's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self, cast
 
@@ -122,11 +122,8 @@ class SupabaseSync(_SupabaseOptions):
             ConfigurationError: ``public`` without RLS and not forced, or
                 ``enable_rls`` on a database without Supabase's auth schema.
         """
-        self._supabase_setup(cast(Any, super()).setup, force)
-
-    def _supabase_setup(self, feature_setup: Callable[[], object], force: bool) -> None:
         call = self._supabase_call(force)
-        feature_setup()
+        cast(Any, super()).setup()
         cast(Any, self)._source.call(call)  # the feature's ConnectionSource
 
 
@@ -136,11 +133,6 @@ class SupabaseAsync(_SupabaseOptions):
     async def setup(self, *, force: bool = False) -> None:
         """Create or upgrade the tables, then apply grants, policies and realtime
         (see :meth:`SupabaseSync.setup`)."""
-        await self._supabase_setup(cast(Any, super()).setup, force)
-
-    async def _supabase_setup(
-        self, feature_setup: Callable[[], Awaitable[object]], force: bool
-    ) -> None:
         call = self._supabase_call(force)
-        await feature_setup()
+        await cast(Any, super()).setup()
         await cast(Any, self)._source.call(call)  # the feature's AsyncConnectionSource

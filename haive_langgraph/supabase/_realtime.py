@@ -23,6 +23,7 @@ import psycopg
 from psycopg import AsyncConnection, Connection, sql
 from psycopg import conninfo as _conninfo
 
+from haive_langgraph.db._call import adrive, drive
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import connect_error, connection_kwargs
 from haive_langgraph.db._dsn import TRANSACTION_POOLER_PORT, normalize_dsn, parse_dsn
@@ -240,12 +241,7 @@ class Subscription(_Subscribing):
 
     def get(self, timeout: float | None = None) -> ChangeEvent | None:
         """The next change, or ``None`` if none arrives within ``timeout`` seconds."""
-        op, received = self._l.get_op(timeout), None
-        try:
-            while True:
-                received = self._perform(op.send(received))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return drive(self._l.get_op(timeout), self._perform)
 
     def __iter__(self) -> Iterator[ChangeEvent]:
         while True:
@@ -302,12 +298,7 @@ class AsyncSubscription(_Subscribing):
 
     async def get(self, timeout: float | None = None) -> ChangeEvent | None:  # noqa: ASYNC109
         """The next change, or ``None`` if none arrives within ``timeout`` seconds."""
-        op, received = self._l.get_op(timeout), None
-        try:
-            while True:
-                received = await self._perform(op.send(received))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return await adrive(self._l.get_op(timeout), self._perform)
 
     async def __aiter__(self) -> AsyncIterator[ChangeEvent]:
         while True:

@@ -58,6 +58,7 @@ from haive_langgraph.ops._backup_keys import (
     new_backup_key,
     resolve_key,
 )
+from haive_langgraph.ops._fields import field_dict
 from haive_langgraph.ops._manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -115,13 +116,7 @@ class PartInfo:
     sha256: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "rows": self.rows,
-            "size": self.size,
-            "raw_bytes": self.raw_bytes,
-            "sha256": self.sha256,
-        }
+        return field_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PartInfo:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from haive_langgraph.ops._fields import field_dict
+
 
 @dataclass(slots=True)
 class BackupReport:
@@ -38,18 +40,7 @@ class BackupReport:
     base_archive_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "archive_id": self.archive_id,
-            "kind": self.kind,
-            "tables": self.tables,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "raw_bytes": self.raw_bytes,
-            "seconds": round(self.seconds, 3),
-            "encrypted": self.encrypted,
-            "base_archive_id": self.base_archive_id,
-        }
+        return field_dict(self, path=str(self.path), seconds=round(self.seconds, 3))
 
 
 @dataclass(slots=True)
@@ -83,19 +74,7 @@ class ArchiveInfo:
     selection: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "archive_id": self.archive_id,
-            "kind": self.kind,
-            "created_at": self.created_at.isoformat(),
-            "schema": self.schema,
-            "tables": self.tables,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "encrypted": self.encrypted,
-            "base_archive_id": self.base_archive_id,
-            "selection": self.selection,
-        }
+        return field_dict(self, path=str(self.path), created_at=self.created_at.isoformat())
 
 
 @dataclass(slots=True)
@@ -128,14 +107,4 @@ class RestoreReport:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "schema": self.schema,
-            "archives": self.archives,
-            "tables": self.tables,
-            "skipped": self.skipped,
-            "deleted": self.deleted,
-            "created_tables": self.created_tables,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 3),
-        }
+        return field_dict(self, seconds=round(self.seconds, 3))

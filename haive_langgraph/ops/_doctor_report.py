@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from haive_langgraph.ops._fields import field_dict
+
 Severity = Literal["critical", "warning", "info"]
 """How urgent a :class:`Finding` is: ``"critical"``, ``"warning"`` or ``"info"``."""
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
@@ -32,14 +34,7 @@ class Finding:
     object: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "title": self.title,
-            "explanation": self.explanation,
-            "fix": list(self.fix),
-            "object": self.object,
-        }
+        return field_dict(self, fix=list(self.fix))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +50,7 @@ class TableSize:
     dead_rows: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "total_bytes": self.total_bytes,
-            "table_bytes": self.table_bytes,
-            "index_bytes": self.index_bytes,
-            "toast_bytes": self.toast_bytes,
-            "rows": self.rows,
-            "dead_rows": self.dead_rows,
-        }
+        return field_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +63,7 @@ class TenantSize:
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "tenant_id": self.tenant_id,
-            "rows": self.rows,
-            "bytes": self.bytes,
-        }
+        return field_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +77,7 @@ class SlowStatement:
     rows: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "calls": self.calls,
-            "mean_ms": round(self.mean_ms, 3),
-            "total_ms": round(self.total_ms, 3),
-            "rows": self.rows,
-        }
+        return field_dict(self, mean_ms=round(self.mean_ms, 3), total_ms=round(self.total_ms, 3))
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._render import render_sql
 from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.ops._fields import field_dict
 from haive_langgraph.ops._schema import Schema, introspect_op
 from haive_langgraph.ops.audit import _sql as S
 
@@ -48,16 +49,7 @@ class AuditEvent:
     xid: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant_id": self.tenant_id,
-            "occurred_at": self.occurred_at.isoformat(),
-            "user_id": self.user_id,
-            "operation": self.operation,
-            "table": self.table,
-            "object_key": self.object_key,
-            "xid": self.xid,
-        }
+        return field_dict(self, occurred_at=self.occurred_at.isoformat())
 
 
 @dataclass(slots=True)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from haive_langgraph.ops._fields import field_dict
+
 SourceKind = Literal["langgraph", "chat-history", "pgvector"]
 
 # Mismatches a verification keeps (with their total count): enough to see the
@@ -31,12 +33,7 @@ class Counts:
     dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "source": self.source,
-            "imported": self.imported,
-            "skipped": self.skipped,
-            "dropped": self.dropped,
-        }
+        return field_dict(self)
 
 
 @dataclass(slots=True)
@@ -67,13 +64,12 @@ class VerifyReport:
             self.mismatches.append(text)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "checked": dict(self.checked),
-            "mismatches": list(self.mismatches),
-            "mismatch_count": self.mismatch_count,
-            "seconds": round(self.seconds, 3),
-        }
+        return field_dict(
+            self,
+            checked=dict(self.checked),
+            mismatches=list(self.mismatches),
+            seconds=round(self.seconds, 3),
+        )
 
 
 @dataclass(slots=True)

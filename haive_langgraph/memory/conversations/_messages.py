@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 from langchain_core.messages import BaseMessage
 from psycopg.types.numeric import Int8
@@ -231,18 +231,12 @@ def stored(plan: AppendPlan, placed: tuple[int, datetime] | None) -> list[Stored
 
 
 def read_messages(
-    t: ConversationTables,
-    conversation_id: str,
-    *,
-    lo: int = 0,
-    hi: int = MAX_SEQ,
-    last: int | None = None,
-    live: bool = True,
+    t: ConversationTables, conversation_id: str, *, last: int | None = None, live: bool = True
 ) -> Op[list[BaseMessage]]:
-    """The visible messages of a conversation in order (none if it does not exist,
-    or with ``live`` if it expired)."""
+    """The visible messages of a conversation in order, or its ``last`` ones (none if
+    it does not exist, or with ``live`` if it expired)."""
     statement = t.read_bodies if live else t.read_bodies_any
-    rows = yield Step(statement, bounds(t, conversation_id, lo, hi, last), prepare=True)
+    rows = yield Step(statement, bounds(t, conversation_id, 0, MAX_SEQ, last), prepare=True)
     unpack = t.messages.items
     out: list[BaseMessage] = []
     add = out.append
@@ -264,16 +258,18 @@ def version(t: ConversationTables, conversation_id: str) -> Op[tuple[int, ...] |
     return tuple(int(r[0]) for r in rows)
 
 
+class Window(TypedDict, total=False):
+    """Which positions of a conversation to read: ``lo <= position < hi`` (default all)."""
+
+    lo: int
+    hi: int
+
+
 def read_entries(
-    t: ConversationTables,
-    conversation_id: str,
-    *,
-    lo: int = 0,
-    hi: int = MAX_SEQ,
-    last: int | None = None,
+    t: ConversationTables, conversation_id: str, *, lo: int = 0, hi: int = MAX_SEQ
 ) -> Op[list[Entry]]:
     """The visible messages with their bookkeeping, unpacked from their rows."""
-    rows = yield Step(t.read_records, bounds(t, conversation_id, lo, hi, last))
+    rows = yield Step(t.read_records, bounds(t, conversation_id, lo, hi, None))
     unpack = t.messages.items
     out: list[Entry] = []
     for cid, seq, n, ids, body, roles, created_at, user_id, copied, *usage, start, stop in rows:
@@ -320,15 +316,10 @@ def record(entry: Entry) -> StoredMessage:
 
 
 def read_stored(
-    t: ConversationTables,
-    conversation_id: str,
-    *,
-    lo: int = 0,
-    hi: int = MAX_SEQ,
-    last: int | None = None,
+    t: ConversationTables, conversation_id: str, **window: Unpack[Window]
 ) -> Op[list[StoredMessage]]:
     """The visible messages as :class:`StoredMessage` values."""
-    entries = yield from read_entries(t, conversation_id, lo=lo, hi=hi, last=last)
+    entries = yield from read_entries(t, conversation_id, **window)
     return [record(e) for e in entries]
 
 

@@ -66,6 +66,21 @@ SESSION = "session"
 VERBS = {"read": "read", "write": "write to", "moderate": "moderate"}
 
 
+# See ConvRow.activity.
+_ACTIVITY = (
+    "user_id",
+    "agent_id",
+    "created_at",
+    "updated_at",
+    "last_message_at",
+    "message_count",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ConvRow:
     """A ``conversations`` row as read (see ``CONVERSATION_COLUMNS``)."""
@@ -120,6 +135,11 @@ class ConvRow:
             max_chunk=int(r[20]),
             participants=dict(zip(r[21] or [], r[22] or [], strict=True)),
         )
+
+    def activity(self) -> dict[str, Any]:
+        """The fields a :class:`Conversation` and a :class:`Session` take from the row as
+        they are: owner, agent, timestamps, message count and usage totals."""
+        return {name: getattr(self, name) for name in _ACTIVITY}
 
     def permission_of(self, user_id: str | None) -> int:
         """The rank of what ``user_id`` may do (the owner moderates; 0: nothing)."""
@@ -379,19 +399,10 @@ class ConversationTables:
         )
         return Conversation(
             conversation_id=row.conversation_id,
-            user_id=row.user_id,
-            agent_id=row.agent_id,
             metadata=metadata,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            last_message_at=row.last_message_at,
-            message_count=row.message_count,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            total_tokens=row.total_tokens,
-            cost=row.cost,
             parent_id=row.parent_id,
             messages=messages,
+            **row.activity(),
         )
 
     def session(self, row: ConvRow) -> Session:
@@ -399,23 +410,14 @@ class ConversationTables:
         _, context = self.decode_details(row)
         return Session(
             session_id=row.conversation_id,
-            user_id=row.user_id,
-            agent_id=row.agent_id,
             context=context,
             parent_session_id=row.parent_id,
             branch_index=row.branch_seq - 1 if row.parent_id and row.branch_seq else None,
             participants=dict(row.participants),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            last_message_at=row.last_message_at,
             ttl=row.ttl,
             expires_at=row.expires_at,
             max_messages=row.max_messages,
-            message_count=row.message_count,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            total_tokens=row.total_tokens,
-            cost=row.cost,
+            **row.activity(),
         )
 
 

@@ -288,6 +288,18 @@ def _all_strings(value: Any) -> bool:
 # -- computing scopes ---------------------------------------------------------------------
 
 
+def _refs_where(
+    schema: str, table: Table, refs: Sequence[str], where: sql.Composable
+) -> sql.Composed:
+    """The distinct (tenant, key references) of ``table``'s rows matching ``where``."""
+    return sql.SQL("SELECT DISTINCT {tenant}, {refs} FROM {table} WHERE {where}").format(
+        tenant=_tenant_of(table),
+        refs=sql.SQL(", ").join(sql.Identifier(r) for r in refs),
+        table=sql.Identifier(schema, table.name),
+        where=where,
+    )
+
+
 def _tenant_of(table: Table) -> sql.Composable:
     return sql.Identifier(TENANT_COLUMN) if table.has_tenant else sql.SQL("''::text")
 
@@ -369,14 +381,13 @@ def scopes_op(schema: Schema, selection: Selection) -> Op[list[TableScope]]:
                     )
                 continue
             rows = yield Step(
-                sql.SQL(
-                    "SELECT DISTINCT {tenant}, {refs} FROM {table} WHERE {col}::text = ANY(%(v)s::text[]) AND {tf}"
-                ).format(
-                    tenant=_tenant_of(table),
-                    refs=sql.SQL(", ").join(sql.Identifier(r) for r in refs),
-                    table=sql.Identifier(schema.name, table.name),
-                    col=sql.Identifier(column),
-                    tf=tf,
+                _refs_where(
+                    schema.name,
+                    table,
+                    refs,
+                    sql.SQL("{col}::text = ANY(%(v)s::text[]) AND {tf}").format(
+                        col=sql.Identifier(column), tf=tf
+                    ),
                 ),
                 {"v": TextArray(values), **tparams},
             )
@@ -404,14 +415,13 @@ def scopes_op(schema: Schema, selection: Selection) -> Op[list[TableScope]]:
                 seen |= new
                 batch = sorted(new)
                 rows = yield Step(
-                    sql.SQL(
-                        "SELECT DISTINCT {tenant}, {refs} FROM {table} "
-                        "WHERE ({tenant}, {col}) IN (SELECT * FROM unnest(%(t)s::text[], %(v)s::text[]))"
-                    ).format(
-                        tenant=_tenant_of(table),
-                        refs=sql.SQL(", ").join(sql.Identifier(r) for r in refs),
-                        table=sql.Identifier(schema.name, table.name),
-                        col=sql.Identifier(column),
+                    _refs_where(
+                        schema.name,
+                        table,
+                        refs,
+                        sql.SQL(
+                            "({tenant}, {col}) IN (SELECT * FROM unnest(%(t)s::text[], %(v)s::text[]))"
+                        ).format(tenant=_tenant_of(table), col=sql.Identifier(column)),
                     ),
                     {"t": TextArray(p[0] for p in batch), "v": TextArray(p[1] for p in batch)},
                 )

@@ -146,6 +146,7 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
     """
 
     _KIND = "cp"
+    _PASSTHROUGH = _READ_ONLY
 
     def __init__(
         self,
@@ -162,14 +163,6 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
         self._bind(inner, layer, codec)
 
     # -- plumbing -----------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _READ_ONLY:
-            return getattr(self.inner, name)
-        raise AttributeError(
-            f"CachedCheckpointer has no {name!r}: call it on .inner if it does not write "
-            "(a write through .inner is not seen by the cache)"
-        )
 
     @property
     def config_specs(self) -> builtins.list[Any]:

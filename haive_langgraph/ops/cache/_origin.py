@@ -304,6 +304,8 @@ class _Keyed:
     tenant)."""
 
     _KIND: ClassVar[str]
+    # The wrapped object's attributes that neither write nor depend on the cache.
+    _PASSTHROUGH: ClassVar[frozenset[str]]
 
     def _bind(self, inner: Any, layer: CacheLayer, codec: Codec | None) -> None:
         self._codec: Codec = codec or getattr(inner, "codec", None) or default_codec()
@@ -326,3 +328,11 @@ class _Keyed:
         if not self._prefix:
             await self._origin.aidentity()
             self._known()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._PASSTHROUGH:
+            return getattr(self._origin.inner, name)
+        raise AttributeError(
+            f"{type(self).__name__} has no {name!r}: call it on .inner if it does not write "
+            "(a write through .inner is not seen by the cache)"
+        )

@@ -95,6 +95,9 @@ class CachedStore(_Keyed, BaseStore):
     supports_ttl = False
 
     _KIND = "st"
+    _PASSTHROUGH = frozenset(
+        {"close", "schema", "tenant_id", "config", "codec", "index_config", "embeddings"}
+    )
 
     def __init__(self, inner: BaseStore, layer: CacheLayer, *, codec: Codec | None = None) -> None:
         ttl_config = getattr(inner, "ttl_config", None) or {}
@@ -266,17 +269,3 @@ class CachedStore(_Keyed, BaseStore):
         for namespace, key in chosen:
             await self._aget(GetOp(namespace, key, False), refresh=True, versions=versions)
         return len(chosen)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _STORE_PASSTHROUGH:
-            return getattr(self.inner, name)
-        raise AttributeError(
-            f"CachedStore has no {name!r}: call it on .inner if it does not write "
-            "(a write through .inner is not seen by the cache)"
-        )
-
-
-# Attributes of our stores that neither write items nor depend on the cache.
-_STORE_PASSTHROUGH = frozenset(
-    {"close", "schema", "tenant_id", "config", "codec", "index_config", "embeddings"}
-)

@@ -186,18 +186,25 @@ class _PartSink:
         return self.parts
 
 
-class _Counter:
-    """Rows written so far, reported to the progress callback."""
+class RowCounter:
+    """Rows written so far by a backup or a restore (``phase``), reported to the
+    progress callback."""
 
-    def __init__(self, progress: ProgressCallback | None, total: int | None) -> None:
+    def __init__(
+        self,
+        progress: ProgressCallback | None,
+        total: int | None,
+        phase: Literal["backup", "restore"] = "backup",
+    ) -> None:
         self.progress = progress
         self.total = total
+        self.phase = phase
         self.done = 0
 
     def advance(self, table: str, rows: int) -> None:
         self.done += rows
         if self.progress is not None:
-            self.progress(BackupProgress("backup", table, self.done, self.total))
+            self.progress(BackupProgress(self.phase, table, self.done, self.total))
 
 
 def _stream(
@@ -260,7 +267,7 @@ def write_tables(
         total_known = sum(
             t.estimated_rows for t in live.tables if t.name in {s.table for s in scopes}
         )
-    counter = _Counter(progress, total_known)
+    counter = RowCounter(progress, total_known)
     raw = 0
     out: list[dict[str, Any]] = []
     for index, scope in enumerate(scopes, start=1):

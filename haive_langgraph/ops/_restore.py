@@ -50,7 +50,7 @@ from haive_langgraph.ops._archive import (
 )
 from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._backup_reports import RestoreReport
-from haive_langgraph.ops._backup_write import RESTORE_SESSION, BackupProgress, session_op
+from haive_langgraph.ops._backup_write import RESTORE_SESSION, RowCounter, session_op
 from haive_langgraph.ops._keys_sql import TENANT_KEYS
 from haive_langgraph.ops._migrate import all_components
 from haive_langgraph.ops._restore_checks import (
@@ -154,7 +154,7 @@ def run_restore(
                         params,
                     )
                     report.deleted[table.name] = cur.rowcount
-            counter = _Counter(progress, total, BackupProgress)
+            counter = RowCounter(progress, total, "restore")
             for number, table in enumerate(tables):
                 source = archived[table.name]
                 shared = _kept(table.name, scopes[table.name])
@@ -229,21 +229,6 @@ def _kept(table: str, scope: TableScope) -> bool:
     never undo. Archived key rows are added only where the target has none.
     """
     return scope.kind == "shared" or table == TENANT_KEYS
-
-
-class _Counter:
-    def __init__(
-        self, progress: Callable[[Any], None] | None, total: int, event: Callable[..., Any]
-    ) -> None:
-        self.progress = progress
-        self.total = total
-        self.event = event
-        self.done = 0
-
-    def advance(self, table: str, rows: int) -> None:
-        self.done += rows
-        if self.progress is not None:
-            self.progress(self.event("restore", table, self.done, self.total))
 
 
 def _refuse_existing(

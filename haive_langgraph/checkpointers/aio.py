@@ -42,12 +42,15 @@ from haive_langgraph.checkpointers._timetravel import (
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import arun_calls
 from haive_langgraph.db._conn_string import AsyncFromConnString
+from haive_langgraph.db._source_hook import ConnectionSourceHook
 
 T = TypeVar("T")
 
 
 class AsyncPostgresCheckpointer(
-    CheckpointerBase[AsyncConnection[Any] | AsyncConnectionPool[Any]], AsyncFromConnString
+    CheckpointerBase[AsyncConnection[Any] | AsyncConnectionPool[Any]],
+    AsyncFromConnString,
+    ConnectionSourceHook[AsyncConnectionSource],
 ):
     """LangGraph checkpointer on PostgreSQL for asyncio (``graph.ainvoke`` ...).
 
@@ -97,15 +100,6 @@ class AsyncPostgresCheckpointer(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
         self.loop = asyncio.get_running_loop()
-
-    @property
-    def connection_source(self) -> AsyncConnectionSource:
-        """The connection source this checkpointer runs its statements on.
-
-        For wrappers that run statements of their own on the same database
-        (the cache layer keeps its versions table beside these tables).
-        """
-        return self._source
 
     async def aclose(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

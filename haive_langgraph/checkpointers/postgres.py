@@ -41,9 +41,14 @@ from haive_langgraph.checkpointers._timetravel import (
 from haive_langgraph.db._call import run_calls
 from haive_langgraph.db._conn_string import FromConnString
 from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._source_hook import ConnectionSourceHook
 
 
-class PostgresCheckpointer(CheckpointerBase[Connection[Any] | ConnectionPool[Any]], FromConnString):
+class PostgresCheckpointer(
+    CheckpointerBase[Connection[Any] | ConnectionPool[Any]],
+    FromConnString,
+    ConnectionSourceHook[ConnectionSource],
+):
     """LangGraph checkpointer on PostgreSQL (sync API; async methods run it in a thread).
 
     Stores each value once: a conversation's storage grows with its length,
@@ -98,15 +103,6 @@ class PostgresCheckpointer(CheckpointerBase[Connection[Any] | ConnectionPool[Any
         self._source = ConnectionSource(
             conn, config=self.config, replicas=replicas, scope=self._scope()
         )
-
-    @property
-    def connection_source(self) -> ConnectionSource:
-        """The connection source this checkpointer runs its statements on.
-
-        For wrappers that run statements of their own on the same database
-        (the cache layer keeps its versions table beside these tables).
-        """
-        return self._source
 
     def close(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""

@@ -16,6 +16,7 @@ from haive_langgraph.db._call import Call, adrive
 from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.db._driver import arun
 from haive_langgraph.db._periodic import periodic_task
+from haive_langgraph.db._source_hook import ConnectionSourceHook
 from haive_langgraph.stores import _merge as merge
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import Shared, StoreBase, StoreOptions
@@ -27,7 +28,9 @@ from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Vectors
 T = TypeVar("T")
 
 
-class AsyncPostgresStore(StoreBase, AsyncFromConnString):
+class AsyncPostgresStore(
+    StoreBase, AsyncFromConnString, ConnectionSourceHook[AsyncConnectionSource]
+):
     """LangGraph store on PostgreSQL for asyncio (``graph.ainvoke`` ...).
 
     Same storage and behaviour as :class:`PostgresStore`; statements run on
@@ -70,15 +73,6 @@ class AsyncPostgresStore(StoreBase, AsyncFromConnString):
                     procedures.drain_backlog(self, tenants, stopping)
                 )
             )
-
-    @property
-    def connection_source(self) -> AsyncConnectionSource:
-        """The connection source this store runs its statements on.
-
-        For wrappers that run statements of their own on the same database
-        (the cache layer keeps its versions table beside these tables).
-        """
-        return self._source
 
     async def aclose(self) -> None:
         """Stop the sweeper and close the pool this store opened (a lent one stays open).

@@ -16,6 +16,7 @@ from haive_langgraph.db._conn_string import FromConnString
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._driver import run
 from haive_langgraph.db._periodic import PeriodicThread
+from haive_langgraph.db._source_hook import ConnectionSourceHook
 from haive_langgraph.stores import _procedures as procedures
 from haive_langgraph.stores._base import StoreBase, StoreOptions
 from haive_langgraph.stores._config import DEFAULT_BUILD_MEMORY, ResourceQuota, TenantUsage
@@ -27,7 +28,7 @@ from haive_langgraph.stores._procedures import Effect, Embed, Procedure, Vectors
 T = TypeVar("T")
 
 
-class PostgresStore(StoreBase, FromConnString):
+class PostgresStore(StoreBase, FromConnString, ConnectionSourceHook[ConnectionSource]):
     """LangGraph store on PostgreSQL: key-value items, filters, pgvector search, TTL, tenants.
 
     Use it wherever LangGraph takes a store: ``graph.compile(store=store)``,
@@ -80,15 +81,6 @@ class PostgresStore(StoreBase, FromConnString):
                     procedures.drain_backlog(self, tenants, stopping), "index"
                 )
             )
-
-    @property
-    def connection_source(self) -> ConnectionSource:
-        """The connection source this store runs its statements on.
-
-        For wrappers that run statements of their own on the same database
-        (the cache layer keeps its versions table beside these tables).
-        """
-        return self._source
 
     def close(self) -> None:
         """Stop the sweeper and the background indexer, and close the pool this store

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, Generic, Self, Unpack
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call
-from haive_langgraph.db._connections import AsyncConn, SyncConn
+from haive_langgraph.db._connections import AsyncConn, ConnectionSource, SyncConn
 from haive_langgraph.db._driver import Op
 from haive_langgraph.db._limits import check_count
+from haive_langgraph.db._source_hook import ConnectionSourceHook
 from haive_langgraph.memory.conversations import _erasure, _messages
 from haive_langgraph.memory.conversations._checks import (
     check_id,
@@ -40,8 +42,6 @@ from haive_langgraph.memory.conversations._types import MessagePage
 
 if TYPE_CHECKING:
     from haive_langgraph.codec import Codec
-    from haive_langgraph.db._async_connections import AsyncConnectionSource
-    from haive_langgraph.db._connections import ConnectionSource
 
 __all__ = ["AsyncPostgresChatMessageHistory", "PostgresChatMessageHistory"]
 
@@ -180,15 +180,6 @@ class _History(_Client, BaseChatMessageHistory, Generic[ConnT]):
     # -- hooks for wrappers (the cache layer) -----------------------------------------
 
     @property
-    def connection_source(self) -> ConnectionSource | AsyncConnectionSource:
-        """The connection source this history runs its statements on.
-
-        For wrappers that run statements of their own on the same database
-        (the cache layer keeps its versions table beside the history's tables).
-        """
-        return self._source
-
-    @property
     def codec(self) -> Codec:
         """The codec that frames (and encrypts) the stored messages."""
         return self._tables.codec
@@ -213,7 +204,9 @@ class _History(_Client, BaseChatMessageHistory, Generic[ConnT]):
         return [build_message(item[0]) for item in items]
 
 
-class PostgresChatMessageHistory(SyncClient, _History[SyncConn]):
+class PostgresChatMessageHistory(
+    SyncClient, _History[SyncConn], ConnectionSourceHook[ConnectionSource]
+):
     """Chat message history of one session, in PostgreSQL (sync).
 
     A drop-in for LangChain's ``BaseChatMessageHistory`` (and
@@ -327,7 +320,9 @@ class PostgresChatMessageHistory(SyncClient, _History[SyncConn]):
         await asyncio.to_thread(self.clear)
 
 
-class AsyncPostgresChatMessageHistory(AsyncClient, _History[AsyncConn]):
+class AsyncPostgresChatMessageHistory(
+    AsyncClient, _History[AsyncConn], ConnectionSourceHook[AsyncConnectionSource]
+):
     """Chat message history of one session, in PostgreSQL, for asyncio.
 
     Same storage and behaviour as :class:`PostgresChatMessageHistory`, on

@@ -23,6 +23,7 @@ from haive_langgraph.db._call import Call
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.db._connections import AsyncConn, ConnectionSource, SyncConn
+from haive_langgraph.db._loop import call_on_loop
 from haive_langgraph.db._methods import deprecated_asetup
 from haive_langgraph.memory.conversations._tables import ConversationTables
 
@@ -119,19 +120,13 @@ class AsyncClient(_Client, AsyncFromConnString):
         return await self._source.call(call)
 
     def _sync(self, coro: Coroutine[Any, Any, T], hint: str) -> T:
-        loop = self._loop
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop or not loop.is_running():
-            coro.close()
-            raise asyncio.InvalidStateError(
-                f"synchronous calls to {type(self).__name__} only work from another thread "
-                "while its event loop runs; use the async interface, for example "
-                f"`await obj.{hint}(...)`, or the sync class"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return call_on_loop(
+            coro,
+            self._loop,
+            f"synchronous calls to {type(self).__name__} only work from another thread "
+            "while its event loop runs; use the async interface, for example "
+            f"`await obj.{hint}(...)`, or the sync class",
+        )
 
     async def setup(self) -> None:
         """Create or upgrade the tables (idempotent; safe from many processes at once)."""

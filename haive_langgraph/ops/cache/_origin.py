@@ -24,6 +24,7 @@ from haive_langgraph.codec import Codec, default_codec
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.db._loop import call_on_loop
 from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.ops.cache import _sql as S
@@ -275,18 +276,12 @@ class _Origin:
     def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the wrapped object's event loop (its public ``loop``), from a
         thread other than the loop's: what the sync methods of an async object do."""
-        loop = getattr(self.inner, "loop", None)
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop or not loop.is_running():
-            coro.close()
-            raise asyncio.InvalidStateError(
-                f"a synchronous call to a cached {type(self.inner).__name__} needs another "
-                "thread while its event loop runs: use the async methods"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return call_on_loop(
+            coro,
+            getattr(self.inner, "loop", None),
+            f"a synchronous call to a cached {type(self.inner).__name__} needs another "
+            "thread while its event loop runs: use the async methods",
+        )
 
     async def _arun(self, factory: Callable[[], Op[T]], *, transaction: bool = False) -> T:
         source = self.source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import time
 import weakref
@@ -90,21 +91,7 @@ class CacheLayer:
 
     def metrics(self) -> CacheMetrics:
         """A snapshot of the counters."""
-        m = self._metrics
-        return CacheMetrics(
-            hits=dict(m.hits),
-            misses=m.misses,
-            refreshes=m.refreshes,
-            fills=m.fills,
-            stale_fills_refused=m.stale_fills_refused,
-            invalidations=m.invalidations,
-            invalidations_received=m.invalidations_received,
-            redis_errors=m.redis_errors,
-            rejected=m.rejected,
-            outdated=m.outdated,
-            degraded=m.degraded,
-            suspended=m.suspended,
-        )
+        return dataclasses.replace(self._metrics, hits=dict(self._metrics.hits))
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Wait until cached entries may be served (the Redis subscription is live)."""

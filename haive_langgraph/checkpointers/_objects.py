@@ -34,9 +34,9 @@ import decimal
 import operator
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from itertools import islice
+from itertools import compress, islice
 from typing import Any, cast
 
 from pydantic import BaseModel
@@ -497,14 +497,10 @@ class DecodedObjects:
         per copy made by a recipe its :data:`Entry` (else None)."""
         with self._lock:
             data = self._data
-            get = data.get
-            move = data.move_to_end
-            found = []
-            for key in keys:
-                entry = get(key)
-                if entry is not None:
-                    move(key)
-                found.append(entry)
+            found = list(map(data.get, keys))
+            # Those found become the most recently used (a loop in C: an entry is
+            # a non-empty tuple, so true).
+            deque(map(data.move_to_end, compress(keys, found)), maxlen=0)
         out: list[Any] = []
         entries: list[Entry | None] = []
         for key, entry in zip(keys, found, strict=True):

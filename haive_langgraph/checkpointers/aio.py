@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -39,6 +39,7 @@ from haive_langgraph.checkpointers._timetravel import (
     CheckpointSummary,
     TimeBound,
 )
+from haive_langgraph.checkpointers._twins import iter_on_loop, on_loop
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import arun_calls
 from haive_langgraph.db._conn_string import AsyncFromConnString
@@ -282,56 +283,12 @@ class AsyncPostgresCheckpointer(
             )
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._sync(self.aget_tuple(config), "aget_tuple")
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        async def collect() -> list[CheckpointTuple]:
-            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
-
-        yield from self._sync(collect(), "alist")
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._sync(self.aput(config, checkpoint, metadata, new_versions), "aput")
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self._sync(self.aput_writes(config, writes, task_id, task_path), "aput_writes")
-
-    def delete_thread(self, thread_id: str) -> None:
-        self._sync(self.adelete_thread(thread_id), "adelete_thread")
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._sync(self.acopy_thread(source_thread_id, target_thread_id), "acopy_thread")
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._sync(self.adelete_for_runs(run_ids), "adelete_for_runs")
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._sync(self.aprune(thread_ids, strategy=strategy), "aprune")
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return self._sync(
-            self.aget_delta_channel_history(config=config, channels=channels),
-            "aget_delta_channel_history",
-        )
+    get_tuple = on_loop(aget_tuple)
+    list = iter_on_loop(alist)
+    put = on_loop(aput)
+    put_writes = on_loop(aput_writes)
+    delete_thread = on_loop(adelete_thread)
+    copy_thread = on_loop(acopy_thread)
+    delete_for_runs = on_loop(adelete_for_runs)
+    prune = on_loop(aprune)
+    get_delta_channel_history = on_loop(aget_delta_channel_history)

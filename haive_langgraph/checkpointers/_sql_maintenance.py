@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from haive_langgraph.checkpointers._sql_read import NOT_HELD
+
 # -- maintenance: delete, copy, prune, garbage collection ---------------------
 
 LOCK_FAMILY_EXCLUSIVE = """
@@ -201,17 +203,17 @@ WHERE th.tenant_id = %(t)s AND th.thread_id = ANY(%(threads)s::text[])
 # counters, in the metadata key counters_since_delta_snapshot) the chain of
 # ancestors back to where every such channel has a stored value (a snapshot).
 # keep_latest keeps all of these.
-_KEEP_CLOSURE = """
+_KEEP_CLOSURE = (
+    """
 WITH RECURSIVE starts AS ({starts}
 ), walk AS (
     SELECT c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
            ARRAY(
                SELECT jsonb_object_keys(
                    coalesce(c.metadata -> 'counters_since_delta_snapshot', '{{}}'::jsonb)
-               )
-               EXCEPT SELECT unnest(c.value_channels)
-               EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.inline_values)
+               )"""
+    + NOT_HELD
+    + """
            ) AS need
     FROM starts h JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s
@@ -219,10 +221,9 @@ WITH RECURSIVE starts AS ({starts}
     UNION ALL
     SELECT c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
            ARRAY(
-               SELECT unnest(w.need)
-               EXCEPT SELECT unnest(c.value_channels)
-               EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.inline_values)
+               SELECT unnest(w.need)"""
+    + NOT_HELD
+    + """
            )
     FROM walk AS w JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.thread_id = %(th)s
@@ -231,6 +232,7 @@ WITH RECURSIVE starts AS ({starts}
 )
 SELECT DISTINCT checkpoint_ns, checkpoint_id FROM walk
 """
+)
 
 PRUNE_KEEP = _KEEP_CLOSURE.replace(
     "{starts}",

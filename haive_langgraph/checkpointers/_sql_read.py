@@ -25,6 +25,13 @@ WITH RECURSIVE chain(thread_id, upto, depth) AS (
 VISIBLE = """JOIN chain ON chain.thread_id = c.thread_id
     AND (chain.upto IS NULL OR c.checkpoint_id < chain.upto)"""
 
+# Follows a SELECT of channel names: leaves those the checkpoint ``c`` holds no
+# value of (stored, in a list or inline), which its ancestors must supply.
+NOT_HELD = """
+               EXCEPT SELECT unnest(c.value_channels)
+               EXCEPT SELECT unnest(c.list_channels)
+               EXCEPT SELECT jsonb_object_keys(c.inline_values)"""
+
 # Rows are reported under the thread asked for (inherited ones included).
 _CHECKPOINT_COLUMNS = """
     coalesce(%(th)s::text, c.thread_id), c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.family_id,
@@ -220,10 +227,9 @@ DELTA_HISTORY = (
     SELECT c.thread_id, c.checkpoint_id, c.parent_checkpoint_id, 1 AS depth,
            %(channels)s::text[] AS need,
            ARRAY(
-               SELECT unnest(%(channels)s::text[])
-               EXCEPT SELECT unnest(c.value_channels)
-               EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.inline_values)
+               SELECT unnest(%(channels)s::text[])"""
+    + NOT_HELD
+    + """
            ) AS need_after
     FROM target JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s
@@ -233,10 +239,9 @@ DELTA_HISTORY = (
     UNION ALL
     SELECT c.thread_id, c.checkpoint_id, c.parent_checkpoint_id, w.depth + 1, w.need_after,
            ARRAY(
-               SELECT unnest(w.need_after)
-               EXCEPT SELECT unnest(c.value_channels)
-               EXCEPT SELECT unnest(c.list_channels)
-               EXCEPT SELECT jsonb_object_keys(c.inline_values)
+               SELECT unnest(w.need_after)"""
+    + NOT_HELD
+    + """
            )
     FROM walk AS w JOIN {schema}.checkpoints AS c
       ON c.tenant_id = %(t)s AND c.checkpoint_ns = %(ns)s

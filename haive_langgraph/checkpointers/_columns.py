@@ -161,6 +161,23 @@ def _plain_data_only(code: int, data: bytes) -> Any:
     raise ValueError(f"an object record (msgpack extension {code})")
 
 
+def unpack_body(payload: bytes) -> dict[str, Any]:
+    """The checkpoint body in a body payload (plain data only).
+
+    Raises:
+        ValueError: It is not a msgpack map of plain data.
+    """
+    sep = payload.find(b"\x00")
+    if payload[:sep] != b"msgpack":
+        raise ValueError(f"unexpected type tag {payload[:sep][:20]!r}")
+    body = ormsgpack.unpackb(
+        payload[sep + 1 :], ext_hook=_plain_data_only, option=ormsgpack.OPT_NON_STR_KEYS
+    )
+    if not isinstance(body, dict):
+        raise ValueError(f"a {type(body).__name__}, not a map")
+    return body
+
+
 @dataclass(slots=True)
 class MovedInline:
     """A checkpoint's inline values moved into stored (encrypted) values.
@@ -211,15 +228,8 @@ def move_inline(
     """
     ctx = body_context(tenant, family, ns, checkpoint_id)
     payload = codec.decode(bytes(body), ctx)
-    sep = payload.find(b"\x00")
     try:
-        if payload[:sep] != b"msgpack":
-            raise ValueError(f"unexpected type tag {payload[:sep][:20]!r}")
-        checkpoint = ormsgpack.unpackb(
-            payload[sep + 1 :], ext_hook=_plain_data_only, option=ormsgpack.OPT_NON_STR_KEYS
-        )
-        if not isinstance(checkpoint, dict):
-            raise ValueError(f"a {type(checkpoint).__name__}, not a map")
+        checkpoint = unpack_body(payload)
     except Exception as exc:
         raise CorruptDataError(f"{ctx.describe()} cannot be decoded ({exc})") from exc
     enc = _Encoder(serde, codec, tenant, family, None, f"checkpoint {checkpoint_id}")

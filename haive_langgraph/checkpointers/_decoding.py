@@ -11,16 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import ormsgpack
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointTuple, PendingWrite
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from haive_langgraph.checkpointers._columns import (
     SEALED,
-    _plain_data_only,
     body_context,
     open_metadata,
+    unpack_body,
 )
 from haive_langgraph.checkpointers._encoder import PayloadMemo, Where, _nth, _text
 from haive_langgraph.checkpointers._objects import MISSING, DecodedObjects, Entry
@@ -61,23 +60,6 @@ def decode_body(decoder: Decoder, row: Row) -> tuple[dict[str, Any], bytes | Non
         raise CorruptDataError(_where(row, "the checkpoint body holds a malformed digest"))
     body["id"] = row.checkpoint_id
     return body, digest
-
-
-def unpack_body(payload: bytes) -> dict[str, Any]:
-    """The checkpoint body in a body payload (plain data only).
-
-    Raises:
-        ValueError: It is not a msgpack map of plain data.
-    """
-    sep = payload.find(b"\x00")
-    if payload[:sep] != b"msgpack":
-        raise ValueError(f"unexpected type tag {payload[:sep][:20]!r}")
-    body = ormsgpack.unpackb(
-        payload[sep + 1 :], ext_hook=_plain_data_only, option=ormsgpack.OPT_NON_STR_KEYS
-    )
-    if not isinstance(body, dict):
-        raise ValueError(f"a {type(body).__name__}, not a map")
-    return body
 
 
 # -- decoding ----------------------------------------------------------------

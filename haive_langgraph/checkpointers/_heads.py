@@ -22,8 +22,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointTuple
 from psycopg.types.json import Jsonb
 
-from haive_langgraph.checkpointers._columns import body_context
-from haive_langgraph.checkpointers._decoding import Decoder, Row, unpack_body
+from haive_langgraph.checkpointers._columns import body_context, unpack_body
+from haive_langgraph.checkpointers._decoding import Decoder, Row
 from haive_langgraph.checkpointers._objects import fresh_copy
 from haive_langgraph.checkpointers._refs import EMPTY_LINEAGE, REFS_DIGEST, StoredRefs
 from haive_langgraph.codec._base import CONTENT_KEY_BYTES as KEY_BYTES

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from haive_langgraph.checkpointers import _sql as S
@@ -104,16 +104,8 @@ class RetentionReport:
     skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "threads_deleted": self.threads_deleted,
-            "threads_trimmed": self.threads_trimmed,
-            "checkpoints": self.checkpoints,
-            "writes": self.writes,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "skipped": list(self.skipped),
-        }
+        """The report as plain data (for logs and JSON), field by field."""
+        return asdict(self)
 
 
 def doomed(

@@ -41,17 +41,11 @@ class _Client:
     _source_type: ClassVar[type[ConnectionSource] | type[AsyncConnectionSource]]
 
     def _init_client(
-        self,
-        conn: Any,
-        config: PersistenceConfig,
-        tables: ConversationTables,
-        *,
-        scoped: bool = True,
+        self, conn: Any, config: PersistenceConfig, tables: ConversationTables
     ) -> None:
-        """Open the source on ``conn``; ``scoped``: bind the tenant for row-level security."""
+        """Open the source on ``conn``, the tenant bound for row-level security."""
         self._tables = tables
-        scope = tables.scope() if scoped else None
-        self._source = self._source_type(conn, config=config, scope=scope)
+        self._source = self._source_type(conn, config=config, scope=tables.scope())
 
     @property
     def tenant_id(self) -> str:

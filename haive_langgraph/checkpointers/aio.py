@@ -43,6 +43,7 @@ from haive_langgraph.checkpointers._twins import iter_on_loop, on_loop
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import arun_calls
 from haive_langgraph.db._conn_string import AsyncFromConnString
+from haive_langgraph.db._loop import call_on_loop
 from haive_langgraph.db._source_hook import ConnectionSourceHook
 
 T = TypeVar("T")
@@ -270,18 +271,13 @@ class AsyncPostgresCheckpointer(
     # -- sync API (from other threads only) --------------------------------------------------
 
     def _sync(self, coro: Coroutine[Any, Any, T], hint: str) -> T:
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                "Synchronous calls to AsyncPostgresCheckpointer are only allowed from a "
-                "different thread. From the main thread, use the async interface, "
-                f"for example `await checkpointer.{hint}(...)`."
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return call_on_loop(
+            coro,
+            self.loop,
+            "Synchronous calls to AsyncPostgresCheckpointer are only allowed from a "
+            "different thread. From the main thread, use the async interface, "
+            f"for example `await checkpointer.{hint}(...)`.",
+        )
 
     get_tuple = on_loop(aget_tuple)
     list = iter_on_loop(alist)

@@ -15,6 +15,7 @@ from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call, adrive
 from haive_langgraph.db._conn_string import AsyncFromConnString
 from haive_langgraph.db._driver import arun
+from haive_langgraph.db._loop import call_on_loop
 from haive_langgraph.db._periodic import periodic_task
 from haive_langgraph.db._source_hook import ConnectionSourceHook
 from haive_langgraph.stores import _merge as merge
@@ -129,18 +130,13 @@ class AsyncPostgresStore(
         return docs, list(queries)
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], name: str) -> T:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                f"a synchronous call to AsyncPostgresStore ({name}, under get/put/search/delete/"
-                "list_namespaces) on its own event loop would block it: use the async methods "
-                "(`await store.aput(...)`, `aget`, `asearch`, `adelete`, `alist_namespaces`, `abatch`)"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return call_on_loop(
+            coro,
+            self.loop,
+            f"a synchronous call to AsyncPostgresStore ({name}, under get/put/search/delete/"
+            "list_namespaces) on its own event loop would block it: use the async methods "
+            "(`await store.aput(...)`, `aget`, `asearch`, `adelete`, `alist_namespaces`, `abatch`)",
+        )
 
     # -- BaseStore ----------------------------------------------------------------------
 

@@ -9,8 +9,7 @@ import zstandard
 
 from haive_langgraph.codec._base import RowContext
 from haive_langgraph.codec._dictionary import ZSTD_DICTIONARY_1
-from haive_langgraph.codec._errors import DecompressionLimitError
-from haive_langgraph.errors import ConfigurationError, CorruptDataError
+from haive_langgraph.errors import ConfigurationError, CorruptDataError, DecompressionLimitError
 
 DEFAULT_LEVEL = 3
 DEFAULT_THRESHOLD = 64

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from cryptography.exceptions import InvalidTag
 
 from haive_langgraph.codec._base import RowContext
-from haive_langgraph.codec._errors import KeyDestroyedError
 from haive_langgraph.codec._frame import (
     KEY_ID_RULE,
     NONCE_BYTES,
@@ -46,7 +45,7 @@ from haive_langgraph.codec._tenant_keys import (
     WrappedKey,
     wrap_aad,
 )
-from haive_langgraph.errors import ConfigurationError, DecryptionError
+from haive_langgraph.errors import ConfigurationError, DecryptionError, KeyDestroyedError
 
 __all__ = [
     "ENCRYPTION_KEYS_ENV",

@@ -42,15 +42,15 @@ from typing import IO, Any, cast
 import zstandard
 from cryptography.exceptions import InvalidTag
 
-from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.ops._archive_rows import check_line, split_lines
-from haive_langgraph.ops._backup_errors import (
+from haive_langgraph.errors import (
     ArchiveContentError,
     ArchiveIntegrityError,
     BackupError,
     BackupKeyError,
+    ConfigurationError,
     RestoreConflictError,
 )
+from haive_langgraph.ops._archive_rows import check_line, split_lines
 from haive_langgraph.ops._backup_keys import (
     BACKUP_KEY_ENV,
     BackupKey,

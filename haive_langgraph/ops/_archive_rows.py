@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]  # json's C scanner
 
-from haive_langgraph.ops._backup_errors import ArchiveIntegrityError
+from haive_langgraph.errors import ArchiveIntegrityError
 from haive_langgraph.ops._manifest import MAX_LINE_BYTES
 
 _SPACE = re.compile(r"[ \t\n\r]*")

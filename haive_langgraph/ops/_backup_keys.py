@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from haive_langgraph.ops._backup_errors import BackupKeyError
+from haive_langgraph.errors import BackupKeyError
 
 BACKUP_KEY_ENV = "HAIVE_BACKUP_KEY"
 KEY_BYTES = 32

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from haive_langgraph.ops._backup_errors import (
+from haive_langgraph.errors import (
     ArchiveContentError,
     ArchiveIntegrityError,
     BackupError,

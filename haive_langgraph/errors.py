@@ -42,6 +42,8 @@ __all__ = [
     "SerializationError",
     "SessionExpiredError",
     "SourceSchemaError",
+    "TenantNotFoundError",
+    "TenantSuspendedError",
     "UnsafeValueError",
     "ValueTooLargeError",
 ]
@@ -241,6 +243,30 @@ class InvalidMemoryError(HaiveError, ValueError):
 
 
 # -- conversations ----------------------------------------------------------------------------
+
+
+class TenantNotFoundError(HaiveError, LookupError):
+    """No tenant with that id is registered (``haive_langgraph.tenants``).
+
+    Attributes:
+        tenant_id: The tenant named.
+    """
+
+    def __init__(self, message: str, *, tenant_id: str = "") -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
+
+
+class TenantSuspendedError(HaiveError, PermissionError):
+    """The tenant is suspended: its tenant context refuses to open (resume it first).
+
+    Attributes:
+        tenant_id: The tenant named.
+    """
+
+    def __init__(self, message: str, *, tenant_id: str = "") -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
 
 
 class ConversationNotFoundError(NotFoundError):

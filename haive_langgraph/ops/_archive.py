@@ -42,6 +42,7 @@ from typing import IO, Any, cast
 import zstandard
 from cryptography.exceptions import InvalidTag
 
+from haive_langgraph._lifetime import ClosedOnExit
 from haive_langgraph.errors import (
     ArchiveContentError,
     ArchiveIntegrityError,
@@ -278,7 +279,7 @@ class _HashedReader:
             )
 
 
-class ArchiveReader:
+class ArchiveReader(ClosedOnExit):
     """Reads and checks an archive written by :class:`ArchiveWriter`.
 
     Raises:
@@ -339,12 +340,6 @@ class ArchiveReader:
 
     def close(self) -> None:
         self._tar.close()
-
-    def __enter__(self) -> ArchiveReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def encrypted(self) -> bool:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+from haive_langgraph._lifetime import AsyncClosedOnExit, ClosedOnExit
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call
 from haive_langgraph.db._config import PersistenceConfig
@@ -58,7 +59,7 @@ class _Client:
         return self._tables.schema
 
 
-class SyncClient(_Client, FromConnString):
+class SyncClient(_Client, FromConnString, ClosedOnExit):
     """Runs calls on a psycopg ``Connection`` (a DSN's own pool, a lent pool or connection)."""
 
     _source: ConnectionSource
@@ -75,14 +76,8 @@ class SyncClient(_Client, FromConnString):
         """Close the pool this instance opened (a lent connection or pool stays open)."""
         self._source.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncClient(_Client, AsyncFromConnString):
+class AsyncClient(_Client, AsyncFromConnString, AsyncClosedOnExit):
     """Runs calls on a psycopg ``AsyncConnection`` (own pool, lent pool or connection).
 
     The sync methods of the async classes work from other threads while the
@@ -131,9 +126,3 @@ class AsyncClient(_Client, AsyncFromConnString):
     async def aclose(self) -> None:
         """Close the pool this instance opened (a lent connection or pool stays open)."""
         await self._source.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

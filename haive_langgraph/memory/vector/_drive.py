@@ -17,7 +17,7 @@ so nothing of a method is written twice.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, Self, TypedDict, TypeVar, cast
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore
@@ -30,8 +30,6 @@ from haive_langgraph.memory.vector._steps import Batch, EmbedDocuments, EmbedQue
 from haive_langgraph.memory.vector._values import check_positive_int
 
 __all__ = [
-    "AsyncClosedOnExit",
-    "ClosedOnExit",
     "VectorOptions",
     "adrive",
     "drive",
@@ -173,26 +171,3 @@ async def adrive(
             result = await method(argument)
         done, step = _advance(gen, result)
     return step  # type: ignore[no-any-return]
-
-
-# -- lifetime ---------------------------------------------------------------------------------
-
-
-class ClosedOnExit:
-    """``with obj:`` closes ``obj`` on the way out (its ``close()``)."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        cast(Any, self).close()
-
-
-class AsyncClosedOnExit:
-    """``async with obj:`` closes ``obj`` on the way out (its ``aclose()``)."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await cast(Any, self).aclose()

@@ -14,15 +14,12 @@ from typing import Any
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from haive_langgraph._lifetime import AsyncClosedOnExit, ClosedOnExit
 from haive_langgraph.db._conn_string import AsyncFromConnString, FromConnString
 from haive_langgraph.db._methods import async_method, deprecated_asetup, sync_method
 from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
 from haive_langgraph.memory.vector import _calls as calls
 from haive_langgraph.memory.vector._base import MemoryBase
-from haive_langgraph.memory.vector._drive import (
-    AsyncClosedOnExit,
-    ClosedOnExit,
-)
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
 
 __all__ = ["AsyncVectorMemory", "VectorMemory"]

@@ -19,6 +19,7 @@ from langchain_core.vectorstores import VectorStore
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from haive_langgraph._lifetime import AsyncClosedOnExit, ClosedOnExit
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._dsn import resolve_dsn
 from haive_langgraph.db._methods import async_method, sync_method
@@ -26,8 +27,6 @@ from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.vector import _document_calls as calls
 from haive_langgraph.memory.vector._documents import FILTER_FIELDS, collection_namespace, relevance
 from haive_langgraph.memory.vector._drive import (
-    AsyncClosedOnExit,
-    ClosedOnExit,
     VectorOptions,
     adrive,
     drive,

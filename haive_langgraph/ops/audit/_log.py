@@ -11,6 +11,7 @@ from typing import Any
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from haive_langgraph._lifetime import ClosedOnExit
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._dsn import resolve_dsn
@@ -34,7 +35,7 @@ from haive_langgraph.ops.audit._sql import COMPONENT
 # -- the class and module functions ---------------------------------------------------------
 
 
-class AuditLog:
+class AuditLog(ClosedOnExit):
     """The audit log of a schema.
 
     Args:
@@ -64,12 +65,6 @@ class AuditLog:
 
     def close(self) -> None:
         self._source.close()
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def setup(self) -> None:
         """Create the audit tables (idempotent)."""

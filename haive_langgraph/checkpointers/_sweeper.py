@@ -5,23 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
 from haive_langgraph.checkpointers._retention import RetentionPolicy, RetentionReport
+from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
+from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
 from haive_langgraph.db._periodic import PeriodicThread, periodic_task
 
-if TYPE_CHECKING:
-    from haive_langgraph.checkpointers.aio import AsyncPostgresCheckpointer
-    from haive_langgraph.checkpointers.postgres import PostgresCheckpointer
-
 logger = logging.getLogger("haive_langgraph.retention")
+
+S = TypeVar("S")
 
 
 def _logged(report: RetentionReport) -> None:
     logger.info("retention: %s", report.as_dict())
 
 
-class RetentionSweeper:
+class _Sweeper(Generic[S]):
+    """What both sweepers hold: the saver, its policy, the interval, the last report."""
+
+    def __init__(self, saver: S, policy: RetentionPolicy, *, interval: float = 3600.0) -> None:
+        self.saver = saver
+        self.policy = policy
+        self.interval = interval
+        self.last_report: RetentionReport | None = None
+
+
+class RetentionSweeper(_Sweeper[PostgresCheckpointer]):
     """Runs ``saver.apply_retention(policy)`` every ``interval`` seconds in a daemon thread.
 
     Example:
@@ -31,14 +41,7 @@ class RetentionSweeper:
         >>> sweeper.stop()
     """
 
-    def __init__(
-        self, saver: PostgresCheckpointer, policy: RetentionPolicy, *, interval: float = 3600.0
-    ) -> None:
-        self.saver = saver
-        self.policy = policy
-        self.interval = interval
-        self.last_report: RetentionReport | None = None
-        self._rounds: PeriodicThread | None = None
+    _rounds: PeriodicThread | None = None
 
     def run_once(self) -> RetentionReport:
         """Apply the policy now."""
@@ -66,17 +69,10 @@ class RetentionSweeper:
             self._rounds = None
 
 
-class AsyncRetentionSweeper:
+class AsyncRetentionSweeper(_Sweeper[AsyncPostgresCheckpointer]):
     """Runs ``saver.aapply_retention(policy)`` every ``interval`` seconds in an asyncio task."""
 
-    def __init__(
-        self, saver: AsyncPostgresCheckpointer, policy: RetentionPolicy, *, interval: float = 3600.0
-    ) -> None:
-        self.saver = saver
-        self.policy = policy
-        self.interval = interval
-        self.last_report: RetentionReport | None = None
-        self._task: asyncio.Task[None] | None = None
+    _task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> RetentionReport:
         """Apply the policy now."""

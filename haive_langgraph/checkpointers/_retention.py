@@ -14,6 +14,7 @@ from haive_langgraph.checkpointers._threads import delete_except_op, gc_family_o
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._call import Call, Calls
 from haive_langgraph.db._driver import Op, OpFactory, Step
+from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -225,25 +226,46 @@ def apply_retention(
 ) -> Calls[RetentionReport]:
     """``apply_retention``: the threads to look at, then each in its own transaction
     (rolled back on a dry run)."""
-    now = dt.datetime.now(dt.UTC)
-    report = RetentionReport(dry_run=dry_run)
-    threads: list[tuple[str, str, bool]] = yield Call(
-        lambda: retention_threads_op(saver._statements, saver.tenant_id, policy, thread_ids, now),
-        read=True,
+    report, threads = yield from retention_calls(
+        saver._statements, saver.tenant_id, policy, dry_run, thread_ids
     )
-    for th, family, expired in threads:
-        yield Call(
-            _retain(saver, th, family, expired, policy, now, report),
-            transaction=True,
-            rollback=dry_run,
-        )
     if not dry_run:
-        saver._forget_threads([t[0] for t in threads])
+        saver._forget_threads(threads)
     return report
 
 
+def retention_calls(
+    st: Statements,
+    tenant_id: str,
+    policy: RetentionPolicy,
+    dry_run: bool,
+    thread_ids: Sequence[str] | None,
+    *,
+    scope: TenantScope | None = None,
+) -> Calls[tuple[RetentionReport, list[str]]]:
+    """A retention run over one tenant's threads, with no saver (the tenant sweeper
+    runs it with ``scope``, the tenant bound for row-level security): the report
+    and the threads looked at."""
+    now = dt.datetime.now(dt.UTC)
+    report = RetentionReport(dry_run=dry_run)
+    threads: list[tuple[str, str, bool]] = yield Call(
+        lambda: retention_threads_op(st, tenant_id, policy, thread_ids, now),
+        read=True,
+        scope=scope,
+    )
+    for th, family, expired in threads:
+        yield Call(
+            _retain(st, tenant_id, th, family, expired, policy, now, report),
+            transaction=True,
+            rollback=dry_run,
+            scope=scope,
+        )
+    return report, [t[0] for t in threads]
+
+
 def _retain(
-    saver: Saver,
+    st: Statements,
+    tenant_id: str,
     th: str,
     family: str,
     expired: bool,
@@ -252,13 +274,5 @@ def _retain(
     report: RetentionReport,
 ) -> OpFactory[None]:
     return lambda: retain_thread_op(
-        saver._statements,
-        S.LOCK_CLASS_FAMILY,
-        saver.tenant_id,
-        th,
-        family,
-        expired,
-        policy,
-        now,
-        report,
+        st, S.LOCK_CLASS_FAMILY, tenant_id, th, family, expired, policy, now, report
     )

@@ -42,6 +42,7 @@ __all__ = [
     "SerializationError",
     "SessionExpiredError",
     "SourceSchemaError",
+    "TenantExistsError",
     "TenantNotFoundError",
     "TenantSuspendedError",
     "UnsafeValueError",
@@ -247,6 +248,18 @@ class InvalidMemoryError(HaiveError, ValueError):
 
 class TenantNotFoundError(HaiveError, LookupError):
     """No tenant with that id is registered (``haive_langgraph.tenants``).
+
+    Attributes:
+        tenant_id: The tenant named.
+    """
+
+    def __init__(self, message: str, *, tenant_id: str = "") -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
+
+
+class TenantExistsError(ConfigurationError):
+    """A tenant with that id is already registered.
 
     Attributes:
         tenant_id: The tenant named.

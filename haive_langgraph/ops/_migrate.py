@@ -30,8 +30,9 @@ def all_components() -> list[Component]:
     from haive_langgraph.ops.audit._sql import COMPONENT as audit
     from haive_langgraph.ops.cache._sql import COMPONENT as cache
     from haive_langgraph.stores._sql import COMPONENT as store
+    from haive_langgraph.tenants._sql import COMPONENT as tenants
 
-    return [checkpoints, store, keys, conversations, audit, cache]
+    return [checkpoints, store, keys, conversations, audit, cache, tenants]
 
 
 def tenant_tables() -> tuple[str, ...]:

@@ -41,7 +41,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import fresh_database, print_table, server
-from checkpointer import Text, build_graph, durable_floor, haive, langgraph_postgres
+from checkpointer import (
+    Text,
+    build_graph,
+    durable_floor,
+    haive,
+    langgraph_postgres,
+    new_values_floor,
+)
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -166,6 +173,7 @@ VARIANTS = [
     (STRICT, haive_strict),
     ("PostgresSaver", langgraph_postgres),
     ("floor, no serialisation", durable_floor(serialize=False)),
+    ("floor: new values only", new_values_floor),
 ]
 
 

@@ -22,6 +22,7 @@ from haive_langgraph.cli._common import (
     command,
     console,
     print_json,
+    repeatable,
     require_schema,
     usage,
 )
@@ -156,9 +157,7 @@ def audit_enable(
     ctx: typer.Context,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
-    tables: Annotated[
-        list[str] | None, typer.Option("--table", help="Table pattern to audit (repeatable).")
-    ] = None,
+    tables: Annotated[list[str] | None, repeatable("--table", "Table pattern to audit")] = None,
     reads: Annotated[
         bool | None, typer.Option("--reads/--no-reads", help="Also record reads libraries report.")
     ] = None,

@@ -25,6 +25,7 @@ from haive_langgraph.cli._common import (
     human,
     phase_progress,
     print_json,
+    repeatable,
     require_schema,
     usage,
 )
@@ -83,20 +84,14 @@ def backup_create(
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     include: Annotated[
-        list[str] | None, typer.Option("--include", help="Table pattern to back up (repeatable).")
+        list[str] | None, repeatable("--include", "Table pattern to back up")
     ] = None,
     exclude: Annotated[
-        list[str] | None, typer.Option("--exclude", help="Table pattern to leave out (repeatable).")
+        list[str] | None, repeatable("--exclude", "Table pattern to leave out")
     ] = None,
-    tenants: Annotated[
-        list[str] | None, typer.Option("--tenant", help="Only this tenant (repeatable).")
-    ] = None,
-    users: Annotated[
-        list[str] | None, typer.Option("--user", help="Only this user's data (repeatable).")
-    ] = None,
-    threads: Annotated[
-        list[str] | None, typer.Option("--thread", help="Only this thread (repeatable).")
-    ] = None,
+    tenants: Annotated[list[str] | None, repeatable("--tenant", "Only this tenant")] = None,
+    users: Annotated[list[str] | None, repeatable("--user", "Only this user's data")] = None,
+    threads: Annotated[list[str] | None, repeatable("--thread", "Only this thread")] = None,
     since: Annotated[
         Path | None,
         typer.Option(

@@ -74,6 +74,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 TenantOption = Annotated[str | None, typer.Option("--tenant", help="Tenant id (default '').")]
 
 
+def repeatable(flag: str, help: str) -> Any:
+    """A list option given once per value (``--flag a --flag b``): ``help`` says what
+    one value is; the option's help adds "(repeatable)"."""
+    return typer.Option(flag, help=f"{help} (repeatable).")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code`` (1: an error we explain)."""
     err.print(f"[bold red]error:[/] {message}")

@@ -21,6 +21,7 @@ from haive_langgraph.cli._common import (
     console,
     human,
     print_json,
+    repeatable,
     usage,
 )
 
@@ -47,8 +48,7 @@ def doctor(
         bool, typer.Option("--tenants/--no-tenants", help="Measure sizes per tenant (scans).")
     ] = True,
     filter_keys: Annotated[
-        list[str] | None,
-        typer.Option("--filter-key", help="Store filter key and its uses, KEY=USES (repeatable)."),
+        list[str] | None, repeatable("--filter-key", "Store filter key and its uses, KEY=USES")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

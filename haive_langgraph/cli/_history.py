@@ -35,7 +35,14 @@ from haive_langgraph.cli._checkpoints import (
     visible,
     when,
 )
-from haive_langgraph.cli._common import SaverOptions, command, console, print_json, usage
+from haive_langgraph.cli._common import (
+    SaverOptions,
+    command,
+    console,
+    print_json,
+    repeatable,
+    usage,
+)
 from haive_langgraph.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -297,10 +304,7 @@ def untag(
 @command
 def find(
     thread: ThreadArg,
-    tag: Annotated[
-        list[str] | None,
-        typer.Option("--tag", help="A tag every result carries (repeatable)."),
-    ] = None,
+    tag: Annotated[list[str] | None, repeatable("--tag", "A tag every result carries")] = None,
     metadata: Annotated[
         str | None,
         typer.Option("--metadata", help='Metadata to contain, as JSON: {"source": "input"}.'),

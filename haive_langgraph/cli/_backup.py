@@ -7,7 +7,7 @@ restore ...), 2 bad usage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -69,6 +69,16 @@ def _key(key_file: Path | None) -> Any:
     from haive_langgraph.ops.backup import key_from_file
 
     return key_from_file(key_file)
+
+
+def _print_rows(title: str, tables: Mapping[str, int]) -> None:
+    """The rows of each table of an archive, as a table."""
+    table = Table(title=title)
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in tables.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
 
 
 group = typer.Typer(
@@ -137,12 +147,7 @@ def backup_create(
     if as_json:
         print_json(report.as_dict())
         return
-    table = Table(title=f"{report.kind} backup {report.archive_id}")
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, rows in report.tables.items():
-        table.add_row(name, f"{rows:,}")
-    console.print(table)
+    _print_rows(f"{report.kind} backup {report.archive_id}", report.tables)
     seconds = max(report.seconds, 1e-9)
     console.print(
         f"{report.rows:,} rows, {human(report.raw_bytes)} of rows in {human(report.bytes)} "
@@ -240,12 +245,7 @@ def backup_verify(
     if as_json:
         print_json({"ok": True, **info.as_dict()})
         return
-    table = Table(title=f"{info.kind} backup {info.archive_id}: OK")
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, rows in info.tables.items():
-        table.add_row(name, f"{rows:,}")
-    console.print(table)
+    _print_rows(f"{info.kind} backup {info.archive_id}: OK", info.tables)
     console.print(
         f"schema {info.schema}, taken {info.created_at:%Y-%m-%d %H:%M:%S} UTC, "
         f"{info.rows:,} rows, {human(info.bytes)}, "

@@ -26,6 +26,7 @@ from haive_langgraph.cli import (
     _import,
     _keys,
     _schema,
+    _tenants,
 )
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ app.add_typer(_import.group, name="import")
 app.add_typer(_backup.group, name="backup")
 app.add_typer(_audit.group, name="audit")
 app.add_typer(_cache.group, name="cache")
+app.add_typer(_tenants.group, name="tenants")
 
 
 def main() -> None:

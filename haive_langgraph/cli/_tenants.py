@@ -1,0 +1,316 @@
+"""``haive-lg tenants``: the tenant registry (create, get, list, update, suspend, resume, delete).
+
+Every command needs the ``tenants`` tables (``haive-lg migrate``); ``delete``
+erases every row of the tenant in every component and asks for confirmation
+(or ``--yes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from haive_langgraph.cli._common import (
+    DsnOption,
+    JsonOption,
+    SchemaOption,
+    command,
+    console,
+    print_json,
+    require_schema,
+    usage,
+)
+
+if TYPE_CHECKING:
+    from haive_langgraph.tenants import Tenant, TenantQuota, TenantRegistry, TenantSettings
+
+group = typer.Typer(
+    help="Tenants: create, get, list, update, suspend, resume, delete.", no_args_is_help=True
+)
+
+TenantArgument = Annotated[str, typer.Argument(help="Tenant id.")]
+_UNSET = ("none", "unlimited", "")
+
+
+def _limit(text: str | None, option: str) -> int | None:
+    """An option's limit: an integer, or ``none``/``unlimited`` (exits 2 otherwise)."""
+    if text is None or text.strip().lower() in _UNSET:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        usage(f"{option} {text!r} is neither an integer nor 'none'")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOptions:
+    """The options of ``create`` and ``update``: display name, settings and quota
+    (each left as stored when not given)."""
+
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA time zone, e.g. Europe/Paris.")
+    ] = None
+    retention_days: Annotated[
+        str | None,
+        typer.Option("--retention-days", help="Days data is kept, or 'none' (the mode's default)."),
+    ] = None
+    compliance: Annotated[
+        str | None, typer.Option("--compliance", help="HIPAA, GDPR, or 'none'.")
+    ] = None
+    max_conversations: Annotated[
+        str | None, typer.Option("--max-conversations", help="Limit, or 'none'.")
+    ] = None
+    max_sessions: Annotated[
+        str | None, typer.Option("--max-sessions", help="Limit, or 'none'.")
+    ] = None
+    max_checkpoints_per_thread: Annotated[
+        str | None, typer.Option("--max-checkpoints-per-thread", help="Limit, or 'none'.")
+    ] = None
+    max_storage_bytes: Annotated[
+        str | None, typer.Option("--max-storage-bytes", help="Limit, or 'none'.")
+    ] = None
+    max_requests_per_minute: Annotated[
+        str | None, typer.Option("--max-requests-per-minute", help="Limit, or 'none'.")
+    ] = None
+    max_tokens_per_month: Annotated[
+        str | None, typer.Option("--max-tokens-per-month", help="Limit, or 'none'.")
+    ] = None
+
+    def settings(self, base: TenantSettings) -> TenantSettings | None:
+        """``base`` with the settings given changed (``None``: none given)."""
+        changes: dict[str, Any] = {}
+        if self.timezone is not None:
+            changes["timezone"] = self.timezone
+        if self.retention_days is not None:
+            changes["data_retention_days"] = _limit(self.retention_days, "--retention-days")
+        if self.compliance is not None:
+            mode = self.compliance.strip()
+            changes["compliance_mode"] = None if mode.lower() in _UNSET else mode
+        return replace(base, **changes) if changes else None
+
+    def quota(self, base: TenantQuota) -> TenantQuota | None:
+        """``base`` with the limits given changed (``None``: none given)."""
+        names = (
+            "max_conversations",
+            "max_sessions",
+            "max_checkpoints_per_thread",
+            "max_storage_bytes",
+            "max_requests_per_minute",
+            "max_tokens_per_month",
+        )
+        changes = {
+            name: _limit(getattr(self, name), "--" + name.replace("_", "-"))
+            for name in names
+            if getattr(self, name) is not None
+        }
+        return replace(base, **changes) if changes else None
+
+
+@contextmanager
+def _registry(dsn: str | None, schema: str | None) -> Iterator[TenantRegistry]:
+    """The registry on those tables (they must exist: ``haive-lg migrate``)."""
+    from haive_langgraph.tenants import TenantRegistry
+
+    require_schema(dsn, schema, "tenants")
+    with TenantRegistry(dsn, schema=schema) as registry:
+        yield registry
+
+
+def _limits(tenant: Tenant) -> str:
+    quota = tenant.quota.as_dict()
+    return ", ".join(f"{k}={v:,}" for k, v in quota.items()) or "unlimited"
+
+
+def _print(tenant: Tenant, as_json: bool) -> None:
+    if as_json:
+        print_json(tenant.as_dict())
+        return
+    effective = tenant.effective
+    out = Table(title=f"Tenant {tenant.tenant_id}", show_header=False)
+    out.add_column("field")
+    out.add_column("value")
+    rows = [
+        ("display name", tenant.display_name),
+        ("status", tenant.status),
+        ("timezone", effective.timezone),
+        ("compliance mode", effective.compliance_mode or "none"),
+        (
+            "retention",
+            "none"
+            if effective.data_retention_days is None
+            else f"{effective.data_retention_days} days",
+        ),
+        ("encryption required", "yes" if effective.require_encryption else "no"),
+        (
+            "audit",
+            "changes and reads"
+            if effective.audit_reads
+            else "changes"
+            if effective.audit_writes
+            else "not required",
+        ),
+        ("quota", _limits(tenant)),
+        ("created", str(tenant.created_at)),
+        ("updated", str(tenant.updated_at)),
+    ]
+    for field, value in rows:
+        out.add_row(field, value)
+    console.print(out)
+
+
+@group.command("create")
+@command
+def tenants_create(
+    tenant: TenantArgument,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+    *,
+    record: RecordOptions,
+) -> None:
+    """Register a tenant (active), with its display name, settings and quota."""
+    from haive_langgraph.tenants import TenantQuota, TenantSettings
+
+    with _registry(dsn, schema) as registry:
+        created = registry.create(
+            tenant,
+            display_name=record.name or "",
+            settings=record.settings(TenantSettings()),
+            quota=record.quota(TenantQuota()),
+        )
+    _print(created, as_json)
+
+
+@group.command("get")
+@command
+def tenants_get(
+    tenant: TenantArgument,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a tenant: status, settings (with its compliance mode's defaults), quota."""
+    with _registry(dsn, schema) as registry:
+        _print(registry.get(tenant), as_json)
+
+
+@group.command("list")
+@command
+def tenants_list(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only 'active' or 'suspended' tenants.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most tenants to show.")] = 100,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="The next cursor a previous page printed.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List tenants by id (a page at a time)."""
+    with _registry(dsn, schema) as registry:
+        page = registry.list(status=status, limit=limit, cursor=cursor)
+    if as_json:
+        print_json(
+            {"tenants": [t.as_dict() for t in page.tenants], "next_cursor": page.next_cursor}
+        )
+        return
+    out = Table(title="Tenants")
+    for col in ("tenant", "display name", "status", "compliance", "retention", "quota"):
+        out.add_column(col)
+    for t in page.tenants:
+        days = t.effective.data_retention_days
+        out.add_row(
+            t.tenant_id,
+            t.display_name,
+            t.status,
+            t.effective.compliance_mode or "",
+            "" if days is None else f"{days} d",
+            _limits(t),
+        )
+    console.print(out)
+    if page.next_cursor is not None:
+        console.print(f"more: --cursor {page.next_cursor}")
+
+
+@group.command("update")
+@command
+def tenants_update(
+    tenant: TenantArgument,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+    *,
+    record: RecordOptions,
+) -> None:
+    """Change a tenant's display name, settings or limits (only those given)."""
+    with _registry(dsn, schema) as registry:
+        current = registry.get(tenant)
+        updated = registry.update(
+            tenant,
+            display_name=record.name,
+            settings=record.settings(current.settings),
+            quota=record.quota(current.quota),
+        )
+    _print(updated, as_json)
+
+
+@group.command("suspend")
+@command
+def tenants_suspend(
+    tenant: TenantArgument,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Suspend a tenant: its context refuses to open (its data stays)."""
+    with _registry(dsn, schema) as registry:
+        _print(registry.suspend(tenant), as_json)
+
+
+@group.command("resume")
+@command
+def tenants_resume(
+    tenant: TenantArgument,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a suspended tenant active again."""
+    with _registry(dsn, schema) as registry:
+        _print(registry.resume(tenant), as_json)
+
+
+@group.command("delete")
+@command
+def tenants_delete(
+    tenant: TenantArgument,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a tenant: every row of it in every component, then its record."""
+    with _registry(dsn, schema) as registry:
+        registry.get(tenant)  # an unknown tenant fails before the question
+        if not yes and not typer.confirm(
+            f"erase every row of tenant {tenant!r} in every component, and its record?"
+        ):
+            usage("not confirmed; nothing was deleted")
+        erased = registry.delete(tenant)
+    if as_json:
+        print_json({"tenant_id": tenant, "deleted": erased})
+        return
+    out = Table(title=f"Tenant {tenant} erased")
+    out.add_column("table")
+    out.add_column("rows deleted", justify="right")
+    for table, n in erased.items():
+        out.add_row(table, f"{n:,}")
+    console.print(out)

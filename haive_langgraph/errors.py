@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
+
 __all__ = [
     "ArchiveContentError",
     "ArchiveIntegrityError",
@@ -197,6 +199,7 @@ class QuotaExceededError(HaiveError, RuntimeError):
             ``"writes_per_minute"``, ``"messages"`` ...
         limit: The quota, where known.
         value: What the write would have reached, where known.
+        current: What there was before the write, where known.
     """
 
     def __init__(
@@ -207,12 +210,14 @@ class QuotaExceededError(HaiveError, RuntimeError):
         resource: str = "",
         limit: int | None = None,
         value: int | None = None,
+        current: int | None = None,
     ) -> None:
         super().__init__(message)
         self.tenant_id = tenant_id
         self.resource = resource
         self.limit = limit
         self.value = value
+        self.current = current
 
     @classmethod
     def from_diag(cls, message: str, detail: str | None) -> QuotaExceededError:
@@ -229,6 +234,7 @@ class QuotaExceededError(HaiveError, RuntimeError):
             resource=str(info.get("resource", "")),
             limit=info.get("limit"),
             value=info.get("value"),
+            current=info.get("current"),
         )
 
 
@@ -328,3 +334,46 @@ class BackupKeyError(BackupError, ValueError):
 
 class RestoreConflictError(BackupError):
     """The target already holds rows the archive would restore (use merge or replace)."""
+
+
+# -- errors our triggers raise in the database ------------------------------------------------
+#
+# psycopg raises, for a SQLSTATE, the subclass of ``psycopg.errors.DatabaseError``
+# declared with that ``code=``. These are psycopg errors and ours at once, so a
+# tenant quota or suspension a trigger enforces (tenants/_quota_sql.py) reaches
+# every caller, whichever component or hand-written SQL wrote, as
+# QuotaExceededError or TenantSuspendedError, with no mapping at each call.
+
+
+def _diag_detail(exc: psycopg.Error) -> dict[str, Any]:
+    try:
+        info = json.loads(exc.diag.message_detail or "{}")
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class _QuotaExceededInDatabase(psycopg.errors.DatabaseError, QuotaExceededError, code="HQ429"):
+    """SQLSTATE ``HQ429``: a quota trigger refused the write (see QuotaExceededError)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        info = _diag_detail(self)
+        if info:
+            self.args = (self.diag.message_primary or str(self),)
+            self.tenant_id = str(info.get("tenant_id", ""))
+            self.resource = str(info.get("resource", ""))
+            self.limit = info.get("limit")
+            self.value = info.get("value")
+            self.current = info.get("current")
+
+
+class _TenantSuspendedInDatabase(psycopg.errors.DatabaseError, TenantSuspendedError, code="HQ403"):
+    """SQLSTATE ``HQ403``: a write of a suspended tenant was refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        info = _diag_detail(self)
+        if info:
+            self.args = (self.diag.message_primary or str(self),)
+            self.tenant_id = str(info.get("tenant_id", ""))

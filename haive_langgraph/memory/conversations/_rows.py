@@ -19,7 +19,7 @@ from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConversationExistsError
 from haive_langgraph.memory.conversations._checks import encode_conversation_cursor
 from haive_langgraph.memory.conversations._messages import read_stored
-from haive_langgraph.memory.conversations._tables import ConversationTables, ConvRow
+from haive_langgraph.memory.conversations._tables import SESSION, ConversationTables, ConvRow
 from haive_langgraph.memory.conversations._types import Permission, StoredMessage, UsageTotals
 
 
@@ -71,6 +71,8 @@ def create(
         "max": Int8(max_messages) if max_messages is not None else None,
         "pids": TextArray(parts),
         "perms": TextArray(parts.values()),
+        # Sessions are marked: tenant quotas count them (tenants/_quota_sql.py).
+        "kind": SESSION if what == SESSION else None,
     }
     row = yield Step(t.create_conversation, params, fetch="one")
     if row is None:

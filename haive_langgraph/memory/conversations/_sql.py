@@ -246,6 +246,13 @@ MIGRATIONS = (
             """,
         ),
     ),
+    # What a row is, for tenant quotas (tenants/_quota_sql.py): 'session' for
+    # sessions (SessionStore, and their branches); NULL for chat histories
+    # and conversations. Every row counts as a conversation.
+    Migration(
+        "conversation kinds: sessions are marked",
+        ("ALTER TABLE {schema}.conversations ADD COLUMN IF NOT EXISTS kind text",),
+    ),
 )
 
 # `haive-lg migrate --partitions N` hash-partitions the messages by conversation.

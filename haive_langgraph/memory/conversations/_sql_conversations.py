@@ -33,12 +33,12 @@ CREATE_CONVERSATION = """
 WITH c AS (
     INSERT INTO {schema}.conversations AS c (
         tenant_id, conversation_id, user_id, agent_id, parent_id, branch_seq, message_count,
-        tags, settings, details, ttl, expires_at, max_messages
+        tags, settings, details, ttl, expires_at, max_messages, kind
     )
     VALUES (
         %(t)s, %(c)s, %(user)s, %(agent)s, %(parent)s, %(branch)s, %(branch)s,
         %(tags)s, %(settings)s, %(details)s, %(ttl)s::interval, now() + %(ttl)s::interval,
-        %(max)s::bigint
+        %(max)s::bigint, %(kind)s
     )
     ON CONFLICT (tenant_id, conversation_id) DO NOTHING
     RETURNING *

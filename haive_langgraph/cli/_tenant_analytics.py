@@ -59,7 +59,8 @@ def analytics(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per tenant: conversations, messages, tokens and cost by model, storage, requests."""
+    """Per tenant: conversations, sessions, messages, tokens and cost by model, storage,
+    requests."""
     from haive_langgraph.tenants._analytics import tenant_analytics
 
     now = dt.datetime.now(dt.UTC)
@@ -83,7 +84,7 @@ def analytics(
         return
     title = f"Tenants, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
     table = Table(title=title)
-    columns = ("tenant", "name", "conversations", "messages", "tokens", "cost")
+    columns = ("tenant", "name", "conversations", "sessions", "messages", "tokens", "cost")
     for col in (*columns, "checkpoints", "conversations", "store", "requests"):
         table.add_column(col, justify="left" if col in ("tenant", "name") else "right")
     for u in usages:
@@ -91,6 +92,7 @@ def analytics(
             u.tenant_id or "(default)",
             u.display_name,
             f"{u.conversations:,}",
+            f"{u.sessions:,}",
             f"{u.messages:,}",
             f"{u.total_tokens:,}",
             f"{u.cost:,.4f}",
@@ -133,7 +135,8 @@ def retention(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply each tenant's data_retention_days to its checkpoints, conversations and store."""
+    """Apply each tenant's data_retention_days to its checkpoints, conversations, sessions
+    and store."""
     from haive_langgraph.tenants._retention import tenant_retention
 
     with console.status("applying retention ...") if not as_json else nullcontext():

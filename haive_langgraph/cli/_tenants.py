@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from haive_langgraph.cli import _tenant_analytics
 from haive_langgraph.cli._common import (
     DsnOption,
     JsonOption,
@@ -314,3 +315,7 @@ def tenants_delete(
     for table, n in erased.items():
         out.add_row(table, f"{n:,}")
     console.print(out)
+
+
+# analytics and retention (cli/_tenant_analytics.py)
+group.add_typer(_tenant_analytics.commands)

@@ -30,10 +30,14 @@ def all_components() -> list[Component]:
     from haive_langgraph.ops.audit._sql import COMPONENT as audit
     from haive_langgraph.ops.cache._sql import COMPONENT as cache
     from haive_langgraph.stores._sql import COMPONENT as store
+    from haive_langgraph.tenants._analytics_sql import COMPONENT as tenant_analytics
     from haive_langgraph.tenants._quota_sql import COMPONENT as tenant_quotas
     from haive_langgraph.tenants._sql import COMPONENT as tenants
 
-    return [checkpoints, store, keys, conversations, audit, cache, tenants, tenant_quotas]
+    return [
+        *(checkpoints, store, keys, conversations, audit, cache),
+        *(tenants, tenant_quotas, tenant_analytics),
+    ]
 
 
 def tenant_tables() -> tuple[str, ...]:

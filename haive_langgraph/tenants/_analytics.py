@@ -80,7 +80,8 @@ class TenantUsage:
     Attributes:
         tenant_id: The tenant (``""``: the default tenant).
         display_name: Its registry name (``""`` when not registered).
-        conversations: Conversations (sessions, histories) created in the range.
+        conversations: Conversations and chat histories created in the range.
+        sessions: Sessions created in the range.
         messages: Messages written in the range.
         input_tokens: Prompt tokens reported in the range.
         output_tokens: Completion tokens.
@@ -97,6 +98,7 @@ class TenantUsage:
     tenant_id: str
     display_name: str = ""
     conversations: int = 0
+    sessions: int = 0
     messages: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -162,8 +164,11 @@ def analytics_op(query: _Query) -> Op[list[TenantUsage]]:
     if (yield from _exists(schema, "tenants")):
         for tenant_id, name in (yield Step(_q(A.DISPLAY_NAMES, schema))):
             of(tenant_id).display_name = name
-    for tenant_id, count in (yield Step(_q(A.CONVERSATIONS_CREATED, schema), rng)):
-        of(tenant_id).conversations = int(count)
+    for tenant_id, conversations, sessions in (
+        yield Step(_q(A.CONVERSATIONS_CREATED, schema), rng)
+    ):
+        of(tenant_id).conversations = int(conversations)
+        of(tenant_id).sessions = int(sessions)
     days: dict[tuple[str, dt.date], DailyUsage] = {}
     for row in (yield Step(_q(A.USAGE_BY_DAY, schema), rng)):
         tenant_id, day, model, messages, reported, it, ot, tt, cost = row
@@ -258,7 +263,7 @@ def tenant_analytics(
     schema: str | None = None,
     config: PersistenceConfig | None = None,
 ) -> list[TenantUsage]:
-    """Per tenant over ``[since, until)``: conversations created, messages, tokens and
+    """Per tenant over ``[since, until)``: conversations and sessions created, messages, tokens and
     cost by model, storage per component (now), requests.
 
     Args:
@@ -307,6 +312,7 @@ def totals(usages: list[TenantUsage]) -> Mapping[str, Any]:
     """Sums over tenants (for a table's last row)."""
     return {
         "conversations": sum(u.conversations for u in usages),
+        "sessions": sum(u.sessions for u in usages),
         "messages": sum(u.messages for u in usages),
         "total_tokens": sum(u.total_tokens for u in usages),
         "cost": sum((u.cost for u in usages), Decimal(0)),

@@ -36,7 +36,7 @@ from haive_langgraph.db._render import render
 from haive_langgraph.db._tenancy import TenantScope, validate_tenant_id
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.conversations._erasure import delete_set
-from haive_langgraph.memory.conversations._tables import ConversationTables, make_tables
+from haive_langgraph.memory.conversations._tables import SESSION, ConversationTables, make_tables
 from haive_langgraph.tenants import _retention_sql as R
 from haive_langgraph.tenants._admin import (
     AdminConn,
@@ -52,6 +52,30 @@ CONVERSATION_BATCH = 200
 
 
 @dataclass(slots=True)
+class ConversationsRemoved:
+    """Conversation rows of one kind removed, with what they held.
+
+    Attributes:
+        rows: Conversation rows (chat histories and conversations; or sessions).
+        messages: Their messages.
+        participants: Their participants.
+        bytes: Bytes of their message batches.
+    """
+
+    rows: int = 0
+    messages: int = 0
+    participants: int = 0
+    bytes: int = 0
+
+    def add(self, other: ConversationsRemoved) -> None:
+        """Add ``other``'s figures to these."""
+        self.rows += other.rows
+        self.messages += other.messages
+        self.participants += other.participants
+        self.bytes += other.bytes
+
+
+@dataclass(slots=True)
 class TenantRetention:
     """What retention removed (or, dry, would remove) of one tenant.
 
@@ -64,10 +88,8 @@ class TenantRetention:
         writes: Their pending writes.
         checkpoint_bytes: Bytes of stored values no longer used by anything.
         skipped_threads: Threads skipped because a writer held them (next run).
-        conversations: Conversations (and sessions, histories) deleted.
-        messages: Their messages.
-        participants: Their participants.
-        conversation_bytes: Bytes of their message batches.
+        conversations: Chat histories and conversations deleted.
+        sessions: Sessions deleted (conversation rows a ``SessionStore`` made).
         store_items: Store items deleted (vector memories included).
         store_bytes: Bytes of their values.
     """
@@ -80,15 +102,23 @@ class TenantRetention:
     writes: int = 0
     checkpoint_bytes: int = 0
     skipped_threads: list[str] = field(default_factory=list)
-    conversations: int = 0
-    messages: int = 0
-    participants: int = 0
-    conversation_bytes: int = 0
+    conversations: ConversationsRemoved = field(default_factory=ConversationsRemoved)
+    sessions: ConversationsRemoved = field(default_factory=ConversationsRemoved)
     store_items: int = 0
     store_bytes: int = 0
 
     def components(self) -> dict[str, dict[str, int]]:
-        """Rows and bytes removed, per component (``checkpoints``, ``conversations``, ``store``)."""
+        """Rows and bytes removed, per component (``checkpoints``, ``conversations``,
+        ``sessions``, ``store``)."""
+
+        def rows(name: str, removed: ConversationsRemoved) -> dict[str, int]:
+            return {
+                name: removed.rows,
+                "messages": removed.messages,
+                "participants": removed.participants,
+                "bytes": removed.bytes,
+            }
+
         return {
             "checkpoints": {
                 "threads": self.threads,
@@ -96,12 +126,8 @@ class TenantRetention:
                 "writes": self.writes,
                 "bytes": self.checkpoint_bytes,
             },
-            "conversations": {
-                "conversations": self.conversations,
-                "messages": self.messages,
-                "participants": self.participants,
-                "bytes": self.conversation_bytes,
-            },
+            "conversations": rows("conversations", self.conversations),
+            "sessions": rows("sessions", self.sessions),
             "store": {"items": self.store_items, "bytes": self.store_bytes},
         }
 
@@ -201,18 +227,26 @@ def _column_op(query: str, params: dict[str, Any]) -> Op[list[Any]]:
 
 def _conversation_batch_op(
     t: ConversationTables, ids: Sequence[str], cutoff: dt.datetime
-) -> Op[tuple[int, int, int, int]]:
+) -> Op[tuple[ConversationsRemoved, ConversationsRemoved]]:
     """Delete the conversations of ``ids`` still untouched since ``cutoff`` (locked
-    first): (conversations, messages, participants, bytes)."""
-    params = {"t": t.tenant_id, "ids": TextArray(ids), "cutoff": cutoff}
+    first): what went of conversations, and of sessions."""
+    params: dict[str, Any] = {"t": t.tenant_id, "ids": TextArray(ids), "cutoff": cutoff}
     rows = yield Step(_q(R.STILL_STALE, t.schema), params)
-    stale = [str(r[0]) for r in rows]
-    if not stale:
-        return 0, 0, 0, 0
-    params["ids"] = TextArray(stale)
-    (size,) = yield Step(_q(R.CONVERSATION_BYTES, t.schema), params, fetch="one")
-    report = yield from delete_set(t, stale)
-    return report.conversations, report.messages, report.participants, int(size)
+    removed = []
+    for session in (False, True):
+        stale = [str(c) for c, kind in rows if (kind == SESSION) is session]
+        if not stale:
+            removed.append(ConversationsRemoved())
+            continue
+        params["ids"] = TextArray(stale)
+        (size,) = yield Step(_q(R.CONVERSATION_BYTES, t.schema), params, fetch="one")
+        report = yield from delete_set(t, stale)
+        removed.append(
+            ConversationsRemoved(
+                report.conversations, report.messages, report.participants, int(size)
+            )
+        )
+    return removed[0], removed[1]
 
 
 def _store_op(schema: str, tenant_id: str, cutoff: dt.datetime) -> Op[tuple[int, int]]:
@@ -252,16 +286,14 @@ def _conversation_calls(plan: _Plan, entry: TenantRetention) -> Calls[None]:
     ids: list[str] = yield Call(lambda: _column_op(query, params), read=True, scope=scope)
     for start in range(0, len(ids), CONVERSATION_BATCH):
         batch = ids[start : start + CONVERSATION_BATCH]
-        conversations, messages, participants, size = yield Call(
+        conversations, sessions = yield Call(
             partial(_conversation_batch_op, t, batch, entry.cutoff),
             transaction=True,
             rollback=plan.dry_run,
             scope=scope,
         )
-        entry.conversations += conversations
-        entry.messages += messages
-        entry.participants += participants
-        entry.conversation_bytes += size
+        entry.conversations.add(conversations)
+        entry.sessions.add(sessions)
 
 
 def retention_plan(

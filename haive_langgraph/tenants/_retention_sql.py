@@ -43,9 +43,10 @@ WHERE c.tenant_id = %(t)s AND greatest(c.updated_at, c.last_message_at) < %(cuto
 ORDER BY c.conversation_id
 """
 
-# The same test on rows locked by the erasure (a writer may have come between).
+# The same test on rows locked by the erasure (a writer may have come between),
+# with what each row is ('session' for sessions).
 STILL_STALE = """
-SELECT c.conversation_id
+SELECT c.conversation_id, c.kind
 FROM {schema}.conversations AS c
 WHERE c.tenant_id = %(t)s AND c.conversation_id = ANY(%(ids)s)
   AND greatest(c.updated_at, c.last_message_at) < %(cutoff)s

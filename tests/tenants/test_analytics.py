@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from haive_langgraph.db._connections import ConnectionSource
-from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.db._render import render
 from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.errors import ConfigurationError, PermissionDeniedError
@@ -40,31 +39,12 @@ from ._data import (
     register,
 )
 
-# The request counters as the tenants contract states them (created here only
-# where the quotas' migration has not).
-REQUESTS_DDL = """
-CREATE TABLE IF NOT EXISTS haive.tenant_requests (
-  tenant_id text, minute timestamptz, n bigint NOT NULL, PRIMARY KEY (tenant_id, minute)
-)
-"""
-
-
-def migrate_analytics(dsn: str) -> None:
-    """Every component, and the analytics' indexes where the registry of
-    components does not list them yet."""
-    migrate(dsn)
-    source = ConnectionSource(dsn)
-    try:
-        source.run(lambda: migrate_op([A.COMPONENT], "haive"), transaction=True)
-    finally:
-        source.close()
-
 
 @pytest.fixture(scope="module")
 def data(dsn: str) -> Iterator[str]:
     """acme: 3 conversations + 1 session in range, 1 conversation 40 days back;
     globex: 1 conversation; initech (unregistered): store items only."""
-    migrate_analytics(dsn)
+    migrate(dsn)
     register(dsn, "acme")
     register(dsn, "globex")
     for i in range(3):
@@ -77,7 +57,6 @@ def data(dsn: str) -> Iterator[str]:
     put_item(dsn, "acme", "k0")
     put_item(dsn, "initech", "k1")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(REQUESTS_DDL)
         conn.execute(
             "INSERT INTO haive.tenant_requests VALUES "
             "('acme', date_trunc('minute', now()) - interval '1 minute', 7), "
@@ -99,7 +78,7 @@ def test_figures_equal_what_was_written(data: str) -> None:
     acme, globex, initech = got["acme"], got["globex"], got["initech"]
     assert acme.display_name == "Acme" and initech.display_name == ""
     # 3 conversations and the session; the old conversation is out of range.
-    assert acme.conversations == 4
+    assert (acme.conversations, acme.sessions) == (3, 1)
     assert acme.messages == 3 * 3 + 1  # a human message and two replies each; the session's
     assert acme.by_model == {
         "gpt-a": ModelUsage(3, 300, 150, 450, Decimal("0.03")),
@@ -120,14 +99,15 @@ def test_figures_equal_what_was_written(data: str) -> None:
 
 def test_time_range_is_respected(data: str) -> None:
     wide = by_tenant(tenant_analytics(data, since=dt.timedelta(days=60)))["acme"]
-    assert wide.conversations == 5 and wide.messages == 13
+    assert (wide.conversations, wide.sessions, wide.messages) == (4, 1, 13)
     assert wide.by_model["gpt-a"].messages == 4 and wide.requests == 1012
     assert len(wide.daily) == 2 and wide.daily[0].total_tokens == 430
     now = dt.datetime.now(dt.UTC)
     old_only = by_tenant(
         tenant_analytics(data, since=now - dt.timedelta(days=50), until=now - dt.timedelta(days=35))
     )["acme"]
-    assert (old_only.conversations, old_only.messages, old_only.total_tokens) == (1, 3, 430)
+    assert (old_only.conversations, old_only.sessions) == (1, 0)
+    assert (old_only.messages, old_only.total_tokens) == (1 + 2, 430)
     assert old_only.requests == 1000
     assert old_only.storage["store"] > 0  # storage is now, whatever the range
     with pytest.raises(ConfigurationError, match="range is empty"):

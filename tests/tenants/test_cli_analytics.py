@@ -9,28 +9,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from haive_langgraph.cli._tenant_analytics import commands, parse_moment
+from haive_langgraph.cli import app
+from haive_langgraph.cli._tenant_analytics import parse_moment
 
-from ._data import USAGE, add_conversation, age, counts, put_item, register
-from .test_analytics import migrate_analytics
+from ._data import USAGE, add_conversation, age, counts, migrate, put_item, register
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 runner = CliRunner()
 
 
-def invoke(*args: str) -> typer.testing.Result:
-    app = typer.Typer()
-    app.add_typer(commands)
-    return runner.invoke(app, list(args))
+def invoke(*args: str) -> Result:
+    return runner.invoke(app, ["tenants", *args])
 
 
 @pytest.fixture(scope="module")
 def data(dsn: str) -> Iterator[str]:
-    migrate_analytics(dsn)
+    migrate(dsn)
     register(dsn, "acme", data_retention_days=30)
     add_conversation(dsn, "acme", "c0", usage=USAGE)
     add_conversation(dsn, "globex", "g0", usage=USAGE[:1])

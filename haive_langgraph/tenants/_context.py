@@ -18,7 +18,11 @@ from typing import Any, TypeVar
 
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.codec import Codec, HaiveCodec, KeyRing, PlainCodec, codec_from_config
+from haive_langgraph.db._async_connections import AsyncConnectionSource
+from haive_langgraph.db._call import Call
 from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._connections import ConnectionSource
+from haive_langgraph.db._methods import async_method, sync_method
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory import (
     AsyncConversationStore,
@@ -30,6 +34,7 @@ from haive_langgraph.memory import (
     SessionStore,
     VectorMemory,
 )
+from haive_langgraph.ops.audit import record_read_op
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
 from haive_langgraph.tenants._types import EffectiveSettings, Tenant
 
@@ -89,10 +94,12 @@ def tenant_codec(tenant: Tenant, codec: Codec | None, keyring: KeyRing | None) -
 class _ContextBase:
     """What both contexts do: bind the tenant, choose the codec, track what they opened."""
 
+    _source: Any
+
     def __init__(
         self,
         tenant: Tenant,
-        conn: Any,
+        source: ConnectionSource | AsyncConnectionSource,
         schema: str,
         config: PersistenceConfig,
         codec: Codec | None,
@@ -102,7 +109,11 @@ class _ContextBase:
         self.schema = schema
         self.config = config
         self.codec = tenant_codec(tenant, codec, keyring)
-        self._conn = conn
+        self._source = source
+        # What the components borrow from: the registry's pool (or its lent
+        # connection); they never close it.
+        lent: Any = source
+        self._conn = lent._conn if lent._conn is not None else lent._pool
         self._opened: list[Any] = []
         self._closed = False
 
@@ -115,6 +126,33 @@ class _ContextBase:
     def settings(self) -> EffectiveSettings:
         """The tenant's settings with its compliance mode's defaults applied."""
         return self.tenant.effective
+
+    def _record_read(
+        self, table: str, object_key: Any, *, user_id: str | None = None
+    ) -> Call[bool]:
+        """Record in the audit log that ``user_id`` read ``object_key`` of ``table``
+        on behalf of this tenant (triggers see changes, not reads).
+
+        Nothing is written unless the audit log records reads (``haive-lg audit
+        enable --reads``; a HIPAA tenant's context opens only then).
+
+        Args:
+            table: The table (or any name of what was read).
+            object_key: Its key (JSON: a list, a string ...).
+            user_id: Who read it (default: the transaction's ``haive.user_id``,
+                else the database role).
+
+        Returns:
+            Whether an entry was written.
+        """
+        if type(table) is not str or not table:
+            raise ConfigurationError(f"table must be a non-empty str, got {table!r}")
+        schema, tid = self.schema, self.tenant_id
+        return Call(
+            lambda: record_read_op(
+                schema, table=table, object_key=object_key, tenant_id=tid, user_id=user_id
+            )
+        )
 
     def _open(self, cls: Callable[..., T], *args: Any, **options: Any) -> T:
         """``cls(*args, conn=..., tenant_id=..., schema=..., config=..., codec=..., **options)``."""
@@ -165,11 +203,21 @@ class TenantContext(_ContextBase):
     when the ``with`` block ends. Options are those of each class, except
     ``conn``, ``tenant_id``, ``schema`` and ``config``, which the context sets.
 
+    :meth:`record_read` records a read in the audit log on behalf of the tenant
+    (what a compliance mode's audit of reads needs: triggers only see changes).
+
     Attributes:
         tenant: The tenant's record, read when the context opened.
         codec: The codec given to every component (``None``: their default);
             an encrypting one when the compliance mode requires it.
     """
+
+    _source: ConnectionSource
+
+    def _run(self, call: Call[T]) -> T:
+        return self._source.call(call)
+
+    record_read = sync_method(_ContextBase._record_read)
 
     def checkpointer(self, **options: Any) -> PostgresCheckpointer:
         """A :class:`~haive_langgraph.checkpointers.PostgresCheckpointer` of the tenant."""
@@ -208,7 +256,14 @@ class AsyncTenantContext(_ContextBase):
     AsyncTenantRegistry.context(tenant_id)``: the same openers, returning the
     async classes (``AsyncPostgresCheckpointer``, ``AsyncPostgresStore``,
     ``AsyncPostgresChatMessageHistory``, ``AsyncConversationStore``,
-    ``AsyncSessionStore``, ``AsyncVectorMemory``)."""
+    ``AsyncSessionStore``, ``AsyncVectorMemory``), and ``await arecord_read(...)``."""
+
+    _source: AsyncConnectionSource
+
+    async def _arun(self, call: Call[T]) -> T:
+        return await self._source.call(call)
+
+    arecord_read = async_method(_ContextBase._record_read)
 
     def checkpointer(self, **options: Any) -> AsyncPostgresCheckpointer:
         """An :class:`~haive_langgraph.checkpointers.AsyncPostgresCheckpointer` of the tenant."""

@@ -223,12 +223,6 @@ class _RegistryCalls(Generic[ConnT]):
         schema = self.schema
         return Call(lambda: _ops.enter_op(schema, tid), read=True)
 
-    def _lent(self) -> Any:
-        """What the components a context opens borrow from: this registry's pool (or
-        lent connection); they never close it."""
-        source: Any = self._source
-        return source._conn if source._conn is not None else source._pool
-
 
 class TenantRegistry(_RegistryCalls[SyncConn]):
     """The registry of tenants (sync): create, get, list, update, suspend, resume,
@@ -281,7 +275,7 @@ class TenantRegistry(_RegistryCalls[SyncConn]):
         """
         tenant = self._run(self._enter(tenant_id))
         ctx = TenantContext(
-            tenant, self._lent(), self.schema, self.config, self.codec, self.keyring
+            tenant, self._source, self.schema, self.config, self.codec, self.keyring
         )
         try:
             yield ctx
@@ -329,7 +323,7 @@ class AsyncTenantRegistry(_RegistryCalls[AsyncConn]):
         :meth:`TenantRegistry.context`); they are closed on exit."""
         tenant = await self._arun(self._enter(tenant_id))
         ctx = AsyncTenantContext(
-            tenant, self._lent(), self.schema, self.config, self.codec, self.keyring
+            tenant, self._source, self.schema, self.config, self.codec, self.keyring
         )
         try:
             yield ctx

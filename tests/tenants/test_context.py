@@ -274,6 +274,10 @@ async def test_the_context_binds_the_tenant_and_the_source(side: Side) -> None:
             with pytest.raises(ConfigurationError, match=f"{option} is set by the context"):
                 ctx.store(**{option: "x"})
         store = ctx.store()
+        # the audit log of this database does not record reads: nothing is written
+        assert await call(ctx, side.is_async, "record_read", "store_items", ["k"]) is False
+        with pytest.raises(ConfigurationError, match="table must be a non-empty str"):
+            await call(ctx, side.is_async, "record_read", "", ["k"])
     with pytest.raises(ConfigurationError, match="closed"):
         ctx.store()
     # the registry's pool outlives the context and the components it closed
@@ -345,6 +349,7 @@ async def test_compliance_mode_encrypts_everything_or_refuses(
             ctx.store(codec=HaiveCodec())
         await write_everything(ctx, True, "phi")
         assert (await read_everything(ctx, True)) == expected("phi")
+        assert await ctx.arecord_read("store_items", ["docs", "k"], user_id="dr-who")
     with psycopg.connect(audited) as conn:
         frame = conn.execute(
             "SELECT value FROM haive.store_items WHERE tenant_id = %s", (tid,)
@@ -355,3 +360,9 @@ async def test_compliance_mode_encrypts_everything_or_refuses(
             "SELECT count(*) FROM haive.audit_log WHERE tenant_id = %s", (tid,)
         ).fetchone()
         assert audited_rows is not None and audited_rows[0] > 0
+        read = conn.execute(
+            "SELECT user_id, table_name, object_key FROM haive.audit_log "
+            "WHERE tenant_id = %s AND operation = 'READ'",
+            (tid,),
+        ).fetchall()
+        assert read == [("dr-who", "store_items", ["docs", "k"])]

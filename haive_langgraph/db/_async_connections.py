@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import psycopg
 from psycopg import AsyncConnection
@@ -18,29 +18,30 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from haive_langgraph.db._call import Call, adrive
-from haive_langgraph.db._call_plan import LOST, Attempt
+from haive_langgraph.db._call_plan import Attempt
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import (
     AsyncConn,
+    RunOptions,
     SourceBase,
     connect_error,
+    lost_if_dead,
 )
 from haive_langgraph.db._driver import OpFactory, Step, arun
 from haive_langgraph.db._dsn import normalize_dsn, resolve_dsn
-from haive_langgraph.db._lent import check_lent_connection, check_lent_in_use, wrong_kind
+from haive_langgraph.db._lent import check_lent_in_use
 from haive_langgraph.db._liveness import (
     PING_AFTER_IDLE_SECONDS,
     ausable,
     has_input,
-    is_dead,
 )
-from haive_langgraph.db._replicas import AsyncReplicaSet, Route
+from haive_langgraph.db._replicas import AsyncReplicaSet
 from haive_langgraph.db._tenancy import TenantScope, row_security_step
 
 T = TypeVar("T")
 
 
-class AsyncConnectionSource(SourceBase):
+class AsyncConnectionSource(SourceBase[AsyncConn]):
     """Async twin of :class:`ConnectionSource`.
 
     A DSN is checked at once; the pool opens on first use (or :meth:`open`),
@@ -48,41 +49,26 @@ class AsyncConnectionSource(SourceBase):
     embedded server, if that is the one, starts in a worker thread).
     """
 
-    def __init__(
-        self,
-        conn: AsyncConn,
-        *,
-        config: PersistenceConfig | None = None,
-        replicas: Sequence[str] | None = None,
-        scope: TenantScope | None = None,
-        argument: str = "conn",
-    ) -> None:
-        super().__init__(config, scope)
-        self._lock: asyncio.Lock | None = None
-        self._conn: AsyncConnection[Any] | None = None
-        self._pool: AsyncConnectionPool[Any] | None = None
+    replicas: AsyncReplicaSet | None
+    _lock: asyncio.Lock | None
+    _conn: AsyncConnection[Any] | None
+    _pool: AsyncConnectionPool[Any] | None
+    _conn_type = AsyncConnection
+    _pool_type = AsyncConnectionPool
+    _lock_type = asyncio.Lock
+    _is_async = True
+
+    def _replica_set(self, dsns: Sequence[str]) -> AsyncReplicaSet:
+        return AsyncReplicaSet(dsns, self.config, _async_replica)
+
+    def _own(self, conn: str | None, argument: str) -> None:
         self._opening = asyncio.Lock()
-        if isinstance(conn, str) and conn.strip():
+        if conn is not None and conn.strip():
             self.dsn = normalize_dsn(conn, where=f"the argument {argument}")
-            self._owned = True
-        elif conn is None or isinstance(conn, str):
-            self._owned = True
-            if self.config.database_url and self.config.database_url.strip():
-                # A variable's DSN is checked now (no I/O); the embedded server
-                # is left to open(), which starts it in a worker thread.
-                self.dsn = resolve_dsn(None, config=self.config)
-        elif isinstance(conn, AsyncConnection):
-            check_lent_connection(conn)
-            self._conn = conn
-            self._lock = asyncio.Lock()
-        elif isinstance(conn, AsyncConnectionPool):
-            self._pool = conn
-        else:
-            raise wrong_kind(conn, want_async=True)
-        dsns = self.config.replica_urls if replicas is None else replicas
-        self.replicas: AsyncReplicaSet | None = (
-            AsyncReplicaSet(dsns, self.config, _async_replica) if dsns else None
-        )
+        elif self.config.database_url and self.config.database_url.strip():
+            # A variable's DSN is checked now (no I/O); the embedded server
+            # is left to open(), which starts it in a worker thread.
+            self.dsn = resolve_dsn(None, config=self.config)
 
     async def open(self) -> None:
         """Open the owned pool (DSN sources); a no-op for lent connections and pools."""
@@ -158,19 +144,10 @@ class AsyncConnectionSource(SourceBase):
         """Async twin of :meth:`ConnectionSource.call`."""
         return await adrive(self._plan(call, call.route if call.read else "primary"), self._handle)
 
-    async def run(
-        self,
-        factory: OpFactory[T],
-        *,
-        transaction: bool = False,
-        read: bool = False,
-        rollback: bool = False,
-        route: Route = "primary",
-        scope: TenantScope | None = None,
-    ) -> T:
+    async def run(self, factory: OpFactory[T], **options: Unpack[RunOptions]) -> T:
         """Async twin of :meth:`ConnectionSource.run`."""
-        call = Call(factory, transaction, read, rollback, route, scope)
-        return await adrive(self._plan(call, route), self._handle)
+        call = Call(factory, **options)
+        return await adrive(self._plan(call, call.route), self._handle)
 
     async def attempt(self, attempt: Attempt) -> Any:
         """Async twin of :meth:`ConnectionSource.attempt`."""
@@ -187,9 +164,7 @@ class AsyncConnectionSource(SourceBase):
                         raise psycopg.Rollback(tx)
                 return result
             except psycopg.OperationalError as exc:
-                if attempt.retry and is_dead(conn, exc):
-                    return LOST
-                raise
+                return lost_if_dead(attempt, conn, exc)
 
     async def _prelude(self, conn: AsyncConnection[Any], scope: TenantScope) -> tuple[Step, ...]:
         active = self._row_security.known(conn, scope.table)

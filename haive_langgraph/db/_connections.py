@@ -34,7 +34,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar, Unpack
 
 import psycopg
 from psycopg import AsyncConnection, Connection
@@ -68,9 +68,20 @@ from haive_langgraph.db._tenancy import TenantScope, row_security_step
 from haive_langgraph.errors import ConnectionFailedError
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 SyncConn = str | Connection[Any] | ConnectionPool[Any] | None
 AsyncConn = str | AsyncConnection[Any] | AsyncConnectionPool[Any] | None
+
+
+class RunOptions(TypedDict, total=False):
+    """How ``source.run(factory, **options)`` runs an operation (see :meth:`ConnectionSource.run`)."""
+
+    transaction: bool
+    read: bool
+    rollback: bool
+    route: Route
+    scope: TenantScope | None
 
 
 def connection_kwargs(dsn: str, config: PersistenceConfig) -> dict[str, Any]:
@@ -118,6 +129,15 @@ def connect_error(dsn: str, exc: BaseException) -> ConnectionFailedError:
     )
 
 
+def lost_if_dead(attempt: Attempt, conn: Any, exc: psycopg.OperationalError) -> Any:
+    """What an attempt that raised ``exc`` on ``conn`` returns: :data:`LOST` (the plan
+    tries again on another connection) when it may be retried and the connection
+    died under it; otherwise ``exc`` is raised."""
+    if attempt.retry and is_dead(conn, exc):
+        return LOST
+    raise exc
+
+
 class RowSecurity:
     """Whether row-level security applies to a connection's role on a table (asked once)."""
 
@@ -135,22 +155,64 @@ class RowSecurity:
         return active
 
 
-class SourceBase:
-    """What the sync and async sources share: the plan of a call and who does its requests."""
+class SourceBase(Generic[C]):
+    """What the sync and async sources share: how they take the connection they are
+    given (a DSN, a lent connection or a lent pool; see :class:`ConnectionSource`),
+    the plan of a call and who does its requests."""
 
     config: PersistenceConfig
     dsn: str | None
     scope: TenantScope | None
     replicas: ReplicaSet | AsyncReplicaSet | None
     _conn: Any
+    _pool: Any
+    _lock: Any
+    # The lent kinds a flavour takes, and the lock a lent connection is used under.
+    _conn_type: ClassVar[type[Any]]
+    _pool_type: ClassVar[type[Any]]
+    _lock_type: ClassVar[type[Any]]
+    _is_async: ClassVar[bool]
 
-    def __init__(self, config: PersistenceConfig | None, scope: TenantScope | None) -> None:
+    def __init__(
+        self,
+        conn: C,
+        *,
+        config: PersistenceConfig | None = None,
+        replicas: Sequence[str] | None = None,
+        scope: TenantScope | None = None,
+        argument: str = "conn",
+    ) -> None:
         self.config = config or PersistenceConfig()
         self.scope = scope
         self.dsn = None
         self._row_security = RowSecurity()
         self._owned = False
         self._idle = IdleTracker()
+        dsns = self.config.replica_urls if replicas is None else replicas
+        # Checked before the primary's pool opens, so a bad replica DSN leaks nothing.
+        self.replicas = self._replica_set(dsns) if dsns else None
+        self._lock = None
+        self._conn = None
+        self._pool = None
+        if conn is None or isinstance(conn, str):
+            self._own(conn, argument)
+            self._owned = True
+        elif isinstance(conn, self._conn_type):
+            check_lent_connection(conn)
+            self._conn = conn
+            self._lock = self._lock_type()
+        elif isinstance(conn, self._pool_type):
+            self._pool = conn
+        else:
+            raise wrong_kind(conn, want_async=self._is_async)
+
+    def _replica_set(self, dsns: Sequence[str]) -> ReplicaSet | AsyncReplicaSet:
+        """The replica set of this flavour on ``dsns``."""
+        raise NotImplementedError
+
+    def _own(self, conn: str | None, argument: str) -> None:
+        """Take a DSN (``None`` or blank: the default server) whose pool this source owns."""
+        raise NotImplementedError
 
     def _pool_options(self, dsn: str) -> dict[str, Any]:
         """The pool's settings from the config (the same for both kinds of pool)."""
@@ -189,7 +251,7 @@ class SourceBase:
         )
 
 
-class ConnectionSource(SourceBase):
+class ConnectionSource(SourceBase[SyncConn]):
     """Hands out sync connections from a DSN-owned pool, a lent pool or a lent connection.
 
     Args:
@@ -205,36 +267,21 @@ class ConnectionSource(SourceBase):
         argument: The name ``conn`` was given under, for errors about it.
     """
 
-    def __init__(
-        self,
-        conn: SyncConn,
-        *,
-        config: PersistenceConfig | None = None,
-        replicas: Sequence[str] | None = None,
-        scope: TenantScope | None = None,
-        argument: str = "conn",
-    ) -> None:
-        super().__init__(config, scope)
-        dsns = self.config.replica_urls if replicas is None else replicas
-        # Checked before the primary's pool opens, so a bad replica DSN leaks nothing.
-        self.replicas: ReplicaSet | None = (
-            ReplicaSet(dsns, self.config, _sync_replica) if dsns else None
-        )
-        self._lock: threading.Lock | None = None
-        self._conn: Connection[Any] | None = None
-        self._pool: ConnectionPool[Any] | None = None
-        if conn is None or isinstance(conn, str):
-            self.dsn = resolve_dsn(conn, config=self.config, argument=argument)
-            self._pool = self._open_pool(self.dsn)
-            self._owned = True
-        elif isinstance(conn, Connection):
-            check_lent_connection(conn)
-            self._conn = conn
-            self._lock = threading.Lock()
-        elif isinstance(conn, ConnectionPool):
-            self._pool = conn
-        else:
-            raise wrong_kind(conn, want_async=False)
+    replicas: ReplicaSet | None
+    _lock: threading.Lock | None
+    _conn: Connection[Any] | None
+    _pool: ConnectionPool[Any] | None
+    _conn_type = Connection
+    _pool_type = ConnectionPool
+    _lock_type = threading.Lock
+    _is_async = False
+
+    def _replica_set(self, dsns: Sequence[str]) -> ReplicaSet:
+        return ReplicaSet(dsns, self.config, _sync_replica)
+
+    def _own(self, conn: str | None, argument: str) -> None:
+        self.dsn = resolve_dsn(conn, config=self.config, argument=argument)
+        self._pool = self._open_pool(self.dsn)
 
     def _open_pool(self, dsn: str) -> ConnectionPool[Any]:
         options = self._pool_options(dsn)
@@ -298,31 +345,22 @@ class ConnectionSource(SourceBase):
         """Run a :class:`Call` (see :meth:`run`); its ``errors`` map database errors."""
         return drive(self._plan(call, call.route if call.read else "primary"), self._handle)
 
-    def run(
-        self,
-        factory: OpFactory[T],
-        *,
-        transaction: bool = False,
-        read: bool = False,
-        rollback: bool = False,
-        route: Route = "primary",
-        scope: TenantScope | None = None,
-    ) -> T:
+    def run(self, factory: OpFactory[T], **options: Unpack[RunOptions]) -> T:
         """Run the operation ``factory()`` builds on a borrowed connection.
 
         Args:
             factory: Builds a fresh operation generator (called again on retry).
-            transaction: Run all its statements in one transaction.
+            transaction: Run all its statements in one transaction (default no).
             read: The operation only reads; retry it once on a dead connection.
             rollback: Run it in a transaction and roll that back (a dry run).
             route: Where a read may run when replicas are configured:
-                ``"primary"``; ``"replica"`` (any usable replica, may lag);
-                ``"fresh"`` (a replica that has replayed this source's
-                writes, else the primary). Needs ``read=True``.
+                ``"primary"`` (the default); ``"replica"`` (any usable replica,
+                may lag); ``"fresh"`` (a replica that has replayed this
+                source's writes, else the primary). Needs ``read=True``.
             scope: The tenant this call acts for (default: the source's).
         """
-        call = Call(factory, transaction, read, rollback, route, scope)
-        return drive(self._plan(call, route), self._handle)
+        call = Call(factory, **options)
+        return drive(self._plan(call, call.route), self._handle)
 
     def attempt(self, attempt: Attempt) -> Any:
         """Do an :class:`Attempt` of the plan: run its operation once on a connection."""
@@ -337,9 +375,7 @@ class ConnectionSource(SourceBase):
                         raise psycopg.Rollback(tx)
                 return result
             except psycopg.OperationalError as exc:
-                if attempt.retry and is_dead(conn, exc):
-                    return LOST
-                raise
+                return lost_if_dead(attempt, conn, exc)
 
     def _prelude(self, conn: Connection[Any], scope: TenantScope) -> tuple[Step, ...]:
         active = self._row_security.known(conn, scope.table)

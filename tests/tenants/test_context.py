@@ -366,3 +366,47 @@ async def test_compliance_mode_encrypts_everything_or_refuses(
             (tid,),
         ).fetchall()
         assert read == [("dr-who", "store_items", ["docs", "k"])]
+
+
+async def lend(dsn: str, kind: str, is_async: bool) -> Any:
+    """A psycopg connection or pool of the flavour asked for (autocommit)."""
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    if kind == "pool":
+        if is_async:
+            pool = AsyncConnectionPool(dsn, kwargs={"autocommit": True}, open=False)
+            await pool.open()
+            return pool
+        return ConnectionPool(dsn, kwargs={"autocommit": True}, open=True)
+    if is_async:
+        return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", ["connection", "pool"])
+async def test_a_lent_connection_or_pool_is_shared_and_left_open(
+    migrated: str, kind: str, is_async: bool
+) -> None:
+    tid = new_tenant(kind)
+    given = await lend(migrated, kind, is_async)
+    registry: Any = (AsyncTenantRegistry if is_async else TenantRegistry)(given)
+    side = Side(registry, is_async)
+    try:
+        await side("create", tid)
+        async with side.context(tid) as ctx:
+            store = ctx.store()
+            await call(store, is_async, "put", ("docs",), "k", {"v": kind})
+            history = ctx.chat_history("chat")
+            await history.aadd_messages([HumanMessage("hi")])
+            item = await call(store, is_async, "get", ("docs",), "k")
+            assert item is not None and item.value == {"v": kind}
+            assert [m.content for m in await history.aget_messages()] == ["hi"]
+        await (registry.aclose() if is_async else asyncio.to_thread(registry.close))
+        # neither the context nor the registry closed what was lent
+        assert not given.closed
+    finally:
+        closing = given.close()
+        if is_async:
+            await closing
+    assert counts(migrated, tid)["store_items"] == 1

@@ -2,7 +2,7 @@
 
 Every command needs the ``tenants`` tables (``haive-lg migrate``); ``delete``
 erases every row of the tenant in every component and asks for confirmation
-(or ``--yes``).
+(or ``--yes``). ``analytics`` and ``retention`` are in ``_tenant_analytics``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from haive_langgraph.tenants import Tenant, TenantQuota, TenantRegistry, TenantSettings
 
 group = typer.Typer(
-    help="Tenants: create, get, list, update, suspend, resume, delete.", no_args_is_help=True
+    help="Tenants: create, get, list, update, suspend, resume, delete; analytics, retention.",
+    no_args_is_help=True,
 )
 
 TenantArgument = Annotated[str, typer.Argument(help="Tenant id.")]

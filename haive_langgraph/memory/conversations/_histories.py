@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, Unpack
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from haive_langgraph._threaded_history import ThreadedAsyncHistory
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call
 from haive_langgraph.db._connections import AsyncConn, ConnectionSource, SyncConn
@@ -205,7 +206,7 @@ class _History(_Client, BaseChatMessageHistory, Generic[ConnT]):
 
 
 class PostgresChatMessageHistory(
-    SyncClient, _History[SyncConn], ConnectionSourceHook[ConnectionSource]
+    SyncClient, _History[SyncConn], ConnectionSourceHook[ConnectionSource], ThreadedAsyncHistory
 ):
     """Chat message history of one session, in PostgreSQL (sync).
 
@@ -307,17 +308,6 @@ class PostgresChatMessageHistory(
             newest_first: Page from the newest message backwards.
         """
         return self._run(self._calls.page(limit, cursor, newest_first))
-
-    # -- async (in a worker thread) --------------------------------------------------
-
-    async def aget_messages(self) -> list[BaseMessage]:
-        return await asyncio.to_thread(self.get_messages)
-
-    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        await asyncio.to_thread(self.add_messages, messages)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
 
 
 class AsyncPostgresChatMessageHistory(

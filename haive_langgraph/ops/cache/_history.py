@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
 from collections.abc import Callable, Sequence
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from haive_langgraph._threaded_history import ThreadedAsyncHistory
 from haive_langgraph.codec import Kind, RowContext
 from haive_langgraph.ops.cache._memory import log
 from haive_langgraph.ops.cache._origin import _Origin
@@ -114,7 +114,7 @@ class _CachedHistoryBase(BaseChatMessageHistory):
         return [] if entry is None else list(entry[1])
 
 
-class CachedChatHistory(_CachedHistoryBase):
+class CachedChatHistory(_CachedHistoryBase, ThreadedAsyncHistory):
     """A ``PostgresChatMessageHistory`` whose reads are cached, never stale.
 
     Build it with :meth:`CacheLayer.wrap_history`. A conversation's messages
@@ -215,15 +215,6 @@ class CachedChatHistory(_CachedHistoryBase):
 
     def close(self) -> None:
         self.inner.close()
-
-    async def aget_messages(self) -> list[BaseMessage]:
-        return await asyncio.to_thread(self.get_messages)
-
-    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        await asyncio.to_thread(self.add_messages, messages)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
 
 
 class AsyncCachedChatHistory(_CachedHistoryBase):

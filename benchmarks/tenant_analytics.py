@@ -170,6 +170,7 @@ def main() -> None:
                 {"since": narrow, "until": until},
             ),
             *((f"storage: {c}", A.STORAGE[c], {}) for c in A.STORAGE),
+            ("requests, 30 days", A.REQUESTS, {"since": since, "until": until}),
         ]
         print_table(
             "statements alone (EXPLAIN ANALYZE execution time, best of 3)",

@@ -21,6 +21,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -81,8 +82,11 @@ def repeatable(flag: str, help: str) -> Any:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code`` (1: an error we explain)."""
-    err.print(f"[bold red]error:[/] {message}")
+    """Print ``error: message`` on stderr and exit with ``code`` (1: an error we explain).
+
+    ``message`` is plain text: its brackets are printed, not read as markup
+    (``pip install 'haive-langgraph[notebooks]'``, ``text[]``)."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from haive_langgraph.cli import _tenant_analytics
 from haive_langgraph.cli._common import (
     DsnOption,
     JsonOption,
@@ -26,6 +25,7 @@ from haive_langgraph.cli._common import (
     require_schema,
     usage,
 )
+from haive_langgraph.cli._tenant_analytics import commands as analytics_commands
 
 if TYPE_CHECKING:
     from haive_langgraph.tenants import Tenant, TenantQuota, TenantRegistry, TenantSettings
@@ -319,4 +319,4 @@ def tenants_delete(
 
 
 # analytics and retention (cli/_tenant_analytics.py)
-group.add_typer(_tenant_analytics.commands)
+group.add_typer(analytics_commands)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +75,15 @@ def test_bad_durations_are_usage_errors(data: str) -> None:
     now = dt.datetime(2026, 1, 31, tzinfo=dt.UTC)
     assert parse_moment("2w", "--since", now) == now - dt.timedelta(weeks=2)
     assert parse_moment("2026-01-01", "--since", now) == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_a_chart_without_matplotlib_names_the_extra(
+    data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    chart = tmp_path / "usage.png"
+    result = invoke("analytics", "--dsn", data, "--chart", str(chart))
+    assert result.exit_code == 1
+    assert "needs matplotlib" in result.output and "haive-langgraph[notebooks]" in result.output
+    assert not chart.exists()

@@ -21,8 +21,12 @@ from haive_langgraph.tenants._retention import (
     atenant_retention,
     tenant_retention,
 )
-from haive_langgraph.tenants._retention_sweeper import TenantRetentionSweeper
+from haive_langgraph.tenants._retention_sweeper import (
+    AsyncTenantRetentionSweeper,
+    TenantRetentionSweeper,
+)
 
+from .._roles import application_role
 from ..conftest import create_database, drop_database
 from ._data import (
     USAGE,
@@ -190,3 +194,38 @@ def test_a_compliance_mode_brings_its_default_retention(seeded: str) -> None:
         ("hooli", 365.0, 1)
     ]
     assert counts(dsn, "hooli")["items"] == {"recent"}
+
+
+def test_an_application_role_under_row_security_applies_it_tenant_by_tenant(
+    seeded: str,
+) -> None:
+    with application_role(seeded) as app:
+        preview = tenant_retention(app, dry_run=True)
+        report = asyncio.run(atenant_retention(app))
+    # Each call bound its tenant: the role saw (and removed) the retained
+    # tenant's old rows, as the owner would, and nothing of the others.
+    assert [t.tenant_id for t in report.tenants] == [RETAINED]
+    assert report.tenants[0].components() == preview.tenants[0].components()
+    assert report.tenants[0].store_items == 1 and report.tenants[0].threads == 1
+    assert counts(seeded, RETAINED) == NEW_ONLY
+    assert counts(seeded, UNLIMITED) == ALL and counts(seeded, UNREGISTERED) == ALL
+
+
+def test_the_async_sweeper(seeded: str) -> None:
+    async def go() -> Any:
+        source = AsyncConnectionSource(seeded)
+        sweeper = AsyncTenantRetentionSweeper(source, interval=3600)
+        try:
+            sweeper.start()
+            for _ in range(200):
+                if sweeper.last_report is not None:
+                    break
+                await asyncio.sleep(0.05)
+            await sweeper.stop()
+            return sweeper.last_report
+        finally:
+            await source.close()
+
+    report = asyncio.run(go())
+    assert report is not None and report.tenants[0].conversations.rows == 1
+    assert counts(seeded, RETAINED) == NEW_ONLY

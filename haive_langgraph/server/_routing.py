@@ -1,0 +1,237 @@
+"""A checkpointer and a store that act, call by call, for the caller's tenant.
+
+Our classes take their tenant at construction. On a server, the tenant is
+known per call (:mod:`._identity`), so :class:`TenantCheckpointer` and
+:class:`TenantStore` keep one tenant-bound instance per tenant, all on the
+connections of one unbound instance (one pool for every tenant), and pass
+each call to the instance of the caller's tenant. Every row those instances
+read or write carries their tenant, and under row-level security (an
+application role that does not own the tables) the database refuses any
+other.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.store.base import BaseStore, Op, Result
+
+from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
+from haive_langgraph.server._identity import TenantOf, resolve_tenant
+from haive_langgraph.stores import AsyncPostgresStore
+
+__all__ = ["TenantCheckpointer", "TenantStore"]
+
+
+class TenantCheckpointer(BaseCheckpointSaver[int]):
+    """A LangGraph checkpointer that routes each call to its caller's tenant.
+
+    Args:
+        saver: The unbound checkpointer whose pool, schema, config and codec
+            every tenant's instance shares (it must hold a pool: a DSN or an
+            ``AsyncConnectionPool``).
+        tenant_of: Maps the server's user to a tenant id
+            (``HAIVE_SERVER_TENANT_FROM``).
+        cache_size: Tenant-bound instances kept (least recently used go; they
+            hold caches, not connections).
+
+    Raises:
+        PermissionDeniedError: (from each call) the call has no authenticated
+            user, or its user maps to no tenant.
+    """
+
+    def __init__(
+        self, saver: AsyncPostgresCheckpointer, tenant_of: TenantOf, *, cache_size: int = 256
+    ) -> None:
+        super().__init__(serde=saver.serde)
+        self.saver = saver
+        self.tenant_of = tenant_of
+        self.cache_size = cache_size
+        self._savers: OrderedDict[str, AsyncPostgresCheckpointer] = OrderedDict()
+
+    def for_tenant(self, tenant_id: str) -> AsyncPostgresCheckpointer:
+        """The instance bound to ``tenant_id`` (made on first use, on the shared pool)."""
+        found = self._savers.get(tenant_id)
+        if found is not None:
+            self._savers.move_to_end(tenant_id)
+            return found
+        base = self.saver
+        pool = base._source._pool
+        if pool is None:
+            raise RuntimeError("TenantCheckpointer needs an opened checkpointer (await _aopen())")
+        made = AsyncPostgresCheckpointer(
+            pool,
+            serde=base.serde,
+            codec=base.codec,
+            encrypt_metadata=tuple(base.encrypt_metadata),
+            tenant_id=tenant_id,
+            schema=base.schema,
+            config=base.config,
+            # Replica pools are per instance: tenant instances read the primary.
+            replicas=(),
+        )
+        self._savers[tenant_id] = made
+        while len(self._savers) > self.cache_size:
+            self._savers.popitem(last=False)
+        return made
+
+    def tenants(self) -> list[str]:
+        """The tenants this process has served (and still holds an instance of)."""
+        return list(self._savers)
+
+    def _current(self, config: RunnableConfig | None = None) -> AsyncPostgresCheckpointer:
+        return self.for_tenant(resolve_tenant(self.tenant_of, config))
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        """The saver's versions (shared by every tenant)."""
+        return self.saver.get_next_version(current, channel)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The caller's tenant's checkpoint ``config`` names (see ``AsyncPostgresCheckpointer``)."""
+        return await self._current(config).aget_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """The caller's tenant's checkpoints, newest first."""
+        saver = self._current(config)
+        async for tup in saver.alist(config, filter=filter, before=before, limit=limit):
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint of the caller's tenant."""
+        return await self._current(config).aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store pending writes of the caller's tenant."""
+        await self._current(config).aput_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete a thread of the caller's tenant."""
+        await self._current().adelete_thread(thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy a thread of the caller's tenant to a new thread of the same tenant."""
+        await self._current().acopy_thread(source_thread_id, target_thread_id)
+
+    async def adelete_for_runs(self, run_ids: Iterable[str]) -> None:
+        """Delete the caller's tenant's checkpoints created by these runs."""
+        await self._current().adelete_for_runs(list(run_ids))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads of the caller's tenant."""
+        await self._current().aprune(thread_ids, strategy=strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """``DeltaChannel`` history of the caller's tenant."""
+        return await self._current(config).aget_delta_channel_history(
+            config=config, channels=channels
+        )
+
+    # The sync twins, for graph code that calls them from a worker thread.
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Sync :meth:`aget_tuple` (from another thread than the server's loop)."""
+        return self._current(config).get_tuple(config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Sync :meth:`alist`."""
+        return self._current(config).list(config, filter=filter, before=before, limit=limit)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Sync :meth:`aput`."""
+        return self._current(config).put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Sync :meth:`aput_writes`."""
+        self._current(config).put_writes(config, writes, task_id, task_path)
+
+
+class TenantStore(BaseStore):
+    """A LangGraph store that routes each batch to its caller's tenant.
+
+    Args:
+        store: The unbound store whose connections, index and settings
+            every tenant's store shares (``store.for_tenant(...)``).
+        tenant_of: Maps the server's user to a tenant id.
+
+    Raises:
+        PermissionDeniedError: (from each call) the call has no authenticated
+            user, or its user maps to no tenant.
+    """
+
+    supports_ttl = True
+
+    def __init__(self, store: AsyncPostgresStore, tenant_of: TenantOf) -> None:
+        self.store = store
+        self.tenant_of = tenant_of
+        self.supports_ttl = store.supports_ttl
+        self.ttl_config = store.ttl_config
+        self._stores: dict[str, AsyncPostgresStore] = {}
+
+    def for_tenant(self, tenant_id: str) -> AsyncPostgresStore:
+        """The store bound to ``tenant_id`` (derived once; it shares every connection)."""
+        found = self._stores.get(tenant_id)
+        if found is None:
+            found = self._stores[tenant_id] = self.store.for_tenant(tenant_id)
+        return found
+
+    def _current(self) -> AsyncPostgresStore:
+        return self.for_tenant(resolve_tenant(self.tenant_of))
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` for the caller's tenant (from another thread than the server's loop)."""
+        return self._current().batch(ops)
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` for the caller's tenant."""
+        return await self._current().abatch(ops)

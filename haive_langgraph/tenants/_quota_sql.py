@@ -186,7 +186,7 @@ $$
 """
 
 
-def _usage_trigger_function(
+def _rows_function(
     table: str,
     kind: str,
     *,
@@ -196,17 +196,22 @@ def _usage_trigger_function(
     tokens: str = "0",
     after: str = "",
 ) -> str:
-    """The statement trigger function of one table: its change per guarded tenant.
+    """The statement trigger function of one table's inserts and deletes.
 
     The expressions (ours, constant) read a transition row as ``r``: ``size``
     its stored bytes, ``conv``/``sess`` whether it is a conversation/session,
     ``tokens`` the tokens an insert records. ``after`` runs after the charge
     (the checkpoints' per-thread limit).
+
+    Two cheap checks come first: is any tenant guarded at all; is the
+    statement's tenant (a statement writes one tenant's rows but for admin
+    work) guarded. Only then are the rows summed.
     """
     return f"""
 CREATE OR REPLACE FUNCTION {{schema}}.haive_quota_{table}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_first   text;
     v_tenants text[];
     v_conv    bigint[];
     v_sess    bigint[];
@@ -215,12 +220,16 @@ DECLARE
     rec       record;
     v_held    bigint;
 BEGIN
-    -- The first, cheap check: no guarded tenant at all.
     IF NOT EXISTS (SELECT 1 FROM {{schema}}.tenant_usage) THEN
         RETURN NULL;
     END IF;
-    -- Each branch reads only the transition tables its event has.
+    -- Each branch reads only the transition table its event has.
     IF TG_OP = 'INSERT' THEN
+        SELECT r.tenant_id INTO v_first FROM new_rows AS r LIMIT 1;
+        IF NOT EXISTS (SELECT 1 FROM {{schema}}.tenant_usage AS u WHERE u.tenant_id = v_first)
+           AND NOT EXISTS (SELECT 1 FROM new_rows AS r WHERE r.tenant_id <> v_first) THEN
+            RETURN NULL;
+        END IF;
         SELECT array_agg(x.tenant_id), array_agg(x.c), array_agg(x.s), array_agg(x.b),
                array_agg(x.t)
         INTO v_tenants, v_conv, v_sess, v_bytes, v_tokens
@@ -231,7 +240,12 @@ BEGIN
             WHERE r.tenant_id IN (SELECT u.tenant_id FROM {{schema}}.tenant_usage AS u)
             GROUP BY r.tenant_id
         ) AS x;
-    ELSIF TG_OP = 'DELETE' THEN
+    ELSE
+        SELECT r.tenant_id INTO v_first FROM old_rows AS r LIMIT 1;
+        IF NOT EXISTS (SELECT 1 FROM {{schema}}.tenant_usage AS u WHERE u.tenant_id = v_first)
+           AND NOT EXISTS (SELECT 1 FROM old_rows AS r WHERE r.tenant_id <> v_first) THEN
+            RETURN NULL;
+        END IF;
         SELECT array_agg(x.tenant_id), array_agg(-x.c), array_agg(-x.s), array_agg(-x.b),
                array_agg(0::bigint)
         INTO v_tenants, v_conv, v_sess, v_bytes, v_tokens
@@ -241,21 +255,6 @@ BEGIN
             FROM old_rows AS r
             WHERE r.tenant_id IN (SELECT u.tenant_id FROM {{schema}}.tenant_usage AS u)
             GROUP BY r.tenant_id
-        ) AS x;
-    ELSE
-        -- An update changes sizes only (a tenant's rows stay its own).
-        SELECT array_agg(x.tenant_id), array_agg(0::bigint), array_agg(0::bigint),
-               array_agg(x.b), array_agg(0::bigint)
-        INTO v_tenants, v_conv, v_sess, v_bytes, v_tokens
-        FROM (
-            SELECT y.tenant_id, sum(y.b)::bigint AS b
-            FROM (
-                SELECT r.tenant_id, ({size})::bigint AS b FROM new_rows AS r
-                UNION ALL
-                SELECT r.tenant_id, -({size})::bigint FROM old_rows AS r
-            ) AS y
-            WHERE y.tenant_id IN (SELECT u.tenant_id FROM {{schema}}.tenant_usage AS u)
-            GROUP BY y.tenant_id
         ) AS x;
     END IF;
     IF v_tenants IS NULL THEN
@@ -269,9 +268,37 @@ $$
 """  # noqa: S608 (constants of this module, no values)
 
 
+def _update_function(table: str, kind: str, size: str) -> str:
+    """The row trigger function of one table's updates that change a row's size.
+
+    A row trigger, not a statement one, so that the inserts of an upsert
+    (``INSERT ... ON CONFLICT DO UPDATE``, every checkpoint put) fire nothing
+    for updates they did not make; its ``WHEN`` skips updates that keep the size.
+    """
+    delta = f"({size.format(r='NEW')}) - ({size.format(r='OLD')})"
+    return f"""
+CREATE OR REPLACE FUNCTION {{schema}}.haive_quota_{table}_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM {{schema}}.tenant_usage AS u WHERE u.tenant_id = NEW.tenant_id
+    ) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM {{schema}}.haive_quota_charge(
+        '{kind}', 'UPDATE', ARRAY[NEW.tenant_id], ARRAY[0::bigint], ARRAY[0::bigint],
+        ARRAY[({delta})::bigint], ARRAY[0::bigint]);
+    RETURN NULL;
+END
+$$
+"""  # noqa: S608 (constants of this module, no values)
+
+
 # After a checkpoint insert is charged (the tenant's counters row is locked,
 # so inserts of the tenant are serialised), the threads it wrote into are
-# counted afresh: the limit holds whatever wrote the rows.
+# checked: their count as the checkpointer keeps it in the thread's registry
+# row (updated by the same statement: one key lookup, however long the
+# thread), or, for rows written without one, counted.
 _PER_THREAD = """
     IF TG_OP = 'INSERT' THEN
         FOR rec IN
@@ -282,8 +309,12 @@ _PER_THREAD = """
             WHERE u.max_checkpoints_per_thread IS NOT NULL
             GROUP BY n.tenant_id, n.thread_id
         LOOP
-            SELECT count(*) INTO v_held FROM {schema}.checkpoints AS c
-            WHERE c.tenant_id = rec.tenant_id AND c.thread_id = rec.thread_id;
+            SELECT th.checkpoint_count INTO v_held FROM {schema}.threads AS th
+            WHERE th.tenant_id = rec.tenant_id AND th.thread_id = rec.thread_id;
+            IF v_held IS NULL THEN
+                SELECT count(*) INTO v_held FROM {schema}.checkpoints AS c
+                WHERE c.tenant_id = rec.tenant_id AND c.thread_id = rec.thread_id;
+            END IF;
             IF v_held > rec.lim THEN
                 PERFORM {schema}.haive_quota_refuse(rec.tenant_id, 'checkpoints_per_thread',
                     rec.lim, v_held - rec.added, v_held);
@@ -299,47 +330,58 @@ _TOKENS = """CASE WHEN r.copied OR r.created_at <> now() THEN 0 ELSE (
         FROM unnest(r.input_tokens, r.output_tokens, r.total_tokens) AS u(it, ot, tt)
     ) END"""
 
-# table -> (kind, its events, the function's expressions)
-_TABLES: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
-    "checkpoints": (
-        "checkpoints",
-        ("INSERT", "UPDATE", "DELETE"),
-        {
-            "size": "octet_length(r.checkpoint) + octet_length(r.inline_values::text)",
-            "after": _PER_THREAD,
-        },
-    ),
-    "blobs": ("checkpoints", ("INSERT", "UPDATE", "DELETE"), {"size": "octet_length(r.data)"}),
-    "store_items": ("store", ("INSERT", "UPDATE", "DELETE"), {"size": "octet_length(r.value)"}),
+# What each table's rows weigh ({r}: the row), and what else they count.
+_SIZES = {
+    "checkpoints": "octet_length({r}.checkpoint) + octet_length({r}.inline_values::text)",
+    "blobs": "octet_length({r}.data)",
+    "store_items": "octet_length({r}.value)",
+    "conversation_messages": "octet_length({r}.body)",
+}
+# Updates that fire the row trigger besides those changing the size: a store
+# put (it sets updated_at; a TTL refresh on read does not), so a suspended
+# tenant cannot overwrite its items with values of the same size.
+_ALSO_UPDATED = {"store_items": "OLD.updated_at IS DISTINCT FROM NEW.updated_at"}
+# table -> (kind of bytes, the insert/delete function's expressions)
+_TABLES: dict[str, tuple[str, dict[str, str]]] = {
+    "checkpoints": ("checkpoints", {"after": _PER_THREAD}),
+    "blobs": ("checkpoints", {}),
+    "store_items": ("store", {}),
     "conversations": (
         "conversations",
-        ("INSERT", "DELETE"),
         {"conv": "1", "sess": "(r.kind IS NOT DISTINCT FROM 'session')::int"},
     ),
-    "conversation_messages": (
-        "conversations",
-        ("INSERT", "UPDATE", "DELETE"),
-        {"size": "octet_length(r.body)", "tokens": _TOKENS},
-    ),
-}
-
-_REFERENCING = {
-    "INSERT": "REFERENCING NEW TABLE AS new_rows",
-    "UPDATE": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-    "DELETE": "REFERENCING OLD TABLE AS old_rows",
+    "conversation_messages": ("conversations", {"tokens": _TOKENS}),
 }
 
 
 def _trigger_statements() -> tuple[str, ...]:
     out: list[str] = []
-    for table, (kind, events, exprs) in _TABLES.items():
-        out.append(_usage_trigger_function(table, kind, **exprs))
-        for event in events:
+    for table, (kind, exprs) in _TABLES.items():
+        size = _SIZES.get(table)
+        rows = {"size": size.format(r="r")} if size else {}
+        out.append(_rows_function(table, kind, **rows, **exprs))
+        for event, transition in (
+            ("insert", "NEW TABLE AS new_rows"),
+            ("delete", "OLD TABLE AS old_rows"),
+        ):
             out.append(
                 f"""
-CREATE OR REPLACE TRIGGER {table}_quota_{event.lower()}
-    AFTER {event} ON {{schema}}.{table} {_REFERENCING[event]}
+CREATE OR REPLACE TRIGGER {table}_quota_{event}
+    AFTER {event.upper()} ON {{schema}}.{table} REFERENCING {transition}
     FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.haive_quota_{table}()
+"""
+            )
+        if size:
+            when = f"({size.format(r='NEW')}) IS DISTINCT FROM ({size.format(r='OLD')})"
+            if table in _ALSO_UPDATED:
+                when = f"{when} OR {_ALSO_UPDATED[table]}"
+            out.append(_update_function(table, kind, size))
+            out.append(
+                f"""
+CREATE OR REPLACE TRIGGER {table}_quota_update
+    AFTER UPDATE ON {{schema}}.{table} FOR EACH ROW
+    WHEN ({when})
+    EXECUTE FUNCTION {{schema}}.haive_quota_{table}_update()
 """
             )
     return tuple(out)

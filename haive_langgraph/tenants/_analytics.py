@@ -12,7 +12,6 @@ indexed, bookkeeping columns, never from message bodies (see
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -306,15 +305,3 @@ async def atenant_analytics(
     async with async_source(conn, config) as source:
         _refuse_bound(bound_tenant(source))
         return await source.call(call)
-
-
-def totals(usages: list[TenantUsage]) -> Mapping[str, Any]:
-    """Sums over tenants (for a table's last row)."""
-    return {
-        "conversations": sum(u.conversations for u in usages),
-        "sessions": sum(u.sessions for u in usages),
-        "messages": sum(u.messages for u in usages),
-        "total_tokens": sum(u.total_tokens for u in usages),
-        "cost": sum((u.cost for u in usages), Decimal(0)),
-        "storage": {c: sum(u.storage[c] for u in usages) for c in COMPONENTS},
-    }

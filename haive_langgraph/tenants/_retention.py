@@ -398,12 +398,3 @@ async def atenant_retention(
         wanted = _tenants_for(bound_tenant(source), tenant_ids)
         plan = retention_plan(target, dry_run=dry_run, tenant_ids=wanted)
         return await arun_calls(source, plan)
-
-
-def as_rows(report: TenantRetentionReport) -> list[dict[str, Any]]:
-    """The report flattened: one row per tenant and component (for tables)."""
-    return [
-        {"tenant_id": t.tenant_id, "component": name, **figures}
-        for t in report.tenants
-        for name, figures in t.components().items()
-    ]

@@ -22,6 +22,7 @@ from haive_langgraph.cli._common import (
     human,
     print_json,
     repeatable,
+    require_schema,
     usage,
 )
 
@@ -66,6 +67,7 @@ def analytics(
     now = dt.datetime.now(dt.UTC)
     end = parse_moment(until, "--until", now) if until is not None else now
     start = parse_moment(since, "--since", end)
+    require_schema(dsn, schema, "conversations", "tenant_analytics")
     with console.status("measuring ...") if not as_json else nullcontext():
         usages = tenant_analytics(dsn, since=start, until=end, schema=schema)
     if chart is not None:
@@ -139,6 +141,7 @@ def retention(
     and store."""
     from haive_langgraph.tenants._retention import tenant_retention
 
+    require_schema(dsn, schema, "tenants")
     with console.status("applying retention ...") if not as_json else nullcontext():
         report = tenant_retention(dsn, dry_run=dry_run, tenant_ids=tenants, schema=schema)
     if as_json:

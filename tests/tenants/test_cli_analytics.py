@@ -87,3 +87,10 @@ def test_a_chart_without_matplotlib_names_the_extra(
     assert result.exit_code == 1
     assert "needs matplotlib" in result.output and "haive-langgraph[notebooks]" in result.output
     assert not chart.exists()
+
+
+def test_a_schema_without_our_tables_is_named(data: str) -> None:
+    for command in ("analytics", "retention"):
+        result = invoke(command, "--dsn", data, "--schema", "nowhere")
+        assert result.exit_code == 1, result.output
+        assert "nowhere" in result.output and "haive-lg migrate" in result.output

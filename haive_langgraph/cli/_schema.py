@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import MofNCompleteColumn
 from rich.table import Table
 
 from haive_langgraph.cli._common import (
     DsnOption,
     JsonOption,
+    PhaseStep,
     SchemaOption,
     TenantOption,
     command,
     console,
     open_saver,
+    phase_progress,
     print_json,
+    repeatable,
     usage,
 )
+from haive_langgraph.db._online_migrations import DEFAULT_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from haive_langgraph.db._online_migrations import MigrationProgress
+    from haive_langgraph.ops._online import PlannedStep
 
 commands = typer.Typer()
 
@@ -40,27 +49,103 @@ def migrate(
             "into N partitions (fresh schema only).",
         ),
     ] = None,
+    to: Annotated[
+        list[str] | None,
+        repeatable(
+            "--to",
+            "Stop a component at a version, as COMPONENT:VERSION (e.g. checkpoints:3); "
+            "versions are per component, the others go to their latest",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, help="Rows per batch of a data backfill."),
+    ] = DEFAULT_BATCH_SIZE,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="List the pending steps and what each locks; change nothing."),
+    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Create or upgrade the tables (or print the migration SQL)."""
+    """Create or upgrade the tables online, one step at a time (or print the plan, or the SQL).
+
+    Each migration commits on its own; data backfills run in committed batches
+    and indexes are built CONCURRENTLY, so writers keep working.
+    """
     from haive_langgraph.db._config import PersistenceConfig
     from haive_langgraph.db._identifiers import validate_identifier
     from haive_langgraph.db._migrations import migration_script
+    from haive_langgraph.db._online_migrations import parse_target
     from haive_langgraph.ops import all_components
+    from haive_langgraph.ops._online import migrate as migrate_online
+    from haive_langgraph.ops._online import migration_plan
 
     target = validate_identifier(schema or PersistenceConfig().schema_name, what="schema name")
+    try:
+        versions = parse_target(to or [])
+    except ValueError as exc:
+        usage(f"--to {exc}")
     if sql:
+        if versions or plan:
+            usage("--sql prints every migration: it takes no --to or --plan")
         sys.stdout.write(migration_script(all_components(), target, partitions=partitions))
         return
-    from haive_langgraph.ops import migrate_all
-
-    applied = migrate_all(dsn, schema=target, partitions=partitions)
+    if plan:
+        _print_plan(migration_plan(dsn, schema=target, target_version=versions), as_json)
+        return
+    with phase_progress(as_json, MofNCompleteColumn(), _step) as progress:
+        applied = migrate_online(
+            dsn,
+            schema=target,
+            target_version=versions,
+            batch_size=batch_size,
+            on_progress=progress,
+            partitions=partitions,
+        )
+    if as_json:
+        print_json({"applied": applied})
+        return
     if partitions:
         console.print(f"partitioned tables: {partitions} hash partitions each")
-    for component, versions in applied.items():
-        if versions:
-            console.print(f"{component}: applied {', '.join(map(str, versions))}")
+    for component, done in applied.items():
+        if done:
+            console.print(f"{component}: applied {', '.join(map(str, done))}")
         else:
             console.print(f"{component}: up to date")
+
+
+def _step(event: MigrationProgress) -> PhaseStep:
+    rows = f" ({event.rows:,} rows, {event.batches} batches)" if event.kind == "backfill" else ""
+    return PhaseStep(
+        "migrate",
+        event.step if event.done else event.step - 1,
+        event.steps,
+        f"{event.component} {event.version}: {event.description}{rows}",
+    )
+
+
+def _print_plan(steps: list[PlannedStep], as_json: bool) -> None:
+    if as_json:
+        print_json([step.as_dict() for step in steps])
+        return
+    if not steps:
+        console.print("nothing to apply: every component is at its target version")
+        return
+    table = Table(title="Pending migrations")
+    for col in ("step", "kind", "statement", "table", "lock", "blocks", "for"):
+        table.add_column(col)
+    for step in steps:
+        for i, lock in enumerate(step.locks):
+            table.add_row(
+                f"{step.component} {step.version}: {step.description}" if i == 0 else "",
+                step.kind if i == 0 else "",
+                lock.action,
+                lock.table or "-",
+                lock.lock or "none",
+                lock.blocks,
+                lock.duration,
+            )
+    console.print(table)
 
 
 @commands.command()

@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import sql
 
@@ -50,17 +50,92 @@ LOCK_CLASS_MIGRATIONS = 0x48560001
 MIGRATIONS_TABLE = "haive_migrations"
 
 
+MigrationKind = Literal["transaction", "backfill", "concurrent"]
+"""How a migration runs (see :class:`Migration`)."""
+
+BATCH_SIZE = "%(batch_size)s"
+"""The placeholder of a backfill statement's batch size (its ``LIMIT``)."""
+
+# "CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS <name> ON [ONLY] {schema}.<table>"
+CONCURRENT_INDEX = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+"
+    r"([a-z_][a-z0-9_]*)\s+ON\s+(?:ONLY\s+)?\{schema\}\.([a-z_][a-z0-9_]*)",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema change: a description and its statements."""
+    """One schema change: a description and its statements.
+
+    Attributes:
+        description: What it does (recorded with it).
+        statements: Its statements, with ``{schema}`` placeholders.
+        kind: ``"transaction"`` (default): the statements run in one
+            transaction. ``"backfill"``: one data-rewriting statement that
+            takes ``%(batch_size)s`` as its ``LIMIT`` and changes only rows
+            that still need it; the online runner (:mod:`~haive_langgraph.db.
+            _online_migrations`) runs it again and again, each batch its own
+            transaction, until it touches no row, so it is resumable after a
+            crash. ``"concurrent"``: one ``CREATE [UNIQUE] INDEX CONCURRENTLY
+            IF NOT EXISTS name ON {schema}.table ...``, run outside a
+            transaction (an invalid leftover of a failed build is dropped first).
+            Inside one transaction (``migrate_op``: ``setup()``, ``--sql``), a
+            backfill runs once without a limit and an index is built without
+            ``CONCURRENTLY``.
+    """
 
     description: str
     statements: tuple[str, ...]
+    kind: MigrationKind = "transaction"
+
+    def __post_init__(self) -> None:
+        if self.kind == "transaction":
+            return
+        if len(self.statements) != 1:
+            raise ValueError(f"a {self.kind} migration has exactly one statement")
+        (statement,) = self.statements
+        if self.kind == "backfill" and BATCH_SIZE not in statement:
+            raise ValueError(
+                f"a backfill statement takes its batch size as {BATCH_SIZE} (its LIMIT)"
+            )
+        if self.kind == "concurrent" and not CONCURRENT_INDEX.match(statement):
+            raise ValueError(
+                "a concurrent migration is one 'CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT "
+                "EXISTS name ON {schema}.table ...'"
+            )
+        if self.kind not in ("backfill", "concurrent"):
+            raise ValueError(f"unknown migration kind {self.kind!r}")
+
+    @classmethod
+    def backfill(cls, description: str, statement: str) -> Migration:
+        """A batched data rewrite (see ``kind``)."""
+        return cls(description, (statement,), kind="backfill")
+
+    @classmethod
+    def concurrent_index(cls, description: str, statement: str) -> Migration:
+        """An index built with ``CREATE INDEX CONCURRENTLY`` (see ``kind``)."""
+        return cls(description, (statement,), kind="concurrent")
 
     @property
     def checksum(self) -> str:
         text = "\n;\n".join(s.strip() for s in self.statements)
+        if self.kind != "transaction":
+            # Only the new kinds add their name: older checksums stay what they were.
+            text = f"{self.kind}\n;\n{text}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def in_transaction(self, statement: str) -> tuple[str, dict[str, Any] | None]:
+        """``statement`` as one transaction runs it, and its parameters.
+
+        A backfill runs once with no limit (``LIMIT NULL`` is ``LIMIT ALL``);
+        an index is built without ``CONCURRENTLY``.
+        """
+        if self.kind == "backfill":
+            return statement, {"batch_size": None}
+        if self.kind == "concurrent":
+            return re.sub(r"\s+CONCURRENTLY\s+", " ", statement, count=1), None
+        return statement, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +228,19 @@ def _bootstrap(schema: str) -> list[sql.SQL]:
     ]
 
 
+Pending = list[tuple[Component, list[tuple[int, Migration]]]]
+"""Each component with its migrations not applied yet (version, migration), in order."""
+
+
 def migrate_op(
     components: Sequence[Component], schema: str, *, partitions: int | None = None
 ) -> Op[dict[str, list[int]]]:
     """The migration operation; run it inside one transaction.
+
+    Every migration runs in that transaction, whatever its kind (see
+    :meth:`Migration.in_transaction`); the online runner of
+    :mod:`haive_langgraph.db._online_migrations` runs them one transaction
+    (or batch) at a time instead.
 
     Args:
         components: What to migrate.
@@ -174,54 +258,105 @@ def migrate_op(
     """
     if partitions is not None:
         check_count(partitions)
-    yield Step(
-        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+    yield lock_step(schema, session=False)
+    for bootstrap in _bootstrap(schema):
+        yield Step(bootstrap, fetch="none")
+    pending = yield from pending_op(components, schema, bootstrapped=True)
+    chosen = yield from partitions_op(pending, schema, partitions)
+    applied_now: dict[str, list[int]] = {}
+    for component, todo in pending:
+        applied_now[component.name] = []
+        for version, migration in todo:
+            for statement in migration.statements:
+                for part in expand(statement, component.partitioned, chosen):
+                    query, params = migration.in_transaction(part)
+                    yield Step(render_sql(query, schema), params, fetch="none", prepare=False)
+            yield record_step(schema, component, version, migration)
+            applied_now[component.name].append(version)
+    return applied_now
+
+
+def lock_step(schema: str, *, session: bool, unlock: bool = False) -> Step:
+    """Take (or release) the migrations lock of ``schema``: for the transaction, or for
+    the session (the online runner, which commits many transactions under it)."""
+    function = (
+        "pg_advisory_unlock"
+        if unlock
+        else ("pg_advisory_lock" if session else "pg_advisory_xact_lock")
+    )
+    return Step(
+        sql.SQL("SELECT {}(%s, hashtext(%s))").format(sql.Identifier(function)),
         (LOCK_CLASS_MIGRATIONS, schema),
         fetch="none",
     )
-    for bootstrap in _bootstrap(schema):
-        yield Step(bootstrap, fetch="none")
-    applied_now: dict[str, list[int]] = {}
-    table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE))
-    pending: list[tuple[Component, list[tuple[int, Migration]]]] = []
-    for component in components:
-        rows = yield Step(
-            sql.SQL(
-                "SELECT version, checksum FROM {} WHERE component = %s ORDER BY version"
-            ).format(table),
-            (component.name,),
+
+
+def bootstrap_steps(schema: str) -> list[Step]:
+    """Create the schema and the migrations table if missing (one round)."""
+    return [Step(statement, fetch="none") for statement in _bootstrap(schema)]
+
+
+def pending_op(
+    components: Sequence[Component], schema: str, *, bootstrapped: bool = False
+) -> Op[Pending]:
+    """The migrations not applied yet, checksums of the applied ones verified; reads only.
+
+    Args:
+        components: What to look at.
+        schema: The schema.
+        bootstrapped: The migrations table is known to exist (else asked).
+
+    Raises:
+        MigrationError: an applied migration changed, or the database is newer.
+    """
+    exists = bootstrapped
+    if not bootstrapped:
+        row = yield Step(
+            "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{MIGRATIONS_TABLE}",), fetch="one"
         )
+        exists = bool(row and row[0])
+    table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE))
+    pending: Pending = []
+    for component in components:
+        rows = []
+        if exists:
+            rows = yield Step(
+                sql.SQL(
+                    "SELECT version, checksum FROM {} WHERE component = %s ORDER BY version"
+                ).format(table),
+                (component.name,),
+            )
         recorded = {int(v): str(c) for v, c in rows}
         _verify(component, recorded)
         todo = [(v, m) for v, m in enumerate(component.migrations, start=1) if v not in recorded]
         pending.append((component, todo))
-    keys = [k for c in components for k in c.partitioned]
+    return pending
+
+
+def partitions_op(pending: Pending, schema: str, partitions: int | None) -> Op[int | None]:
+    """The partition count for the tables the pending migrations create (or ``None``)."""
+    keys = [k for c, _ in pending for k in c.partitioned]
     creates = any(
         creates_partitionable(s, c.partitioned)
         for c, todo in pending
         for _, m in todo
         for s in m.statements
     )
-    chosen: int | None = None
-    if partitions is not None or (keys and creates):
-        layout = yield Step(LAYOUT, (schema,))
-        chosen = choose_partitions(schema, keys, layout, partitions)
-    for component, todo in pending:
-        applied_now[component.name] = []
-        for version, migration in todo:
-            for statement in migration.statements:
-                for part in expand(statement, component.partitioned, chosen):
-                    yield Step(render_sql(part, schema), fetch="none", prepare=False)
-            yield Step(
-                sql.SQL(
-                    "INSERT INTO {} (component, version, checksum, description) "
-                    "VALUES (%s, %s, %s, %s)"
-                ).format(table),
-                (component.name, version, migration.checksum, migration.description),
-                fetch="none",
-            )
-            applied_now[component.name].append(version)
-    return applied_now
+    if partitions is None and not (keys and creates):
+        return None
+    layout = yield Step(LAYOUT, (schema,))
+    return choose_partitions(schema, keys, layout, partitions)
+
+
+def record_step(schema: str, component: Component, version: int, migration: Migration) -> Step:
+    """Record ``migration`` as applied (version, checksum, description)."""
+    return Step(
+        sql.SQL(
+            "INSERT INTO {}.{} (component, version, checksum, description) VALUES (%s, %s, %s, %s)"
+        ).format(sql.Identifier(schema), sql.Identifier(MIGRATIONS_TABLE)),
+        (component.name, version, migration.checksum, migration.description),
+        fetch="none",
+    )
 
 
 def status_op(components: Sequence[Component], schema: str) -> Op[dict[str, tuple[int, int]]]:
@@ -297,7 +432,7 @@ def migration_script(
         for version, migration in enumerate(component.migrations, start=1):
             parts.append(f"\n-- {component.name} {version}: {migration.description}")
             parts += [
-                f"{render_sql(p, schema).as_string(conn).strip()};"
+                f"{_scripted(migration, render_sql(p, schema).as_string(conn))};"
                 for s in migration.statements
                 for p in expand(s, component.partitioned, partitions)
             ]
@@ -311,6 +446,13 @@ def migration_script(
             )
     parts.append("COMMIT;")
     return "\n".join(parts) + "\n"
+
+
+def _scripted(migration: Migration, statement: str) -> str:
+    """A statement of ``migration`` as the one-transaction script runs it."""
+    text, params = migration.in_transaction(statement.strip())
+    # The batch size is the only parameter: NULL, no limit.
+    return text.replace(BATCH_SIZE, "NULL") if params else text
 
 
 def _literal(value: str) -> str:

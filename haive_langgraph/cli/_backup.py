@@ -15,6 +15,13 @@ import typer
 from rich.progress import TaskProgressColumn
 from rich.table import Table
 
+from haive_langgraph.cli._archive_options import (
+    EndpointOption,
+    LabelOption,
+    MetaOption,
+    metadata,
+    storage_options,
+)
 from haive_langgraph.cli._common import (
     DsnOption,
     JsonOption,
@@ -90,7 +97,7 @@ group = typer.Typer(
 @group.command("create")
 @command
 def backup_create(
-    path: Annotated[Path, typer.Argument(help="Archive file to write.", dir_okay=False)],
+    path: Annotated[str, typer.Argument(help="Archive to write: a path or a URL (s3://...).")],
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     include: Annotated[
@@ -103,7 +110,7 @@ def backup_create(
     users: Annotated[list[str] | None, repeatable("--user", "Only this user's data")] = None,
     threads: Annotated[list[str] | None, repeatable("--thread", "Only this thread")] = None,
     since: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--since", help="Previous archive: write only what changed since (incremental)."
         ),
@@ -120,6 +127,9 @@ def backup_create(
             "reach this archive).",
         ),
     ] = False,
+    label: LabelOption = None,
+    meta: MetaOption = None,
+    endpoint_url: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write a logical backup archive of the tables (all, or a selection)."""
@@ -143,6 +153,9 @@ def backup_create(
             key=_key(key_file),
             encrypt=not no_encrypt,
             progress=progress,
+            label=label,
+            metadata=metadata(meta),
+            storage_options=storage_options(endpoint_url),
         )
     if as_json:
         print_json(report.as_dict())
@@ -161,7 +174,7 @@ def backup_create(
 @command
 def backup_restore(
     archives: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(help="Archive, or a full archive and its incremental ones in order."),
     ],
     dsn: DsnOption = None,
@@ -180,6 +193,7 @@ def backup_restore(
     ] = False,
     key_file: KeyFileOption = None,
     unkeyed: UnkeyedOption = False,
+    endpoint_url: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check an archive completely, then restore it in one transaction."""
@@ -199,6 +213,7 @@ def backup_restore(
             key=_key(key_file),
             unkeyed=unkeyed,
             progress=progress,
+            storage_options=storage_options(endpoint_url),
         )
     if as_json:
         print_json(report.as_dict())
@@ -226,13 +241,14 @@ def backup_restore(
 @group.command("verify")
 @command
 def backup_verify(
-    archive: Annotated[Path, typer.Argument(help="Archive to check.")],
+    archive: Annotated[str, typer.Argument(help="Archive to check (a path or a URL).")],
     key_file: KeyFileOption = None,
     unkeyed: UnkeyedOption = False,
     quick: Annotated[
         bool,
         typer.Option("--quick", help="Check checksums only (do not decompress and count rows)."),
     ] = False,
+    endpoint_url: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check an archive: manifest signature, every part's SHA-256, row counts."""
@@ -240,7 +256,12 @@ def backup_verify(
 
     with _progress(as_json) as progress:
         info = verify(
-            archive, key=_key(key_file), unkeyed=unkeyed, deep=not quick, progress=progress
+            archive,
+            key=_key(key_file),
+            unkeyed=unkeyed,
+            deep=not quick,
+            progress=progress,
+            storage_options=storage_options(endpoint_url),
         )
     if as_json:
         print_json({"ok": True, **info.as_dict()})

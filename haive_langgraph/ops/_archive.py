@@ -60,6 +60,7 @@ from haive_langgraph.ops._backup_keys import (
     resolve_key,
 )
 from haive_langgraph.ops._fields import field_dict
+from haive_langgraph.ops._locations import Location, location
 from haive_langgraph.ops._manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -137,15 +138,17 @@ def _aad(archive_id: str, name: str) -> bytes:
 class ArchiveWriter:
     """Writes an archive to ``path`` (through a temporary file, renamed when complete)."""
 
-    def __init__(self, path: str | os.PathLike[str], archive_id: str, key: BackupKey | None):
-        self.path = Path(path)
+    def __init__(
+        self, path: str | os.PathLike[str] | Location, archive_id: str, key: BackupKey | None
+    ):
+        self.location = location(path)
+        self.path = self.location.path or self.location.url
         self.archive_id = archive_id
         self.key = key
-        self._tmp = self.path.with_name(self.path.name + ".partial")
-        try:
-            self._tar = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        except OSError as exc:
-            raise BackupError(f"cannot write the archive {str(self.path)!r}: {exc}") from None
+        self._staged = self.location.open_staged()
+        self._tar = tarfile.open(  # noqa: SIM115
+            fileobj=self._staged.handle, mode="w", format=tarfile.PAX_FORMAT
+        )
         self._mtime = int(time.time())
         self.bytes_written = 0
 
@@ -176,14 +179,14 @@ class ArchiveWriter:
         self._add(MANIFEST, body)
         self._add(SIGNATURE, json.dumps(sign(body, self.key)).encode())
         self._tar.close()
-        os.replace(self._tmp, self.path)
+        self._staged.commit()
 
     def abort(self) -> None:
         """Drop the partial archive."""
         try:
             self._tar.close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._staged.discard()
 
 
 def sign(body: bytes, key: BackupKey | None) -> dict[str, str]:
@@ -287,14 +290,19 @@ class ArchiveReader(ClosedOnExit):
         ArchiveIntegrityError: The tar or the manifest is damaged or not ours.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | Location) -> None:
+        self.location = location(path)
+        self.path: Path | str = self.location.path or self.location.url
         self.where = repr(str(self.path))
-        if not self.path.is_file():
+        if not self.location.exists():
             raise BackupError(f"no backup archive at {self.where}")
+        self.size = self.location.size()
+        """The archive's size in bytes."""
+        handle = self.location.open_read()
         try:
-            self._tar = tarfile.open(self.path, "r:")  # noqa: SIM115
+            self._tar = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115
         except (tarfile.TarError, OSError) as exc:
+            handle.close()
             raise ArchiveIntegrityError(
                 f"{self.where} is not a readable backup archive (its tar structure is "
                 f"damaged: {exc})"
@@ -315,7 +323,9 @@ class ArchiveReader(ClosedOnExit):
             check_manifest(self.manifest, self.where)
         except BaseException:
             self._tar.close()
+            handle.close()
             raise
+        self._handle = handle
         self._body = body
         self.key: BackupKey | None = None
 
@@ -339,7 +349,10 @@ class ArchiveReader(ClosedOnExit):
         return members, twice
 
     def close(self) -> None:
-        self._tar.close()
+        try:
+            self._tar.close()
+        finally:
+            self._handle.close()
 
     @property
     def encrypted(self) -> bool:

@@ -26,9 +26,11 @@ class BackupReport:
         seconds: Wall-clock time.
         encrypted: Whether parts are encrypted.
         base_archive_id: The archive an incremental backup continues.
+        label: The label stored in the manifest.
+        metadata: The metadata stored in the manifest.
     """
 
-    path: Path
+    path: Path | str
     archive_id: str
     kind: Literal["full", "incremental"]
     tables: dict[str, int]
@@ -38,6 +40,8 @@ class BackupReport:
     seconds: float
     encrypted: bool
     base_archive_id: str | None = None
+    label: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return field_dict(self, path=str(self.path), seconds=round(self.seconds, 3))
@@ -59,9 +63,11 @@ class ArchiveInfo:
         encrypted: Whether it is encrypted (and was checked with its key).
         base_archive_id: The archive an incremental backup continues.
         selection: What it covers (counts of selected tenants and values).
+        label: The label stored in the manifest.
+        metadata: The metadata stored in the manifest.
     """
 
-    path: Path
+    path: Path | str
     archive_id: str
     kind: str
     created_at: dt.datetime
@@ -72,6 +78,8 @@ class ArchiveInfo:
     encrypted: bool
     base_archive_id: str | None
     selection: dict[str, Any]
+    label: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return field_dict(self, path=str(self.path), created_at=self.created_at.isoformat())

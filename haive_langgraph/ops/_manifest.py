@@ -27,6 +27,7 @@ from haive_langgraph.errors import (
     ArchiveIntegrityError,
     BackupError,
 )
+from haive_langgraph.ops._archive_meta import check_manifest_labels
 
 FORMAT = "haive-langgraph-backup"
 FORMAT_VERSION = 2
@@ -214,6 +215,7 @@ def check_manifest(manifest: Any, where: str) -> None:
     if "extensions" in manifest:  # format 1 (informational; restore creates none)
         _get(manifest, "extensions", list, where)
     _check_selection(_get(manifest, "selection", dict, where), where)
+    check_manifest_labels(manifest, where)
     if not _SHA256.fullmatch(_get(manifest, "selection_digest", str, where)):
         raise _bad(where, "selection_digest is not a SHA-256")
     encryption = manifest.get("encryption")

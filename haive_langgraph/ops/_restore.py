@@ -101,7 +101,7 @@ def run_restore(
     report = RestoreReport(
         schema=schema,
         archives=[str(r.manifest["archive_id"]) for r in readers],
-        bytes=sum(r.path.stat().st_size for r in readers),
+        bytes=sum(r.size for r in readers),
     )
     total = sum(a.rows for a in archived.values())
     chain = len(readers) > 1

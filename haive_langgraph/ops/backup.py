@@ -37,7 +37,6 @@ import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import haive_langgraph
@@ -68,6 +67,7 @@ from haive_langgraph.ops._archive import (
     new_backup_key,
     resolve_key,
 )
+from haive_langgraph.ops._archive_meta import check_labels, expand_components
 from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._backup_keys import BACKUP_KEY_ENV as BACKUP_KEY_ENV
 from haive_langgraph.ops._backup_reports import ArchiveInfo, BackupReport, RestoreReport
@@ -82,6 +82,7 @@ from haive_langgraph.ops._backup_write import (
     write_scope,
     write_tables,
 )
+from haive_langgraph.ops._locations import Location, location
 from haive_langgraph.ops._manifest import part_entries
 from haive_langgraph.ops._restore import run_restore
 from haive_langgraph.ops._schema import introspect_op, our_tables
@@ -131,6 +132,9 @@ def backup(
     part_bytes: int = DEFAULT_PART_BYTES,
     progress: ProgressCallback | None = None,
     config: PersistenceConfig | None = None,
+    label: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> BackupReport:
     """Write a logical backup of our tables to the archive ``path``.
 
@@ -138,12 +142,15 @@ def backup(
     transaction): the application keeps running meanwhile.
 
     Args:
-        path: The archive file to write (replaced only once complete).
+        path: The archive to write (replaced only once complete): a path, a
+            ``file://`` URL, or a URL of an object store (``s3://bucket/key``,
+            ``gs://``, ``az://``: see ``docs/operations.md``).
         dsn: The server (default: ``HAIVE_DATABASE_URL``, ``DATABASE_URL``,
             the embedded server).
         schema: Schema of the tables (default ``haive``).
-        include: Table name patterns to back up (``fnmatch``; default all).
-        exclude: Table name patterns to leave out.
+        include: Table name patterns to back up (``fnmatch``; default all);
+            ``component:pattern`` names tables of components (``"store:*"``).
+        exclude: Table name patterns to leave out (same forms).
         tenants: Only these tenants' rows.
         users: Only rows reached from rows with these ``user_id`` values.
         threads: Only these threads, with what they need (their thread
@@ -168,6 +175,10 @@ def backup(
         part_bytes: Most uncompressed bytes per part.
         progress: Called as rows are written.
         config: Connection settings.
+        label: A short text stored in the manifest (shown by ``backup list``).
+        metadata: Text keys and values stored in the manifest.
+        storage_options: Options of the object store's filesystem (fsspec):
+            credentials, ``endpoint_url``, ``block_size`` of the upload.
 
     Returns:
         What was written.
@@ -186,12 +197,20 @@ def backup(
     backup_key = resolve_key(key) if encrypt else None
     if not encrypt and key is not None:
         raise ConfigurationError("a key was given with encrypt=False")
+    meta = check_labels(label, metadata)
     selection = Selection.build(
-        include, exclude, tenants, users, threads, where, global_tables, tenant_keys
+        expand_components(include),
+        expand_components(exclude),
+        tenants,
+        users,
+        threads,
+        where,
+        global_tables,
+        tenant_keys,
     )
     base: dict[str, Any] | None = None
     if since is not None:
-        with ArchiveReader(since) as previous:
+        with ArchiveReader(location(since, storage_options)) as previous:
             previous.authenticate(backup_key if previous.encrypted else None)
             base = previous.manifest
         if base["selection_digest"] != selection.digest():
@@ -204,7 +223,7 @@ def backup(
                 f"{str(since)!r} is a backup of schema {base['source']['schema']!r}, not {schema!r}"
             )
     archive_id = str(uuid.uuid4())
-    target = Path(path)
+    target = location(path, storage_options)
     conn = connect(dsn, config=config)
     writer: ArchiveWriter | None = None
     try:
@@ -261,6 +280,8 @@ def backup(
             ),
             "scope_part": scope_part.as_dict(),
             "tables": manifest_tables,
+            "label": label,
+            "metadata": meta,
         }
         writer.finish(manifest)
     except BaseException:
@@ -270,16 +291,18 @@ def backup(
     finally:
         conn.close()
     return BackupReport(
-        path=target,
+        path=target.path or target.url,
         archive_id=archive_id,
         kind="incremental" if base is not None else "full",
         tables={t["name"]: int(t["rows"]) for t in manifest_tables},
         rows=total_rows,
-        bytes=target.stat().st_size,
+        bytes=target.size(),
         raw_bytes=raw_bytes,
         seconds=time.perf_counter() - started,
         encrypted=backup_key is not None,
         base_archive_id=base["archive_id"] if base is not None else None,
+        label=label,
+        metadata=meta,
     )
 
 
@@ -287,7 +310,7 @@ def backup(
 
 
 def _open_checked(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Location,
     key: BackupKey | None,
     *,
     deep: bool,
@@ -332,10 +355,12 @@ def _info(reader: ArchiveReader) -> ArchiveInfo:
         schema=str(m["source"]["schema"]),
         tables=tables,
         rows=sum(tables.values()),
-        bytes=reader.path.stat().st_size,
+        bytes=reader.size,
         encrypted=reader.encrypted,
         base_archive_id=(m.get("base") or {}).get("archive_id"),
         selection=dict(m.get("selection", {})),
+        label=m.get("label"),
+        metadata=dict(m.get("metadata") or {}),
     )
 
 
@@ -346,6 +371,7 @@ def verify(
     unkeyed: bool = False,
     deep: bool = True,
     progress: ProgressCallback | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ArchiveInfo:
     """Check an archive without restoring it.
 
@@ -356,7 +382,7 @@ def verify(
     longer than :data:`MAX_LINE_BYTES` is an error naming part and offset).
 
     Args:
-        path: The archive.
+        path: The archive (a path or a URL: it is read back from there).
         key: Backup key (default ``HAIVE_BACKUP_KEY``). With a key in effect,
             an archive written without one is refused: anyone could have
             written it.
@@ -364,6 +390,7 @@ def verify(
             in effect (it is then checked against damage only).
         deep: Decompress and count rows (else sizes and checksums only).
         progress: Called as parts are checked (bytes).
+        storage_options: Options of the object store's filesystem (fsspec).
 
     Raises:
         ArchiveIntegrityError: Naming the part (or the manifest field) that is damaged.
@@ -373,7 +400,12 @@ def verify(
     backup_key = resolve_key(key)
     total = None
     reader, _ = _open_checked(
-        path, backup_key, deep=deep, unkeyed=unkeyed, progress=progress, total=total
+        location(path, storage_options),
+        backup_key,
+        deep=deep,
+        unkeyed=unkeyed,
+        progress=progress,
+        total=total,
     )
     with reader:
         return _info(reader)
@@ -392,6 +424,7 @@ def restore(
     unkeyed: bool = False,
     progress: ProgressCallback | None = None,
     config: PersistenceConfig | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> RestoreReport:
     """Restore an archive (or a full archive and its incremental ones) into a schema.
 
@@ -407,7 +440,7 @@ def restore(
 
     Args:
         archives: One archive, or a full archive followed by incremental
-            archives, each continuing the one before it.
+            archives, each continuing the one before it (paths or URLs).
         dsn: The target server.
         schema: Target schema (default: the schema the backup was taken from).
         on_existing: What to do when the target already holds rows in the
@@ -421,6 +454,7 @@ def restore(
             effect (they are then checked against damage only).
         progress: Called as parts are checked and rows are written.
         config: Connection settings.
+        storage_options: Options of the object store's filesystem (fsspec).
 
     Raises:
         ArchiveIntegrityError: An archive was changed or damaged (names the part).
@@ -437,14 +471,17 @@ def restore(
         raise ConfigurationError(
             f"on_existing must be 'refuse', 'merge', 'skip' or 'replace', got {on_existing!r}"
         )
-    paths = [archives] if isinstance(archives, str | os.PathLike) else list(archives)
+    paths = [
+        location(p, storage_options)
+        for p in ([archives] if isinstance(archives, str | os.PathLike) else archives)
+    ]
     if not paths:
         raise ConfigurationError("no archive to restore")
     config = config or PersistenceConfig()
     if schema is not None:
         validate_identifier(schema, what="schema name")
     backup_key = resolve_key(key)
-    total_bytes = sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
+    total_bytes = sum(p.size() for p in paths if p.exists())
     readers: list[ArchiveReader] = []
     try:
         done = 0

@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 _SET_UP: set[tuple[str, str, str]] = set()
 
 
-async def _setup_once(kind: str, component: Any) -> None:
+async def _setup_once(kind: str, component: Any, env: Mapping[str, str]) -> None:
     key = (kind, str(component._source.dsn), component.schema)
-    if key not in _SET_UP:
+    if key not in _SET_UP and settings.run_setup(env):
         await component.setup()
         _SET_UP.add(key)
 
@@ -65,7 +65,8 @@ async def checkpointer(dsn: str | None = None) -> AsyncIterator[BaseCheckpointSa
 
     The server is ``dsn``, else ``HAIVE_DATABASE_URL``/``DATABASE_URL``, else
     the embedded PostgreSQL. The tables are created or upgraded once per
-    process. With ``HAIVE_SERVER_TENANT_FROM`` set, it yields a
+    process (unless ``HAIVE_SERVER_SETUP=off``: a role under row-level
+    security cannot, their owner does). With ``HAIVE_SERVER_TENANT_FROM`` set, it yields a
     :class:`TenantCheckpointer` (each call acts for the caller's tenant);
     with a thread TTL (``langgraph.json``'s ``checkpointer.ttl`` or
     ``LANGGRAPH_THREAD_TTL``), a retention sweeper applies it.
@@ -93,7 +94,7 @@ async def checkpointer(dsn: str | None = None) -> AsyncIterator[BaseCheckpointSa
     async with AsyncExitStack() as stack:
         stack.push_async_callback(saver.aclose)
         await saver._aopen()
-        await _setup_once("checkpointer", saver)
+        await _setup_once("checkpointer", saver, env)
         routed = (
             None
             if tenant_of is None
@@ -190,7 +191,7 @@ async def store(dsn: str | None = None) -> AsyncIterator[BaseStore]:
     )
     try:
         await base._aopen()
-        await _setup_once("store", base)
+        await _setup_once("store", base, env)
         if ttl and ttl.get("sweep_interval_minutes"):
             await base.start_ttl_sweeper()
         yield base if tenant_of is None else TenantStore(base, tenant_of)

@@ -119,11 +119,11 @@ def current_user(config: RunnableConfig | None = None) -> Any:
         user = (config.get("configurable") or {}).get("langgraph_auth_user")
         if user is not None:
             return user
-    try:
-        # The server's own auth context (set for each request and each run);
-        # imported by name: the package does not depend on langgraph-api.
-        utils = importlib.import_module("langgraph_api.utils")
-    except ImportError:  # not inside a LangGraph server
+    # The server's own auth context (set for each request and each run). Read
+    # only where the server already loaded it: the package does not depend on
+    # langgraph-api, and importing it elsewhere reads the server's settings.
+    utils = sys.modules.get("langgraph_api.utils")
+    if utils is None:  # not inside a LangGraph server
         return None
     ctx = utils.get_auth_ctx()
     return None if ctx is None else ctx.user

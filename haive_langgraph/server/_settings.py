@@ -27,6 +27,7 @@ from haive_langgraph.errors import ConfigurationError
 
 TENANT_FROM_ENV = "HAIVE_SERVER_TENANT_FROM"
 TENANT_CACHE_ENV = "HAIVE_SERVER_TENANT_CACHE"
+SETUP_ENV = "HAIVE_SERVER_SETUP"
 STORE_INDEX_ENV = "HAIVE_STORE_INDEX"
 # Set by `langgraph dev` / the deployment from langgraph.json.
 LANGGRAPH_STORE_ENV = "LANGGRAPH_STORE"
@@ -135,6 +136,20 @@ def tenant_cache_size(env: Mapping[str, str]) -> int:
     if size < 1:
         raise ConfigurationError(f"{TENANT_CACHE_ENV} must be at least 1, got {size}")
     return size
+
+
+def run_setup(env: Mapping[str, str]) -> bool:
+    """``HAIVE_SERVER_SETUP``: create or upgrade the tables at start (default on).
+
+    Off for a role that only uses the tables (under row-level security): their
+    owner migrates them (``haive-lg migrate``).
+    """
+    raw = env.get(SETUP_ENV, "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{SETUP_ENV}={raw!r} is not a switch; use on/off, true/false, 1/0")
 
 
 def environ() -> Mapping[str, str]:

@@ -117,58 +117,61 @@ CREATE OR REPLACE FUNCTION {schema}.haive_quota_charge(
 ) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r       record;
-    v_month timestamptz := date_trunc('month', now(), 'UTC');
-    v_n     bigint;
+    r        record;
+    v_month  timestamptz := date_trunc('month', now(), 'UTC');
+    v_conv   bigint;
+    v_sess   bigint;
+    v_bytes  bigint;
+    v_tokens bigint;
+    v_n      bigint;
 BEGIN
-    FOR r IN
-        WITH d AS (
-            SELECT * FROM unnest(p_tenants, p_conv, p_sess, p_bytes, p_tokens)
-                AS d(tenant_id, d_conv, d_sess, d_bytes, d_tokens)
-        )
+    FOR i IN 1 .. cardinality(p_tenants) LOOP
+        v_conv := p_conv[i];
+        v_sess := p_sess[i];
+        v_bytes := p_bytes[i];
+        v_tokens := p_tokens[i];
         UPDATE {schema}.tenant_usage AS u SET
-            conversations = u.conversations + d.d_conv,
-            sessions = u.sessions + d.d_sess,
+            conversations = u.conversations + v_conv,
+            sessions = u.sessions + v_sess,
             checkpoint_bytes = u.checkpoint_bytes
-                + CASE WHEN p_kind = 'checkpoints' THEN d.d_bytes ELSE 0 END,
-            store_bytes = u.store_bytes + CASE WHEN p_kind = 'store' THEN d.d_bytes ELSE 0 END,
+                + CASE WHEN p_kind = 'checkpoints' THEN v_bytes ELSE 0 END,
+            store_bytes = u.store_bytes + CASE WHEN p_kind = 'store' THEN v_bytes ELSE 0 END,
             conversation_bytes = u.conversation_bytes
-                + CASE WHEN p_kind = 'conversations' THEN d.d_bytes ELSE 0 END,
-            tokens = CASE WHEN d.d_tokens = 0 THEN u.tokens
-                          WHEN u.token_month < v_month THEN d.d_tokens
-                          ELSE u.tokens + d.d_tokens END,
-            token_month = CASE WHEN d.d_tokens = 0 THEN u.token_month
+                + CASE WHEN p_kind = 'conversations' THEN v_bytes ELSE 0 END,
+            tokens = CASE WHEN v_tokens = 0 THEN u.tokens
+                          WHEN u.token_month < v_month THEN v_tokens
+                          ELSE u.tokens + v_tokens END,
+            token_month = CASE WHEN v_tokens = 0 THEN u.token_month
                                ELSE greatest(u.token_month, v_month) END,
             new_request = u.request_xact IS DISTINCT FROM pg_current_xact_id(),
             request_xact = pg_current_xact_id()
-        FROM d
-        WHERE u.tenant_id = d.tenant_id
-        RETURNING u.*, d.d_conv, d.d_sess, d.d_bytes, d.d_tokens
-    LOOP
+        WHERE u.tenant_id = p_tenants[i]
+        RETURNING u.* INTO r;
+        CONTINUE WHEN NOT FOUND;
         IF r.suspended AND p_op <> 'DELETE' THEN
             RAISE EXCEPTION USING ERRCODE = 'HQ403',
                 MESSAGE = format('tenant %s is suspended: its writes are refused (resume it '
                                  'first); nothing was written', quote_literal(r.tenant_id)),
                 DETAIL = json_build_object('tenant_id', r.tenant_id)::text;
         END IF;
-        IF r.d_conv > 0 AND r.conversations > r.max_conversations THEN
+        IF v_conv > 0 AND r.conversations > r.max_conversations THEN
             PERFORM {schema}.haive_quota_refuse(r.tenant_id, 'conversations',
-                r.max_conversations, r.conversations - r.d_conv, r.conversations);
+                r.max_conversations, r.conversations - v_conv, r.conversations);
         END IF;
-        IF r.d_sess > 0 AND r.sessions > r.max_sessions THEN
+        IF v_sess > 0 AND r.sessions > r.max_sessions THEN
             PERFORM {schema}.haive_quota_refuse(r.tenant_id, 'sessions',
-                r.max_sessions, r.sessions - r.d_sess, r.sessions);
+                r.max_sessions, r.sessions - v_sess, r.sessions);
         END IF;
-        IF r.d_bytes > 0 AND r.checkpoint_bytes + r.store_bytes + r.conversation_bytes
+        IF v_bytes > 0 AND r.checkpoint_bytes + r.store_bytes + r.conversation_bytes
                 > r.max_storage_bytes THEN
             PERFORM {schema}.haive_quota_refuse(r.tenant_id, 'storage_bytes',
                 r.max_storage_bytes,
-                r.checkpoint_bytes + r.store_bytes + r.conversation_bytes - r.d_bytes,
+                r.checkpoint_bytes + r.store_bytes + r.conversation_bytes - v_bytes,
                 r.checkpoint_bytes + r.store_bytes + r.conversation_bytes);
         END IF;
-        IF r.d_tokens > 0 AND r.tokens > r.max_tokens_per_month THEN
+        IF v_tokens > 0 AND r.tokens > r.max_tokens_per_month THEN
             PERFORM {schema}.haive_quota_refuse(r.tenant_id, 'tokens_per_month',
-                r.max_tokens_per_month, r.tokens - r.d_tokens, r.tokens);
+                r.max_tokens_per_month, r.tokens - v_tokens, r.tokens);
         END IF;
         IF r.new_request THEN
             INSERT INTO {schema}.tenant_requests AS q (tenant_id, minute, n)

@@ -11,6 +11,7 @@ from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import ConnectionSource
 from haive_langgraph.db._periodic import PeriodicThread, periodic_task
+from haive_langgraph.tenants._admin import AdminConn, AsyncAdminConn
 from haive_langgraph.tenants._retention import (
     TenantRetentionReport,
     atenant_retention,
@@ -30,13 +31,16 @@ class TenantRetentionSweeper:
     daemon thread (see :func:`tenant_retention`).
 
     Args:
-        source: The connection source (an unbound, admin one for every tenant).
+        conn: A DSN, ``None`` (the default server), a ``Connection``, a
+            ``ConnectionPool`` or a connection source; a pool the sweeper opens
+            (from a DSN) is closed by :meth:`stop`.
         interval: Seconds between the end of a round and the next.
         tenant_ids: Only these tenants (default: every tenant with the setting).
-        schema: Schema of the tables (default from the source's config).
+        schema: Schema of the tables (default from the config).
+        config: Connection settings.
 
     Example:
-        >>> sweeper = TenantRetentionSweeper(ConnectionSource(dsn), interval=3600)
+        >>> sweeper = TenantRetentionSweeper(dsn, interval=3600)
         >>> sweeper.start()
         >>> ...
         >>> sweeper.stop()
@@ -44,13 +48,17 @@ class TenantRetentionSweeper:
 
     def __init__(
         self,
-        source: ConnectionSource,
+        conn: AdminConn = None,
         *,
         interval: float = 3600.0,
         tenant_ids: Sequence[str] | None = None,
         schema: str | None = None,
+        config: PersistenceConfig | None = None,
     ) -> None:
-        self.source = source
+        self._owned = not isinstance(conn, ConnectionSource)
+        self.source = (
+            conn if isinstance(conn, ConnectionSource) else ConnectionSource(conn, config=config)
+        )
         self.interval = interval
         self.tenant_ids = tenant_ids
         self.schema = schema
@@ -85,24 +93,35 @@ class TenantRetentionSweeper:
         )
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop after the current round (waiting at most ``timeout`` seconds for it)."""
+        """Stop after the current round (waiting at most ``timeout`` seconds for it), and
+        close the pool the sweeper opened (a DSN's)."""
         if self._rounds is not None:
             self._rounds.stop(timeout)
             self._rounds = None
+        if self._owned:
+            self.source.close()
 
 
 class AsyncTenantRetentionSweeper:
-    """Async twin of :class:`TenantRetentionSweeper`: an asyncio task."""
+    """Async twin of :class:`TenantRetentionSweeper`: an asyncio task (``conn``: a DSN,
+    ``None``, an ``AsyncConnection``, an ``AsyncConnectionPool`` or an async source;
+    ``await stop()`` closes the pool it opened)."""
 
     def __init__(
         self,
-        source: AsyncConnectionSource,
+        conn: AsyncAdminConn = None,
         *,
         interval: float = 3600.0,
         tenant_ids: Sequence[str] | None = None,
         schema: str | None = None,
+        config: PersistenceConfig | None = None,
     ) -> None:
-        self.source = source
+        self._owned = not isinstance(conn, AsyncConnectionSource)
+        self.source = (
+            conn
+            if isinstance(conn, AsyncConnectionSource)
+            else AsyncConnectionSource(conn, config=config)
+        )
         self.interval = interval
         self.tenant_ids = tenant_ids
         self.schema = schema
@@ -111,13 +130,12 @@ class AsyncTenantRetentionSweeper:
 
     async def run_once(self, *, dry_run: bool = False) -> TenantRetentionReport:
         """Apply the tenants' retention now (``dry_run``: report only)."""
-        config: PersistenceConfig = self.source.config
         report = await atenant_retention(
             self.source,
             dry_run=dry_run,
             tenant_ids=self.tenant_ids,
             schema=self.schema,
-            config=config,
+            config=self.source.config,
         )
         if not dry_run:
             self.last_report = report
@@ -137,7 +155,7 @@ class AsyncTenantRetentionSweeper:
             )
 
     async def stop(self) -> None:
-        """Cancel the task (and wait for it to end)."""
+        """Cancel the task (and wait for it to end), and close the pool it opened."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -145,3 +163,5 @@ class AsyncTenantRetentionSweeper:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._owned:
+            await self.source.close()

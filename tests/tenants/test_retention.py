@@ -147,7 +147,7 @@ def test_a_tenant_bound_source_sweeps_its_own_tenant_only(seeded: str) -> None:
 def test_the_sweeper_applies_it_and_a_missing_registry_is_explained(
     seeded: str, pg_server: str
 ) -> None:
-    source = ConnectionSource(seeded)
+    source = ConnectionSource(seeded)  # a source given is the caller's: stop() leaves it open
     try:
         sweeper = TenantRetentionSweeper(source, interval=3600)
         assert sweeper.run_once(dry_run=True).tenants[0].store_items == 1
@@ -158,6 +158,7 @@ def test_the_sweeper_applies_it_and_a_missing_registry_is_explained(
                 break
             time.sleep(0.05)
         sweeper.stop()
+        assert tenant_retention(source, dry_run=True).tenants  # still usable
     finally:
         source.close()
     assert sweeper.last_report is not None and sweeper.last_report.tenants[0].store_items == 1
@@ -211,20 +212,17 @@ def test_an_application_role_under_row_security_applies_it_tenant_by_tenant(
     assert counts(seeded, UNLIMITED) == ALL and counts(seeded, UNREGISTERED) == ALL
 
 
-def test_the_async_sweeper(seeded: str) -> None:
+def test_the_async_sweeper_owns_the_pool_it_opens(seeded: str) -> None:
     async def go() -> Any:
-        source = AsyncConnectionSource(seeded)
-        sweeper = AsyncTenantRetentionSweeper(source, interval=3600)
-        try:
-            sweeper.start()
-            for _ in range(200):
-                if sweeper.last_report is not None:
-                    break
-                await asyncio.sleep(0.05)
-            await sweeper.stop()
-            return sweeper.last_report
-        finally:
-            await source.close()
+        sweeper = AsyncTenantRetentionSweeper(seeded, interval=3600)
+        sweeper.start()
+        for _ in range(200):
+            if sweeper.last_report is not None:
+                break
+            await asyncio.sleep(0.05)
+        await sweeper.stop()
+        assert sweeper.source._pool is None  # closed by stop()
+        return sweeper.last_report
 
     report = asyncio.run(go())
     assert report is not None and report.tenants[0].conversations.rows == 1

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -81,15 +82,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_app(directory: Path, *, auth: bool = False) -> Path:
-    """The app directory: graph.py, langgraph.json (our checkpointer and store), auth.py."""
+def write_app(
+    directory: Path, *, auth: bool = False, graph: str = GRAPH, ours: bool = True
+) -> Path:
+    """The app directory: graph.py, langgraph.json (with ``ours``, our checkpointer and
+    store; else the server's own persistence), auth.py."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "graph.py").write_text(GRAPH)
-    config = (
-        '{"dependencies": ["."], "graphs": {"echo": "./graph.py:graph"}, '
-        '"checkpointer": {"path": "haive_langgraph.server.checkpointer"}, '
-        '"store": {"path": "haive_langgraph.server.store"}'
-    )
+    (directory / "graph.py").write_text(graph)
+    config = '{"dependencies": ["."], "graphs": {"echo": "./graph.py:graph"}'
+    if ours:
+        config += (
+            ', "checkpointer": {"path": "haive_langgraph.server.checkpointer"}'
+            ', "store": {"path": "haive_langgraph.server.store"}'
+        )
     if auth:
         (directory / "auth.py").write_text(AUTH)
         config += ', "auth": {"path": "./auth.py:auth"}'
@@ -100,9 +105,10 @@ def write_app(directory: Path, *, auth: bool = False) -> Path:
 class DevServer:
     """``langgraph dev`` on 127.0.0.1; :meth:`start` again after :meth:`stop` restarts it."""
 
-    def __init__(self, app: Path, env: dict[str, str]) -> None:
+    def __init__(self, app: Path, env: dict[str, str], args: Sequence[str] = ()) -> None:
         self.app = app
         self.env = env
+        self.args = tuple(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = app / "server.log"
@@ -118,6 +124,7 @@ class DevServer:
             str(self.port),
             "--no-browser",
             "--no-reload",
+            *self.args,
         ]
         env = {
             **os.environ,

@@ -31,6 +31,7 @@ from langgraph.store.base import BaseStore, TTLConfig
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
 from haive_langgraph.codec import codec_from_config
 from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.server import _settings as settings
 from haive_langgraph.server._identity import load_object, tenant_mapping
 from haive_langgraph.server._routing import TenantCheckpointer, TenantStore
@@ -50,7 +51,16 @@ _SET_UP: set[tuple[str, str, str]] = set()
 async def _setup_once(kind: str, component: Any, env: Mapping[str, str]) -> None:
     key = (kind, str(component._source.dsn), component.schema)
     if key not in _SET_UP and settings.run_setup(env):
-        await component.setup()
+        try:
+            await component.setup()
+        except ConfigurationError as exc:
+            if "row-level security" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"{exc}. The server's role uses the tables under row-level security and "
+                f"cannot migrate them: set {settings.SETUP_ENV}=off and run `haive-lg migrate` "
+                "as the tables' owner"
+            ) from None
         _SET_UP.add(key)
 
 
@@ -108,7 +118,7 @@ async def checkpointer(dsn: str | None = None) -> AsyncIterator[BaseCheckpointSa
 
 
 class _ThreadTTLSweeper:
-    """Applies the thread TTL to the unbound saver's tenant and to every tenant served."""
+    """Applies the thread TTL to the saver's tenant, or with tenants to every tenant served."""
 
     def __init__(
         self,
@@ -124,9 +134,13 @@ class _ThreadTTLSweeper:
 
     async def _loop(self) -> None:
         while True:
-            savers = [self.saver]
-            if self.routed is not None:
-                savers += [self.routed.for_tenant(t) for t in self.routed.tenants()]
+            # With tenants, no call ever acts for the default tenant (and under
+            # row-level security the unbound saver could not sweep it).
+            savers = (
+                [self.saver]
+                if self.routed is None
+                else [self.routed.for_tenant(t) for t in self.routed.tenants()]
+            )
             for saver in savers:
                 try:
                     report = await saver.aapply_retention(self.ttl.policy)

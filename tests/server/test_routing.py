@@ -14,8 +14,10 @@ import psycopg
 import pytest
 from langgraph.graph import END, START, StateGraph
 
-from haive_langgraph.errors import PermissionDeniedError
+import haive_langgraph.server as server_module
+from haive_langgraph.errors import ConfigurationError, PermissionDeniedError
 from haive_langgraph.server import TenantCheckpointer, TenantStore, checkpointer, store
+from tests._roles import application_role
 
 
 class State(TypedDict):
@@ -103,3 +105,24 @@ async def test_the_thread_ttl_deletes_idle_threads_of_every_tenant_served(
                 break
             await asyncio.sleep(0.1)
         assert tenants_of(dsn, "ttl") == []
+
+
+async def test_a_role_under_row_level_security_is_told_not_to_migrate(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with checkpointer(dsn):  # the owner migrates
+        pass
+    monkeypatch.setenv("HAIVE_SERVER_TENANT_FROM", "user")
+    with application_role(dsn) as app_dsn:
+        # A fresh process would migrate at start: forget that this one did.
+        monkeypatch.setattr(server_module, "_SET_UP", set())
+        with pytest.raises(ConfigurationError, match="HAIVE_SERVER_SETUP=off"):
+            async with checkpointer(app_dsn):
+                pass
+        monkeypatch.setenv("HAIVE_SERVER_SETUP", "off")
+        async with checkpointer(app_dsn) as saver:
+            app = graph(saver)
+            await app.ainvoke({"items": ["rls"]}, as_user("rls", "erin"))
+            state = await app.aget_state(as_user("rls", "erin"))
+            assert state.values["items"] == ["rls", "echo:rls"]
+    assert tenants_of(dsn, "rls") == ["erin"]

@@ -92,7 +92,7 @@ async def checkpointer(dsn: str | None = None) -> AsyncIterator[BaseCheckpointSa
         ConnectionFailedError: the server cannot be reached.
     """
     env = settings.environ()
-    tenant_of = _tenant_option(env)
+    tenant_of = await asyncio.to_thread(_tenant_option, env)  # may import a module
     ttl = settings.thread_ttl(env)
     config = PersistenceConfig()
     saver = AsyncPostgresCheckpointer(
@@ -192,7 +192,7 @@ async def store(dsn: str | None = None) -> AsyncIterator[BaseStore]:
         ConnectionFailedError: the server cannot be reached.
     """
     env = settings.environ()
-    tenant_of = _tenant_option(env)
+    tenant_of = await asyncio.to_thread(_tenant_option, env)  # may import a module
     raw_index, ttl = settings.store_section(env)
     index = await _index(raw_index)
     config = PersistenceConfig()

@@ -18,6 +18,7 @@ from haive_langgraph.memory.vector import _calls as calls
 from haive_langgraph.memory.vector._drive import VectorOptions, adrive, drive, store_options
 from haive_langgraph.memory.vector._embeddings import CheckedEmbeddings, HashingEmbeddings
 from haive_langgraph.memory.vector._filters import FILTER_FIELDS
+from haive_langgraph.memory.vector._hierarchy_model import asummarize, summarize
 from haive_langgraph.memory.vector._memories import Settings
 from haive_langgraph.memory.vector._retriever import LEGACY as LEGACY_ARGUMENTS
 from haive_langgraph.memory.vector._retriever import (
@@ -26,7 +27,7 @@ from haive_langgraph.memory.vector._retriever import (
     normalise,
     retriever_query,
 )
-from haive_langgraph.memory.vector._steps import Op, Rescore
+from haive_langgraph.memory.vector._steps import Op, Rescore, Summarize
 from haive_langgraph.memory.vector._transcripts import aload_conversation, load_conversation
 from haive_langgraph.memory.vector._types import CrossEncoder, Memory
 from haive_langgraph.memory.vector._values import (
@@ -205,6 +206,8 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
     def _other(self, step: Any) -> Any:
         if isinstance(step, Rescore):
             return list(step.encoder.score(step.query, step.texts))
+        if isinstance(step, Summarize):
+            return summarize(step)
         return load_conversation(self._store, self._conversations, step.conversation_id)
 
     async def _aother(self, step: Any) -> Any:
@@ -213,4 +216,6 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
             if ascore is not None:
                 return list(await ascore(step.query, step.texts))
             return list(await asyncio.to_thread(step.encoder.score, step.query, step.texts))
+        if isinstance(step, Summarize):
+            return await asummarize(step)
         return await aload_conversation(self._store, self._conversations, step.conversation_id)

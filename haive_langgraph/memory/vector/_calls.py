@@ -10,9 +10,11 @@ with ``sync_method``, ``AsyncVectorMemory`` with ``async_method``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from haive_langgraph.db._limits import MAX_COUNT, check_count
 from haive_langgraph.errors import ConfigurationError, InvalidMemoryError
 from haive_langgraph.memory.conversations._types import Conversation, StoredMessage
 from haive_langgraph.memory.vector._chunks import conversation_news, lines_of
@@ -22,6 +24,15 @@ from haive_langgraph.memory.vector._consolidation import (
     history_op,
     strategy_name,
 )
+from haive_langgraph.memory.vector._hierarchy import (
+    HierarchyReport,
+    check_levels,
+    check_preserve,
+    check_thresholds,
+    hierarchy_op,
+    parents_op,
+)
+from haive_langgraph.memory.vector._hierarchy_model import Summarizer, check_summarizer
 from haive_langgraph.memory.vector._memories import (
     add_op,
     forget_op,
@@ -189,6 +200,7 @@ def search(
     mmr_lambda: float = 0.5,
     fetch_k: int | None = None,
     decay_half_life: timedelta | None = None,
+    parents: bool = False,
 ) -> Op[list[Memory]]:
     """Memories closest to ``query``, best first.
 
@@ -205,6 +217,9 @@ def search(
         mmr_lambda: MMR trade-off: 1 relevance only, 0 diversity only.
         fetch_k: Candidates fetched for reranking or decay (default max(4 top_k, 20)).
         decay_half_life: Decay scores by idle time for this call.
+        parents: Return each memory's highest summary (hierarchical
+            consolidation) in its place, scored as its best child; a
+            summary comes once. ``4 * top_k`` memories are searched for it.
 
     Raises:
         InvalidMemoryError: An empty query.
@@ -212,9 +227,13 @@ def search(
     """
     if as_of is not None:
         iso(as_of)
-    return search_op(
-        memory._settings,
-        memory._user(user_id),
+    settings, user, wanted = memory._settings, memory._user(user_id), top_k
+    if parents:  # widened and untracked: parents_op counts what it returns
+        top_k = min(4 * check_count("top_k", top_k), MAX_COUNT)
+        settings = replace(settings, track_access=False)
+    found = search_op(
+        settings,
+        user,
         query,
         top_k,
         filters,
@@ -225,6 +244,7 @@ def search(
         fetch_k,
         decay_half_life,
     )
+    return parents_op(memory._settings, user, found, wanted, as_of) if parents else found
 
 
 def get_episodic_memories(
@@ -322,6 +342,77 @@ def consolidation_history(
 ) -> Op[list[MergeRecord]]:
     """Audit records of applied merges, oldest first (those touching ``memory_id``)."""
     return history_op(memory._settings, memory._user(user_id), memory_id)
+
+
+def consolidate_hierarchy(
+    memory: Self_,
+    /,
+    summarizer: Summarizer,
+    similarity_threshold: float | Sequence[float] = 0.8,
+    levels: int = 2,
+    min_cluster_size: int = 2,
+    preserve_important: bool | float = True,
+    time_window: timedelta | None = None,
+    dry_run: bool = False,
+    *,
+    user_id: str | None = None,
+) -> Op[HierarchyReport]:
+    """Summarise clusters of related memories into parent memories, level by level.
+
+    Level 1 clusters the user's current memories that have no parent; each
+    cluster of at least ``min_cluster_size`` becomes a summary (a memory of
+    ``kind="summary"``, ``level=1``, ``children``) written by ``summarizer``,
+    and each child gets ``parent_id``. Level n clusters the level-(n - 1)
+    summaries without a parent (those of earlier runs too). Children stay
+    current: nothing is superseded or deleted. Each summary leaves an audit
+    record (:meth:`consolidation_history`, ``event="summarize"``). Never
+    across users or tenants.
+
+    Args:
+        summarizer: A LangChain chat model (``BaseChatModel``) or a function
+            ``texts -> text``; called once per cluster.
+        similarity_threshold: Cosine similarity to a cluster's leader, in
+            (0, 1]; a list gives one per level (the last repeats).
+        levels: How many levels to build in this run (1 to 8).
+        min_cluster_size: Fewest memories a summary is made of (2 or more).
+        preserve_important: Keep memories of importance >= 0.8 (``True``) or
+            >= the number given out of every summary; ``False``: none.
+        time_window: Only memories created within this time of now.
+        dry_run: Ask the model and the embedder for the plan (its summaries)
+            but write nothing.
+        user_id: One user (default: the bound user, else every user of the tenant).
+
+    Returns:
+        A :class:`HierarchyReport`: the summaries of each level, their
+        children, and what was written.
+
+    Raises:
+        ConfigurationError: A bad threshold, level count or cluster size, or a
+            summarizer that is neither a chat model nor a function.
+        InvalidMemoryError: The model returned no text (nothing is written).
+    """
+    users = None
+    if user_id is not None or memory.user_id is not None:
+        users = [memory._user(user_id)]
+    n = check_levels(levels)
+    if (
+        isinstance(min_cluster_size, bool)
+        or not isinstance(min_cluster_size, int)
+        or min_cluster_size < 2
+    ):
+        raise ConfigurationError(
+            f"min_cluster_size must be an integer >= 2, got {min_cluster_size!r}"
+        )
+    return hierarchy_op(
+        memory._settings,
+        users,
+        check_summarizer(summarizer),
+        check_thresholds(similarity_threshold, n),
+        min_cluster_size,
+        check_preserve(preserve_important),
+        check_duration(time_window, "time_window"),
+        bool(dry_run),
+    )
 
 
 def _ids(memory_ids: Sequence[str] | str) -> list[str]:

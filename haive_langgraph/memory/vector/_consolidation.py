@@ -114,7 +114,7 @@ def _plan_user(
     cands = [
         Candidate(decode_memory(it.value), unpack_vector(it.value["embedding"]))
         for it in items
-        if "embedding" in it.value
+        if "embedding" in it.value and it.value.get("kind") != "summary"  # summaries: derived
     ]
     kept = [c for c in cands if preserve is None or c.memory.importance < preserve]
     plan = _UserPlan(user, len(cands), len(cands) - len(kept))

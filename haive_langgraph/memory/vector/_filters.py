@@ -31,6 +31,9 @@ FIELDS = (
     "episode_id",
     "message_ids",
     "message_range",
+    "level",
+    "parent_id",
+    "children",
 )
 # What the store keeps in plaintext for filters (not the text, not the vector).
 FILTER_FIELDS = (*FIELDS, "metadata")

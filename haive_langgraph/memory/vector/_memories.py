@@ -21,10 +21,12 @@ from haive_langgraph.memory.vector._types import CrossEncoder, Memory
 from haive_langgraph.memory.vector._values import (
     NewMemory,
     Spaces,
+    as_list,
     build_value,
     content_hash,
     decode_memory,
     iso,
+    unpack_vector,
     user_from_label,
 )
 
@@ -156,12 +158,14 @@ def list_op(settings: Settings, user: str, include_superseded: bool) -> Op[list[
 
 
 def forget_op(settings: Settings, user: str, memory_ids: Sequence[str]) -> Op[dict[str, int]]:
-    """Erase memories (and, for consolidated ones, what they were merged from)."""
+    """Erase memories (and, for consolidated ones, what they were merged from; for any,
+    the summaries made of it)."""
     spaces = settings.spaces
     ns, ans = spaces.memories(user), spaces.access(user)
     wanted = list(dict.fromkeys(memory_ids))
     seen: set[str] = set()
     found: list[str] = []
+    children: list[str] = []
     while wanted:
         items = yield Batch([GetOp(ns, i, refresh_ttl=False) for i in wanted])
         seen.update(wanted)
@@ -170,14 +174,26 @@ def forget_op(settings: Settings, user: str, memory_ids: Sequence[str]) -> Op[di
             if item is None:
                 continue
             found.append(item.key)
-            nxt.extend(s for s in item.value.get("sources") or () if s not in seen)
+            children.extend(item.value.get("children") or ())
+            # What it was merged from holds its content, and so does the summary made of it.
+            links = [*(item.value.get("sources") or ()), item.value.get("parent_id")]
+            nxt.extend(s for s in links if s and s not in seen)
         wanted = list(dict.fromkeys(nxt))
     if not found:
         return {"memories": 0, "access_records": 0}
     access = yield from load_access(spaces, user, found)
     ops: list[StoreOp] = [PutOp(ns, i, None) for i in found]
     ops.extend(PutOp(ans, i, None) for i in access)
-    yield Batch(ops)
+    # The children left of an erased summary lose their parent (summarised again later).
+    kept = [i for i in dict.fromkeys(children) if i not in set(found)]
+    primed: dict[str, list[float]] = {}
+    if kept:
+        for item in (yield Batch([GetOp(ns, i, refresh_ttl=False) for i in kept])):
+            if item is not None and item.value.get("parent_id") in set(found):
+                value = {**item.value, "parent_id": None}
+                primed[value["text"]] = as_list(unpack_vector(value["embedding"]))
+                ops.append(PutOp(ns, item.key, value))
+    yield Batch(ops, primed or None)
     return {"memories": len(found), "access_records": len(access)}
 
 

@@ -57,6 +57,15 @@ class LoadConversation:
     conversation_id: str
 
 
-Step = Batch | EmbedDocuments | EmbedQuery | Rescore | LoadConversation
+@dataclass(slots=True)
+class Summarize:
+    """Ask a chat model (or a function) for the summary of related memories (the result: its text)."""
+
+    summarizer: Any
+    texts: list[str]
+    level: int
+
+
+Step = Batch | EmbedDocuments | EmbedQuery | Rescore | LoadConversation | Summarize
 Op = Generator[Step, Any, T]
 """An operation: yields steps, receives their results, returns a ``T``."""

@@ -17,7 +17,7 @@ __all__ = [
     "MergeRecord",
 ]
 
-MemoryKind = Literal["memory", "chunk", "consolidated"]
+MemoryKind = Literal["memory", "chunk", "consolidated", "summary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,8 @@ class Memory:
         valid_from: Since when the memory holds.
         valid_to: When it was superseded (``None`` while it holds).
         superseded_by: The consolidated memory that replaced it.
-        kind: ``"memory"``, ``"chunk"`` (of a conversation) or ``"consolidated"``.
+        kind: ``"memory"``, ``"chunk"`` (of a conversation), ``"consolidated"``
+            or ``"summary"`` (hierarchical consolidation).
         sources: For a consolidated memory, the memories merged into it.
         conversation_id: The conversation it comes from.
         episode_id: The episode it belongs to (default: its conversation).
@@ -47,6 +48,10 @@ class Memory:
         last_accessed_at: When it was last returned.
         score: The ranking score of the call that returned it.
         similarity: Cosine similarity to the query (``None`` outside searches).
+        level: 0 for a memory, ``n`` for a summary of level-``n - 1`` memories
+            (hierarchical consolidation).
+        parent_id: The summary this memory was summarised into, if any.
+        children: For a summary, the memories it summarises.
     """
 
     id: str
@@ -68,6 +73,9 @@ class Memory:
     last_accessed_at: datetime | None = None
     score: float | None = None
     similarity: float | None = None
+    level: int = 0
+    parent_id: str | None = None
+    children: tuple[str, ...] = ()
 
     @property
     def is_current(self) -> bool:
@@ -158,8 +166,12 @@ class MergeRecord:
         source_ids: The superseded memories (still stored, recoverable).
         leader_id: The memory the others were compared with.
         similarities: Cosine similarity of each source to the leader.
-        strategy: The strategy's name.
+        strategy: The strategy's name (for a summary, the model's).
         similarity_threshold: The threshold used.
+        event: ``"merge"``, or ``"summarize"`` for a summary of hierarchical
+            consolidation (``consolidated_id`` the summary, ``source_ids``
+            its children, which stay current).
+        level: The summary's level (0 for a merge).
     """
 
     record_id: str
@@ -171,6 +183,8 @@ class MergeRecord:
     similarities: dict[str, float]
     strategy: str
     similarity_threshold: float
+    event: str = "merge"
+    level: int = 0
 
 
 @runtime_checkable

@@ -205,6 +205,9 @@ def encode_memory(memory: Memory, vector: Sequence[float] | np.ndarray[Any, Any]
         "episode_id": m.episode_id,
         "message_ids": list(m.message_ids),
         "message_range": list(m.message_range) if m.message_range else None,
+        "level": m.level,
+        "parent_id": m.parent_id,
+        "children": list(m.children),
         "embedding": pack_vector(vector),
     }
 
@@ -267,6 +270,9 @@ def decode_memory(
         last_accessed_at=parse_iso(last) if last else None,
         score=score,
         similarity=similarity,
+        level=int(value.get("level") or 0),
+        parent_id=value.get("parent_id"),
+        children=tuple(value.get("children") or ()),
     )
 
 
@@ -289,4 +295,6 @@ def decode_record(value: Mapping[str, Any]) -> MergeRecord:
         similarities=dict(value["similarities"]),
         strategy=value["strategy"],
         similarity_threshold=float(value["similarity_threshold"]),
+        event=value.get("event", "merge"),
+        level=int(value.get("level") or 0),
     )

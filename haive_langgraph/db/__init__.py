@@ -22,8 +22,10 @@ from haive_langgraph.db._dsn import (
 from haive_langgraph.db._embedded import default_data_dir, embedded_dsn, start_embedded
 from haive_langgraph.db._partitions import PartitionKey
 from haive_langgraph.db._replicas import ReplicaStats, Route
+from haive_langgraph.db._stats import CallStats, stats
 
 __all__ = [
+    "CallStats",
     "PartitionKey",
     "PersistenceConfig",
     "PoolerMode",
@@ -36,6 +38,7 @@ __all__ = [
     "normalize_dsn",
     "resolve_dsn",
     "start_embedded",
+    "stats",
     "uses_transaction_pooler",
 ]
 

@@ -15,7 +15,9 @@ back its result (or throwing its error in). The decisions made here:
   to be dead, for instance after a pooler restart or idle reaping; writes
   are never retried blindly;
 * what a write records (it counts for read-your-writes);
-* which library error a database error becomes (the call's ``errors``).
+* which library error a database error becomes (the call's ``errors``);
+* what the source's :class:`~haive_langgraph.db._stats.CallTally` counts
+  (calls, errors, retries: :func:`haive_langgraph.db.stats`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from haive_langgraph.db._call import Call, mapped_error
 from haive_langgraph.db._driver import OpFactory
 from haive_langgraph.db._replica_ops import Served, commit_lsn_op, replica_op, server_gone
 from haive_langgraph.db._replicas import ROUTES, Replica, ReplicaRouter, Route
+from haive_langgraph.db._stats import CallTally
 from haive_langgraph.db._tenancy import TenantScope
 from haive_langgraph.errors import ConfigurationError, ConnectionFailedError
 
@@ -108,6 +111,7 @@ def call_plan(
     scope: TenantScope | None,
     router: ReplicaRouter | None,
     pooled: bool,
+    tally: CallTally,
 ) -> Plan[T]:
     """Run ``call`` on a source: its whole plan, the I/O left to the driver.
 
@@ -117,33 +121,43 @@ def call_plan(
         scope: The source's tenant, for a call that names none.
         router: The source's replicas, if it has any.
         pooled: Whether a dead connection can be replaced (not a lent one).
+        tally: The source's counters (this call, its error, its retries).
 
     Raises:
         ConfigurationError: an unknown route, or a route for a write.
     """
     scope = call.scope or scope
+    tally.calls += 1
     try:
         if route != "primary":
             check_route(route, call.read)
             if router is not None:
                 fresh = route == "fresh"
-                served = yield from _on_replica(router, call, scope, fresh=fresh, pooled=pooled)
+                served = yield from _on_replica(
+                    router, call, scope, fresh=fresh, pooled=pooled, tally=tally
+                )
                 if served is not None:
                     return served.value  # type: ignore[no-any-return]
         if call.read or router is None:
-            return (yield from _on_primary(call, scope, pooled=pooled))
+            return (yield from _on_primary(call, scope, pooled=pooled, tally=tally))
         try:
-            return (yield from _on_primary(call, scope, pooled=pooled))
+            return (yield from _on_primary(call, scope, pooled=pooled, tally=tally))
         finally:
             router.wrote()
     except psycopg.Error as exc:
+        tally.errors += 1
         mapped = mapped_error(call, exc)
         if mapped is None:
             raise
         raise mapped from exc
+    except BaseException:
+        tally.errors += 1
+        raise
 
 
-def _on_primary(call: Call[T], scope: TenantScope | None, *, pooled: bool) -> Plan[T]:
+def _on_primary(
+    call: Call[T], scope: TenantScope | None, *, pooled: bool, tally: CallTally
+) -> Plan[T]:
     attempts = READ_ATTEMPTS if call.read and pooled else 1
     for attempt in range(attempts):
         result = yield Attempt(
@@ -155,6 +169,7 @@ def _on_primary(call: Call[T], scope: TenantScope | None, *, pooled: bool) -> Pl
         )
         if result is not LOST:
             return result  # type: ignore[no-any-return]
+        tally.retries += 1
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -165,6 +180,7 @@ def _on_replica(
     *,
     fresh: bool,
     pooled: bool,
+    tally: CallTally,
 ) -> Plan[Served | None]:
     """The read on a replica (its :class:`Served`), or None: run it on the primary."""
     candidates = router.candidates(fresh=fresh)
@@ -172,7 +188,9 @@ def _on_replica(
     if candidates and fresh:
         lsn, lookup = router.fresh_target()
         if lookup:
-            lsn = yield from _on_primary(Call(commit_lsn_op, read=True), scope, pooled=pooled)
+            lsn = yield from _on_primary(
+                Call(commit_lsn_op, read=True), scope, pooled=pooled, tally=tally
+            )
             router.learned(lsn, lookup)
     wait = router.config.replica_wait
     for replica in candidates:

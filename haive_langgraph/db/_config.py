@@ -77,6 +77,10 @@ class PersistenceConfig(BaseSettings):
         strict_serialisation: Checkpointers serialise every value on each
             put instead of skipping list items they wrote before
             (``HAIVE_STRICT_SERIALISATION``: ``1``, ``true``, ``yes`` or ``on``).
+        echo_sql: Log every call and statement of the objects built from this
+            config at INFO on their component's logger, with the SQL text
+            (never parameter values), whatever the loggers' levels
+            (``HAIVE_ECHO_SQL``); see ``docs/observability.md``.
     """
 
     model_config = SettingsConfigDict(
@@ -113,6 +117,7 @@ class PersistenceConfig(BaseSettings):
     replica_timeout: float = Field(default=1.0, gt=0)
     embedded_data_dir: Path | None = None
     strict_serialisation: bool = False
+    echo_sql: bool = False
 
     def __init__(self, **values: Any) -> None:
         _reject_unknown_options(type(self), values)
@@ -139,7 +144,7 @@ class PersistenceConfig(BaseSettings):
             return Path(value).expanduser() if value else None
         return value
 
-    @field_validator("strict_serialisation", mode="before")
+    @field_validator("strict_serialisation", "echo_sql", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
         # Any other text turns it off, as the variable always did.

@@ -63,7 +63,9 @@ from haive_langgraph.db._liveness import (
     is_dead,
     usable,
 )
+from haive_langgraph.db._observe import observed_plan, watched
 from haive_langgraph.db._replicas import AsyncReplicaSet, ReplicaSet, Route
+from haive_langgraph.db._stats import CallTally
 from haive_langgraph.db._tenancy import TenantScope, row_security_step
 from haive_langgraph.errors import ConnectionFailedError
 
@@ -188,6 +190,9 @@ class SourceBase(Generic[C]):
         self._row_security = RowSecurity()
         self._owned = False
         self._idle = IdleTracker()
+        # What stats() reports, and whether calls are logged with their SQL (see _observe).
+        self.tally = CallTally()
+        self._echo = self.config.echo_sql
         dsns = self.config.replica_urls if replicas is None else replicas
         # Checked before the primary's pool opens, so a bad replica DSN leaks nothing.
         self.replicas = self._replica_set(dsns) if dsns else None
@@ -230,12 +235,13 @@ class SourceBase(Generic[C]):
 
     def _plan(self, call: Call[T], route: Route) -> Plan[T]:
         replicas = self.replicas
+        router = None if replicas is None else replicas.router
+        pooled = self._conn is None
+        # Unobserved, a call pays for this test only (see db/_observe.watched).
+        if self._echo or watched(call.op):
+            return observed_plan(self, call, route=route, router=router, pooled=pooled)
         return call_plan(
-            call,
-            route=route,
-            scope=self.scope,
-            router=None if replicas is None else replicas.router,
-            pooled=self._conn is None,
+            call, route=route, scope=self.scope, router=router, pooled=pooled, tally=self.tally
         )
 
     def _handle(self, request: Request) -> Any:

@@ -305,15 +305,20 @@ $$
 _PER_THREAD = """
     IF TG_OP = 'INSERT' THEN
         FOR rec IN
-            SELECT n.tenant_id, n.thread_id, count(*) AS added,
-                   min(u.max_checkpoints_per_thread) AS lim
-            FROM new_rows AS n
-            JOIN {schema}.tenant_usage AS u ON u.tenant_id = n.tenant_id
-            WHERE u.max_checkpoints_per_thread IS NOT NULL
-            GROUP BY n.tenant_id, n.thread_id
+            SELECT x.*, (
+                SELECT th.checkpoint_count FROM {schema}.threads AS th
+                WHERE th.tenant_id = x.tenant_id AND th.thread_id = x.thread_id
+            ) AS held
+            FROM (
+                SELECT n.tenant_id, n.thread_id, count(*) AS added,
+                       min(u.max_checkpoints_per_thread) AS lim
+                FROM new_rows AS n
+                JOIN {schema}.tenant_usage AS u ON u.tenant_id = n.tenant_id
+                WHERE u.max_checkpoints_per_thread IS NOT NULL
+                GROUP BY n.tenant_id, n.thread_id
+            ) AS x
         LOOP
-            SELECT th.checkpoint_count INTO v_held FROM {schema}.threads AS th
-            WHERE th.tenant_id = rec.tenant_id AND th.thread_id = rec.thread_id;
+            v_held := rec.held;
             IF v_held IS NULL THEN
                 SELECT count(*) INTO v_held FROM {schema}.checkpoints AS c
                 WHERE c.tenant_id = rec.tenant_id AND c.thread_id = rec.thread_id;

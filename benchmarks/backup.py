@@ -10,11 +10,18 @@ bytes; the archive size is shown beside the database size.
 
     python benchmarks/backup.py                    # 200 threads x 40 turns, 3 rounds
     python benchmarks/backup.py --threads 50 --turns 20 --rounds 2
+
+With ``--to URL`` (a directory or key prefix: ``s3://bucket/prefix``, with
+``HAIVE_S3_ENDPOINT_URL`` for an S3-compatible store), full backup, deep
+verify (read back from the location) and restore run against that location
+and against local files, side by side; ``--to moto`` starts moto's S3 server
+on a loopback port (the one the tests use) and uses a bucket there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -57,7 +64,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=200)
     parser.add_argument("--turns", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--to", help="compare backups to this location with local files")
     args = parser.parse_args()
+    if args.to:
+        compare_locations(args)
+        return
     key = new_backup_key()
     with (
         server() as srv,
@@ -163,6 +174,69 @@ def main() -> None:
             f"{args.threads} threads x {args.turns} turns; database {human_bytes(db_bytes)}; "
             f"best of {args.rounds} rounds",
             ["operation", "rows", "seconds", "rows/s", "MB/s (JSONL)", "archive", "time vs pg_*"],
+            rows,
+        )
+
+
+def compare_locations(args: argparse.Namespace) -> None:
+    """Backup, verify and restore through ``args.to`` and through local files."""
+    with contextlib.ExitStack() as stack:
+        to = args.to
+        if to == "moto":
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.ops._s3 import s3_server
+
+            s3 = stack.enter_context(contextlib.contextmanager(s3_server)())
+            os.environ["HAIVE_S3_ENDPOINT_URL"] = s3.endpoint
+            to = s3.url("bench")
+        srv = stack.enter_context(server())
+        dsn = stack.enter_context(fresh_database(srv, "backup_src"))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        print("server:", server_settings(dsn))
+        migrate_all(dsn)
+        with PostgresCheckpointer.from_conn_string(dsn) as saver:
+            chat(saver, args.threads, range(args.turns))
+        remote = "s3 (moto)" if args.to == "moto" else to
+        places = {"local file": str(Path(tmp) / "local"), remote: to.rstrip("/")}
+        Path(places["local file"]).mkdir()
+        results: dict[tuple[str, str], list[tuple[float, int, int, int]]] = {}
+        for r in range(args.rounds):
+            for place, prefix in places.items():
+                url = f"{prefix}/full-{r}.tar"
+                rep = backup(url, dsn)
+                raw = rep.raw_bytes
+                results.setdefault(("backup (full)", place), []).append(
+                    (rep.seconds, rep.rows, raw, rep.bytes)
+                )
+                t0 = time.perf_counter()
+                info = verify(url)
+                results.setdefault(("verify (deep, read back)", place), []).append(
+                    (time.perf_counter() - t0, info.rows, raw, info.bytes)
+                )
+                with fresh_database(srv, "backup_dst") as target:
+                    done = restore(url, target)
+                results.setdefault(("restore (full)", place), []).append(
+                    (done.seconds, done.rows, raw, done.bytes)
+                )
+        rows = []
+        for op in ("backup (full)", "verify (deep, read back)", "restore (full)"):
+            row = [op]
+            for place in places:
+                seconds, count, raw, size = min(results[(op, place)])
+                row += [
+                    f"{seconds:.2f}",
+                    f"{count / seconds:,.0f}",
+                    f"{raw / seconds / 1e6:.1f}",
+                    f"{size / seconds / 1e6:.1f}",
+                ]
+            rows.append(row)
+        _, count, raw, size = min(results[("backup (full)", "local file")])
+        print_table(
+            f"{args.threads} threads x {args.turns} turns: {count:,} rows, "
+            f"{human_bytes(raw)} of JSONL in an archive of {human_bytes(size)}; best of "
+            f"{args.rounds} rounds",
+            ["operation"]
+            + [f"{p}: {u}" for p in places for u in ("s", "rows/s", "MB/s JSONL", "MB/s archive")],
             rows,
         )
 

@@ -1,7 +1,7 @@
 """``haive-lg backup schedule|list|chain``: scheduled backups into a location, with retention.
 
 ``schedule`` runs as a long-lived process (one backup whenever one is due,
-see :mod:`haive_langgraph.ops._schedule`), or once (``--once``, for cron or
+see :mod:`haive_langgraph.ops.backup_schedule`), or once (``--once``, for cron or
 a systemd timer), or prints the cron line (``--print-cron``) or the systemd
 units (``--print-systemd``) that run it. ``list`` shows the archives of a
 location with their labels and whether they were verified; ``chain`` prints
@@ -162,7 +162,7 @@ def backup_schedule(
 ) -> None:
     """Back up on a schedule into a location: full backups --every, incremental ones in
     between (--incremental), each verified by reading it back; keep --keep chains."""
-    from haive_langgraph.ops._schedule import BackupSchedule
+    from haive_langgraph.ops.backup_schedule import BackupSchedule
 
     full = parse_duration(every)
     inc = None
@@ -260,7 +260,7 @@ def backup_list(
     as_json: JsonOption = False,
 ) -> None:
     """List the archives of a location: kind, time, label, metadata, rows, verified."""
-    from haive_langgraph.ops._schedule import catalog
+    from haive_langgraph.ops.backup_schedule import catalog
 
     entries = catalog(location, manifests=True, storage_options=storage_options(endpoint_url))
     if as_json:
@@ -291,7 +291,7 @@ def backup_chain(
     as_json: JsonOption = False,
 ) -> None:
     """Print the newest verified full archive and its incremental ones, in restore order."""
-    from haive_langgraph.ops._schedule import latest_chain
+    from haive_langgraph.ops.backup_schedule import latest_chain
 
     urls = latest_chain(location, storage_options=storage_options(endpoint_url))
     if as_json:

@@ -26,7 +26,12 @@ each row version (``xmin``), plus the primary keys of every row in scope, so
 that restoring the chain also removes rows deleted meanwhile. See
 ``docs/operations.md`` for the limits.
 
-``haive-lg backup|restore|verify`` drive these from the shell.
+Archives may live in object stores (``s3://``, ``gs://``, ``az://`` URLs, see
+:mod:`haive_langgraph.ops._locations`);
+:class:`~haive_langgraph.ops.backup_schedule.BackupSchedule` takes verified
+backups on a schedule and prunes old ones.
+
+``haive-lg backup create|restore|verify|list|schedule|chain`` drive these from the shell.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.cli import app
 from haive_langgraph.errors import ArchiveIntegrityError, BackupError, ConfigurationError
 from haive_langgraph.ops import migrate_all
-from haive_langgraph.ops._schedule import BackupSchedule, catalog, latest_chain
 from haive_langgraph.ops.backup import restore
+from haive_langgraph.ops.backup_schedule import BackupSchedule, catalog, latest_chain
 from tests.conftest import create_database, drop_database
 from tests.ops._s3 import S3Server, s3_server
 from tests.ops.test_backup import converse, digests

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -101,7 +102,10 @@ def _marker(where: Location, name: str) -> dict[str, Any] | None:
 
 
 def catalog(
-    to: str | Location, *, manifests: bool = False, storage_options: Mapping[str, Any] | None = None
+    to: str | os.PathLike[str],
+    *,
+    manifests: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[CatalogEntry]:
     """The archives (``*.tar``) in a location, oldest first.
 
@@ -111,9 +115,12 @@ def catalog(
             archives not written by a schedule); else names and markers only.
         storage_options: Options of the object store's filesystem.
     """
+    return _catalog(location(to, storage_options), manifests)
+
+
+def _catalog(where: Location, manifests: bool = False) -> list[CatalogEntry]:
     from haive_langgraph.ops._archive import ArchiveReader
 
-    where = location(to, storage_options)
     objects = where.list()
     names = {o.name for o in objects}
     out = []
@@ -190,7 +197,7 @@ def _chains(entries: Sequence[CatalogEntry]) -> dict[str, list[CatalogEntry]]:
 
 
 def latest_chain(
-    to: str | Location, *, storage_options: Mapping[str, Any] | None = None
+    to: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
 ) -> list[str]:
     """The URLs of the newest verified full archive and its incremental ones, in order
     (what to give :func:`~haive_langgraph.ops.backup.restore`).
@@ -344,7 +351,7 @@ class BackupSchedule:
         where = self.location
         where.ensure_dir()
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        entries = catalog(where)
+        entries = _catalog(where)
         kind, base, next_due = self._due(entries, now)
         result = ScheduleRound(kind, next_due=next_due)
         if kind is not None:
@@ -386,7 +393,7 @@ class BackupSchedule:
             where.child(name + MARKER).write_bytes(json.dumps(marker).encode())
             log.info("%s backup %s: %s rows, verified", kind, target, report.rows)
             result.url, result.report, result.verified_rows = str(target), report, info.rows
-            entries = catalog(where)
+            entries = _catalog(where)
             result.next_due = self._due(entries, now)[2]
         for entry in prune_plan(entries, self.keep):
             doomed = where.child(entry.name)

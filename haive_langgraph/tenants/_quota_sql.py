@@ -105,7 +105,8 @@ $$
 # of a guarded tenant queue here, and each sees the previous one's counts.
 # A write transaction counts as one request of the minute: the row remembers
 # the transaction it last counted (request_xact; new_request says whether this
-# statement is its first).
+# statement is its first). Deletes are not counted nor refused as requests:
+# erasure and retention must pass whatever the tenant's rate.
 #
 # Only the trigger functions are SECURITY DEFINER (they run this as the
 # tables' owner); a role calling this, the refresh or the refusal directly
@@ -143,8 +144,10 @@ BEGIN
                           ELSE u.tokens + v_tokens END,
             token_month = CASE WHEN v_tokens = 0 THEN u.token_month
                                ELSE greatest(u.token_month, v_month) END,
-            new_request = u.request_xact IS DISTINCT FROM pg_current_xact_id(),
-            request_xact = pg_current_xact_id()
+            new_request = p_op <> 'DELETE'
+                AND u.request_xact IS DISTINCT FROM pg_current_xact_id(),
+            request_xact = CASE WHEN p_op = 'DELETE' THEN u.request_xact
+                                ELSE pg_current_xact_id() END
         WHERE u.tenant_id = p_tenants[i]
         RETURNING u.* INTO r;
         CONTINUE WHEN NOT FOUND;

@@ -39,6 +39,7 @@ __all__ = [
     "MigrationError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QueryStatsUnavailableError",
     "QuotaExceededError",
     "RestoreConflictError",
     "SerializationError",
@@ -78,6 +79,10 @@ class EmbeddedPostgresError(HaiveError, RuntimeError):
 
 class MigrationError(HaiveError, RuntimeError):
     """A schema migration could not be applied or does not match the database."""
+
+
+class QueryStatsUnavailableError(HaiveError, RuntimeError):
+    """``pg_stat_statements`` is not loaded or not created; the message says how to enable it."""
 
 
 class SerializationError(HaiveError, TypeError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import typer
 
 from haive_langgraph.cli import (
+    _analyze,
     _audit,
     _backup,
     _backup_schedule,  # noqa: F401 (adds schedule, list, chain to the backup group)
@@ -53,6 +54,7 @@ app.add_typer(_backup.group, name="backup")
 app.add_typer(_audit.group, name="audit")
 app.add_typer(_cache.group, name="cache")
 app.add_typer(_tenants.group, name="tenants")
+app.add_typer(_analyze.group, name="analyze")
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ def all_components() -> list[Component]:
     from haive_langgraph.checkpointers._sql import COMPONENT as checkpoints
     from haive_langgraph.memory.conversations._sql import COMPONENT as conversations
     from haive_langgraph.ops._keys_sql import COMPONENT as keys
+    from haive_langgraph.ops._query_stats_sql import COMPONENT as query_stats
     from haive_langgraph.ops.audit._sql import COMPONENT as audit
     from haive_langgraph.ops.cache._sql import COMPONENT as cache
     from haive_langgraph.stores._sql import COMPONENT as store
@@ -36,7 +37,7 @@ def all_components() -> list[Component]:
 
     return [
         *(checkpoints, store, keys, conversations, audit, cache),
-        *(tenants, tenant_quotas, tenant_analytics),
+        *(tenants, tenant_quotas, tenant_analytics, query_stats),
     ]
 
 

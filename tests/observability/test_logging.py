@@ -1,88 +1,24 @@
-"""The component loggers at DEBUG, ``echo_sql``, ``stats()``, and life without OpenTelemetry."""
+"""The component loggers at DEBUG, ``echo_sql``, and life without OpenTelemetry."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
-from haive_langgraph.db import CallStats, PersistenceConfig, stats
+from haive_langgraph.checkpointers import PostgresCheckpointer
+from haive_langgraph.db import PersistenceConfig
 from haive_langgraph.db._call import Call
 from haive_langgraph.db._call_plan import call_plan
 from haive_langgraph.db._driver import Op, Step
-from haive_langgraph.errors import ConfigurationError
-from haive_langgraph.stores import PostgresStore
 
-SECRET = "user-secret-value-93815"
+from ._savers import SECRET, close_saver, open_saver, put_and_get
+
 LOGGER = "haive_langgraph.checkpointers"
-
-
-def config_for(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-
-
-def checkpoint(cid: str) -> dict[str, Any]:
-    return {
-        "v": 4,
-        "id": cid,
-        "ts": "2026-01-01T00:00:00+00:00",
-        "channel_values": {"note": SECRET},
-        "channel_versions": {"note": 1},
-        "versions_seen": {},
-        "updated_channels": ["note"],
-    }
-
-
-@pytest.fixture(params=["sync", "async"])
-async def saver_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-async def open_saver(kind: str, dsn: str, **options: Any) -> Any:
-    if kind == "sync":
-        saver: Any = await asyncio.to_thread(lambda: PostgresCheckpointer(dsn, **options))
-        await asyncio.to_thread(saver.setup)
-        return saver
-    asaver = AsyncPostgresCheckpointer(dsn, **options)
-    await asaver.setup()
-    return asaver
-
-
-async def close_saver(saver: Any) -> None:
-    if isinstance(saver, AsyncPostgresCheckpointer):
-        await saver.aclose() if hasattr(saver, "aclose") else await saver.close()
-    else:
-        await asyncio.to_thread(saver.close)
-
-
-async def put_and_get(saver: Any, thread: str) -> None:
-    config = config_for(SECRET + thread)
-    if isinstance(saver, AsyncPostgresCheckpointer):
-        config = await saver.aput(config, checkpoint("1"), {"source": "input"}, {"note": 1})
-        assert await saver.aget_tuple(config) is not None
-        return
-
-    def run() -> None:
-        got = saver.put(config, checkpoint("1"), {"source": "input"}, {"note": 1})
-        assert saver.get_tuple(got) is not None
-
-    await asyncio.to_thread(run)
-
-
-@pytest.fixture
-async def saver(saver_kind: str, dsn: str) -> AsyncIterator[Any]:
-    s = await open_saver(saver_kind, dsn)
-    try:
-        yield s
-    finally:
-        await close_saver(s)
 
 
 async def test_debug_records_name_and_duration(
@@ -145,42 +81,6 @@ def test_echo_sql_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert PersistenceConfig().echo_sql is True
     monkeypatch.setenv("HAIVE_ECHO_SQL", "off")
     assert PersistenceConfig().echo_sql is False
-
-
-async def test_stats(saver: Any) -> None:
-    before = stats(saver)
-    assert isinstance(before, CallStats)
-    assert before.replicas is None
-    await put_and_get(saver, "stats")
-    after = stats(saver)
-    assert after.calls - before.calls == 2
-    assert (after.errors, after.retries) == (before.errors, before.retries)
-    assert after.as_dict()["calls"] == after.calls
-    assert stats(saver._source) == after  # the source itself is accepted too
-
-
-def test_stats_of_a_store_and_replica_counters(dsn: str) -> None:
-    with PostgresStore.from_conn_string(dsn) as store:
-        store.setup()
-        store.put(("ns",), "k", {"v": 1})
-        assert store.search(("ns",)) != []
-        s = stats(store)
-        assert s.calls >= 3 and s.errors == 0 and s.replicas is None
-    # A "replica" that is the primary itself: the routed reads are counted.
-    saver = PostgresCheckpointer(dsn, replicas=[dsn])
-    try:
-        saver.setup()
-        assert list(saver.list(config_for("replica-stats"))) == []
-        s = stats(saver)
-        assert s.replicas is not None
-        assert s.replicas.replica_reads + s.replicas.primary_reads == 1
-    finally:
-        saver.close()
-
-
-def test_stats_refuses_other_objects() -> None:
-    with pytest.raises(ConfigurationError, match="stats\\(\\) needs"):
-        stats(object())
 
 
 def test_without_opentelemetry(dsn: str) -> None:

@@ -20,6 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 from langchain_core.messages import HumanMessage
+
+pytest.importorskip("opentelemetry.sdk", reason="pip install opentelemetry-sdk (test extra)")
+
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 

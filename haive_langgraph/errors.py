@@ -34,6 +34,7 @@ __all__ = [
     "InvalidIdentifierError",
     "InvalidMemoryError",
     "InvalidMessageError",
+    "InvalidModelOutputError",
     "KeyDestroyedError",
     "MessageTooLargeError",
     "MigrationError",
@@ -307,6 +308,11 @@ class SessionExpiredError(ConversationNotFoundError):
 
 class InvalidMessageError(HaiveError, ValueError):
     """A message, role or token usage is not valid; nothing was written."""
+
+
+class InvalidModelOutputError(HaiveError, ValueError):
+    """A chat model's answer is not what the operation asked for (a model-assisted
+    merge's decision); nothing was written. The message says what is wrong."""
 
 
 class MessageTooLargeError(InvalidMessageError):

@@ -33,6 +33,11 @@ from haive_langgraph.memory.conversations._histories import (
     AsyncPostgresChatMessageHistory,
     PostgresChatMessageHistory,
 )
+from haive_langgraph.memory.conversations._model_merge import (
+    MergeDecision,
+    MergedMessage,
+    SessionMergeRecord,
+)
 
 # SessionStore and AsyncSessionStore; (Async)SessionManager: their deprecated 0.1 names.
 from haive_langgraph.memory.conversations._sessions import (
@@ -41,6 +46,7 @@ from haive_langgraph.memory.conversations._sessions import (
 from haive_langgraph.memory.conversations._sessions import AsyncSessionStore, SessionStore
 from haive_langgraph.memory.conversations._sessions import SessionManager as SessionManager
 from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
+from haive_langgraph.memory.conversations._topics import RoutedMessage, TopicRouting
 from haive_langgraph.memory.conversations._tracking import (
     AsyncConversationTracker,
     ConversationTracker,
@@ -64,6 +70,7 @@ from haive_langgraph.memory.supabase import (
     SupabaseChatMessageHistory,
 )
 from haive_langgraph.memory.vector._embeddings import HashingEmbeddings
+from haive_langgraph.memory.vector._hierarchy import HierarchyReport, SummaryGroup
 from haive_langgraph.memory.vector._memory import AsyncVectorMemory, VectorMemory
 from haive_langgraph.memory.vector._retriever import MemoryRetriever
 from haive_langgraph.memory.vector._store import PostgresVectorStore
@@ -95,21 +102,28 @@ __all__ = [
     "Episode",
     "ErasureReport",
     "HashingEmbeddings",
+    "HierarchyReport",
     "Memory",
     "MemoryRetriever",
+    "MergeDecision",
     "MergeGroup",
     "MergeRecord",
+    "MergedMessage",
     "MessagePage",
     "ModelPrice",
     "Permission",
     "PostgresChatMessageHistory",
     "PostgresVectorStore",
+    "RoutedMessage",
     "Session",
+    "SessionMergeRecord",
     "SessionPage",
     "SessionStore",
     "StoredMessage",
+    "SummaryGroup",
     "SupabaseChatMessageHistory",
     "TokenUsage",
+    "TopicRouting",
     "UsageTotals",
     "VectorMemory",
     "async_history_factory",

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from psycopg.types.numeric import Int8
 
 from haive_langgraph.db._arrays import TextArray
@@ -23,13 +24,18 @@ from haive_langgraph.memory.conversations._messages import (
     read_entries,
     write_entries,
 )
+from haive_langgraph.memory.conversations._model_merge import SessionMergeRecord, merge_plan
+from haive_langgraph.memory.conversations._model_merge import records as merge_records
 from haive_langgraph.memory.conversations._participants import set_participants
+from haive_langgraph.memory.conversations._plans import Plan
 from haive_langgraph.memory.conversations._rows import create, get_row, lock_rows
 from haive_langgraph.memory.conversations._tables import SESSION, ConversationTables, ConvRow
 from haive_langgraph.memory.conversations._types import Permission, Session, check_ttl
 
-MERGE_STRATEGIES = ("append", "interleave")
+MERGE_STRATEGIES = ("append", "interleave", "model")
 CONFLICT_RESOLUTIONS = ("primary_wins", "secondary_wins")
+# A model-assisted merge may also leave conflicts to the model.
+MODEL_CONFLICT_RESOLUTIONS = (*CONFLICT_RESOLUTIONS, "model")
 
 
 class _Inherit:
@@ -287,7 +293,9 @@ class BranchCalls(_Client):
         conflict_resolution: str = "primary_wins",
         *,
         user_id: str,
-    ) -> Call[Session]:
+        model: BaseChatModel | None = None,
+        session_id: str | None = None,
+    ) -> Plan[Session]:
         """Merge ``secondary``'s messages, context and participants into ``primary``.
 
         Messages are matched by id (a shared prefix is kept once). With
@@ -299,10 +307,25 @@ class BranchCalls(_Client):
         the same rule; the secondary's owner joins with ``write``. The
         secondary is left unchanged.
 
+        With ``"model"``, the chat model ``model`` writes the merged
+        transcript (a :class:`MergeDecision`: each message of both sessions
+        kept, rewritten or dropped, with a reason; structured output when the
+        model has it, else its JSON answer parsed strictly), which becomes a
+        NEW session owned by ``user_id`` (``session_id``, default a new
+        UUID): both originals stay as they are (``user_id`` needs read
+        permission on each). ``conflict_resolution`` may then also be
+        ``"model"`` (the model picks or rewrites conflicting messages). The
+        decision is kept (:meth:`merge_records`) and audited (``ops.audit``,
+        when enabled), in the transaction that writes the session.
+
         Raises:
             PermissionDeniedError: ``user_id`` may not write to ``primary`` or
                 read ``secondary``.
             QuotaExceededError: The result would exceed the primary's limit.
+            InvalidModelOutputError: The model's answer is not a valid
+                decision for these sessions; nothing was written.
+            ConcurrentUpdateError: A session changed while the model worked;
+                nothing was written.
         """
         t = self._tables
         first = check_id(primary, "primary")
@@ -312,11 +335,26 @@ class BranchCalls(_Client):
             raise ConfigurationError(
                 f"strategy {strategy!r} is not one of {', '.join(map(repr, MERGE_STRATEGIES))}"
             )
-        if conflict_resolution not in CONFLICT_RESOLUTIONS:
+        allowed = MODEL_CONFLICT_RESOLUTIONS if strategy == "model" else CONFLICT_RESOLUTIONS
+        if conflict_resolution not in allowed:
             raise ConfigurationError(
                 f"conflict_resolution {conflict_resolution!r} is not one of "
-                f"{', '.join(map(repr, CONFLICT_RESOLUTIONS))}"
+                f"{', '.join(map(repr, allowed))}"
+                + (' ("model" needs strategy="model")' if conflict_resolution == "model" else "")
             )
+        if strategy == "model":
+            if not isinstance(model, BaseChatModel):
+                raise ConfigurationError(
+                    f'strategy="model" needs model=, a LangChain chat model, got {model!r}'
+                )
+            if first == second:
+                raise ConfigurationError(f"cannot merge session {first!r} with itself")
+            merged = check_id(session_id, "session_id") if session_id is not None else new_id()
+            return self._model_merge(
+                first, second, conflict_resolution, who, model, merged, new_id()
+            )
+        if model is not None or session_id is not None:
+            raise ConfigurationError('model= and session_id= go with strategy="model" only')
 
         def op() -> Op[Session]:
             row = yield from merge(
@@ -324,4 +362,51 @@ class BranchCalls(_Client):
             )
             return t.session(row)
 
-        return t.call(op, transaction=True, subject=t.describe(SESSION, first), actor=who)
+        call = t.call(op, transaction=True, subject=t.describe(SESSION, first), actor=who)
+
+        def plan() -> Plan[Session]:
+            session: Session = yield call
+            return session
+
+        return plan()
+
+    def _model_merge(
+        self,
+        first: str,
+        second: str,
+        conflict: str,
+        who: str,
+        model: BaseChatModel,
+        merged: str,
+        merge_id: str,
+    ) -> Plan[Session]:
+        t = self._tables
+        row = yield from merge_plan(
+            t,
+            first,
+            second,
+            conflict=conflict,
+            actor=who,
+            model=model,
+            new_session=merged,
+            merge_id=merge_id,
+        )
+        return t.session(row)
+
+    def _merge_records(self, session_id: str, *, user_id: str) -> Call[list[SessionMergeRecord]]:
+        """The model-assisted merges that produced a session, with their decisions.
+
+        Raises:
+            PermissionDeniedError: ``user_id`` may not read the session.
+        """
+        t = self._tables
+        sid = check_id(session_id, "session_id")
+        who = check_id(user_id, "user_id")
+
+        def op() -> Op[list[SessionMergeRecord]]:
+            found = yield from get_row(t, sid)
+            t.require(found, sid, what=SESSION, actor=who, need="read", live=False)
+            result: list[SessionMergeRecord] = yield from merge_records(t, sid)
+            return result
+
+        return t.call(op, read=True, subject=t.describe(SESSION, sid), actor=who)

@@ -41,11 +41,13 @@ from haive_langgraph.memory.conversations._client import (
     SyncClient,
 )
 from haive_langgraph.memory.conversations._participants import ParticipantCalls
+from haive_langgraph.memory.conversations._plans import async_plan, sync_plan
 from haive_langgraph.memory.conversations._tables import (
     SESSION,
     PricedOptions,
     make_tables,
 )
+from haive_langgraph.memory.conversations._topics import TopicCalls, TopicRouting
 from haive_langgraph.memory.conversations._types import (
     ErasureReport,
     MessagePage,
@@ -60,7 +62,7 @@ from haive_langgraph.memory.conversations._types import (
 __all__ = ["AsyncSessionManager", "AsyncSessionStore", "SessionManager", "SessionStore"]
 
 
-class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
+class _SessionCalls(ParticipantCalls, BranchCalls, TopicCalls, Generic[ConnT]):
     """Validates arguments and builds the session manager's calls (no I/O)."""
 
     _default_ttl: timedelta | None
@@ -71,9 +73,15 @@ class _SessionCalls(ParticipantCalls, BranchCalls, Generic[ConnT]):
         *,
         default_ttl: timedelta | float | None = None,
         max_messages_per_session: int | None = None,
+        topic_routing: TopicRouting | None = None,
         **options: Unpack[PricedOptions],
     ) -> None:
         config, tables = make_tables(**options)
+        if topic_routing is not None and not isinstance(topic_routing, TopicRouting):
+            raise ConfigurationError(
+                f"topic_routing must be a TopicRouting, got {type(topic_routing).__name__}"
+            )
+        self._topic_routing = topic_routing
         self._default_ttl = check_ttl(default_ttl)
         if max_messages_per_session is not None:
             check_positive(max_messages_per_session, "max_messages_per_session")
@@ -331,6 +339,8 @@ class SessionStore(SyncClient, _SessionCalls[SyncConn]):
         serde: Serializer of message fields.
         config: Connection and server settings.
         max_message_bytes: Largest serialised message accepted.
+        topic_routing: Enables :meth:`route_message` (topic threading): the
+            embedder and threshold (:class:`TopicRouting`).
 
     Example:
         >>> sessions = SessionStore(dsn, default_ttl=timedelta(hours=1))
@@ -345,7 +355,9 @@ class SessionStore(SyncClient, _SessionCalls[SyncConn]):
     add_message = sync_method(_SessionCalls._add_message)
     add_messages = sync_method(_SessionCalls._add_messages)
     branch_session = sync_method(_SessionCalls._branch_session)
-    merge_sessions = sync_method(_SessionCalls._merge_sessions)
+    merge_sessions = sync_plan(_SessionCalls._merge_sessions)
+    merge_records = sync_method(_SessionCalls._merge_records)
+    route_message = sync_plan(_SessionCalls._route_message)
     set_participant = sync_method(_SessionCalls._set_participant)
     remove_participant = sync_method(_SessionCalls._remove_participant)
     list_sessions = sync_method(_SessionCalls._list_sessions)
@@ -365,7 +377,9 @@ class AsyncSessionStore(AsyncClient, _SessionCalls[AsyncConn]):
     aadd_message = async_method(_SessionCalls._add_message)
     aadd_messages = async_method(_SessionCalls._add_messages)
     abranch_session = async_method(_SessionCalls._branch_session)
-    amerge_sessions = async_method(_SessionCalls._merge_sessions)
+    amerge_sessions = async_plan(_SessionCalls._merge_sessions)
+    amerge_records = async_method(_SessionCalls._merge_records)
+    aroute_message = async_plan(_SessionCalls._route_message)
     aset_participant = async_method(_SessionCalls._set_participant)
     aremove_participant = async_method(_SessionCalls._remove_participant)
     alist_sessions = async_method(_SessionCalls._list_sessions)

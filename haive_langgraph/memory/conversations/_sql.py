@@ -33,7 +33,7 @@ Every table leads its primary key with ``tenant_id``.
 
 from __future__ import annotations
 
-from haive_langgraph.codec import RowContext
+from haive_langgraph.codec import Kind, RowContext
 from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._migrations import Component, Migration
 from haive_langgraph.db._partitions import PartitionKey
@@ -47,6 +47,8 @@ EXPIRED_SQLSTATE = "HM410"
 LIMIT_SQLSTATE = "HM413"
 
 TENANT_TABLES = ("conversations", "conversation_messages", "conversation_participants")
+# Tables of the fifth migration (the row-security migration above covers the first three).
+TOPIC_TABLES = ("conversation_topics", "conversation_merges")
 # The table whose row security tells whether a connection must bind its tenant.
 SCOPE_TABLE = "conversations"
 
@@ -253,6 +255,54 @@ MIGRATIONS = (
         "conversation kinds: sessions are marked",
         ("ALTER TABLE {schema}.conversations ADD COLUMN IF NOT EXISTS kind text",),
     ),
+    # Topic threading and model-assisted merges (_topics.py, _model_merge.py).
+    # A session's topic is the running mean of the embeddings of the messages
+    # routed to it (`n` of them); a merge record keeps a model's decision (a
+    # codec frame: its reasons may quote messages). Both go with their
+    # conversation (ON DELETE CASCADE: delete, purge, erasure).
+    Migration(
+        "session topics and merge records",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS {schema}.conversation_topics (
+                tenant_id       text COLLATE "C" NOT NULL DEFAULT '',
+                conversation_id text COLLATE "C" NOT NULL,
+                user_id         text COLLATE "C" NOT NULL,
+                agent_id        text COLLATE "C",
+                centroid        real[] NOT NULL,
+                n               bigint NOT NULL CHECK (n > 0),
+                updated_at      timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (tenant_id, conversation_id),
+                FOREIGN KEY (tenant_id, conversation_id)
+                    REFERENCES {schema}.conversations (tenant_id, conversation_id)
+                    ON DELETE CASCADE
+            )
+            """,
+            """
+            CREATE INDEX IF NOT EXISTS conversation_topics_user_idx
+                ON {schema}.conversation_topics (tenant_id, user_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS {schema}.conversation_merges (
+                tenant_id       text COLLATE "C" NOT NULL DEFAULT '',
+                conversation_id text COLLATE "C" NOT NULL,
+                merge_id        text COLLATE "C" NOT NULL,
+                primary_id      text COLLATE "C" NOT NULL,
+                secondary_id    text COLLATE "C" NOT NULL,
+                user_id         text COLLATE "C" NOT NULL,
+                model           text,
+                conflict        text NOT NULL,
+                created_at      timestamptz NOT NULL DEFAULT now(),
+                decision        bytea NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id, merge_id),
+                FOREIGN KEY (tenant_id, conversation_id)
+                    REFERENCES {schema}.conversations (tenant_id, conversation_id)
+                    ON DELETE CASCADE
+            )
+            """,
+            *(s for table in TOPIC_TABLES for s in tenant_policy_statements(table)),
+        ),
+    ),
 )
 
 # `haive-lg migrate --partitions N` hash-partitions the messages by conversation.
@@ -265,6 +315,11 @@ PARTITIONED = (PartitionKey("conversation_messages", ("tenant_id", "conversation
 
 def _message_context(tenant_id: str, conversation_id: str, seq: int) -> RowContext:
     return message_context(tenant_id, conversation_id)
+
+
+def merge_context(tenant_id: str, conversation_id: str, merge_id: str) -> RowContext:
+    """The row context of a merge record's decision (bound to its row)."""
+    return RowContext(tenant_id, conversation_id, Kind.METADATA, f"merge:{merge_id}")
 
 
 FRAMED = (
@@ -280,13 +335,19 @@ FRAMED = (
         details_context,
         frame_column="details",
     ),
+    FramedTable(
+        "conversation_merges",
+        (("tenant_id", "text"), ("conversation_id", "text"), ("merge_id", "text")),
+        merge_context,
+        frame_column="decision",
+    ),
 )
 
 COMPONENT = Component(
     "conversations",
     MIGRATIONS,
     partitioned=PARTITIONED,
-    tables=tuple(Table(name) for name in TENANT_TABLES),
+    tables=tuple(Table(name) for name in (*TENANT_TABLES, *TOPIC_TABLES)),
     framed=FRAMED,
 )
 

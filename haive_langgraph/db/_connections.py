@@ -211,6 +211,13 @@ class SourceBase(Generic[C]):
         else:
             raise wrong_kind(conn, want_async=self._is_async)
 
+    @property
+    def lendable(self) -> Any:
+        """The connection or pool this source runs its calls on, for another component
+        to be given as its ``conn`` (it borrows, never closes it): the lent connection,
+        else the pool (lent, or opened and owned by this source)."""
+        return self._conn if self._conn is not None else self._pool
+
     def _replica_set(self, dsns: Sequence[str]) -> ReplicaSet | AsyncReplicaSet:
         """The replica set of this flavour on ``dsns``."""
         raise NotImplementedError

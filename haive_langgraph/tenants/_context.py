@@ -112,8 +112,7 @@ class _ContextBase:
         self._source = source
         # What the components borrow from: the registry's pool (or its lent
         # connection); they never close it.
-        lent: Any = source
-        self._conn = lent._conn if lent._conn is not None else lent._pool
+        self._conn = source.lendable
         self._opened: list[Any] = []
         self._closed = False
 

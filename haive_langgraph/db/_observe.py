@@ -283,7 +283,7 @@ class Observation:
             emit(
                 self.info.logger,
                 logging.INFO,
-                "%s: %.3f ms, %d rows\n%s",
+                "%s: %.3f ms, rows=%d\n%s",
                 (label, elapsed_ns / 1e6, rows, text),
                 extra,
                 force=True,
@@ -292,7 +292,7 @@ class Observation:
             emit(
                 self.info.logger,
                 logging.DEBUG,
-                "%s: %.3f ms, %d rows",
+                "%s: %.3f ms, rows=%d",
                 (label, elapsed_ns / 1e6, rows),
                 extra,
             )
@@ -452,7 +452,7 @@ def _report(
             "haive_bytes": seen.bytes,
             "haive_outcome": outcome,
         }
-        msg = "%s: %.3f ms, %d statements, %d rows, %d bytes, %s"
+        msg = "%s: %.3f ms, statements=%d rows=%d bytes=%d %s"
         args: tuple[Any, ...] = (info.name, ms, seen.statements, seen.rows, seen.bytes, outcome)
         if error is not None:
             msg += " (%s)"

@@ -13,7 +13,7 @@ from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.stores import PostgresStore
 
-from ._savers import config_for, put_and_get
+from ._savers import checkpoint, config_for, put_and_get
 
 
 async def test_stats(saver: Any) -> None:
@@ -43,6 +43,14 @@ def test_stats_of_a_store_and_replica_counters(dsn: str) -> None:
         s = stats(saver)
         assert s.replicas is not None
         assert s.replicas.replica_reads + s.replicas.primary_reads == 1
+        # A fresh read after a write asks the primary for its LSN first (one lookup).
+        config = saver.put(config_for("replica-stats"), checkpoint("1"), {}, {"note": 1})
+        assert saver.get_tuple(config) is not None
+        after = stats(saver)
+        assert after.calls == s.calls + 2 and after.errors == 0
+        assert after.replicas is not None and after.replicas.lsn_lookups == 1
+        assert after.replicas.replica_reads + after.replicas.primary_reads == 2
+        assert s.replicas.lsn_lookups == 0  # a snapshot: later calls do not change it
     finally:
         saver.close()
 

@@ -282,8 +282,13 @@ class TenantExistsError(ConfigurationError):
         self.tenant_id = tenant_id
 
 
-class TenantSuspendedError(HaiveError, PermissionError):
-    """The tenant is suspended: its tenant context refuses to open (resume it first).
+class TenantSuspendedError(HaiveError, RuntimeError):
+    """The tenant is suspended: its tenant context refuses to open, and the database
+    refuses its writes (resume it first).
+
+    Not a ``PermissionError``: that is an ``OSError``, and psycopg's async wait
+    loop takes any ``OSError`` raised while it reads a result (as this one is,
+    for SQLSTATE ``HQ403``) for a closed socket.
 
     Attributes:
         tenant_id: The tenant named.

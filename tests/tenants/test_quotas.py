@@ -21,9 +21,10 @@ import psycopg
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
-from haive_langgraph.checkpointers import PostgresCheckpointer
+from haive_langgraph.checkpointers import AsyncPostgresCheckpointer, PostgresCheckpointer
 from haive_langgraph.errors import QuotaExceededError, TenantSuspendedError
 from haive_langgraph.memory import (
+    AsyncConversationStore,
     ConversationStore,
     PostgresChatMessageHistory,
     SessionStore,
@@ -256,6 +257,35 @@ def test_max_requests_per_minute_counts_write_transactions(
             "SELECT n FROM haive.tenant_requests WHERE tenant_id = %s", (tid,)
         ).fetchall()
     assert rows == [(3,)]  # the refused request rolled back with its write
+    with PostgresStore.from_conn_string(dsn, tenant_id=tid) as store:
+        store.delete(("n",), "a")  # deletes are neither counted nor refused
+        assert store.get(("n",), "a") is None
+
+
+async def test_the_async_classes_raise_the_same_errors(dsn: str, registry: TenantRegistry) -> None:
+    tid = new_tenant(registry, max_conversations=1, max_checkpoints_per_thread=1)
+    async with AsyncConversationStore(dsn, tenant_id=tid) as convs:
+        await convs.acreate_conversation("bot", "alice")
+        with pytest.raises(QuotaExceededError) as err:
+            await convs.acreate_conversation("bot", "alice")
+        assert refused(err) == (tid, "conversations", 1, 1, 2)
+    saver = AsyncPostgresCheckpointer(dsn, tenant_id=tid)
+    try:
+        config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        config = await saver.aput(config, empty_checkpoint(), {"step": -1}, {})
+        with pytest.raises(QuotaExceededError) as err:
+            await saver.aput(config, empty_checkpoint(), {"step": 0}, {})
+        assert refused(err) == (tid, "checkpoints_per_thread", 1, 1, 2)
+        registry.suspend(tid)
+        with pytest.raises(TenantSuspendedError):
+            await saver.aput(
+                {"configurable": {"thread_id": "u", "checkpoint_ns": ""}},
+                empty_checkpoint(),
+                {},
+                {},
+            )
+    finally:
+        await saver.aclose()
 
 
 # -- concurrency --------------------------------------------------------------------------

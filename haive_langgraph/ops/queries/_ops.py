@@ -279,12 +279,18 @@ def _advice_op(
     advice = []
     queries = {s.queryid: s.query for s in slow}
     for ddl, (candidate, ids, cost) in wanted.items():
+        query = queries[ids[0]]
+        if candidate.bound is not None:
+            # Planned with the key the index is on in place of its parameter, before and after.
+            query = _plans.bind_key(query, candidate.bound)
+            (plan,) = yield Step(plan_of, {"statement": query}, fetch="one")
+            cost = _plans.root_cost(plan)
         created = yield Step(
             render(SQL.HYPOTHETICAL_INDEX, schema, **parts),
             {"ddl": candidate.ddl(schema, concurrently=False)},
             fetch="one",
         )
-        (plan,) = yield Step(plan_of, {"statement": queries[ids[0]]}, fetch="one")
+        (plan,) = yield Step(plan_of, {"statement": query}, fetch="one")
         yield Step(render(SQL.HYPOTHETICAL_RESET, schema, **parts))
         after = _plans.root_cost(plan)
         if str(created[1]) in str(plan) and after < cost * HYPOPG_GAIN:
@@ -319,6 +325,7 @@ def _representative(
         keyed.table,
         keyed.elements,
         keyed.method,
-        f"{candidate.reason}; the key is a parameter: {keys[0]!r} is the most common key "
+        bound=keyed.bound,
+        reason=f"{candidate.reason}; the key is a parameter: {keys[0]!r} is the most common key "
         f"of {column} in a sample{others}: index the keys your filters use",
     )

@@ -29,7 +29,7 @@ _JSON_OPS = ("->>", "->", "#>>", "#>")
 _COMPARISONS = (" = ANY ", " >= ", " <= ", " = ", " > ", " < ", " @> ", " ?| ", " ?& ", " ? ")
 _COLUMN = re.compile(r"[a-z_][a-z0-9_]*")
 # "((doc ->> $2))": a JSON key (or path) given as a parameter.
-_PARAMETER_KEY = re.compile(r"^\(\(([a-z_][a-z0-9_]*) (->>|->|#>>|#>) \$\d+\)\)$")
+_PARAMETER_KEY = re.compile(r"^\(\(([a-z_][a-z0-9_]*) (->>|->|#>>|#>) \$(\d+)\)\)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +41,15 @@ class Candidate:
         elements: Its index elements (columns, or expressions in parentheses).
         method: ``"btree"`` or ``"gin"``.
         reason: What in the plan asks for it.
+        bound: The statement's parameter that held a JSON key, and the literal
+            of the representative key put in its place (:meth:`with_key`).
     """
 
     table: str
     elements: tuple[str, ...]
     method: str
     reason: str
+    bound: tuple[int, str] | None = None
 
     @property
     def keyed_column(self) -> str | None:
@@ -58,15 +61,17 @@ class Candidate:
 
     def with_key(self, key: str) -> Candidate:
         """This candidate with a representative key in place of the key parameter."""
-        literal = key.replace("'", "''")
+        quoted = key.replace("'", "''")
+        match = next(m for e in self.elements if (m := _PARAMETER_KEY.match(e)))
+        path = match.group(2).startswith("#")
+        value = f"'{{{quoted}}}'::text[]" if path else f"'{quoted}'::text"
 
-        def fill(match: re.Match[str]) -> str:
-            path = match.group(2).startswith("#")
-            value = f"'{{{literal}}}'::text[]" if path else f"'{literal}'::text"
-            return f"(({match.group(1)} {match.group(2)} {value}))"
+        def fill(found: re.Match[str]) -> str:
+            return f"(({found.group(1)} {found.group(2)} {value}))"
 
         elements = tuple(_PARAMETER_KEY.sub(fill, e) for e in self.elements)
-        return Candidate(self.table, elements, self.method, self.reason)
+        bound = (int(match.group(3)), value)
+        return Candidate(self.table, elements, self.method, self.reason, bound)
 
     def ddl(self, schema: str, *, concurrently: bool = True) -> str:
         """The ``CREATE INDEX`` (``CONCURRENTLY IF NOT EXISTS``, named) to run."""
@@ -83,6 +88,20 @@ class Candidate:
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {target}{using} "
             f"({', '.join(self.elements)})"
         )
+
+
+def bind_key(query: str, bound: tuple[int, str]) -> str:
+    """``query`` with parameter ``$n`` replaced by the bound literal, later ones
+    renumbered (a generic plan refuses a gap in the parameters' numbers)."""
+    number, literal = bound
+
+    def swap(match: re.Match[str]) -> str:
+        m = int(match.group(1))
+        if m == number:
+            return literal
+        return f"${m - 1}" if m > number else match.group(0)
+
+    return re.sub(r"\$(\d+)\b", swap, query)
 
 
 def nodes(plan: Any) -> Iterator[dict[str, Any]]:

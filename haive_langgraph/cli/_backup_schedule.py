@@ -27,7 +27,7 @@ from haive_langgraph.cli._archive_options import (
     metadata,
     storage_options,
 )
-from haive_langgraph.cli._backup import KeyFileOption, _key, group
+from haive_langgraph.cli._backup import KeyFileOption, _key, _progress, group
 from haive_langgraph.cli._common import (
     DsnOption,
     JsonOption,
@@ -233,23 +233,26 @@ def backup_schedule(
         if result.kind is None and not result.pruned:
             console.print(f"nothing due; next backup in {result.next_due:,.0f}s")
 
-    if once:
-        show(schedule.run_once())
-        return
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    err.print(
-        f"backing up into {to}: full every {every}"
-        + (f", incremental every {inc:g}s" if inc else "")
-        + f", keeping {keep}; stop with Ctrl-C or SIGTERM (after the current backup)"
-    )
-    schedule.run(
-        stop=stop,
-        on_round=show,
-        on_error=lambda exc: err.print(f"[bold red]backup failed:[/] {exc}"),
-        max_backups=max_backups,
-    )
+    # progress bars on stderr (none with --json): the phases of the backup being taken
+    with _progress(as_json) as progress:
+        schedule.progress = progress
+        if once:
+            show(schedule.run_once())
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        err.print(
+            f"backing up into {to}: full every {every}"
+            + (f", incremental every {inc:g}s" if inc else "")
+            + f", keeping {keep}; stop with Ctrl-C or SIGTERM (after the current backup)"
+        )
+        schedule.run(
+            stop=stop,
+            on_round=show,
+            on_error=lambda exc: err.print(f"[bold red]backup failed:[/] {exc}"),
+            max_backups=max_backups,
+        )
 
 
 @group.command("list")

@@ -282,6 +282,7 @@ class BackupSchedule:
         clock: The time source (tests drive it).
         slack: A backup counts as due this many seconds early (a job that cron
             or a timer starts runs a little early or late).
+        progress: Called as each backup writes rows and its read-back checks parts.
     """
 
     to: str
@@ -296,6 +297,7 @@ class BackupSchedule:
     config: PersistenceConfig | None = None
     clock: Callable[[], float] = time.time
     slack: float = 0.0
+    progress: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         if self.every <= 0:
@@ -311,7 +313,7 @@ class BackupSchedule:
             raise ConfigurationError(
                 f"prefix must be letters, digits, '.', '_' or '-': {self.prefix!r}"
             )
-        for reserved in ("since", "progress", "path", "dsn", "key", "storage_options"):
+        for reserved in ("since", "progress", "path", "dsn", "key", "storage_options", "config"):
             if reserved in self.backup_options:
                 raise ConfigurationError(f"backup_options may not set {reserved!r}")
 
@@ -368,11 +370,16 @@ class BackupSchedule:
                 config=self.config,
                 metadata=metadata,
                 storage_options=self.storage_options,
+                progress=self.progress,
                 **options,
             )
             try:
                 info = verify(
-                    str(target), key=self.key, deep=True, storage_options=self.storage_options
+                    str(target),
+                    key=self.key,
+                    deep=True,
+                    storage_options=self.storage_options,
+                    progress=self.progress,
                 )
                 if info.archive_id != report.archive_id or info.rows != report.rows:
                     raise BackupError(f"{target} read back is not the archive written")

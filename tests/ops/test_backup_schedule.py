@@ -265,6 +265,23 @@ def test_the_long_lived_command_on_second_long_periods(migrated: str, tmp_path: 
         ],
     )
     assert once.exit_code == 0 and "nothing due" in once.stdout
+    # a first run into an empty place takes a full backup, with progress bars (not --json)
+    first = runner.invoke(
+        app,
+        [
+            "backup",
+            "schedule",
+            str(tmp_path / "once"),
+            "--once",
+            "--dsn",
+            migrated,
+            "--tenant",
+            tenant,
+        ],
+    )
+    assert first.exit_code == 0, first.output
+    assert "full backup ->" in first.stdout and "verified" in first.stdout
+    assert "100%" in first.output and "bytes" in first.output  # the phases. bars on stderr
 
 
 def test_print_cron_and_systemd() -> None:

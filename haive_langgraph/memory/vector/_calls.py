@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.language_models import BaseChatModel
 
 from haive_langgraph.db._limits import MAX_COUNT, check_count
 from haive_langgraph.errors import ConfigurationError, InvalidMemoryError
@@ -40,6 +42,7 @@ from haive_langgraph.memory.vector._memories import (
     get_op,
     list_op,
 )
+from haive_langgraph.memory.vector._notes import check_notes, with_notes
 from haive_langgraph.memory.vector._recall import Rerank, episodic_op, search_op
 from haive_langgraph.memory.vector._steps import LoadConversation, Op
 from haive_langgraph.memory.vector._types import ConsolidationReport, Episode, Memory, MergeRecord
@@ -132,6 +135,10 @@ def store_conversation(
     *,
     user_id: str | None = None,
     conversation_id: str | None = None,
+    summarize: bool = False,
+    keywords: bool | int = False,
+    model: BaseChatModel | None = None,
+    keywords_config: str = "english",
 ) -> Op[list[str]]:
     """Remember a conversation as overlapping chunks linked to its messages.
 
@@ -146,14 +153,30 @@ def store_conversation(
         importance: Importance of the chunks.
         user_id: Whose memories (default: the conversation's user, then the bound user).
         conversation_id: For a list of messages, the conversation to link.
+        summarize: Also store a summary of the conversation written by
+            ``model`` (``kind="conversation_summary"``, after the chunks).
+        keywords: Store the conversation's most frequent words (``True``: 10,
+            or that many) in each memory's metadata as ``"keywords"``:
+            ``{word: occurrences}``, from PostgreSQL's full-text statistics
+            (``ts_stat``; no model), filterable (``{"keywords.vacuum":
+            {"$exists": True}}``).
+        model: The LangChain chat model writing the summary.
+        keywords_config: Text-search configuration whose stop words are not
+            keywords (default ``"english"``).
 
     Returns:
-        The chunks' memory ids, in order. Each chunk keeps the conversation
-        id, the ids and positions of its messages; its ``created_at`` is its
-        last message's.
+        The chunks' memory ids, in order (then the summary's). Each chunk
+        keeps the conversation id, the ids and positions of its messages; its
+        ``created_at`` is its last message's.
+
+    Raises:
+        ConfigurationError: ``summarize`` without a chat model, a bad
+            ``keywords`` count, or ``keywords`` on a memory outside PostgreSQL.
+        InvalidMemoryError: The model wrote no summary; nothing is written.
     """
     meta = check_metadata(metadata)
     imp = check_unit(importance, "importance")
+    keyword_count = check_notes(summarize, keywords, model, keywords_config, meta)
     settings = memory._settings
 
     def op() -> Op[list[str]]:
@@ -176,11 +199,21 @@ def store_conversation(
                 "conversation must be a Conversation, a conversation id or a list of "
                 f"messages, got {type(conv).__name__}"
             )
-        news = conversation_news(
-            cid, lines_of(messages), meta, chunk_size, chunk_overlap, imp, settings.now()
-        )
+        lines = lines_of(messages)
+        news = conversation_news(cid, lines, meta, chunk_size, chunk_overlap, imp, settings.now())
         if not news:
             return []
+        if keyword_count or summarize:
+            notes = model if summarize else None
+            news = yield from with_notes(
+                news,
+                lines,
+                cid,
+                model=notes,
+                keywords=keyword_count,
+                config=keywords_config,
+                importance=imp,
+            )
         return (yield from add_op(settings, user, news))
 
     return op()
@@ -201,6 +234,7 @@ def search(
     fetch_k: int | None = None,
     decay_half_life: timedelta | None = None,
     parents: bool = False,
+    mode: Literal["vector", "hybrid"] = "vector",
 ) -> Op[list[Memory]]:
     """Memories closest to ``query``, best first.
 
@@ -220,6 +254,10 @@ def search(
         parents: Return each memory's highest summary (hierarchical
             consolidation) in its place, scored as its best child; a
             summary comes once. ``4 * top_k`` memories are searched for it.
+        mode: ``"vector"`` (default), or ``"hybrid"``: the store's full-text
+            and vector rankings fused by reciprocal rank (needs a memory
+            created with ``index_options={"hybrid": True}``); ``score`` is then
+            the fused score, ``similarity`` still the cosine one.
 
     Raises:
         InvalidMemoryError: An empty query.
@@ -243,6 +281,7 @@ def search(
         mmr_lambda,
         fetch_k,
         decay_half_life,
+        mode,
     )
     return parents_op(memory._settings, user, found, wanted, as_of) if parents else found
 

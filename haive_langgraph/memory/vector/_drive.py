@@ -26,7 +26,14 @@ from haive_langgraph.codec import Codec
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.vector._embeddings import CheckedEmbeddings, embedder_dims, primed
-from haive_langgraph.memory.vector._steps import Batch, EmbedDocuments, EmbedQuery, Op, Step
+from haive_langgraph.memory.vector._steps import (
+    Batch,
+    EmbedDocuments,
+    EmbedQuery,
+    Op,
+    Step,
+    StoreTask,
+)
 from haive_langgraph.memory.vector._values import check_positive_int
 
 __all__ = [
@@ -40,7 +47,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 # Store index settings a memory or vector store passes through (see docs/store.md).
-INDEX_OPTIONS = frozenset({"ann_index_config", "write_mode", "exact_search_threshold"})
+# "hybrid" also keeps a full-text index of the texts, for search(mode="hybrid").
+INDEX_OPTIONS = frozenset({"ann_index_config", "write_mode", "exact_search_threshold", "hybrid"})
 
 
 class VectorOptions(TypedDict, total=False):
@@ -53,8 +61,9 @@ class VectorOptions(TypedDict, total=False):
         codec: Value codec (compression, encryption), as for ``PostgresStore``.
         index_options: Store index settings: ``ann_index_config``,
             ``write_mode`` (``"deferred"`` for bulk loads, then
-            ``store.index_pending()``), ``exact_search_threshold``
-            (see ``docs/store.md``).
+            ``store.index_pending()``), ``exact_search_threshold``,
+            ``hybrid`` (``True`` or a ``HybridConfig``: a full-text index
+            too, for ``search(mode="hybrid")``; see ``docs/store.md``).
     """
 
     tenant_id: str | None
@@ -132,6 +141,8 @@ def _target(
         return getattr(embeddings, f"{a}embed_query"), step.text, None
     if isinstance(step, EmbedDocuments):
         return getattr(embeddings, f"{a}embed_documents"), step.texts, None
+    if isinstance(step, StoreTask):
+        return getattr(step, f"{a}run"), store, step.primed()
     return other, step, None
 
 

@@ -13,6 +13,7 @@ from langgraph.store.base import SearchItem, SearchOp
 from haive_langgraph.db._limits import MAX_COUNT, check_count
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.memory.vector._filters import search_filter
+from haive_langgraph.memory.vector._hybrid import HybridSearch, check_mode
 from haive_langgraph.memory.vector._memories import Settings, load_access, write_access
 from haive_langgraph.memory.vector._scoring import decay_factor, mmr, recency
 from haive_langgraph.memory.vector._steps import Batch, EmbedQuery, Op, Rescore
@@ -62,12 +63,24 @@ def _fetch(
     filter: dict[str, Any],
     limit: int,
     with_access: bool,
+    hybrid: bool = False,
 ) -> Op[list[Candidate]]:
     ns = settings.spaces.memories(user)
-    (items,) = yield Batch(
-        [SearchOp(ns, filter or None, limit, 0, query, refresh_ttl=False)], {query: qvec}
-    )
-    cands = candidates_of(items)
+    if hybrid:
+        items = yield HybridSearch(ns, query, qvec, filter or None, limit)
+        cands = candidates_of(items)
+        # The fused rank is the score; the similarity stays the vector one.
+        q = np.asarray(qvec, dtype=np.float32)
+        q /= float(np.linalg.norm(q)) or 1.0
+        for c in cands:
+            norm = float(np.linalg.norm(c.vector)) or 1.0
+            sim = float(np.dot(q, c.vector) / norm)
+            c.memory = replace(c.memory, similarity=sim, score=c.memory.similarity)
+    else:
+        (items,) = yield Batch(
+            [SearchOp(ns, filter or None, limit, 0, query, refresh_ttl=False)], {query: qvec}
+        )
+        cands = candidates_of(items)
     if not with_access:
         return cands
     access = yield from load_access(settings.spaces, user, [c.memory.id for c in cands])
@@ -96,8 +109,10 @@ def search_op(
     mmr_lambda: float,
     fetch_k: int | None,
     decay_half_life: timedelta | None,
+    mode: str = "vector",
 ) -> Op[list[Memory]]:
     check_text(query, "query")
+    hybrid = check_mode(mode)
     # Counts: 0 gives nothing (as LangChain's InMemoryVectorStore answers k=0), up to
     # a store search's limit (db._limits.check_count), checked before anything is embedded.
     top_k = check_count("top_k", top_k)
@@ -129,10 +144,11 @@ def search_op(
     # Access records are read when they are updated or decay needs them:
     # otherwise a search is one round trip.
     with_access = settings.track_access or decay is not None
-    cands = yield from _fetch(settings, user, query, qvec, filter, limit, with_access)
+    cands = yield from _fetch(settings, user, query, qvec, filter, limit, with_access, hybrid)
     now = settings.now()
     for c in cands:
-        sim = c.memory.similarity or 0.0
+        # Hybrid relevance is the fused score (the store's), else the similarity.
+        sim = (c.memory.score if hybrid else c.memory.similarity) or 0.0
         score = sim * decay_factor(c.memory, now, decay) if decay is not None else sim
         c.memory = replace(c.memory, score=score)
     cands.sort(key=lambda c: -(c.memory.score or 0.0))
@@ -147,10 +163,13 @@ def search_op(
         cands.sort(key=lambda c: -(c.memory.score or 0.0))
         picked = cands[:top_k]
     elif use_mmr and cands:
+        relevance = [c.memory.score or 0.0 for c in cands]
+        if hybrid and relevance[0] > 0:  # fused scores, scaled to [0, 1] as similarities are
+            relevance = [r / relevance[0] for r in relevance]
         order = mmr(
             np.asarray(qvec, dtype=np.float32),
             np.stack([c.vector for c in cands]),
-            [c.memory.score or 0.0 for c in cands],
+            relevance,
             top_k,
             mmr_lambda,
         )

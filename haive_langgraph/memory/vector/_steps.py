@@ -66,6 +66,22 @@ class Summarize:
     level: int
 
 
-Step = Batch | EmbedDocuments | EmbedQuery | Rescore | LoadConversation | Summarize
+class StoreTask:
+    """A step that answers itself on the memory's store: ``run(store)`` for the sync
+    driver, ``await arun(store)`` for the async one (conversation summaries, keyword
+    statistics, hybrid search: ``_notes.py``, ``_hybrid.py``)."""
+
+    def run(self, store: Any) -> Any:
+        raise NotImplementedError
+
+    async def arun(self, store: Any) -> Any:
+        raise NotImplementedError
+
+    def primed(self) -> dict[str, list[float]] | None:
+        """Texts the store's embedder answers with these vectors while the step runs."""
+        return None
+
+
+Step = Batch | EmbedDocuments | EmbedQuery | Rescore | LoadConversation | Summarize | StoreTask
 Op = Generator[Step, Any, T]
 """An operation: yields steps, receives their results, returns a ``T``."""

@@ -17,7 +17,7 @@ __all__ = [
     "MergeRecord",
 ]
 
-MemoryKind = Literal["memory", "chunk", "consolidated", "summary"]
+MemoryKind = Literal["memory", "chunk", "consolidated", "summary", "conversation_summary"]
 
 
 @dataclass(frozen=True, slots=True)

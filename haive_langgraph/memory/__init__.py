@@ -69,8 +69,10 @@ from haive_langgraph.memory.supabase import (
     AsyncSupabaseChatMessageHistory,
     SupabaseChatMessageHistory,
 )
+from haive_langgraph.memory.vector._backend import MemoryBackend
 from haive_langgraph.memory.vector._embeddings import HashingEmbeddings
 from haive_langgraph.memory.vector._hierarchy import HierarchyReport, SummaryGroup
+from haive_langgraph.memory.vector._langchain_backend import VectorStoreBackend
 from haive_langgraph.memory.vector._memory import AsyncVectorMemory, VectorMemory
 from haive_langgraph.memory.vector._retriever import MemoryRetriever
 from haive_langgraph.memory.vector._store import PostgresVectorStore
@@ -104,6 +106,7 @@ __all__ = [
     "HashingEmbeddings",
     "HierarchyReport",
     "Memory",
+    "MemoryBackend",
     "MemoryRetriever",
     "MergeDecision",
     "MergeGroup",
@@ -126,6 +129,7 @@ __all__ = [
     "TopicRouting",
     "UsageTotals",
     "VectorMemory",
+    "VectorStoreBackend",
     "async_history_factory",
     "history_factory",
 ]

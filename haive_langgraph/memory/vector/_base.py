@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Self, TypeVar, Unpack
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
 from langgraph.store.base import BaseStore
 
 from haive_langgraph.errors import ConfigurationError
@@ -19,6 +20,11 @@ from haive_langgraph.memory.vector._drive import VectorOptions, adrive, drive, s
 from haive_langgraph.memory.vector._embeddings import CheckedEmbeddings, HashingEmbeddings
 from haive_langgraph.memory.vector._filters import FILTER_FIELDS
 from haive_langgraph.memory.vector._hierarchy_model import asummarize, summarize
+from haive_langgraph.memory.vector._langchain_backend import (
+    VectorStoreBackend,
+    no_tables,
+    over_vectorstore,
+)
 from haive_langgraph.memory.vector._memories import Settings
 from haive_langgraph.memory.vector._retriever import LEGACY as LEGACY_ARGUMENTS
 from haive_langgraph.memory.vector._retriever import (
@@ -62,7 +68,7 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
 
     def __init__(
         self,
-        conn: str | ConnT | None = None,
+        conn: str | ConnT | VectorStore | VectorStoreBackend | None = None,
         *,
         embeddings: Embeddings | Callable[..., Any] | None = None,
         dims: int | None = None,
@@ -95,11 +101,15 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
             decay_half_life=check_duration(decay_half_life, "decay_half_life"),
             track_access=bool(track_access),
         )
-        self._store = self._store_type(conn, **store)
+        if isinstance(conn, VectorStore | VectorStoreBackend):
+            self._store = over_vectorstore(owner, conn, checked, self._settings.spaces, options)
+        else:
+            self._store = self._store_type(conn, **store)
 
     @property
-    def store(self) -> BaseStore:
-        """The store the memories live in (its tenant is this memory's tenant)."""
+    def store(self) -> BaseStore | VectorStoreBackend:
+        """The store the memories live in (its tenant is this memory's tenant), or the
+        :class:`VectorStoreBackend` of a memory over a LangChain vector store."""
         return self._store  # type: ignore[no-any-return]
 
     @property
@@ -208,6 +218,7 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
             return list(step.encoder.score(step.query, step.texts))
         if isinstance(step, Summarize):
             return summarize(step)
+        no_tables(self._store, self._conversations)
         return load_conversation(self._store, self._conversations, step.conversation_id)
 
     async def _aother(self, step: Any) -> Any:
@@ -218,4 +229,5 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
             return list(await asyncio.to_thread(step.encoder.score, step.query, step.texts))
         if isinstance(step, Summarize):
             return await asummarize(step)
+        no_tables(self._store, self._conversations)
         return await aload_conversation(self._store, self._conversations, step.conversation_id)

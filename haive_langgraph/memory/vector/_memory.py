@@ -20,6 +20,7 @@ from haive_langgraph.db._methods import async_method, deprecated_asetup, sync_me
 from haive_langgraph.memory.conversations._store import AsyncConversationStore, ConversationStore
 from haive_langgraph.memory.vector import _calls as calls
 from haive_langgraph.memory.vector._base import MemoryBase
+from haive_langgraph.memory.vector._langchain_backend import VectorStoreBackend
 from haive_langgraph.stores import AsyncPostgresStore, PostgresStore
 
 __all__ = ["AsyncVectorMemory", "VectorMemory"]
@@ -40,7 +41,10 @@ class VectorMemory(
     Args:
         conn: A DSN, ``None`` (the default server: ``HAIVE_DATABASE_URL``,
             ``DATABASE_URL``, then the embedded one), a psycopg ``Connection``
-            (autocommit, any row factory) or a ``ConnectionPool``.
+            (autocommit, any row factory) or a ``ConnectionPool``; or a LangChain
+            ``VectorStore`` (or a :class:`VectorStoreBackend` around one): the
+            memories are then its documents (see ``docs/vector-memory.md``,
+            "Any vector store").
         embeddings: LangChain ``Embeddings`` or a function ``texts -> vectors``.
             Default: :class:`HashingEmbeddings` (offline, lexical).
         dims: Dimensions of the vectors (default: what the embedder declares,
@@ -70,7 +74,7 @@ class VectorMemory(
     """
 
     _store_type = PostgresStore
-    _store: PostgresStore
+    _store: PostgresStore | VectorStoreBackend
 
     def setup(self) -> None:
         """Create the store's tables, pgvector and the index (idempotent)."""
@@ -110,13 +114,15 @@ class AsyncVectorMemory(
     """
 
     _store_type = AsyncPostgresStore
-    _store: AsyncPostgresStore
+    _store: AsyncPostgresStore | VectorStoreBackend
 
     async def _aopen(self) -> None:
         await self._store._aopen()
 
     async def setup(self) -> None:
         """Create the store's tables, pgvector and the index (idempotent)."""
+        if isinstance(self._store, VectorStoreBackend):
+            return self._store.setup()  # nothing to create in a lent vector store
         await self._store.setup()
 
     asetup = deprecated_asetup

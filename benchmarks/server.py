@@ -13,7 +13,9 @@ messages per run; one store item per run):
 Driven through langgraph-sdk (``runs.wait``, which makes the run, lets the
 server's queue execute it and returns its state): first one run at a time,
 then ``--concurrency`` clients at once, each on its own threads. Printed:
-runs per second and the median and p95 latency of a run, per server. One
+runs per second, the median and p95 latency of a run, and the CPU time per
+run of the server's process and of the database's backends (``haive``
+only), per server. One
 run of the whole benchmark: on a shared machine, run it twice before
 trusting a difference of less than 20 %.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -35,6 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import psutil
+import psycopg
 from _common import fresh_database, pct, print_table, server
 from langgraph_sdk import get_client
 
@@ -86,7 +91,49 @@ graph = builder.compile()
 MESSAGE = "Please remember that the meeting moved to Thursday at ten. " * 3
 
 
-async def drive(url: str, threads: int, runs: int, concurrency: int) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds of the server's processes and of the database's backends."""
+
+    def __init__(self, server_pid: int, dsn: str | None) -> None:
+        self.server = psutil.Process(server_pid)
+        self.dsn = dsn
+
+    def _server(self) -> float:
+        total = 0.0
+        for proc in [self.server, *self.server.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def _backends(self) -> dict[int, float]:
+        if self.dsn is None:
+            return {}
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            pids = conn.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        found = {}
+        for (pid,) in pids:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                found[pid] = times.user + times.system
+        return found
+
+    def snapshot(self) -> tuple[float, dict[int, float]]:
+        return self._server(), self._backends()
+
+    def since(self, before: tuple[float, dict[int, float]]) -> tuple[float, float]:
+        """(server, database) CPU seconds since ``before`` (backends that left are missed)."""
+        server, backends = self.snapshot()
+        db = sum(cpu - before[1].get(pid, 0.0) for pid, cpu in backends.items())
+        return server - before[0], db
+
+
+async def drive(
+    url: str, threads: int, runs: int, concurrency: int, meter: CpuMeter
+) -> dict[str, Any]:
     """Sequential, then concurrent runs; each on threads of its own."""
 
     async def one_client(n_threads: int) -> list[float]:
@@ -106,18 +153,22 @@ async def drive(url: str, threads: int, runs: int, concurrency: int) -> dict[str
 
     # Warm up: the graph, the pools, the first thread.
     await one_client(1)
+    cpu = meter.snapshot()
     start = time.perf_counter()
     sequential = await one_client(threads)
     seq_seconds = time.perf_counter() - start
+    seq_cpu = meter.since(cpu)
+    cpu = meter.snapshot()
     start = time.perf_counter()
     parts = await asyncio.gather(
         *(one_client(max(1, threads // concurrency)) for _ in range(concurrency))
     )
     conc_seconds = time.perf_counter() - start
+    conc_cpu = meter.since(cpu)
     concurrent = [x for part in parts for x in part]
     return {
-        "sequential": (len(sequential) / seq_seconds, sequential),
-        "concurrent": (len(concurrent) / conc_seconds, concurrent),
+        "sequential": (len(sequential) / seq_seconds, sequential, seq_cpu),
+        "concurrent": (len(concurrent) / conc_seconds, concurrent, conc_cpu),
     }
 
 
@@ -129,7 +180,9 @@ def measure(
     dev = DevServer(app, env, args=("--n-jobs-per-worker", str(args.concurrency)))
     dev.start()
     try:
-        return asyncio.run(drive(dev.url, args.threads, args.runs, args.concurrency))
+        assert dev.process is not None
+        meter = CpuMeter(dev.process.pid, env.get("HAIVE_DATABASE_URL"))
+        return asyncio.run(drive(dev.url, args.threads, args.runs, args.concurrency, meter))
     finally:
         dev.stop()
 
@@ -152,7 +205,7 @@ def main() -> None:
         results["inmem"] = measure("inmem", Path(tmp) / "inmem", {}, args)
     rows = []
     for label, by_mode in results.items():
-        for mode, (rate, latencies) in by_mode.items():
+        for mode, (rate, latencies, (server_cpu, db_cpu)) in by_mode.items():
             rows.append(
                 (
                     label,
@@ -161,13 +214,24 @@ def main() -> None:
                     f"{rate:.1f}",
                     f"{statistics.median(latencies) * 1000:.1f}",
                     f"{pct(latencies, 95) * 1000:.1f}",
+                    f"{server_cpu / len(latencies) * 1000:.1f}",
+                    f"{db_cpu / len(latencies) * 1000:.1f}",
                 )
             )
     print_table(
         f"langgraph dev, agent graph ({args.steps} model steps per run), "
         f"{args.threads} threads x {args.runs} runs "
         f"(concurrent: {args.concurrency} clients)",
-        ("persistence", "mode", "runs", "runs/s", "p50 ms", "p95 ms"),
+        (
+            "persistence",
+            "mode",
+            "runs",
+            "runs/s",
+            "p50 ms",
+            "p95 ms",
+            "server CPU ms/run",
+            "db CPU ms/run",
+        ),
         rows,
     )
 

@@ -7,6 +7,7 @@ browser and without the file watcher, with the environment given.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -67,13 +68,18 @@ async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
 
 
 def require_server() -> None:
-    """Skip the module when the server packages are not installed."""
+    """Skip the module when the server packages are not installed.
+
+    Looked up, not imported: importing the server's runtime reads its settings
+    and sets up its logging, in the test process.
+    """
     for module in ("langgraph_api", "langgraph_runtime_inmem", "langgraph_cli", "langgraph_sdk"):
-        pytest.importorskip(
-            module,
-            reason=f"{module} is not installed: pip install 'langgraph-cli[inmem]' langgraph-sdk "
-            "(the dev extra) to run the LangGraph server tests",
-        )
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(
+                f"{module} is not installed: pip install 'langgraph-cli[inmem]' langgraph-sdk "
+                "(in the test extra) to run the LangGraph server tests",
+                allow_module_level=True,
+            )
 
 
 def free_port() -> int:

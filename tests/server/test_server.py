@@ -3,7 +3,7 @@
 One server for the module (``langgraph.json`` names only
 ``haive_langgraph.server.checkpointer`` and ``.store``; ``HAIVE_DATABASE_URL``
 is the module's database), restarted once at the end: threads, runs, state,
-history, a fork from a past checkpoint, thread copy and delete,
+history, a fork from a past checkpoint, thread copy, delete and prune,
 multitask rollback and the store's put/get/search/list/delete go through the
 server's HTTP API, and the rows are checked in our tables. The tests run in
 order and share the threads they make (``STATE``).
@@ -112,7 +112,12 @@ async def test_copy_and_delete_threads(
     copied = await client.threads.get_state(cid)
     assert copied["values"] == original["values"]
     assert checkpoints_of(dsn, cid) == checkpoints_of(dsn, tid)
-    # (POST /threads/prune: `langgraph dev` refuses keep_latest in its in-memory runtime.)
+    # Pruned with "delete" (`langgraph dev` refuses keep_latest in its in-memory runtime).
+    pruned = (await client.threads.create())["thread_id"]
+    await client.runs.wait(pruned, "echo", input={"items": ["pruned"]})
+    assert checkpoints_of(dsn, pruned) > 0
+    await client.threads.prune([pruned], strategy="delete")
+    assert checkpoints_of(dsn, pruned) == 0
     # A throwaway thread, deleted: its rows go, the others stay.
     doomed = (await client.threads.create())["thread_id"]
     await client.runs.wait(doomed, "echo", input={"items": ["bye"]})

@@ -31,7 +31,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from haive_langgraph.db._call import Call
@@ -355,7 +355,16 @@ def observed_plan(
     try:
         return (
             yield from call_plan(
-                replace(call, op=seen.counted(call.op)),
+                # (not dataclasses.replace: 2 us more per call)
+                Call(
+                    seen.counted(call.op),
+                    call.transaction,
+                    call.read,
+                    call.rollback,
+                    call.route,
+                    call.scope,
+                    call.errors,
+                ),
                 route=route,
                 scope=source.scope,
                 router=router,

@@ -28,6 +28,7 @@ from langgraph.checkpoint.base import (
 from langgraph.store.base import BaseStore, Op, Result
 
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
+from haive_langgraph.db._loop import call_on_loop
 from haive_langgraph.server._identity import TenantOf, resolve_tenant
 from haive_langgraph.stores import AsyncPostgresStore
 
@@ -92,6 +93,23 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
 
     def _current(self, config: RunnableConfig | None = None) -> AsyncPostgresCheckpointer:
         return self.for_tenant(resolve_tenant(self.tenant_of, config))
+
+    def _current_sync(self, config: RunnableConfig | None) -> AsyncPostgresCheckpointer:
+        """:meth:`_current` from another thread: a new instance is made on the saver's loop."""
+        tenant = resolve_tenant(self.tenant_of, config)
+        found = self._savers.get(tenant)
+        if found is not None:
+            return found
+
+        async def made() -> AsyncPostgresCheckpointer:
+            return self.for_tenant(tenant)
+
+        return call_on_loop(
+            made(),
+            self.saver.loop,
+            "a synchronous call to TenantCheckpointer on its own event loop would block it: "
+            "use the async methods",
+        )
 
     def get_next_version(self, current: Any, channel: None) -> Any:
         """The saver's versions (shared by every tenant)."""
@@ -162,7 +180,7 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Sync :meth:`aget_tuple` (from another thread than the server's loop)."""
-        return self._current(config).get_tuple(config)
+        return self._current_sync(config).get_tuple(config)
 
     def list(
         self,
@@ -173,7 +191,7 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Sync :meth:`alist`."""
-        return self._current(config).list(config, filter=filter, before=before, limit=limit)
+        return self._current_sync(config).list(config, filter=filter, before=before, limit=limit)
 
     def put(
         self,
@@ -183,7 +201,7 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Sync :meth:`aput`."""
-        return self._current(config).put(config, checkpoint, metadata, new_versions)
+        return self._current_sync(config).put(config, checkpoint, metadata, new_versions)
 
     def put_writes(
         self,
@@ -193,7 +211,7 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
         task_path: str = "",
     ) -> None:
         """Sync :meth:`aput_writes`."""
-        self._current(config).put_writes(config, writes, task_id, task_path)
+        self._current_sync(config).put_writes(config, writes, task_id, task_path)
 
 
 class TenantStore(BaseStore):

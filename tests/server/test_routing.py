@@ -64,6 +64,11 @@ async def test_each_call_acts_for_its_users_tenant(
         assert bob.values["items"] == ["b", "echo:b"]
         assert tenants_of(dsn, "t") == ["alice", "bob"]
         assert sorted(saver.tenants()) == ["alice", "bob"]
+        # The sync methods, from a worker thread (a tenant not met yet is made on the loop).
+        tup = await asyncio.to_thread(saver.get_tuple, as_user("t", "alice"))
+        assert tup is not None and tup.checkpoint["channel_values"]["items"] == ["a", "echo:a"]
+        assert await asyncio.to_thread(saver.get_tuple, as_user("t", "zoe")) is None
+        assert "zoe" in saver.tenants()
         # A call with no user (and no server auth context) is refused, not defaulted.
         with pytest.raises(PermissionDeniedError):
             await saver.aget_tuple({"configurable": {"thread_id": "t"}})

@@ -33,7 +33,7 @@ from haive_langgraph.codec import codec_from_config
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.server import _settings as settings
-from haive_langgraph.server._identity import load_object, tenant_mapping
+from haive_langgraph.server._identity import TenantOf, load_object, tenant_mapping
 from haive_langgraph.server._routing import TenantCheckpointer, TenantStore
 from haive_langgraph.stores import AsyncPostgresStore
 
@@ -64,7 +64,7 @@ async def _setup_once(kind: str, component: Any, env: Mapping[str, str]) -> None
         _SET_UP.add(key)
 
 
-def _tenant_option(env: Mapping[str, str]) -> Any:
+def _tenant_option(env: Mapping[str, str]) -> TenantOf | None:
     spec = settings.tenant_from(env)
     return None if spec is None else tenant_mapping(spec)
 

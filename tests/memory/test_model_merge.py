@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 
+from haive_langgraph.codec import HaiveCodec, KeyRing
 from haive_langgraph.errors import (
     ConcurrentUpdateError,
     ConfigurationError,
@@ -22,6 +25,7 @@ from haive_langgraph.errors import (
 )
 from haive_langgraph.memory import MergeDecision, SessionStore
 from haive_langgraph.ops import audit
+from haive_langgraph.ops.keys import frames_by_key, rotate_keys
 
 from .conftest import Side, new_id, rows
 
@@ -275,3 +279,25 @@ def test_the_merge_is_audited(migrated: str, sync_sessions: SessionStore) -> Non
         assert (event.object_key["primary"], event.object_key["secondary"]) == (pid, sid)
     finally:
         audit.disable(migrated)
+
+
+def test_merge_records_are_encrypted_and_rotate_with_the_keys(migrated: str) -> None:
+    k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    old = KeyRing.from_string(f"k1:{k1}")
+    new = KeyRing.from_string(f"k2:{k2},k1:{k1}")
+    user = new_id("u")
+    with SessionStore(migrated, codec=HaiveCodec(keyring=old)) as sessions:
+        pid, sid, ids = asyncio.run(two_branches(Side(sessions, False), user))
+        merged = sessions.merge_sessions(pid, sid, "model", user_id=user, model=fake(decision(ids)))
+    (frame,) = rows(
+        migrated,
+        "SELECT decision FROM haive.conversation_merges WHERE conversation_id = %s",
+        merged.session_id,
+    )[0]
+    assert b"rewrite" not in bytes(frame)  # the reasons are not in plaintext
+    report = rotate_keys(migrated, HaiveCodec(keyring=new))
+    assert report.rewritten["conversation_merges"] >= 1
+    assert set(frames_by_key(migrated)["conversation_merges"]) == {"k2"}
+    with SessionStore(migrated, codec=HaiveCodec(keyring=KeyRing.from_string(f"k2:{k2}"))) as s:
+        (record,) = s.merge_records(merged.session_id, user_id=user)
+        assert record.decision["messages"][4]["content"] == "I also need vegetarian restaurants"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -161,3 +162,14 @@ def test_hybrid_needs_the_index_option(dsn: str) -> None:
         plain.add_memories(["an invoice"], user_id="u")
         with pytest.raises(ConfigurationError, match='index_options=\\{"hybrid": True\\}'):
             plain.search("invoice", user_id="u", mode="hybrid")
+
+
+async def test_a_retriever_searches_hybrid(mem: Side) -> None:
+    owner = user()
+    await mem("add_memories", ["Ticket HX-77 is closed", "Another ticket is open"], user_id=owner)
+    retriever = mem.memory.as_retriever(search_kwargs={"k": 1, "user_id": owner, "mode": "hybrid"})
+    docs = await (
+        retriever.ainvoke("HX-77") if mem.is_async else asyncio.to_thread(retriever.invoke, "HX-77")
+    )
+    assert docs[0].page_content == "Ticket HX-77 is closed"
+    assert docs[0].metadata["score"] == pytest.approx(2 / 61)

@@ -35,7 +35,7 @@ SEARCH_TYPES = ("similarity", "mmr", "similarity_score_threshold")
 DEFAULT_K = 5
 # The memory's own search arguments, passed through as they are.
 MEMORY_ARGUMENTS = frozenset(
-    {"rerank", "user_id", "as_of", "include_superseded", "fetch_k", "decay_half_life"}
+    {"rerank", "user_id", "as_of", "include_superseded", "fetch_k", "decay_half_life", "mode"}
 )
 # LangChain's names, and the memory's name each also answers to.
 ALIASES = {"filters": "filter", "mmr_lambda": "lambda_mult"}
@@ -165,7 +165,8 @@ class MemoryRetriever(BaseRetriever):
         search_type: ``"similarity"``, ``"mmr"`` or ``"similarity_score_threshold"``.
         search_kwargs: ``k`` (default 5), ``filter``, ``fetch_k``,
             ``lambda_mult``, ``score_threshold``, and the memory's ``rerank``,
-            ``user_id``, ``as_of``, ``include_superseded``, ``decay_half_life``.
+            ``user_id``, ``as_of``, ``include_superseded``, ``decay_half_life``,
+            ``mode`` (``"hybrid"``: full-text and vector search fused).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

@@ -4,10 +4,11 @@ LangGraph's server authenticates each request with the custom auth handler of
 ``langgraph.json`` (``"auth": {"path": ...}``) and makes the user it returned
 available in two places: in the run's config
 (``config["configurable"]["langgraph_auth_user"]``, set when a run is
-created) and in the request's (or the run worker's) auth context. Calls that
-carry a config (``aget_tuple``, ``alist``, ``aput``, ``aput_writes``) read the
-first; calls that carry none (``adelete_thread``, ``acopy_thread``,
-``adelete_for_runs``, ``aprune`` and every store call) read the second.
+created) and in the request's (or the run worker's) auth context. A call
+reads both where it has both (calls that carry a config: ``aget_tuple``,
+``alist``, ``aput``, ``aput_writes``) and refuses when they disagree; calls
+that carry none (``adelete_thread``, ``acopy_thread``, ``adelete_for_runs``,
+``aprune`` and every store call) read the auth context.
 """
 
 from __future__ import annotations
@@ -113,15 +114,17 @@ def tenant_mapping(spec: str) -> TenantOf:
     return found  # type: ignore[no-any-return]
 
 
-def current_user(config: RunnableConfig | None = None) -> Any:
-    """The authenticated user of this call: the run config's, else the auth context's."""
-    if config is not None:
-        user = (config.get("configurable") or {}).get("langgraph_auth_user")
-        if user is not None:
-            return user
-    # The server's own auth context (set for each request and each run). Read
-    # only where the server already loaded it: the package does not depend on
-    # langgraph-api, and importing it elsewhere reads the server's settings.
+def config_user(config: RunnableConfig | None) -> Any:
+    """The user the server put into the run's config, if any."""
+    if config is None:
+        return None
+    return (config.get("configurable") or {}).get("langgraph_auth_user")
+
+
+def context_user() -> Any:
+    """The user of the server's auth context (set for each request and each run), if any."""
+    # Read only where the server already loaded it: the package does not depend
+    # on langgraph-api, and importing it elsewhere reads the server's settings.
     utils = sys.modules.get("langgraph_api.utils")
     if utils is None:  # not inside a LangGraph server
         return None
@@ -132,20 +135,31 @@ def current_user(config: RunnableConfig | None = None) -> Any:
 def resolve_tenant(mapping: TenantOf, config: RunnableConfig | None = None) -> str:
     """The tenant of this call.
 
+    Both places the server puts the authenticated user are read: the
+    request's (or run's) auth context and the run's config. The server strips
+    ``langgraph_auth_user`` from what clients send, so both are its own; still,
+    when both are there they must map to the same tenant, or nothing is done.
+
     Raises:
-        PermissionDeniedError: no authenticated user, or the mapping found no
-            tenant for it (nothing is read or written for a call we cannot
-            place).
+        PermissionDeniedError: no authenticated user, the mapping found no
+            tenant for it, or the two users map to different tenants
+            (nothing is read or written for a call we cannot place).
         ConfigurationError: the mapping returned something that is not a
             valid tenant id.
     """
-    user = current_user(config)
-    tenant = mapping(user) if user is not None else None
-    if tenant is None or tenant == "":
-        shown = "no authenticated user" if user is None else "its user maps to no tenant"
+    users = [u for u in (context_user(), config_user(config)) if u is not None]
+    found = [mapping(u) for u in users]
+    if not users or any(t is None or t == "" for t in found):
+        shown = "no authenticated user" if not users else "its user maps to no tenant"
         raise PermissionDeniedError(
             f"HAIVE_SERVER_TENANT_FROM is set and this call has {shown}: configure the "
             'server\'s custom auth (langgraph.json "auth") so that every request is '
             "authenticated, and make the mapping return a tenant id for every user"
         )
-    return validate_tenant_id(tenant)
+    tenants = {validate_tenant_id(t) for t in found}
+    if len(tenants) > 1:
+        raise PermissionDeniedError(
+            "the run's config and the request's authenticated user map to different "
+            "tenants: refused"
+        )
+    return tenants.pop()

@@ -131,3 +131,27 @@ def test_a_call_without_an_identity_is_refused() -> None:
         resolve_tenant(tenant_of_org, {"configurable": {"langgraph_auth_user": {"identity": "b"}}})
     with pytest.raises(ConfigurationError, match="control character"):
         resolve_tenant(lambda user: "bad\x00id", config)  # type: ignore[arg-type]
+
+
+def test_the_auth_context_and_the_run_config_must_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a server both places name the user; a call whose two users map to
+    different tenants is refused, whichever is right."""
+    import sys
+    from types import SimpleNamespace
+
+    def served_by(user: object) -> None:
+        ctx = SimpleNamespace(user=user)
+        monkeypatch.setitem(
+            sys.modules, "langgraph_api.utils", SimpleNamespace(get_auth_ctx=lambda: ctx)
+        )
+
+    acme = {"configurable": {"langgraph_auth_user": {"identity": "alice", "org_id": "acme"}}}
+    served_by({"identity": "alice", "org_id": "acme"})
+    assert resolve_tenant(tenant_of_org, acme) == "acme"  # type: ignore[arg-type]
+    assert resolve_tenant(tenant_of_org) == "acme"  # no config: the auth context's
+    served_by({"identity": "mallory", "org_id": "other"})
+    with pytest.raises(PermissionDeniedError, match="different tenants"):
+        resolve_tenant(tenant_of_org, acme)  # type: ignore[arg-type]
+    served_by({"identity": "mallory"})  # maps to no tenant: refused even with a good config
+    with pytest.raises(PermissionDeniedError, match="maps to no tenant"):
+        resolve_tenant(tenant_of_org, acme)  # type: ignore[arg-type]

@@ -10,12 +10,15 @@ async twins). One item is one document:
   PGVector and Pinecone all take it);
 * ``page_content``: the memory's text;
 * metadata: ``haive_value`` (the stored value as JSON, the packed vector
-  included), and for filters inside the store ``haive_tenant``,
-  ``haive_ns`` (the namespace as JSON), ``haive_root``, ``haive_key`` and
-  ``haive_valid_to``.
+  included), ``haive_tenant``, ``haive_ns`` (the namespace as JSON),
+  ``haive_key``, ``haive_valid_to``, ``haive_at``, and the keys the store
+  filters on: ``haive_scope`` (tenant and namespace as JSON), ``haive_live``
+  (the same while the memory holds, else empty) and ``haive_root`` (tenant
+  and first label).
 
-Only equality on those keys is pushed down to the store (in its own filter
-syntax, :data:`Dialect`); every filter of the memory is then evaluated
+One equality on one of the last three is pushed down to the store (in its own
+filter syntax, :data:`Dialect`; one condition, as engines that evaluate
+filters point by point, like Qdrant's in-process mode, pay per condition); every filter of the memory is then evaluated
 exactly in Python on the decoded values (:func:`~haive_langgraph.memory.vector._backend.matches`)
 and scores are cosine similarities of the kept vectors. A search fetches
 more candidates until it has enough that pass the filters or the store has
@@ -143,7 +146,7 @@ class VectorStoreBackend:
             class: Qdrant, ``InMemoryVectorStore``, else ``"mongo"``).
         list_limit: Most documents a listing reads (consolidation,
             ``list_memories``, ``forget_user``); more raise an error.
-        tenant_id: The tenant (a filter on ``haive_tenant``, not row security).
+        tenant_id: The tenant (part of the keys filtered on, not row security).
 
     Raises:
         ConfigurationError: ``vectorstore`` is not a LangChain ``VectorStore``.
@@ -188,7 +191,7 @@ class VectorStoreBackend:
         return bound
 
     def for_tenant(self, tenant_id: str) -> VectorStoreBackend:
-        """This backend for another tenant (documents filtered by ``haive_tenant``)."""
+        """This backend for another tenant (a filter on its documents, not row security)."""
         bound = copy.copy(self)
         bound.tenant_id = str(tenant_id)
         return bound
@@ -246,13 +249,12 @@ class VectorStoreBackend:
         seed = json.dumps([self.tenant_id, list(namespace), key])
         return str(uuid.uuid5(_NAMESPACE, seed))
 
-    def _equal(self, namespace: tuple[str, ...] | None, current: bool = False) -> dict[str, str]:
-        equal = {"haive_tenant": self.tenant_id}
-        if namespace is not None:
-            equal["haive_ns"] = json.dumps(list(namespace))
-        if current:
-            equal["haive_valid_to"] = OPEN_END
-        return equal
+    def _scope(self, namespace: tuple[str, ...]) -> str:
+        return json.dumps([self.tenant_id, *namespace])
+
+    def _equal(self, namespace: tuple[str, ...], current: bool = False) -> dict[str, str]:
+        """The one condition a search pushes down: its namespace (and "current")."""
+        return {"haive_live" if current else "haive_scope": self._scope(namespace)}
 
     def _filter(self, equal: Mapping[str, str]) -> Any:
         key = getattr(self.vectorstore, "metadata_payload_key", "metadata")
@@ -340,9 +342,13 @@ class VectorStoreBackend:
                 {
                     "haive_tenant": self.tenant_id,
                     "haive_ns": json.dumps(list(p.namespace)),
-                    "haive_root": p.namespace[0] if p.namespace else "",
                     "haive_key": p.key,
                     "haive_valid_to": str(value.get("valid_to") or ""),
+                    "haive_scope": self._scope(p.namespace),
+                    "haive_live": self._scope(p.namespace)
+                    if value.get("valid_to") == OPEN_END
+                    else "",
+                    "haive_root": self._scope(p.namespace[:1]),
                     "haive_at": now,
                     "haive_value": json.dumps(value),
                 }
@@ -409,10 +415,11 @@ class VectorStoreBackend:
         return scored[op.offset : want]
 
     def _namespaces(self, op: ListNamespacesOp) -> Generator[_Call, Any, list[tuple[str, ...]]]:
-        equal = self._equal(None)
         prefix = next((c.path for c in op.match_conditions or () if c.match_type == "prefix"), None)
         if prefix and prefix[0] != "*":
-            equal["haive_root"] = prefix[0]
+            equal = {"haive_root": self._scope(tuple(prefix[:1]))}
+        else:
+            equal = {"haive_tenant": self.tenant_id}
         docs = yield from self._fetch(self._probe(), self.list_limit, equal)
         if len(docs) >= self.list_limit:
             raise ConfigurationError(

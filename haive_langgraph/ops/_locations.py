@@ -232,6 +232,8 @@ class StagedWrite:
         self.target = target
         self.handle: IO[bytes]
         if target.path is not None:
+            if target.path.is_dir():
+                raise BackupError(f"{str(target.path)!r} is a directory, not an archive file")
             self._tmp_path = target.path.with_name(target.path.name + PARTIAL)
             try:
                 self.handle = self._tmp_path.open("wb")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.cli import app
-from haive_langgraph.errors import ConfigurationError
+from haive_langgraph.errors import BackupError, ConfigurationError
 from haive_langgraph.ops import migrate_all
 from haive_langgraph.ops._archive import ArchiveWriter, PartInfo
 from haive_langgraph.ops._locations import location
@@ -141,6 +141,8 @@ def test_file_urls_and_paths_are_the_same_archive(migrated: str, tmp_path: Path)
     assert rep.path == path and path.is_file()
     assert not (tmp_path / "a b.tar.partial").exists()
     assert verify(str(path)).archive_id == verify(path.as_uri()).archive_id == rep.archive_id
+    with pytest.raises(BackupError, match="is a directory"):
+        backup(tmp_path, migrated, tenants=[tenant])
 
 
 def _stream(s3: S3Server, name: str, parts: int) -> tuple[int, int]:

@@ -95,15 +95,15 @@ async def checkpointer(dsn: str | None = None) -> AsyncIterator[BaseCheckpointSa
     tenant_of = await asyncio.to_thread(_tenant_option, env)  # may import a module
     ttl = settings.thread_ttl(env)
     config = PersistenceConfig()
-    saver = AsyncPostgresCheckpointer(
-        dsn,
-        config=config,
-        codec=codec_from_config(),
-        tenant_id="" if tenant_of is not None else None,
-    )
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(saver.aclose)
-        await saver._aopen()
+        saver = await stack.enter_async_context(
+            AsyncPostgresCheckpointer.from_conn_string(
+                dsn,
+                config=config,
+                codec=codec_from_config(),
+                tenant_id="" if tenant_of is not None else None,
+            )
+        )
         await _setup_once("checkpointer", saver, env)
         routed = (
             None
@@ -196,18 +196,14 @@ async def store(dsn: str | None = None) -> AsyncIterator[BaseStore]:
     raw_index, ttl = settings.store_section(env)
     index = await _index(raw_index)
     config = PersistenceConfig()
-    base = AsyncPostgresStore(
+    async with AsyncPostgresStore.from_conn_string(
         dsn,
         index=index,
         ttl=cast(TTLConfig | None, ttl),
         config=config,
         tenant_id="" if tenant_of is not None else None,
-    )
-    try:
-        await base._aopen()
+    ) as base:
         await _setup_once("store", base, env)
         if ttl and ttl.get("sweep_interval_minutes"):
             await base.start_ttl_sweeper()
         yield base if tenant_of is None else TenantStore(base, tenant_of)
-    finally:
-        await base.aclose()

@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 from langgraph.store.base import BaseStore, Op, Result
+from psycopg_pool import AsyncConnectionPool
 
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
 from haive_langgraph.db._loop import call_on_loop
@@ -68,9 +69,11 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
             self._savers.move_to_end(tenant_id)
             return found
         base = self.saver
-        pool = base._source._pool
-        if pool is None:
-            raise RuntimeError("TenantCheckpointer needs an opened checkpointer (await _aopen())")
+        pool = base.connection_source.lendable
+        if not isinstance(pool, AsyncConnectionPool):
+            raise RuntimeError(
+                "TenantCheckpointer needs a checkpointer on a pool (a DSN or an AsyncConnectionPool)"
+            )
         made = AsyncPostgresCheckpointer(
             pool,
             serde=base.serde,

@@ -8,6 +8,7 @@ are orthogonal. Summaries come from LangChain's fake chat models.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -170,6 +171,13 @@ async def test_dry_run_plans_and_apply_writes_two_levels(mem: Side, clock: Clock
     assert {h.id for h in top} == {drinks.id, vip}
     assert all(h.score is not None and h.score > 0.5 for h in top)
     assert (await mem("get_memory", drinks.id, user_id=u)).access_count == seen + 1
+    # A retriever takes it too (search_kwargs, or per call).
+    retriever = mem.memory.for_user(u).as_retriever(search_kwargs={"k": 1, "parents": True})
+    if mem.is_async:
+        found = await retriever.ainvoke("coffee espresso")
+    else:
+        found = await asyncio.to_thread(retriever.invoke, "coffee espresso")
+    assert [d.metadata["memory_id"] for d in found] == [drinks.id]
     # Before the summaries existed, no parent held: the children themselves.
     early = await mem(
         "search", "tea", top_k=3, user_id=u, parents=True, as_of=clock.now - timedelta(seconds=1)

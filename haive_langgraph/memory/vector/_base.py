@@ -158,7 +158,7 @@ class MemoryBase(Generic[ConnT, ConversationsT]):
             search_kwargs: ``k`` (default 5), ``filter`` (as :meth:`search`'s
                 ``filters``), ``fetch_k``, ``lambda_mult``, ``score_threshold``,
                 and the memory's ``rerank``, ``user_id``, ``as_of``,
-                ``include_superseded``, ``decay_half_life``. Each may also be
+                ``include_superseded``, ``decay_half_life``, ``parents``. Each may also be
                 given per call: ``retriever.invoke(query, k=1)``.
             **kwargs: ``tags`` and ``metadata`` of the retriever. The search
                 arguments given here directly (``top_k=4, filters=...``) are

@@ -35,7 +35,16 @@ SEARCH_TYPES = ("similarity", "mmr", "similarity_score_threshold")
 DEFAULT_K = 5
 # The memory's own search arguments, passed through as they are.
 MEMORY_ARGUMENTS = frozenset(
-    {"rerank", "user_id", "as_of", "include_superseded", "fetch_k", "decay_half_life", "mode"}
+    {
+        "rerank",
+        "user_id",
+        "as_of",
+        "include_superseded",
+        "fetch_k",
+        "decay_half_life",
+        "mode",
+        "parents",
+    }
 )
 # LangChain's names, and the memory's name each also answers to.
 ALIASES = {"filters": "filter", "mmr_lambda": "lambda_mult"}
@@ -166,7 +175,8 @@ class MemoryRetriever(BaseRetriever):
         search_kwargs: ``k`` (default 5), ``filter``, ``fetch_k``,
             ``lambda_mult``, ``score_threshold``, and the memory's ``rerank``,
             ``user_id``, ``as_of``, ``include_superseded``, ``decay_half_life``,
-            ``mode`` (``"hybrid"``: full-text and vector search fused).
+            ``mode`` (``"hybrid"``: full-text and vector search fused),
+            ``parents`` (summaries in place of their children).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

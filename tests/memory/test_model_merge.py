@@ -301,3 +301,23 @@ def test_merge_records_are_encrypted_and_rotate_with_the_keys(migrated: str) -> 
     with SessionStore(migrated, codec=HaiveCodec(keyring=KeyRing.from_string(f"k2:{k2}"))) as s:
         (record,) = s.merge_records(merged.session_id, user_id=user)
         assert record.decision["messages"][4]["content"] == "I also need vegetarian restaurants"
+
+
+async def test_erasing_a_user_erases_merge_records_of_their_sessions(
+    sessions: Side, store: Side, migrated: str
+) -> None:
+    alice, bob = new_id("u"), new_id("u")
+    pid, sid, ids = await two_branches(sessions, alice)
+    await sessions("set_participant", pid, bob, "read", user_id=alice)
+    await sessions("set_participant", sid, bob, "read", user_id=alice)
+    merged = await sessions(
+        "merge_sessions", pid, sid, "model", user_id=bob, model=fake(decision(ids))
+    )
+    assert len(await sessions("merge_records", merged.session_id, user_id=bob)) == 1
+    await store("delete_user_data", alice)
+    # Bob's merged session stays (Alice's messages in it are gone), its record too.
+    assert await sessions("merge_records", merged.session_id, user_id=bob) == []
+    assert rows(
+        migrated, "SELECT count(*) FROM haive.conversation_merges WHERE user_id = %s", bob
+    ) == [(0,)]
+    assert await texts(sessions, merged.session_id, bob) == []

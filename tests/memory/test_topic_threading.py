@@ -225,3 +225,18 @@ def test_another_embedder_size_is_refused(migrated: str) -> None:
         pytest.raises(ConfigurationError, match="5-dimensional"),
     ):
         store.route_message("a pasta recipe", user_id=user)
+
+
+def test_concurrent_messages_on_a_new_topic_open_one_session(migrated: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = new_id("u")
+    with SessionStore(migrated, topic_routing=TopicRouting(KeywordBag(), 0.3)) as store:
+
+        def send(i: int) -> RoutedMessage:
+            return store.route_message(f"pasta recipe number {i}", user_id=user)
+
+        with ThreadPoolExecutor(8) as pool:
+            routed = list(pool.map(send, range(8)))
+    assert len({r.session_id for r in routed}) == 1
+    assert sorted(r.decision for r in routed) == ["joined"] * 7 + ["opened"]

@@ -12,6 +12,8 @@ from psycopg.types.numeric import Int8
 
 from haive_langgraph.db._arrays import TextArray
 from haive_langgraph.db._driver import Op, Step
+from haive_langgraph.memory.conversations import _sql as S
+from haive_langgraph.memory.conversations import _sql_topics as ST
 from haive_langgraph.memory.conversations._branches import detach_children
 from haive_langgraph.memory.conversations._rows import lock_rows
 from haive_langgraph.memory.conversations._tables import ConversationTables
@@ -43,6 +45,12 @@ def delete_set(
         )
     if user_id is not None:
         params = {"t": t.tenant_id, "u": user_id}
+        if ids:
+            yield Step(
+                S.q(ST.DELETE_MERGES_FROM, t.schema),
+                {"t": t.tenant_id, "ids": TextArray(ids)},
+                fetch="none",
+            )
         authored = yield Step(t.delete_user_messages, params, fetch="one")
         messages += int(authored[0])
         participants += yield Step(t.delete_user_participation, params, fetch="rowcount")

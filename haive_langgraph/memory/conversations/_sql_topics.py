@@ -60,3 +60,11 @@ ORDER BY created_at, merge_id
 
 # Whether the audit log is there (the audit component is optional).
 AUDIT_LOG_EXISTS = "SELECT to_regclass(%(name)s) IS NOT NULL"
+
+# Erasure of a user: the merge records of merges that read one of their sessions
+# (the decision may quote or rewrite their messages). Records of merges the user
+# made go with the merged session, which the user owns.
+DELETE_MERGES_FROM = """
+DELETE FROM {schema}.conversation_merges
+WHERE tenant_id = %(t)s AND (primary_id = ANY(%(ids)s) OR secondary_id = ANY(%(ids)s))
+"""

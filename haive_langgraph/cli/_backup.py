@@ -130,10 +130,14 @@ def backup_create(
     label: LabelOption = None,
     meta: MetaOption = None,
     endpoint_url: EndpointOption = None,
+    read_back: Annotated[
+        bool,
+        typer.Option("--verify", help="Then read the archive back from where it was written."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write a logical backup archive of the tables (all, or a selection)."""
-    from haive_langgraph.ops.backup import backup
+    from haive_langgraph.ops.backup import backup, verify
 
     if no_encrypt and key_file is not None:
         usage("--no-encrypt and --key-file contradict each other")
@@ -157,8 +161,17 @@ def backup_create(
             metadata=metadata(meta),
             storage_options=storage_options(endpoint_url),
         )
+        verified = None
+        if read_back:
+            verified = verify(
+                path,
+                key=_key(key_file),
+                unkeyed=no_encrypt,
+                progress=progress,
+                storage_options=storage_options(endpoint_url),
+            ).rows
     if as_json:
-        print_json(report.as_dict())
+        print_json(report.as_dict() | ({"verified_rows": verified} if read_back else {}))
         return
     _print_rows(f"{report.kind} backup {report.archive_id}", report.tables)
     seconds = max(report.seconds, 1e-9)
@@ -166,7 +179,7 @@ def backup_create(
         f"{report.rows:,} rows, {human(report.raw_bytes)} of rows in {human(report.bytes)} "
         f"({'encrypted' if report.encrypted else 'not encrypted'}) in {report.seconds:.2f}s: "
         f"{report.rows / seconds:,.0f} rows/s, {report.raw_bytes / seconds / 1e6:.1f} MB/s -> "
-        f"{report.path}"
+        f"{report.path}" + (f", verified ({verified:,} rows read back)" if read_back else "")
     )
 
 

@@ -243,11 +243,13 @@ def test_cli_create_list_verify_restore_through_s3(
             "by=ops",
             "--endpoint-url",
             s3.endpoint,
+            "--verify",
             "--json",
         ],
     )
     assert result.exit_code == 0, result.output
     created = json.loads(result.stdout)
+    assert created["verified_rows"] == created["rows"] > 0  # read back from the bucket
     assert created["label"] == "before-upgrade" and created["metadata"] == {"by": "ops"}
     monkeypatch.setenv("HAIVE_S3_ENDPOINT_URL", s3.endpoint)  # the environment's endpoint
     result = runner.invoke(app, ["backup", "list", s3.url("cli"), "--json"])

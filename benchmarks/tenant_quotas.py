@@ -15,10 +15,14 @@ Four databases on one server, each migrated with every component:
 Measured, in rounds interleaved across the variants (each round a new thread
 / conversation): ``put`` of a chat checkpoint (a messages list growing by
 two per step, as a ``MessagesState`` graph writes) and ``add_message`` of a
-~400-byte text to a conversation. Printed: median of the rounds, in
-operations per second and microseconds per operation. The databases run
-with ``synchronous_commit = off`` unless ``--durable``: the fsync of each
-commit (milliseconds on a busy disk) would drown what the triggers cost.
+~400-byte text to a conversation, each component on its own connection.
+Printed per operation, median of the rounds: wall time, and the CPU time of
+the server process serving the connection (``/proc/<pid>/schedstat``, when
+the server runs on this machine): on a busy machine wall time mostly
+measures the others' load, CPU time only our work. Then the server time of
+the quota trigger functions themselves (``pg_stat_user_functions``). The
+databases run with ``synchronous_commit = off`` unless ``--durable``: the
+fsync of each commit (milliseconds on a busy disk) would drown the rest.
 
     python benchmarks/tenant_quotas.py [--rounds 7] [--ops 200] [--durable]
 
@@ -52,6 +56,8 @@ from haive_langgraph.ops import all_components
 from haive_langgraph.tenants import TenantQuota, TenantRegistry
 
 TENANT = "bench-tenant"
+# A variant's saver, conversation store, and the connection each runs on.
+Variant = tuple[PostgresCheckpointer, ConversationStore, list[psycopg.Connection[Any]]]
 VARIANTS = ("no quota component", "quotas, none set", "quotas, others guarded", "quota on")
 TEXT = "The quick brown fox jumps over the lazy dog. " * 9  # ~400 bytes
 HIGH = TenantQuota(
@@ -113,6 +119,15 @@ def trigger_time(dsn: str) -> dict[str, tuple[int, float]]:
     return {str(f): (int(c), float(t)) for f, c, t in rows}
 
 
+def server_cpu(conn: psycopg.Connection[Any]) -> float | None:
+    """Seconds of CPU the server process of ``conn`` has used (None: not readable here)."""
+    try:
+        with open(f"/proc/{conn.info.backend_pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def checkpoint_puts(saver: PostgresCheckpointer, n: int) -> float:
     """Seconds for ``n`` puts of one new thread's chat checkpoints."""
     config: Any = {"configurable": {"thread_id": uuid.uuid4().hex, "checkpoint_ns": ""}}
@@ -138,9 +153,7 @@ def appends(store: ConversationStore, n: int) -> float:
 
 
 @contextmanager
-def opened(
-    server_dsn: str, dsns: list[str], durable: bool
-) -> Iterator[dict[str, tuple[PostgresCheckpointer, ConversationStore]]]:
+def opened(server_dsn: str, dsns: list[str], durable: bool) -> Iterator[dict[str, Variant]]:
     with ExitStack() as stack:
         out = {}
         for variant in VARIANTS:
@@ -148,11 +161,12 @@ def opened(
             dsn = stack.enter_context(fresh_database(server_dsn, f"quota_{label}"))
             prepare(dsn, variant, durable)
             dsns.append(dsn)
-            saver = PostgresCheckpointer(dsn, tenant_id=TENANT)
-            stack.callback(saver.close)
-            store = ConversationStore(dsn, tenant_id=TENANT)
-            stack.callback(store.close)
-            out[variant] = (saver, store)
+            conns = [psycopg.connect(dsn, autocommit=True) for _ in range(2)]
+            for conn in conns:
+                stack.callback(conn.close)
+            saver = PostgresCheckpointer(conns[0], tenant_id=TENANT)
+            store = ConversationStore(conns[1], tenant_id=TENANT)
+            out[variant] = (saver, store, conns)
         yield out
 
 
@@ -169,40 +183,48 @@ def main() -> None:
     dsns: list[str] = []
     with server() as server_dsn, opened(server_dsn, dsns, args.durable) as variants:
         print(server_settings(dsns[0]))
-        results: dict[tuple[str, str], list[float]] = {}
-        runs: dict[str, Callable[[PostgresCheckpointer, ConversationStore], float]] = {
-            "checkpointer put": lambda saver, _: checkpoint_puts(saver, args.ops),
-            "conversation append": lambda _, store: appends(store, args.ops),
+        wall: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
+        runs: dict[str, tuple[int, Callable[[PostgresCheckpointer, ConversationStore], float]]] = {
+            "checkpointer put": (0, lambda saver, _: checkpoint_puts(saver, args.ops)),
+            "conversation append": (1, lambda _, store: appends(store, args.ops)),
         }
-        for run in runs.values():  # warm-up: connections, prepared statements
-            for saver, store in variants.values():
+        for _, run in runs.values():  # warm-up: connections, prepared statements
+            for saver, store, _conns in variants.values():
                 run(saver, store)
         for _ in range(args.rounds):
-            for name, run in runs.items():
-                for variant, (saver, store) in variants.items():
-                    results.setdefault((name, variant), []).append(run(saver, store) / args.ops)
+            for name, (which, run) in runs.items():
+                for variant, (saver, store, conns) in variants.items():
+                    before = server_cpu(conns[which])
+                    seconds = run(saver, store)
+                    after = server_cpu(conns[which])
+                    wall.setdefault((name, variant), []).append(seconds / args.ops)
+                    if before is not None and after is not None:
+                        cpu.setdefault((name, variant), []).append((after - before) / args.ops)
         rows = []
         for name in runs:
-            base = statistics.median(results[(name, VARIANTS[0])])
+            cpu_base = statistics.median(cpu[(name, VARIANTS[0])]) if cpu else 0.0
             for variant in VARIANTS:
-                per_op = statistics.median(results[(name, variant)])
+                per_op = statistics.median(wall[(name, variant)])
+                used = statistics.median(cpu[(name, variant)]) if cpu else None
                 rows.append(
                     (
                         name,
                         variant,
                         f"{1 / per_op:,.0f}",
                         f"{per_op * 1e6:,.0f}",
-                        f"{(per_op - base) * 1e6:+,.0f}",
+                        "-" if used is None else f"{used * 1e6:,.1f}",
+                        "-" if used is None else f"{(used - cpu_base) * 1e6:+,.1f}",
                     )
                 )
         print_table(
             f"median of {args.rounds} rounds x {args.ops} operations (one thread)",
-            ("operation", "variant", "ops/s", "us/op", "vs no quota component"),
+            ("operation", "variant", "ops/s", "wall us/op", "server CPU us/op", "vs first"),
             rows,
         )
-        for saver, store in variants.values():  # their backends report their statistics
-            saver.close()
-            store.close()
+        for _saver, _store, conns in variants.values():  # their backends report statistics
+            for conn in conns:
+                conn.close()
         time.sleep(1.0)
         ops = (args.rounds + 1) * args.ops
         rows = []

@@ -54,9 +54,16 @@ LIMITS = (
 
 _LIMIT_COLUMNS = ",\n".join(f"    {name} bigint" for name in LIMITS)
 
+# Whether a tenant was ever guarded in the schema: the sequence numbering the
+# counters rows. The triggers' WHEN reads it (see MAYBE_GUARDED). A restore
+# moves it past the restored rows (ops/_restore.py: a column defaulting to
+# nextval), so a schema restored with guarded tenants is guarded again.
+GUARDS = "tenant_quota_guards"
+
 CREATE_USAGE = f"""
 CREATE TABLE IF NOT EXISTS {{schema}}.{USAGE} (
     tenant_id          text COLLATE "C" NOT NULL,
+    guard              bigint NOT NULL DEFAULT nextval('{{schema}}.{GUARDS}'),
     suspended          boolean NOT NULL DEFAULT false,
 {_LIMIT_COLUMNS},
     conversations      bigint NOT NULL DEFAULT 0,
@@ -365,6 +372,15 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+# The triggers' WHEN: whether a tenant was ever guarded (a counters row ever
+# numbered; nextval is not undone by a rollback, so this errs on the side of
+# checking). Until then the trigger functions are not even called: the
+# executor reads the sequence (readable by every role: granted to PUBLIC; it
+# tells nothing but this) and queues nothing. From then on they run and stop
+# at their first check when no tenant is guarded any more.
+MAYBE_GUARDED = f"pg_catalog.pg_sequence_last_value('{{schema}}.{GUARDS}'::regclass) IS NOT NULL"
+
+
 def _trigger_statements() -> tuple[str, ...]:
     out: list[str] = []
     for table, (kind, exprs) in _TABLES.items():
@@ -379,7 +395,8 @@ def _trigger_statements() -> tuple[str, ...]:
                 f"""
 CREATE OR REPLACE TRIGGER {table}_quota_{event}
     AFTER {event.upper()} ON {{schema}}.{table} REFERENCING {transition}
-    FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.haive_quota_{table}()
+    FOR EACH STATEMENT WHEN ({MAYBE_GUARDED})
+    EXECUTE FUNCTION {{schema}}.haive_quota_{table}()
 """
             )
         if size:
@@ -391,7 +408,7 @@ CREATE OR REPLACE TRIGGER {table}_quota_{event}
                 f"""
 CREATE OR REPLACE TRIGGER {table}_quota_update
     AFTER UPDATE ON {{schema}}.{table} FOR EACH ROW
-    WHEN ({when})
+    WHEN ({MAYBE_GUARDED} AND ({when}))
     EXECUTE FUNCTION {{schema}}.haive_quota_{table}_update()
 """
             )
@@ -480,7 +497,10 @@ MIGRATIONS = (
     Migration(
         "tenant quotas: usage counters, request counts, triggers on every component's tables",
         (
+            f"CREATE SEQUENCE IF NOT EXISTS {{schema}}.{GUARDS}",
             CREATE_USAGE,
+            f"ALTER SEQUENCE {{schema}}.{GUARDS} OWNED BY {{schema}}.{USAGE}.guard",
+            f"GRANT SELECT ON SEQUENCE {{schema}}.{GUARDS} TO PUBLIC",
             CREATE_REQUESTS,
             REFUSE_FUNCTION,
             CHARGE_FUNCTION,

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,9 +32,11 @@ from haive_langgraph.memory import (
     TokenUsage,
 )
 from haive_langgraph.ops import all_components
+from haive_langgraph.ops.backup import backup, restore
 from haive_langgraph.stores import PostgresStore
 from haive_langgraph.tenants import TenantQuota, TenantRegistry
 from tests._roles import application_role
+from tests.conftest import create_database, drop_database
 
 
 @pytest.fixture(scope="module")
@@ -411,6 +414,36 @@ def test_a_suspended_tenant_cannot_write_but_can_be_erased(
         convs.add_message("c", "user", "back")
     registry.delete(tid)  # erasure of a tenant with a quota row deletes it
     assert usage(dsn, tid) is None and count(dsn, "conversations", tid) == 0
+
+
+def test_a_restored_schema_enforces_its_quotas(
+    pg_server: str, registry: TenantRegistry, tmp_path: Path
+) -> None:
+    """Restore writes with the triggers off; the guards' sequence follows the rows."""
+    source, target = (
+        create_database(pg_server, "quota_src"),
+        create_database(pg_server, "quota_dst"),
+    )
+    try:
+        with TenantRegistry(source) as reg:
+            reg.setup()
+            reg.create("restored", quota=TenantQuota(max_conversations=2))
+        with ConversationStore(source, tenant_id="restored") as convs:
+            convs.create_conversation("bot", "alice")
+            convs.create_conversation("bot", "alice")
+        backup(tmp_path / "all.tar", source)
+        with TenantRegistry(target) as reg:
+            reg.setup()  # a fresh schema: no tenant was ever guarded here
+        restore(tmp_path / "all.tar", target)
+        assert (usage(target, "restored") or {})["conversations"] == 2
+        with (
+            ConversationStore(target, tenant_id="restored") as convs,
+            pytest.raises(QuotaExceededError),
+        ):
+            convs.create_conversation("bot", "alice")
+    finally:
+        drop_database(pg_server, source)
+        drop_database(pg_server, target)
 
 
 # -- row-level security -------------------------------------------------------------------

@@ -13,22 +13,15 @@ other.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
-)
 from langgraph.store.base import BaseStore, Op, Result
 from psycopg_pool import AsyncConnectionPool
 
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
+from haive_langgraph.checkpointers._forwarding import ForwardingCheckpointer
 from haive_langgraph.db._loop import call_on_loop
 from haive_langgraph.server._identity import TenantOf, resolve_tenant
 from haive_langgraph.stores import AsyncPostgresStore
@@ -36,7 +29,7 @@ from haive_langgraph.stores import AsyncPostgresStore
 __all__ = ["TenantCheckpointer", "TenantStore"]
 
 
-class TenantCheckpointer(BaseCheckpointSaver[int]):
+class TenantCheckpointer(ForwardingCheckpointer):
     """A LangGraph checkpointer that routes each call to its caller's tenant.
 
     Args:
@@ -94,11 +87,12 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
         """The tenants this process has served (and still holds an instance of)."""
         return list(self._savers)
 
-    def _current(self, config: RunnableConfig | None = None) -> AsyncPostgresCheckpointer:
+    def _target(self, config: RunnableConfig | None) -> AsyncPostgresCheckpointer:
+        """The instance of the caller's tenant (see :func:`resolve_tenant`)."""
         return self.for_tenant(resolve_tenant(self.tenant_of, config))
 
-    def _current_sync(self, config: RunnableConfig | None) -> AsyncPostgresCheckpointer:
-        """:meth:`_current` from another thread: a new instance is made on the saver's loop."""
+    def _sync_target(self, config: RunnableConfig | None) -> AsyncPostgresCheckpointer:
+        """:meth:`_target` from another thread: a new instance is made on the saver's loop."""
         tenant = resolve_tenant(self.tenant_of, config)
         found = self._savers.get(tenant)
         if found is not None:
@@ -117,104 +111,6 @@ class TenantCheckpointer(BaseCheckpointSaver[int]):
     def get_next_version(self, current: Any, channel: None) -> Any:
         """The saver's versions (shared by every tenant)."""
         return self.saver.get_next_version(current, channel)
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The caller's tenant's checkpoint ``config`` names (see ``AsyncPostgresCheckpointer``)."""
-        return await self._current(config).aget_tuple(config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """The caller's tenant's checkpoints, newest first."""
-        saver = self._current(config)
-        async for tup in saver.alist(config, filter=filter, before=before, limit=limit):
-            yield tup
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Store a checkpoint of the caller's tenant."""
-        return await self._current(config).aput(config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Store pending writes of the caller's tenant."""
-        await self._current(config).aput_writes(config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """Delete a thread of the caller's tenant."""
-        await self._current().adelete_thread(thread_id)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy a thread of the caller's tenant to a new thread of the same tenant."""
-        await self._current().acopy_thread(source_thread_id, target_thread_id)
-
-    async def adelete_for_runs(self, run_ids: Iterable[str]) -> None:
-        """Delete the caller's tenant's checkpoints created by these runs."""
-        await self._current().adelete_for_runs(list(run_ids))
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Prune threads of the caller's tenant."""
-        await self._current().aprune(thread_ids, strategy=strategy)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """``DeltaChannel`` history of the caller's tenant."""
-        return await self._current(config).aget_delta_channel_history(
-            config=config, channels=channels
-        )
-
-    # The sync twins, for graph code that calls them from a worker thread.
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Sync :meth:`aget_tuple` (from another thread than the server's loop)."""
-        return self._current_sync(config).get_tuple(config)
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """Sync :meth:`alist`."""
-        return self._current_sync(config).list(config, filter=filter, before=before, limit=limit)
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Sync :meth:`aput`."""
-        return self._current_sync(config).put(config, checkpoint, metadata, new_versions)
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Sync :meth:`aput_writes`."""
-        self._current_sync(config).put_writes(config, writes, task_id, task_path)
 
 
 class TenantStore(BaseStore):

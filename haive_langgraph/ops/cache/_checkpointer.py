@@ -16,6 +16,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 
+from haive_langgraph.checkpointers._forwarding import ForwardingCheckpointer
 from haive_langgraph.codec import Codec, Kind, RowContext
 from haive_langgraph.errors import HaiveError
 from haive_langgraph.ops.cache._format import _NONE, _seal, _unseal
@@ -125,7 +126,7 @@ class _TupleFormat:
         )
 
 
-class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
+class CachedCheckpointer(_Keyed, ForwardingCheckpointer):
     """A checkpointer whose ``get_tuple`` is cached (see the module docstring).
 
     Build it with :meth:`CacheLayer.wrap`. Everything else is the wrapped
@@ -170,6 +171,9 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
 
     def get_next_version(self, current: Any, channel: Any) -> Any:
         return self.inner.get_next_version(current, channel)
+
+    def _target(self, config: RunnableConfig | None) -> BaseCheckpointSaver[Any]:
+        return self.inner
 
     def setup(self) -> Any:
         """The checkpointer's tables, and the cache's versions table beside them (a
@@ -216,36 +220,6 @@ class CachedCheckpointer(_Keyed, BaseCheckpointSaver[Any]):
             _TupleFormat(self, thread),
             self._origin,
         )
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        return self.inner.list(config, filter=filter, before=before, limit=limit)
-
-    def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        return self.inner.alist(config, filter=filter, before=before, limit=limit)
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, Any]:
-        return self.inner.get_delta_channel_history(config=config, channels=channels)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, Any]:
-        return await self.inner.aget_delta_channel_history(config=config, channels=channels)
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> CachedCheckpointer:
         inner = self.inner.with_allowlist(extra_allowlist)

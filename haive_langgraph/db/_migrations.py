@@ -46,6 +46,12 @@ from haive_langgraph.errors import MigrationError
 
 # Advisory lock namespace of haive-langgraph (two-key form: this, hash of schema).
 LOCK_CLASS_MIGRATIONS = 0x48560001
+# Held (exclusive, for the session) by an online run; taken shared, without
+# waiting, by the one-transaction runner. A session waiting for a lock while a
+# CREATE INDEX CONCURRENTLY runs would deadlock with it (the build waits for every
+# transaction holding a snapshot, the waiter for the build's session): so nothing
+# waits for an online run, it is refused with a message instead.
+LOCK_CLASS_ONLINE = 0x48560004
 
 MIGRATIONS_TABLE = "haive_migrations"
 
@@ -258,6 +264,13 @@ def migrate_op(
     """
     if partitions is not None:
         check_count(partitions)
+    free = yield Step(
+        "SELECT pg_try_advisory_xact_lock_shared(%s, hashtext(%s))",
+        (LOCK_CLASS_ONLINE, schema),
+        fetch="one",
+    )
+    if not free[0]:
+        return (yield from _during_online_run(components, schema))
     yield lock_step(schema, session=False)
     for bootstrap in _bootstrap(schema):
         yield Step(bootstrap, fetch="none")
@@ -274,6 +287,18 @@ def migrate_op(
             yield record_step(schema, component, version, migration)
             applied_now[component.name].append(version)
     return applied_now
+
+
+def _during_online_run(components: Sequence[Component], schema: str) -> Op[dict[str, list[int]]]:
+    """Nothing to do, or a refusal: an online run holds the schema (see LOCK_CLASS_ONLINE)."""
+    pending = yield from pending_op(components, schema)
+    if needed := [f"{c.name} {v}" for c, todo in pending for v, _ in todo]:
+        raise MigrationError(
+            f"an online migration (haive-lg migrate) is running on schema {schema!r} and "
+            f"this process needs migrations it has not applied yet ({', '.join(needed)}): "
+            "start it again once that migration is done"
+        )
+    return {c.name: [] for c in components}
 
 
 def lock_step(schema: str, *, session: bool, unlock: bool = False) -> Step:

@@ -19,7 +19,11 @@ autocommit mode and applies each pending migration on its own:
 
 It holds the migrations lock for the session (``pg_advisory_lock``, the key
 ``migrate_op`` takes per transaction), so no other runner or ``setup()``
-applies migrations meanwhile; writers are not concerned by it.
+applies migrations meanwhile; writers are not concerned by it. Nobody waits
+for an online run, either: a session waiting for a lock holds a snapshot, and
+``CREATE INDEX CONCURRENTLY`` waits for every such session, a deadlock. Another
+online run is refused, and ``setup()`` returns at once when it has nothing to
+apply, else is refused with a message (``LOCK_CLASS_ONLINE``).
 
 Versions are per component (``checkpoints`` 5 and ``store`` 5 are unrelated);
 a target names the components to stop, ``{"checkpoints": 3}``; the others
@@ -37,6 +41,7 @@ from psycopg import sql
 from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._migrations import (
     CONCURRENT_INDEX,
+    LOCK_CLASS_ONLINE,
     Component,
     Migration,
     MigrationKind,
@@ -158,6 +163,7 @@ def online_migrate_op(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if partitions is not None:
         check_count(partitions)
+    yield from _claim_op(schema)
     yield lock_step(schema, session=True)
     yield bootstrap_steps(schema)
     pending = yield from pending_op(components, schema, bootstrapped=True)
@@ -184,7 +190,38 @@ def online_migrate_op(
         if on_progress is not None:
             on_progress(replace(progress, done=True))
     yield lock_step(schema, session=True, unlock=True)
+    yield Step(UNLOCK_ONLINE, (LOCK_CLASS_ONLINE, schema), fetch="none")
     return applied
+
+
+UNLOCK_ONLINE = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+
+# The session holding the online-run lock of a schema exclusively: another online run.
+ONLINE_HOLDER = """
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted
+  AND classid = %s::integer::oid AND objid = hashtext(%s)::oid
+"""
+
+
+def _claim_op(schema: str) -> Op[None]:
+    """Take the online-run lock of ``schema``, or refuse when another online run has it.
+
+    Waiting would deadlock with that run's concurrent index builds (see
+    ``LOCK_CLASS_ONLINE``); only one-transaction runners still at work are
+    waited for (they hold it shared, and build no index concurrently).
+    """
+    key = (LOCK_CLASS_ONLINE, schema)
+    got = yield Step("SELECT pg_try_advisory_lock(%s, hashtext(%s))", key, fetch="one")
+    if got[0]:
+        return
+    holder = yield Step(ONLINE_HOLDER, key, fetch="one")
+    if holder is not None:
+        raise MigrationError(
+            f"another online migration is running on schema {schema!r} (server process "
+            f"{holder[0]}): wait for it to finish"
+        )
+    yield Step("SELECT pg_advisory_lock(%s, hashtext(%s))", key, fetch="none")
 
 
 def _backfill(

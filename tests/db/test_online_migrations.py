@@ -481,3 +481,53 @@ def test_the_same_backfill_in_one_transaction_makes_writers_wait(dsn: str) -> No
     print(f"\none transaction {took:.2f}s, longest wait {max(writers.waits) * 1000:.0f} ms")
     # A writer waits for most of the transaction: what the online runner avoids.
     assert max(writers.waits) >= took / 2
+
+
+def test_nothing_waits_for_a_running_online_migration(dsn: str) -> None:
+    """A session waiting for a lock would deadlock with CREATE INDEX CONCURRENTLY (it
+    waits for every transaction holding a snapshot): during an online run, another
+    runner is refused, setup() returns at once when it has nothing to apply and is
+    refused when it has; afterwards each migration is recorded once."""
+    schema = "online_lock"
+    side = Component("side", (Migration("side", ("CREATE TABLE {schema}.side (a int)",)),))
+    online(dsn, schema, DEMO, target={"demo": 1})
+    online(dsn, schema, side)
+    fill(dsn, schema, 5000)
+    results: dict[str, Any] = {}
+
+    def in_one_transaction(component: Component) -> Any:
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+            return run(conn, migrate_op([component], schema))
+
+    def meanwhile(event: MigrationProgress) -> None:
+        if event.batches != 1 or results:
+            return
+        for name, attempt in (
+            ("second run", lambda: online(dsn, schema, DEMO)),
+            ("setup, behind", lambda: in_one_transaction(DEMO)),
+            ("setup, up to date", lambda: in_one_transaction(side)),
+        ):
+            started = time.perf_counter()
+            try:
+                results[name] = attempt()
+            except MigrationError as exc:
+                results[name] = str(exc)
+            assert time.perf_counter() - started < 5  # nobody waited
+
+    assert online(dsn, schema, DEMO, batch_size=1000, on_progress=meanwhile) == {
+        "demo": [2, 3, 4, 5, 6]
+    }
+    assert "another online migration is running on schema 'online_lock'" in results["second run"]
+    assert "an online migration (haive-lg migrate) is running" in results["setup, behind"]
+    assert "needs migrations it has not applied yet (demo 3, demo 4" in results["setup, behind"]
+    assert results["setup, up to date"] == {"side": []}
+    versions = scalar(
+        dsn,
+        "SELECT array_agg(version ORDER BY version) FROM {schema}.haive_migrations "
+        "WHERE component = 'demo'",
+        schema,
+    )
+    assert versions == [1, 2, 3, 4, 5, 6]
+    # The locks went with the run: setup() and another run go ahead.
+    assert in_one_transaction(DEMO) == {"demo": []}
+    assert online(dsn, schema, DEMO) == {"demo": []}

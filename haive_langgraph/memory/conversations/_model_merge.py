@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -246,15 +246,8 @@ def settle(
         if item.action == "rewrite":
             fields, meta = entry.item
             note = {"rewritten": True, "reason": item.reason}
-            entry = Entry(
-                **{
-                    **{f: getattr(entry, f) for f in Entry.__dataclass_fields__},
-                    "item": [
-                        {**fields, "content": item.content},
-                        {**dict(meta or {}), "merge": note},
-                    ],
-                }
-            )
+            rewritten = [{**fields, "content": item.content}, {**dict(meta or {}), "merge": note}]
+            entry = replace(entry, item=rewritten)
         if item.action != "drop":
             merged.append(entry)
         record.append(

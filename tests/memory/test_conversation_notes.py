@@ -173,3 +173,19 @@ async def test_a_retriever_searches_hybrid(mem: Side) -> None:
     )
     assert docs[0].page_content == "Ticket HX-77 is closed"
     assert docs[0].metadata["score"] == pytest.approx(2 / 61)
+
+
+def test_keywords_and_hybrid_need_our_store() -> None:
+    from langchain_core.messages import HumanMessage
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    embeddings = HashingEmbeddings(DIMS)
+    memory = VectorMemory(InMemoryVectorStore(embedding=embeddings), embeddings=embeddings)
+    chat = [HumanMessage("vacuum twice: vacuum")]
+    with pytest.raises(ConfigurationError, match="runs in PostgreSQL"):
+        memory.store_conversation(chat, keywords=True, user_id="u")
+    with pytest.raises(ConfigurationError, match="needs the PostgreSQL store"):
+        memory.search("vacuum", user_id="u", mode="hybrid")
+    # A summary needs only the model.
+    ids = memory.store_conversation(chat, summarize=True, model=model(), user_id="u")
+    assert memory.get_memory(ids[-1], user_id="u").kind == "conversation_summary"

@@ -376,9 +376,13 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
 # numbered; nextval is not undone by a rollback, so this errs on the side of
 # checking). Until then the trigger functions are not even called: the
 # executor reads the sequence (readable by every role: granted to PUBLIC; it
-# tells nothing but this) and queues nothing. From then on they run and stop
-# at their first check when no tenant is guarded any more.
-MAYBE_GUARDED = f"pg_catalog.pg_sequence_last_value('{{schema}}.{GUARDS}'::regclass) IS NOT NULL"
+# tells nothing but this; a role it was revoked from reads NULL, so it counts
+# as guarded) and queues nothing. From then on they run and stop at their
+# first check when no tenant is guarded any more.
+MAYBE_GUARDED = (
+    f"(pg_catalog.pg_sequence_last_value('{{schema}}.{GUARDS}'::regclass) IS NOT NULL "
+    f"OR NOT pg_catalog.has_sequence_privilege('{{schema}}.{GUARDS}'::regclass, 'SELECT'))"
+)
 
 
 def _trigger_statements() -> tuple[str, ...]:

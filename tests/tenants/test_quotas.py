@@ -458,7 +458,6 @@ def app_dsn(dsn: str, registry: TenantRegistry) -> Iterator[str]:
     grants = (
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {{r}}",
         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA haive TO {r}",
-        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA haive TO {r}",
     )
     with application_role(dsn, grants) as app:
         yield app
@@ -485,6 +484,18 @@ def test_quotas_hold_and_stay_per_tenant_under_row_level_security(
             put_checkpoints(saver, "t", 1)
     assert (usage(dsn, capped) or {})["conversations"] == 1
     assert (usage(dsn, other) or {})["conversations"] == 2
+    # a role that may not read the guards' sequence is checked all the same
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("REVOKE SELECT ON SEQUENCE haive.tenant_quota_guards FROM PUBLIC")
+    try:
+        with (
+            ConversationStore(app_dsn, tenant_id=capped) as a,
+            pytest.raises(QuotaExceededError),
+        ):
+            a.create_conversation("bot", "alice")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("GRANT SELECT ON SEQUENCE haive.tenant_quota_guards TO PUBLIC")
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         for statement in (
             "SELECT * FROM haive.tenant_usage",

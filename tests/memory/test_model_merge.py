@@ -158,6 +158,23 @@ async def test_model_merge_writes_a_new_session_and_keeps_both(sessions: Side) -
     assert record.decision["summary"] == "one plan, the duplicate budget dropped"
 
 
+async def test_the_merged_session_can_be_named(sessions: Side) -> None:
+    user = new_id("u")
+    pid, sid, ids = await two_branches(sessions, user)
+    name = new_id("merged")
+    merged = await sessions(
+        "merge_sessions",
+        pid,
+        sid,
+        "model",
+        user_id=user,
+        model=fake(decision(ids)),
+        session_id=name,
+    )
+    assert merged.session_id == name
+    assert len(await texts(sessions, name, user)) == 4
+
+
 async def test_primary_wins_settles_conflicts_whatever_the_model_says(sessions: Side) -> None:
     user = new_id("u")
     pid, sid, ids = await two_branches(sessions, user)

@@ -5,13 +5,15 @@ Two of our classes are such wrappers: the cache layer's
 invalidate) and the LangGraph server's ``TenantCheckpointer`` (the instance
 of the caller's tenant). :class:`ForwardingCheckpointer` passes every call of
 LangGraph's interface on, written once; a wrapper names the target
-(:meth:`~ForwardingCheckpointer._target`) and overrides only the calls it
+(:meth:`~ForwardingCheckpointer._target`), may be told of each write
+(:meth:`~ForwardingCheckpointer._written`), and overrides only the calls it
 adds something to.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -43,6 +45,27 @@ class ForwardingCheckpointer(BaseCheckpointSaver[Any]):
     def _sync_target(self, config: RunnableConfig | None) -> BaseCheckpointSaver[Any]:
         """The checkpointer a sync call runs on."""
         return self._target(config)
+
+    def _written(self, thread_ids: Sequence[str] | str | None) -> Any:
+        """Called after each write, even a failed one (it may have happened), with the
+        threads it touched (``None``: not known). Does nothing here."""
+
+    async def _awritten(self, thread_ids: Sequence[str] | str | None) -> Any:
+        """:meth:`_written` of the async writes."""
+
+    @contextmanager
+    def _writing(self, thread_ids: Sequence[str] | str | None) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._written(thread_ids)
+
+    @asynccontextmanager
+    async def _awriting(self, thread_ids: Sequence[str] | str | None) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self._awritten(thread_ids)
 
     # -- reads --------------------------------------------------------------------
 
@@ -113,7 +136,8 @@ class ForwardingCheckpointer(BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._sync_target(config).put_writes(config, writes, task_id, task_path)
+        with self._writing(_thread(config)):
+            self._sync_target(config).put_writes(config, writes, task_id, task_path)
 
     async def aput_writes(
         self,
@@ -122,28 +146,43 @@ class ForwardingCheckpointer(BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._target(config).aput_writes(config, writes, task_id, task_path)
+        async with self._awriting(_thread(config)):
+            await self._target(config).aput_writes(config, writes, task_id, task_path)
 
     def delete_thread(self, thread_id: str) -> None:
-        self._sync_target(None).delete_thread(thread_id)
+        with self._writing(str(thread_id)):
+            self._sync_target(None).delete_thread(thread_id)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._target(None).adelete_thread(thread_id)
+        async with self._awriting(str(thread_id)):
+            await self._target(None).adelete_thread(thread_id)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._sync_target(None).copy_thread(source_thread_id, target_thread_id)
+        with self._writing(str(target_thread_id)):
+            self._sync_target(None).copy_thread(source_thread_id, target_thread_id)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._target(None).acopy_thread(source_thread_id, target_thread_id)
+        async with self._awriting(str(target_thread_id)):
+            await self._target(None).acopy_thread(source_thread_id, target_thread_id)
+
+    # The threads the runs wrote to are not known here.
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._sync_target(None).delete_for_runs(list(run_ids))
+        with self._writing(None):
+            self._sync_target(None).delete_for_runs(list(run_ids))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._target(None).adelete_for_runs(list(run_ids))
+        async with self._awriting(None):
+            await self._target(None).adelete_for_runs(list(run_ids))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._sync_target(None).prune(thread_ids, strategy=strategy)
+        with self._writing(thread_ids):
+            self._sync_target(None).prune(thread_ids, strategy=strategy)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self._target(None).aprune(thread_ids, strategy=strategy)
+        async with self._awriting(thread_ids):
+            await self._target(None).aprune(thread_ids, strategy=strategy)
+
+
+def _thread(config: RunnableConfig) -> str:
+    return str(config["configurable"]["thread_id"])

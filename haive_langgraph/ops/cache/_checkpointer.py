@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
@@ -255,22 +254,6 @@ class CachedCheckpointer(_Keyed, ForwardingCheckpointer):
             pass
         return await self.layer.awritten(self._origin, self._groups(thread_ids))
 
-    @contextmanager
-    def _writing(self, thread_ids: Sequence[str] | str | None) -> Iterator[None]:
-        """Run a write on the source, then (even when it failed: it may have happened)
-        give ``thread_ids`` new versions and drop them from the cache (``None``: all)."""
-        try:
-            yield
-        finally:
-            self._written(thread_ids)
-
-    @asynccontextmanager
-    async def _awriting(self, thread_ids: Sequence[str] | str | None) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self._awritten(thread_ids)
-
     @staticmethod
     def _thread(config: RunnableConfig) -> str:
         return str(config["configurable"]["thread_id"])
@@ -352,34 +335,6 @@ class CachedCheckpointer(_Keyed, ForwardingCheckpointer):
         except Exception:
             log.debug("read-back after put failed", exc_info=True)
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        with self._writing(self._thread(config)):
-            self.inner.put_writes(config, writes, task_id, task_path)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        async with self._awriting(self._thread(config)):
-            await self.inner.aput_writes(config, writes, task_id, task_path)
-
-    def delete_thread(self, thread_id: str) -> None:
-        with self._writing(str(thread_id)):
-            self.inner.delete_thread(thread_id)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        async with self._awriting(str(thread_id)):
-            await self.inner.adelete_thread(thread_id)
-
     def delete_threads(self, thread_ids: Sequence[str]) -> Any:
         with self._writing(thread_ids):
             return self.inner.delete_threads(thread_ids)  # type: ignore[attr-defined]
@@ -387,31 +342,6 @@ class CachedCheckpointer(_Keyed, ForwardingCheckpointer):
     async def adelete_threads(self, thread_ids: Sequence[str]) -> Any:
         async with self._awriting(thread_ids):
             return await self.inner.adelete_threads(thread_ids)  # type: ignore[attr-defined]
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        with self._writing(str(target_thread_id)):
-            self.inner.copy_thread(source_thread_id, target_thread_id)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        async with self._awriting(str(target_thread_id)):
-            await self.inner.acopy_thread(source_thread_id, target_thread_id)
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        # The threads the runs wrote to are not known here: drop everything.
-        with self._writing(None):
-            self.inner.delete_for_runs(run_ids)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        async with self._awriting(None):
-            await self.inner.adelete_for_runs(run_ids)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        with self._writing(thread_ids):
-            self.inner.prune(thread_ids, strategy=strategy)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        async with self._awriting(thread_ids):
-            await self.inner.aprune(thread_ids, strategy=strategy)
 
     def tag(self, config: RunnableConfig, *tags: str) -> None:
         with self._writing(self._thread(config)):

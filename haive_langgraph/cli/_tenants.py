@@ -114,14 +114,23 @@ class RecordOptions:
         return replace(base, **changes) if changes else None
 
 
-@contextmanager
-def _registry(dsn: str | None, schema: str | None) -> Iterator[TenantRegistry]:
-    """The registry on those tables (they must exist: ``haive-lg migrate``)."""
-    from haive_langgraph.tenants import TenantRegistry
+@dataclass(frozen=True, slots=True)
+class RegistryOptions:
+    """``--dsn``, ``--schema`` and ``--json``: the registry a command reads or changes,
+    and how it prints."""
 
-    require_schema(dsn, schema, "tenants")
-    with TenantRegistry(dsn, schema=schema) as registry:
-        yield registry
+    dsn: DsnOption = None
+    schema: SchemaOption = None
+    as_json: JsonOption = False
+
+    @contextmanager
+    def registry(self) -> Iterator[TenantRegistry]:
+        """The registry on those tables (they must exist: ``haive-lg migrate``)."""
+        from haive_langgraph.tenants import TenantRegistry
+
+        require_schema(self.dsn, self.schema, "tenants")
+        with TenantRegistry(self.dsn, schema=self.schema) as registry:
+            yield registry
 
 
 def _limits(tenant: Tenant) -> str:
@@ -169,44 +178,42 @@ def _print(tenant: Tenant, as_json: bool) -> None:
 @group.command("create")
 @command
 def tenants_create(
-    tenant: TenantArgument,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    as_json: JsonOption = False,
-    *,
-    record: RecordOptions,
+    tenant: TenantArgument, *, where: RegistryOptions, record: RecordOptions
 ) -> None:
     """Register a tenant (active), with its display name, settings and quota."""
     from haive_langgraph.tenants import TenantQuota, TenantSettings
 
-    with _registry(dsn, schema) as registry:
+    with where.registry() as registry:
         created = registry.create(
             tenant,
             display_name=record.name or "",
             settings=record.settings(TenantSettings()),
             quota=record.quota(TenantQuota()),
         )
-    _print(created, as_json)
+    _print(created, where.as_json)
 
 
-@group.command("get")
-@command
-def tenants_get(
-    tenant: TenantArgument,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Show a tenant: status, settings (with its compliance mode's defaults), quota."""
-    with _registry(dsn, schema) as registry:
-        _print(registry.get(tenant), as_json)
+def _one_tenant_command(name: str, summary: str) -> None:
+    """Add ``haive-lg tenants NAME TENANT``: the registry's method ``name`` (``get``,
+    ``suspend``, ``resume``) on the tenant, which is then printed as it is."""
+
+    @group.command(name, help=summary)
+    @command
+    def run(tenant: TenantArgument, *, where: RegistryOptions) -> None:
+        with where.registry() as registry:
+            _print(getattr(registry, name)(tenant), where.as_json)
+
+
+_one_tenant_command(
+    "get", "Show a tenant: status, settings (with its compliance mode's defaults), quota."
+)
 
 
 @group.command("list")
 @command
 def tenants_list(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: RegistryOptions,
     status: Annotated[
         str | None, typer.Option("--status", help="Only 'active' or 'suspended' tenants.")
     ] = None,
@@ -214,12 +221,11 @@ def tenants_list(
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="The next cursor a previous page printed.")
     ] = None,
-    as_json: JsonOption = False,
 ) -> None:
     """List tenants by id (a page at a time)."""
-    with _registry(dsn, schema) as registry:
+    with where.registry() as registry:
         page = registry.list(status=status, limit=limit, cursor=cursor)
-    if as_json:
+    if where.as_json:
         print_json(
             {"tenants": [t.as_dict() for t in page.tenants], "next_cursor": page.next_cursor}
         )
@@ -245,15 +251,10 @@ def tenants_list(
 @group.command("update")
 @command
 def tenants_update(
-    tenant: TenantArgument,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    as_json: JsonOption = False,
-    *,
-    record: RecordOptions,
+    tenant: TenantArgument, *, where: RegistryOptions, record: RecordOptions
 ) -> None:
     """Change a tenant's display name, settings or limits (only those given)."""
-    with _registry(dsn, schema) as registry:
+    with where.registry() as registry:
         current = registry.get(tenant)
         updated = registry.update(
             tenant,
@@ -261,53 +262,30 @@ def tenants_update(
             settings=record.settings(current.settings),
             quota=record.quota(current.quota),
         )
-    _print(updated, as_json)
+    _print(updated, where.as_json)
 
 
-@group.command("suspend")
-@command
-def tenants_suspend(
-    tenant: TenantArgument,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Suspend a tenant: its context refuses to open (its data stays)."""
-    with _registry(dsn, schema) as registry:
-        _print(registry.suspend(tenant), as_json)
-
-
-@group.command("resume")
-@command
-def tenants_resume(
-    tenant: TenantArgument,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Make a suspended tenant active again."""
-    with _registry(dsn, schema) as registry:
-        _print(registry.resume(tenant), as_json)
+_one_tenant_command("suspend", "Suspend a tenant: its context refuses to open (its data stays).")
+_one_tenant_command("resume", "Make a suspended tenant active again.")
 
 
 @group.command("delete")
 @command
 def tenants_delete(
     tenant: TenantArgument,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: RegistryOptions,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
-    as_json: JsonOption = False,
 ) -> None:
     """Erase a tenant: every row of it in every component, then its record."""
-    with _registry(dsn, schema) as registry:
+    with where.registry() as registry:
         registry.get(tenant)  # an unknown tenant fails before the question
         if not yes and not typer.confirm(
             f"erase every row of tenant {tenant!r} in every component, and its record?"
         ):
             usage("not confirmed; nothing was deleted")
         erased = registry.delete(tenant)
-    if as_json:
+    if where.as_json:
         print_json({"tenant_id": tenant, "deleted": erased})
         return
     out = Table(title=f"Tenant {tenant} erased")

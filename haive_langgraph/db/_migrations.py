@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from haive_langgraph.db import _migrations_sql as SQL
 from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._features import FramedTable, Table
 from haive_langgraph.db._identifiers import validate_identifier
@@ -264,11 +265,7 @@ def migrate_op(
     """
     if partitions is not None:
         check_count(partitions)
-    free = yield Step(
-        "SELECT pg_try_advisory_xact_lock_shared(%s, hashtext(%s))",
-        (LOCK_CLASS_ONLINE, schema),
-        fetch="one",
-    )
+    free = yield Step(SQL.TRY_ONLINE_SHARED, (LOCK_CLASS_ONLINE, schema), fetch="one")
     if not free[0]:
         return (yield from _during_online_run(components, schema))
     yield lock_step(schema, session=False)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 
 from psycopg import sql
 
+from haive_langgraph.db import _migrations_sql as SQL
 from haive_langgraph.db._driver import Op, Step
 from haive_langgraph.db._migrations import (
     CONCURRENT_INDEX,
@@ -190,18 +191,8 @@ def online_migrate_op(
         if on_progress is not None:
             on_progress(replace(progress, done=True))
     yield lock_step(schema, session=True, unlock=True)
-    yield Step(UNLOCK_ONLINE, (LOCK_CLASS_ONLINE, schema), fetch="none")
+    yield Step(SQL.UNLOCK_ONLINE, (LOCK_CLASS_ONLINE, schema), fetch="none")
     return applied
-
-
-UNLOCK_ONLINE = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
-
-# The session holding the online-run lock of a schema exclusively: another online run.
-ONLINE_HOLDER = """
-SELECT pid FROM pg_locks
-WHERE locktype = 'advisory' AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted
-  AND classid = %s::integer::oid AND objid = hashtext(%s)::oid
-"""
 
 
 def _claim_op(schema: str) -> Op[None]:
@@ -212,16 +203,16 @@ def _claim_op(schema: str) -> Op[None]:
     waited for (they hold it shared, and build no index concurrently).
     """
     key = (LOCK_CLASS_ONLINE, schema)
-    got = yield Step("SELECT pg_try_advisory_lock(%s, hashtext(%s))", key, fetch="one")
+    got = yield Step(SQL.TRY_ONLINE, key, fetch="one")
     if got[0]:
         return
-    holder = yield Step(ONLINE_HOLDER, key, fetch="one")
+    holder = yield Step(SQL.ONLINE_HOLDER, key, fetch="one")
     if holder is not None:
         raise MigrationError(
             f"another online migration is running on schema {schema!r} (server process "
             f"{holder[0]}): wait for it to finish"
         )
-    yield Step("SELECT pg_advisory_lock(%s, hashtext(%s))", key, fetch="none")
+    yield Step(SQL.WAIT_ONLINE, key, fetch="none")
 
 
 def _backfill(
@@ -248,21 +239,14 @@ def _concurrent_index(migration: Migration, schema: str) -> Op[None]:
     match = CONCURRENT_INDEX.match(migration.statements[0])
     assert match is not None  # checked by Migration
     index, table = match.group(1), match.group(2)
-    row = yield Step(
-        "SELECT i.indisvalid, (SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)) "
-        "FROM (SELECT 1) AS one LEFT JOIN pg_index i ON i.indexrelid = to_regclass(%s)",
-        (f"{schema}.{table}", f"{schema}.{index}"),
-        fetch="one",
-    )
+    row = yield Step(SQL.INDEX_STATE, (f"{schema}.{table}", f"{schema}.{index}"), fetch="one")
     valid, relkind = row
     if valid is False:
         # A failed CONCURRENTLY build leaves an invalid index that IF NOT EXISTS would keep.
-        yield Step(
-            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(index)
-            ),
-            fetch="none",
+        drop = sql.SQL(SQL.DROP_INVALID_INDEX).format(
+            schema=sql.Identifier(schema), index=sql.Identifier(index)
         )
+        yield Step(drop, fetch="none")
     if relkind == "p":
         # PostgreSQL cannot build an index concurrently on a partitioned table;
         # it is built in one statement (SHARE lock on each partition).

@@ -15,19 +15,20 @@ version never does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from haive_langgraph.db import _migrations_sql as SQL
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import connect_error, connection_kwargs
-from haive_langgraph.db._driver import Op, arun, run
+from haive_langgraph.db._driver import Op, Step, arun, run
 from haive_langgraph.db._dsn import resolve_dsn, uses_transaction_pooler
 from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._lock_plan import StatementLock, describe_statement
-from haive_langgraph.db._migrations import MigrationKind, pending_op
+from haive_langgraph.db._migrations import Component, MigrationKind, pending_op
 from haive_langgraph.db._online_migrations import (
     DEFAULT_BATCH_SIZE,
     MigrationProgress,
@@ -88,18 +89,28 @@ class PlannedStep:
         }
 
 
-def _plan_op(schema: str, target: Mapping[str, int] | None) -> Op[list[PlannedStep]]:
-    pending = yield from pending_op(all_components(), schema)
-    return [
-        PlannedStep(
-            component.name,
-            version,
-            migration.description,
-            migration.kind,
-            tuple(describe_statement(s, migration.kind) for s in migration.statements),
+def plan_op(
+    schema: str,
+    target: Mapping[str, int] | None,
+    components: Sequence[Component] | None = None,
+) -> Op[list[PlannedStep]]:
+    """The pending steps up to ``target`` and their locks (every component by default)."""
+    pending = yield from pending_op(all_components() if components is None else components, schema)
+    rows = yield Step(SQL.PARTITIONED, (schema,))
+    partitioned = {str(name) for (name,) in rows}
+    steps = []
+    for component, version, migration in select_steps(pending, target):
+        locks = [describe_statement(s, migration.kind) for s in migration.statements]
+        if migration.kind == "concurrent" and locks[0].table in partitioned:
+            # No CONCURRENTLY on a partitioned table: the runner builds it in one statement.
+            query, _ = migration.in_transaction(migration.statements[0])
+            locks = [describe_statement(query)]
+        steps.append(
+            PlannedStep(
+                component.name, version, migration.description, migration.kind, tuple(locks)
+            )
         )
-        for component, version, migration in select_steps(pending, target)
-    ]
+    return steps
 
 
 def _connect_args(
@@ -239,7 +250,7 @@ def migration_plan(
     resolved, target, kwargs = _connect_args(dsn, schema, config, target_version)
     conn = _connect(resolved, kwargs)
     with conn:
-        return run(conn, _plan_op(target, target_version))
+        return run(conn, plan_op(target, target_version))
 
 
 async def amigration_plan(
@@ -253,4 +264,4 @@ async def amigration_plan(
     resolved, target, kwargs = _connect_args(dsn, schema, config, target_version)
     conn = await _aconnect(resolved, kwargs)
     async with conn:
-        return await arun(conn, _plan_op(target, target_version))
+        return await arun(conn, plan_op(target, target_version))

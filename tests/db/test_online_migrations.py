@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from haive_langgraph.cli import app
 from haive_langgraph.db._driver import arun, run
 from haive_langgraph.db._lock_plan import describe_statement
-from haive_langgraph.db._migrations import Component, Migration, migrate_op
+from haive_langgraph.db._migrations import Component, Migration, migrate_op, migration_script
 from haive_langgraph.db._online_migrations import (
     MigrationProgress,
     online_migrate_op,
@@ -27,7 +27,7 @@ from haive_langgraph.db._online_migrations import (
 )
 from haive_langgraph.errors import MigrationError
 from haive_langgraph.ops import all_components
-from haive_langgraph.ops._online import amigrate, migrate, migration_plan
+from haive_langgraph.ops._online import amigrate, migrate, migration_plan, plan_op
 
 CREATE = Migration(
     "items",
@@ -531,3 +531,39 @@ def test_nothing_waits_for_a_running_online_migration(dsn: str) -> None:
     # The locks went with the run: setup() and another run go ahead.
     assert in_one_transaction(DEMO) == {"demo": []}
     assert online(dsn, schema, DEMO) == {"demo": []}
+
+
+def test_the_sql_script_runs_the_new_kinds_in_its_transaction(dsn: str) -> None:
+    script = migration_script([DEMO], "online_script")
+    assert "LIMIT NULL" in script and "%(batch_size)s" not in script
+    assert "CONCURRENTLY" not in script
+    assert "CREATE INDEX IF NOT EXISTS items_a_lower_idx" in script
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(script.encode())
+    assert online(dsn, "online_script", DEMO) == {"demo": []}  # checksums match
+
+
+def test_a_concurrent_index_on_a_partitioned_table(dsn: str) -> None:
+    """PostgreSQL builds no index CONCURRENTLY on a partitioned table: built in one
+    statement, and the plan says so (SHARE, not SHARE UPDATE EXCLUSIVE)."""
+    schema = "online_parted"
+    parted = Migration(
+        "parted",
+        (
+            "CREATE TABLE {schema}.parted (a int, b text) PARTITION BY HASH (a)",
+            "CREATE TABLE {schema}.parted_0 PARTITION OF {schema}.parted "
+            "FOR VALUES WITH (MODULUS 2, REMAINDER 0)",
+            "CREATE TABLE {schema}.parted_1 PARTITION OF {schema}.parted "
+            "FOR VALUES WITH (MODULUS 2, REMAINDER 1)",
+        ),
+    )
+    index = Migration.concurrent_index(
+        "b", "CREATE INDEX CONCURRENTLY IF NOT EXISTS parted_b ON {schema}.parted (b)"
+    )
+    component = Component("demo", (parted, index))
+    online(dsn, schema, component, target={"demo": 1})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        plan = run(conn, plan_op(schema, None, [component]))
+    assert [(lock.action, lock.lock) for lock in plan[0].locks] == [("CREATE INDEX", "SHARE")]
+    assert online(dsn, schema, component) == {"demo": [2]}
+    assert scalar(dsn, f"SELECT to_regclass('{schema}.parted_b') IS NOT NULL", schema)

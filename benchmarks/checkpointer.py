@@ -675,6 +675,10 @@ def report(threads: int, turns: int, results: dict[str, Result]) -> None:
         + f"\n    the same without serialisation        {floor.invokes_per_s / mem.invokes_per_s:.2f}x"
         + f"\n    ... encoding new values, copying reads {new.invokes_per_s / mem.invokes_per_s:.2f}x"
         + f" ({new.invokes_per_s / floor.invokes_per_s:.2f}x the no-serialisation floor)"
+        + "\n  the new-values floor against the references (the most any saver with"
+        + " our contract reaches):"
+        + f"\n    vs PostgresSaver {new.invokes_per_s / pg.invokes_per_s:.2f}x,"
+        + f" vs DeltaChannel {new.invokes_per_s / delta.invokes_per_s:.2f}x"
         + f"\n  get_state p50 haive / InMemorySaver     {ours.get_state_p50_ms / mem.get_state_p50_ms:.2f}x"
         + target("<= 1x at 80 turns", at80)
         + f"\n  get_state p50 haive / PostgresSaver     {ours.get_state_p50_ms / pg.get_state_p50_ms:.2f}x"

@@ -203,23 +203,32 @@ def main() -> None:
                         cpu.setdefault((name, variant), []).append((after - before) / args.ops)
         rows = []
         for name in runs:
-            cpu_base = statistics.median(cpu[(name, VARIANTS[0])]) if cpu else 0.0
+            base = cpu.get((name, VARIANTS[0]))
             for variant in VARIANTS:
                 per_op = statistics.median(wall[(name, variant)])
-                used = statistics.median(cpu[(name, variant)]) if cpu else None
+                used = cpu.get((name, variant))
+                server_cells = ["-", "-", "-"]
+                if used and base:
+                    server_cells = [
+                        f"{statistics.median(used) * 1e6:,.1f}",
+                        f"{min(used) * 1e6:,.1f}",
+                        f"{(statistics.median(used) - statistics.median(base)) * 1e6:+,.1f}"
+                        f" / {(min(used) - min(base)) * 1e6:+,.1f}",
+                    ]
                 rows.append(
-                    (
-                        name,
-                        variant,
-                        f"{1 / per_op:,.0f}",
-                        f"{per_op * 1e6:,.0f}",
-                        "-" if used is None else f"{used * 1e6:,.1f}",
-                        "-" if used is None else f"{(used - cpu_base) * 1e6:+,.1f}",
-                    )
+                    (name, variant, f"{1 / per_op:,.0f}", f"{per_op * 1e6:,.0f}", *server_cells)
                 )
         print_table(
             f"median of {args.rounds} rounds x {args.ops} operations (one thread)",
-            ("operation", "variant", "ops/s", "wall us/op", "server CPU us/op", "vs first"),
+            (
+                "operation",
+                "variant",
+                "ops/s",
+                "wall us/op",
+                "server CPU us/op",
+                "best",
+                "vs first (median / best)",
+            ),
             rows,
         )
         for _saver, _store, conns in variants.values():  # their backends report statistics

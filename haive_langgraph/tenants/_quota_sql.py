@@ -216,15 +216,15 @@ def _rows_function(
     ``tokens`` the tokens an insert records. ``after`` runs after the charge
     (the checkpoints' per-thread limit).
 
-    Two cheap checks come first: is any tenant guarded at all; is the
-    statement's tenant (a statement writes one tenant's rows but for admin
-    work) guarded. Only then are the rows summed.
+    The trigger's WHEN has let it run only if a tenant was ever guarded; its
+    first check is whether a tenant of the statement (one, but for admin work)
+    is guarded: one semi-join of the statement's rows with ``tenant_usage``.
+    Only then are the rows summed.
     """
     return f"""
 CREATE OR REPLACE FUNCTION {{schema}}.haive_quota_{table}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_first   text;
     v_tenants text[];
     v_conv    bigint[];
     v_sess    bigint[];
@@ -233,14 +233,12 @@ DECLARE
     rec       record;
     v_held    bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM {{schema}}.tenant_usage) THEN
-        RETURN NULL;
-    END IF;
     -- Each branch reads only the transition table its event has.
     IF TG_OP = 'INSERT' THEN
-        SELECT r.tenant_id INTO v_first FROM new_rows AS r LIMIT 1;
-        IF NOT EXISTS (SELECT 1 FROM {{schema}}.tenant_usage AS u WHERE u.tenant_id = v_first)
-           AND NOT EXISTS (SELECT 1 FROM new_rows AS r WHERE r.tenant_id <> v_first) THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM new_rows AS r
+            WHERE r.tenant_id IN (SELECT u.tenant_id FROM {{schema}}.tenant_usage AS u)
+        ) THEN
             RETURN NULL;
         END IF;
         SELECT array_agg(x.tenant_id), array_agg(x.c), array_agg(x.s), array_agg(x.b),
@@ -254,9 +252,10 @@ BEGIN
             GROUP BY r.tenant_id
         ) AS x;
     ELSE
-        SELECT r.tenant_id INTO v_first FROM old_rows AS r LIMIT 1;
-        IF NOT EXISTS (SELECT 1 FROM {{schema}}.tenant_usage AS u WHERE u.tenant_id = v_first)
-           AND NOT EXISTS (SELECT 1 FROM old_rows AS r WHERE r.tenant_id <> v_first) THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM old_rows AS r
+            WHERE r.tenant_id IN (SELECT u.tenant_id FROM {{schema}}.tenant_usage AS u)
+        ) THEN
             RETURN NULL;
         END IF;
         SELECT array_agg(x.tenant_id), array_agg(-x.c), array_agg(-x.s), array_agg(-x.b),

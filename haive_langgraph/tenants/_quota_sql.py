@@ -15,19 +15,23 @@ quota queue on its counters row, so concurrent writers never overshoot.
   and holds the counters: conversation rows, session rows, stored bytes per
   component, tokens of the current calendar month (UTC). Tenants without a
   row (the default tenant ``''``, unregistered tenants, tenants with an empty
-  quota) cost every trigger one look at this table, which is usually empty
-  or tiny, and nothing else.
+  quota) cost nothing as long as no tenant of the schema was ever guarded
+  (the triggers' ``WHEN`` reads the sequence numbering these rows, and the
+  trigger functions are not called), and one semi-join of the statement's
+  rows with this small table afterwards.
 * ``tenant_requests``: requests (write transactions) per guarded tenant per
   minute; ``max_requests_per_minute`` is checked against it.
 
-Suspended tenants: inserts and updates of their rows are refused with
-SQLSTATE ``HQ403`` (:class:`~haive_langgraph.errors.TenantSuspendedError`);
-deletes pass, so erasure and retention still work.
+Suspended tenants: inserts of their rows, and updates that change a stored
+value's size or put a store item, are refused with SQLSTATE ``HQ403``
+(:class:`~haive_langgraph.errors.TenantSuspendedError`); deletes pass, so
+erasure and retention still work.
 
 Both tables are admin tables (``Table(..., tenant=False)``): no tenant policy
 (a tenant must not edit its own counters), not emptied by tenant erasure
 (deleting the registry row deletes them); archived by backups, whose restore
-writes data with the triggers disabled, so counters and data stay in step.
+writes data with the triggers disabled, so counters and data stay in step, and
+moves the guards' sequence past the restored rows.
 """
 
 from __future__ import annotations

@@ -226,6 +226,17 @@ def test_async_twins(pgss: str) -> None:
     assert taken.id > 0 and analysis.features
 
 
+def test_a_reset_in_the_window_counts_from_the_reset(pgss: str) -> None:
+    snapshot_queries(pgss)
+    run_many(pgss, THREADS, [f"r{i}" for i in range(30)])
+    with psycopg.connect(pgss, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+    run_many(pgss, THREADS, [f"s{i}" for i in range(7)])
+    analysis = analyze_queries(pgss, since=dt.timedelta(hours=1), min_ms=0, explain=False)
+    assert any("reset during the window" in n for n in analysis.notes)
+    assert find(analysis, '"haive"."threads" WHERE thread_id').calls == 7
+
+
 def test_p95_estimate() -> None:
     # 100 calls: mean 10, stddev 2 -> p95 = 10 + 1.645 * 2, bounded by the max.
     sumsq = 100 * (2**2 + 10**2)

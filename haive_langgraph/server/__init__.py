@@ -31,6 +31,7 @@ from langgraph.store.base import BaseStore, TTLConfig
 from haive_langgraph.checkpointers import AsyncPostgresCheckpointer
 from haive_langgraph.codec import codec_from_config
 from haive_langgraph.db._config import PersistenceConfig
+from haive_langgraph.db._periodic import AsyncSweeper
 from haive_langgraph.errors import ConfigurationError
 from haive_langgraph.server import _settings as settings
 from haive_langgraph.server._identity import TenantOf, load_object, tenant_mapping
@@ -117,8 +118,12 @@ async def checkpointer(dsn: str | None = None) -> AsyncIterator[BaseCheckpointSa
         yield saver if routed is None else routed
 
 
-class _ThreadTTLSweeper:
+class _ThreadTTLSweeper(AsyncSweeper[None]):
     """Applies the thread TTL to the saver's tenant, or with tenants to every tenant served."""
+
+    _name = "haive-server-thread-ttl"
+    _logger = logger
+    _failed = "thread TTL sweep failed"
 
     def __init__(
         self,
@@ -127,36 +132,24 @@ class _ThreadTTLSweeper:
         ttl: settings.ThreadTTL,
     ) -> None:
         self.saver, self.routed, self.ttl = saver, routed, ttl
-        self._task: asyncio.Task[None] | None = None
+        self.interval = ttl.interval
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="haive-server-thread-ttl")
-
-    async def _loop(self) -> None:
-        while True:
-            # With tenants, no call ever acts for the default tenant (and under
-            # row-level security the unbound saver could not sweep it).
-            savers = (
-                [self.saver]
-                if self.routed is None
-                else [self.routed.for_tenant(t) for t in self.routed.tenants()]
-            )
-            for saver in savers:
-                try:
-                    report = await saver.aapply_retention(self.ttl.policy)
-                except Exception:  # keep sweeping; the next round may succeed
-                    logger.exception("thread TTL sweep of tenant %r failed", saver.tenant_id)
-                else:
-                    logger.info("thread TTL (tenant %r): %s", saver.tenant_id, report.as_dict())
-            await asyncio.sleep(self.ttl.interval)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def run_once(self) -> None:
+        """Apply the TTL to each tenant served (one failing does not stop the others)."""
+        # With tenants, no call ever acts for the default tenant (and under
+        # row-level security the unbound saver could not sweep it).
+        savers = (
+            [self.saver]
+            if self.routed is None
+            else [self.routed.for_tenant(t) for t in self.routed.tenants()]
+        )
+        for saver in savers:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                report = await saver.aapply_retention(self.ttl.policy)
+            except Exception:  # keep sweeping; the next round may succeed
+                logger.exception("thread TTL sweep of tenant %r failed", saver.tenant_id)
+            else:
+                logger.info("thread TTL (tenant %r): %s", saver.tenant_id, report.as_dict())
 
 
 async def _index(raw: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import ConnectionSource
-from haive_langgraph.db._periodic import PeriodicThread, periodic_task
+from haive_langgraph.db._periodic import AsyncSweeper, Sweeper
 from haive_langgraph.tenants._admin import AdminConn, AsyncAdminConn
 from haive_langgraph.tenants._retention import (
     TenantRetentionReport,
@@ -21,12 +21,53 @@ from haive_langgraph.tenants._retention import (
 logger = logging.getLogger("haive_langgraph.tenants.retention")
 
 
-def _logged(report: TenantRetentionReport) -> None:
-    for tenant in report.tenants:
-        logger.info("tenant retention: %s", tenant.as_dict())
+Src = TypeVar("Src", ConnectionSource, AsyncConnectionSource)
 
 
-class TenantRetentionSweeper:
+class _TenantSweep(Generic[Src]):
+    """What both sweepers share: the connection source, the tenants, the schema, the last
+    report, the log."""
+
+    _name = "haive-tenant-retention"
+    _logger = logger
+    _failed = "tenant retention sweep failed"
+
+    def __init__(
+        self,
+        source: Src,
+        *,
+        owned: bool,
+        interval: float,
+        tenant_ids: Sequence[str] | None,
+        schema: str | None,
+    ) -> None:
+        self.source: Src = source
+        self._owned = owned  # a pool the sweeper opened (a DSN's), closed by stop()
+        self.interval = interval
+        self.tenant_ids = tenant_ids
+        self.schema = schema
+        self.last_report: TenantRetentionReport | None = None
+
+    def _logged(self, report: TenantRetentionReport) -> None:
+        for tenant in report.tenants:
+            logger.info("tenant retention: %s", tenant.as_dict())
+
+    def _arguments(self, dry_run: bool) -> dict[str, Any]:
+        """The keyword arguments of a round's ``(a)tenant_retention`` call."""
+        return {
+            "dry_run": dry_run,
+            "tenant_ids": self.tenant_ids,
+            "schema": self.schema,
+            "config": self.source.config,
+        }
+
+    def _ran(self, report: TenantRetentionReport, dry_run: bool) -> TenantRetentionReport:
+        if not dry_run:
+            self.last_report = report
+        return report
+
+
+class TenantRetentionSweeper(_TenantSweep[ConnectionSource], Sweeper[TenantRetentionReport]):
     """Applies every tenant's ``data_retention_days`` every ``interval`` seconds, in a
     daemon thread (see :func:`tenant_retention`).
 
@@ -55,54 +96,32 @@ class TenantRetentionSweeper:
         schema: str | None = None,
         config: PersistenceConfig | None = None,
     ) -> None:
-        self._owned = not isinstance(conn, ConnectionSource)
-        self.source = (
+        source = (
             conn if isinstance(conn, ConnectionSource) else ConnectionSource(conn, config=config)
         )
-        self.interval = interval
-        self.tenant_ids = tenant_ids
-        self.schema = schema
-        self.last_report: TenantRetentionReport | None = None
-        self._rounds: PeriodicThread | None = None
+        super().__init__(
+            source,
+            owned=source is not conn,
+            interval=interval,
+            tenant_ids=tenant_ids,
+            schema=schema,
+        )
 
     def run_once(self, *, dry_run: bool = False) -> TenantRetentionReport:
         """Apply the tenants' retention now (``dry_run``: report only)."""
-        report = tenant_retention(
-            self.source,
-            dry_run=dry_run,
-            tenant_ids=self.tenant_ids,
-            schema=self.schema,
-            config=self.source.config,
-        )
-        if not dry_run:
-            self.last_report = report
-        return report
-
-    def _round(self) -> None:
-        try:
-            _logged(self.run_once())
-        except Exception:  # keep sweeping; the next round may succeed
-            logger.exception("tenant retention sweep failed")
-
-    def start(self) -> None:
-        """Sweep now and then every ``interval`` seconds (no-op if running)."""
-        if self._rounds is not None and self._rounds.is_alive():
-            return
-        self._rounds = PeriodicThread(
-            self._round, self.interval, name="haive-tenant-retention", first_now=True
-        )
+        return self._ran(tenant_retention(self.source, **self._arguments(dry_run)), dry_run)
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop after the current round (waiting at most ``timeout`` seconds for it), and
         close the pool the sweeper opened (a DSN's)."""
-        if self._rounds is not None:
-            self._rounds.stop(timeout)
-            self._rounds = None
+        super().stop(timeout)
         if self._owned:
             self.source.close()
 
 
-class AsyncTenantRetentionSweeper:
+class AsyncTenantRetentionSweeper(
+    _TenantSweep[AsyncConnectionSource], AsyncSweeper[TenantRetentionReport]
+):
     """Async twin of :class:`TenantRetentionSweeper`: an asyncio task (``conn``: a DSN,
     ``None``, an ``AsyncConnection``, an ``AsyncConnectionPool`` or an async source;
     ``await stop()`` closes the pool it opened)."""
@@ -116,52 +135,25 @@ class AsyncTenantRetentionSweeper:
         schema: str | None = None,
         config: PersistenceConfig | None = None,
     ) -> None:
-        self._owned = not isinstance(conn, AsyncConnectionSource)
-        self.source = (
+        source = (
             conn
             if isinstance(conn, AsyncConnectionSource)
             else AsyncConnectionSource(conn, config=config)
         )
-        self.interval = interval
-        self.tenant_ids = tenant_ids
-        self.schema = schema
-        self.last_report: TenantRetentionReport | None = None
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(
+            source,
+            owned=source is not conn,
+            interval=interval,
+            tenant_ids=tenant_ids,
+            schema=schema,
+        )
 
     async def run_once(self, *, dry_run: bool = False) -> TenantRetentionReport:
         """Apply the tenants' retention now (``dry_run``: report only)."""
-        report = await atenant_retention(
-            self.source,
-            dry_run=dry_run,
-            tenant_ids=self.tenant_ids,
-            schema=self.schema,
-            config=self.source.config,
-        )
-        if not dry_run:
-            self.last_report = report
-        return report
-
-    async def _round(self) -> None:
-        try:
-            _logged(await self.run_once())
-        except Exception:  # keep sweeping; the next round may succeed
-            logger.exception("tenant retention sweep failed")
-
-    def start(self) -> None:
-        """Sweep now and then every ``interval`` seconds (no-op if running)."""
-        if self._task is None or self._task.done():
-            self._task = periodic_task(
-                self._round, self.interval, name="haive-tenant-retention", first_now=True
-            )
+        return self._ran(await atenant_retention(self.source, **self._arguments(dry_run)), dry_run)
 
     async def stop(self) -> None:
         """Cancel the task (and wait for it to end), and close the pool it opened."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await super().stop()
         if self._owned:
             await self.source.close()

@@ -186,9 +186,11 @@ class TenantQuota:
         max_conversations: Conversations and sessions of the tenant.
         max_sessions: Sessions of the tenant.
         max_checkpoints_per_thread: Checkpoints of one thread.
-        max_storage_bytes: Bytes over all of the tenant's rows.
-        max_requests_per_minute: Reads and writes per minute.
-        max_tokens_per_month: Tokens recorded per calendar month.
+        max_storage_bytes: Bytes of the stored values over all of the tenant's rows
+            (checkpoints, store, conversations).
+        max_requests_per_minute: Write transactions per minute (deletes and reads
+            are not counted).
+        max_tokens_per_month: Tokens recorded per calendar month (UTC).
 
     Raises:
         ConfigurationError: A limit that is not an int, or is negative.

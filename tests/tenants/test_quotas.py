@@ -144,6 +144,24 @@ def test_max_checkpoints_per_thread(dsn: str, registry: TenantRegistry) -> None:
     assert count(dsn, "checkpoints", tid) == 6
 
 
+def test_max_checkpoints_per_thread_holds_for_hand_written_sql(
+    dsn: str, registry: TenantRegistry
+) -> None:
+    """Rows written without the thread's registry row are counted."""
+    tid = new_tenant(registry, max_checkpoints_per_thread=2)
+    insert = (
+        "INSERT INTO haive.checkpoints (tenant_id, thread_id, checkpoint_id, family_id, checkpoint)"
+        " VALUES (%s, 'raw', %s, 'raw', '\\x00')"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(insert, (tid, "c1"))
+        conn.execute(insert, (tid, "c2"))
+        with pytest.raises(QuotaExceededError) as err:
+            conn.execute(insert, (tid, "c3"))
+    assert refused(err) == (tid, "checkpoints_per_thread", 2, 2, 3)
+    assert count(dsn, "checkpoints", tid) == 2
+
+
 def noise(chars: int) -> str:
     """Text zstd cannot shrink much (random base64), so stored bytes track its length."""
     return base64.b64encode(os.urandom(chars)).decode()[:chars]

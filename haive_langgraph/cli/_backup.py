@@ -8,8 +8,9 @@ restore ...), 2 bad usage.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 from rich.progress import TaskProgressColumn
@@ -60,6 +61,45 @@ UnkeyedOption = Annotated[
 ]
 
 
+class _Scope(TypedDict):
+    include: list[str] | None
+    exclude: list[str] | None
+    tenants: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeOptions:
+    """``--include``, ``--exclude`` and ``--tenant``: what a backup takes (default: every
+    table of every tenant)."""
+
+    include: Annotated[
+        list[str] | None,
+        repeatable("--include", "Table or component:table pattern to back up"),
+    ] = None
+    exclude: Annotated[
+        list[str] | None,
+        repeatable("--exclude", "Table or component:table pattern to leave out"),
+    ] = None
+    tenants: Annotated[list[str] | None, repeatable("--tenant", "Only this tenant")] = None
+
+    def arguments(self) -> _Scope:
+        """``include``, ``exclude`` and ``tenants`` for :func:`~haive_langgraph.ops.backup.backup`."""
+        return {
+            "include": self.include or None,
+            "exclude": self.exclude or None,
+            "tenants": self.tenants or None,
+        }
+
+    def flags(self) -> list[str]:
+        """The options as a command line gives them (``--include PATTERN`` ...)."""
+        given = (
+            ("--include", self.include),
+            ("--exclude", self.exclude),
+            ("--tenant", self.tenants),
+        )
+        return [word for flag, values in given for value in values or [] for word in (flag, value)]
+
+
 def _step(event: BackupProgress) -> PhaseStep:
     unit = "bytes" if event.phase == "verify" else "rows"
     return PhaseStep(event.phase, event.rows, event.total, f"{event.table}: {event.rows:,} {unit}")
@@ -100,13 +140,8 @@ def backup_create(
     path: Annotated[str, typer.Argument(help="Archive to write: a path or a URL (s3://...).")],
     dsn: DsnOption = None,
     schema: SchemaOption = None,
-    include: Annotated[
-        list[str] | None, repeatable("--include", "Table pattern to back up")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, repeatable("--exclude", "Table pattern to leave out")
-    ] = None,
-    tenants: Annotated[list[str] | None, repeatable("--tenant", "Only this tenant")] = None,
+    *,
+    scope: ScopeOptions,
     users: Annotated[list[str] | None, repeatable("--user", "Only this user's data")] = None,
     threads: Annotated[list[str] | None, repeatable("--thread", "Only this thread")] = None,
     since: Annotated[
@@ -147,9 +182,7 @@ def backup_create(
             path,
             dsn,
             schema=schema,
-            include=include or None,
-            exclude=exclude or None,
-            tenants=tenants or None,
+            **scope.arguments(),
             users=users or None,
             threads=threads or None,
             tenant_keys=with_tenant_keys,

@@ -27,7 +27,7 @@ from haive_langgraph.cli._archive_options import (
     metadata,
     storage_options,
 )
-from haive_langgraph.cli._backup import KeyFileOption, _key, _progress, group
+from haive_langgraph.cli._backup import KeyFileOption, ScopeOptions, _key, _progress, group
 from haive_langgraph.cli._common import (
     DsnOption,
     JsonOption,
@@ -37,7 +37,6 @@ from haive_langgraph.cli._common import (
     err,
     human,
     print_json,
-    repeatable,
     usage,
 )
 
@@ -131,13 +130,8 @@ def backup_schedule(
     ] = None,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
-    include: Annotated[
-        list[str] | None, repeatable("--include", "Table or component:table pattern to back up")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, repeatable("--exclude", "Table or component:table pattern to leave out")
-    ] = None,
-    tenants: Annotated[list[str] | None, repeatable("--tenant", "Only this tenant")] = None,
+    *,
+    scope: ScopeOptions,
     label: LabelOption = None,
     meta: MetaOption = None,
     prefix: Annotated[str, typer.Option("--prefix", help="Start of the archives' names.")] = (
@@ -175,9 +169,7 @@ def backup_schedule(
         flags = ["--every", every, "--keep", str(keep)]
         if inc is not None:
             flags += ["--incremental-every", f"{inc:g}s"]
-        for flag, values in (("--include", include), ("--exclude", exclude), ("--tenant", tenants)):
-            for v in values or []:
-                flags += [flag, v]
+        flags += scope.flags()
         for flag, value in (("--schema", schema), ("--label", label), ("--prefix", prefix)):
             if value is not None and not (flag == "--prefix" and value == "haive"):
                 flags += [flag, value]
@@ -197,9 +189,7 @@ def backup_schedule(
         return
     options: dict[str, Any] = {
         "schema": schema,
-        "include": include or None,
-        "exclude": exclude or None,
-        "tenants": tenants or None,
+        **scope.arguments(),
         "label": label,
         "metadata": metadata(meta),
     }

@@ -10,7 +10,7 @@ in the kind of context manager :meth:`TenantRegistry.context` is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -21,6 +21,7 @@ from haive_langgraph.db._async_connections import AsyncConnectionSource
 from haive_langgraph.db._call import Call
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._connections import AsyncConn, ConnectionSource, SyncConn
+from haive_langgraph.db._driver import Op
 from haive_langgraph.db._identifiers import validate_identifier
 from haive_langgraph.db._limits import check_count
 from haive_langgraph.db._methods import async_method, sync_method
@@ -34,6 +35,7 @@ from haive_langgraph.tenants._types import (
     TenantPage,
     TenantQuota,
     TenantSettings,
+    TenantStatus,
     check_display_name,
     check_status,
 )
@@ -131,9 +133,7 @@ class _RegistryCalls(Generic[ConnT]):
         Raises:
             TenantNotFoundError: No such tenant.
         """
-        tid = validate_tenant_id(tenant_id)
-        schema = self.schema
-        return Call(lambda: _ops.get_op(schema, tid), read=True)
+        return self._read(tenant_id, _ops.get_op)
 
     def _list(
         self, *, status: str | None = None, limit: int = DEFAULT_PAGE, cursor: str | None = None
@@ -180,9 +180,7 @@ class _RegistryCalls(Generic[ConnT]):
         Raises:
             TenantNotFoundError: No such tenant.
         """
-        tid = validate_tenant_id(tenant_id)
-        schema = self.schema
-        return Call(lambda: _ops.set_status_op(schema, tid, "suspended"), transaction=True)
+        return self._set_status(tenant_id, "suspended")
 
     def _resume(self, tenant_id: str) -> Call[Tenant]:
         """Make a suspended tenant active again.
@@ -190,9 +188,12 @@ class _RegistryCalls(Generic[ConnT]):
         Raises:
             TenantNotFoundError: No such tenant.
         """
+        return self._set_status(tenant_id, "active")
+
+    def _set_status(self, tenant_id: str, status: TenantStatus) -> Call[Tenant]:
         tid = validate_tenant_id(tenant_id)
         schema = self.schema
-        return Call(lambda: _ops.set_status_op(schema, tid, "active"), transaction=True)
+        return Call(lambda: _ops.set_status_op(schema, tid, status), transaction=True)
 
     def _delete(self, tenant_id: str) -> Call[dict[str, int]]:
         """Erase the tenant: every row of it in every component, then its record.
@@ -219,9 +220,13 @@ class _RegistryCalls(Generic[ConnT]):
         return Call(lambda: _ops.delete_op(schema, tid), transaction=True, scope=scope)
 
     def _enter(self, tenant_id: str) -> Call[Tenant]:
+        return self._read(tenant_id, _ops.enter_op)
+
+    def _read(self, tenant_id: str, op: Callable[[str, str], Op[Tenant]]) -> Call[Tenant]:
+        """A read of one tenant's record: ``op(schema, tenant_id)``."""
         tid = validate_tenant_id(tenant_id)
         schema = self.schema
-        return Call(lambda: _ops.enter_op(schema, tid), read=True)
+        return Call(lambda: op(schema, tid), read=True)
 
 
 class TenantRegistry(_RegistryCalls[SyncConn]):

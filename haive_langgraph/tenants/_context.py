@@ -153,6 +153,13 @@ class _ContextBase:
             )
         )
 
+    def _closing(self) -> list[Any]:
+        """Close the context to new components; what was opened here, to close (the
+        last opened first)."""
+        self._closed = True
+        opened, self._opened = self._opened, []
+        return opened[::-1]
+
     def _open(self, cls: Callable[..., T], *args: Any, **options: Any) -> T:
         """``cls(*args, conn=..., tenant_id=..., schema=..., config=..., codec=..., **options)``."""
         if self._closed:
@@ -244,9 +251,7 @@ class TenantContext(_ContextBase):
 
     def close(self) -> None:
         """Close what was opened here (the registry's pool stays open)."""
-        self._closed = True
-        opened, self._opened = self._opened, []
-        for component in reversed(opened):
+        for component in self._closing():
             component.close()
 
 
@@ -290,7 +295,5 @@ class AsyncTenantContext(_ContextBase):
 
     async def aclose(self) -> None:
         """Close what was opened here (the registry's pool stays open)."""
-        self._closed = True
-        opened, self._opened = self._opened, []
-        for component in reversed(opened):
+        for component in self._closing():
             await component.aclose()

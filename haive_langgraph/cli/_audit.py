@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from haive_langgraph.cli._common import (
+    DatabaseOptions,
     DsnOption,
     JsonOption,
     SchemaOption,
@@ -114,12 +115,8 @@ def audit_query(
 
 
 @dataclass(frozen=True, slots=True)
-class AuditOptions:
+class AuditOptions(DatabaseOptions):
     """``--dsn``, ``--schema``, ``--json`` of an audit subcommand."""
-
-    dsn: DsnOption = None
-    schema: SchemaOption = None
-    as_json: JsonOption = False
 
     def under(self, ctx: typer.Context) -> AuditOptions:
         """These options, each not given taken from before the subcommand

@@ -15,7 +15,7 @@ import inspect
 import json
 import typing
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -148,6 +148,21 @@ def require_schema(dsn: str | None, schema: str | None, *needs: str) -> None:
     from haive_langgraph.ops import check_schema
 
     check_schema(dsn, schema=schema, needs=needs)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseOptions:
+    """``--dsn``, ``--schema`` and ``--json``: the tables a command reads or changes, and
+    how it prints."""
+
+    dsn: DsnOption = None
+    schema: SchemaOption = None
+    as_json: JsonOption = False
+
+
+def working(as_json: bool, text: str) -> typing.ContextManager[Any]:
+    """A spinner saying ``text`` while a command works (none with --json)."""
+    return nullcontext() if as_json else console.status(text)
 
 
 @contextmanager

@@ -6,7 +6,6 @@ critical findings.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -14,15 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from haive_langgraph.cli._common import (
-    DsnOption,
-    JsonOption,
-    SchemaOption,
+    DatabaseOptions,
     command,
     console,
     human,
     print_json,
     repeatable,
     usage,
+    working,
 )
 
 EXIT_FINDINGS = 3
@@ -42,15 +40,14 @@ def _filter_key(text: str) -> tuple[str, int]:
 @commands.command("doctor")
 @command
 def doctor(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: DatabaseOptions,
     tenants: Annotated[
         bool, typer.Option("--tenants/--no-tenants", help="Measure sizes per tenant (scans).")
     ] = True,
     filter_keys: Annotated[
         list[str] | None, repeatable("--filter-key", "Store filter key and its uses, KEY=USES")
     ] = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Check sizes, bloat, indexes, slow statements and settings; print fixes.
 
@@ -59,9 +56,9 @@ def doctor(
     from haive_langgraph.ops.doctor import diagnose
 
     keys = dict(_filter_key(k) for k in filter_keys or [])
-    with console.status("examining ...") if not as_json else nullcontext():
-        report = diagnose(dsn, schema=schema, tenants=tenants, filter_keys=keys)
-    if as_json:
+    with working(where.as_json, "examining ..."):
+        report = diagnose(where.dsn, schema=where.schema, tenants=tenants, filter_keys=keys)
+    if where.as_json:
         print_json(report.as_dict())
     else:
         sizes = Table(title=f"Schema {report.schema} (PostgreSQL {report.server_version})")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -14,9 +13,7 @@ import typer
 from rich.table import Table
 
 from haive_langgraph.cli._common import (
-    DsnOption,
-    JsonOption,
-    SchemaOption,
+    DatabaseOptions,
     command,
     console,
     human,
@@ -24,6 +21,7 @@ from haive_langgraph.cli._common import (
     repeatable,
     require_schema,
     usage,
+    working,
 )
 
 commands = typer.Typer()
@@ -46,8 +44,8 @@ def parse_moment(text: str, flag: str, now: dt.datetime) -> dt.datetime:
 @commands.command("analytics")
 @command
 def analytics(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: DatabaseOptions,
     since: Annotated[
         str, typer.Option("--since", help="Start: a duration back (30d, 12h, 2w) or an ISO date.")
     ] = "30d",
@@ -58,7 +56,6 @@ def analytics(
         Path | None,
         typer.Option("--chart", help="Also write a PNG of usage per day (needs matplotlib)."),
     ] = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Per tenant: conversations, sessions, messages, tokens and cost by model, storage,
     requests."""
@@ -67,14 +64,14 @@ def analytics(
     now = dt.datetime.now(dt.UTC)
     end = parse_moment(until, "--until", now) if until is not None else now
     start = parse_moment(since, "--since", end)
-    require_schema(dsn, schema, "conversations", "tenant_analytics")
-    with console.status("measuring ...") if not as_json else nullcontext():
-        usages = tenant_analytics(dsn, since=start, until=end, schema=schema)
+    require_schema(where.dsn, where.schema, "conversations", "tenant_analytics")
+    with working(where.as_json, "measuring ..."):
+        usages = tenant_analytics(where.dsn, since=start, until=end, schema=where.schema)
     if chart is not None:
         from haive_langgraph.tenants._chart import write_usage_chart
 
         write_usage_chart(usages, chart, since=start, until=end)
-    if as_json:
+    if where.as_json:
         print_json(
             {
                 "since": start.isoformat(),
@@ -127,24 +124,25 @@ def analytics(
 @commands.command("retention")
 @command
 def retention(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: DatabaseOptions,
     tenants: Annotated[
         list[str] | None, repeatable("--tenant", "Only this tenant (default: every tenant)")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Change nothing; report what would go.")
     ] = False,
-    as_json: JsonOption = False,
 ) -> None:
     """Apply each tenant's data_retention_days to its checkpoints, conversations, sessions
     and store."""
     from haive_langgraph.tenants._retention import tenant_retention
 
-    require_schema(dsn, schema, "tenants")
-    with console.status("applying retention ...") if not as_json else nullcontext():
-        report = tenant_retention(dsn, dry_run=dry_run, tenant_ids=tenants, schema=schema)
-    if as_json:
+    require_schema(where.dsn, where.schema, "tenants")
+    with working(where.as_json, "applying retention ..."):
+        report = tenant_retention(
+            where.dsn, dry_run=dry_run, tenant_ids=tenants, schema=where.schema
+        )
+    if where.as_json:
         print_json(report.as_dict())
         return
     verb = "would remove" if dry_run else "removed"

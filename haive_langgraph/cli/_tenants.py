@@ -16,9 +16,7 @@ import typer
 from rich.table import Table
 
 from haive_langgraph.cli._common import (
-    DsnOption,
-    JsonOption,
-    SchemaOption,
+    DatabaseOptions,
     command,
     console,
     print_json,
@@ -115,13 +113,9 @@ class RecordOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class RegistryOptions:
+class RegistryOptions(DatabaseOptions):
     """``--dsn``, ``--schema`` and ``--json``: the registry a command reads or changes,
     and how it prints."""
-
-    dsn: DsnOption = None
-    schema: SchemaOption = None
-    as_json: JsonOption = False
 
     @contextmanager
     def registry(self) -> Iterator[TenantRegistry]:

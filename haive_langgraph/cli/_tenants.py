@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -35,6 +35,8 @@ group = typer.Typer(
 
 TenantArgument = Annotated[str, typer.Argument(help="Tenant id.")]
 _UNSET = ("none", "unlimited", "")
+# A limit of TenantQuota: --max-sessions ... (Typer names the option after the field).
+LimitOption = Annotated[str | None, typer.Option(help="Limit, or 'none'.")]
 
 
 def _limit(text: str | None, option: str) -> int | None:
@@ -63,24 +65,12 @@ class RecordOptions:
     compliance: Annotated[
         str | None, typer.Option("--compliance", help="HIPAA, GDPR, or 'none'.")
     ] = None
-    max_conversations: Annotated[
-        str | None, typer.Option("--max-conversations", help="Limit, or 'none'.")
-    ] = None
-    max_sessions: Annotated[
-        str | None, typer.Option("--max-sessions", help="Limit, or 'none'.")
-    ] = None
-    max_checkpoints_per_thread: Annotated[
-        str | None, typer.Option("--max-checkpoints-per-thread", help="Limit, or 'none'.")
-    ] = None
-    max_storage_bytes: Annotated[
-        str | None, typer.Option("--max-storage-bytes", help="Limit, or 'none'.")
-    ] = None
-    max_requests_per_minute: Annotated[
-        str | None, typer.Option("--max-requests-per-minute", help="Limit, or 'none'.")
-    ] = None
-    max_tokens_per_month: Annotated[
-        str | None, typer.Option("--max-tokens-per-month", help="Limit, or 'none'.")
-    ] = None
+    max_conversations: LimitOption = None
+    max_sessions: LimitOption = None
+    max_checkpoints_per_thread: LimitOption = None
+    max_storage_bytes: LimitOption = None
+    max_requests_per_minute: LimitOption = None
+    max_tokens_per_month: LimitOption = None
 
     def settings(self, base: TenantSettings) -> TenantSettings | None:
         """``base`` with the settings given changed (``None``: none given)."""
@@ -96,17 +86,9 @@ class RecordOptions:
 
     def quota(self, base: TenantQuota) -> TenantQuota | None:
         """``base`` with the limits given changed (``None``: none given)."""
-        names = (
-            "max_conversations",
-            "max_sessions",
-            "max_checkpoints_per_thread",
-            "max_storage_bytes",
-            "max_requests_per_minute",
-            "max_tokens_per_month",
-        )
         changes = {
             name: _limit(getattr(self, name), "--" + name.replace("_", "-"))
-            for name in names
+            for name in (limit.name for limit in fields(base))  # an option per limit
             if getattr(self, name) is not None
         }
         return replace(base, **changes) if changes else None

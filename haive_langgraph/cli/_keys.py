@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from haive_langgraph.cli._common import (
+    DatabaseOptions,
     DsnOption,
-    JsonOption,
     SchemaOption,
     command,
     console,
@@ -62,10 +62,9 @@ def _env_codec(
 @group.command("rotate")
 @command
 def keys_rotate(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: DatabaseOptions,
     batch_size: Annotated[int, typer.Option(help="Rows per transaction.")] = 500,
-    as_json: JsonOption = False,
 ) -> None:
     """Put every stored value under the current primary key (resumable).
 
@@ -78,11 +77,11 @@ def keys_rotate(
     from haive_langgraph.db._dsn import resolve_dsn
     from haive_langgraph.ops.keys import rotate_keys
 
-    target = resolve_dsn(dsn)
+    target = resolve_dsn(where.dsn)
     with (
-        _env_codec(target, schema) as codec,
+        _env_codec(target, where.schema) as codec,
         Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), console=err, disable=as_json
+            SpinnerColumn(), TextColumn("{task.description}"), console=err, disable=where.as_json
         ) as bar,
     ):
         task = bar.add_task("rotating", total=None)
@@ -90,10 +89,12 @@ def keys_rotate(
         def progress(table: str, scanned: int, rewritten: int) -> None:
             bar.update(task, description=f"{table}: {scanned} rows scanned, {rewritten} rewritten")
 
-        report = rotate_keys(target, codec, schema=schema, batch_size=batch_size, progress=progress)
+        report = rotate_keys(
+            target, codec, schema=where.schema, batch_size=batch_size, progress=progress
+        )
         primary = codec.keyring.primary_key_id()
     unreadable = sum(report.unreadable.values())
-    if as_json:
+    if where.as_json:
         print_json(
             {
                 "primary": primary,
@@ -144,9 +145,7 @@ def keys_rotate(
 
 @group.command("status")
 @command
-def keys_status(
-    dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False
-) -> None:
+def keys_status(*, where: DatabaseOptions) -> None:
     """How many stored values each key id protects, per table; plaintext and left to rotate.
 
     "left" (with HAIVE_ENCRYPTION_KEYS set) counts values not under their tenant's
@@ -155,13 +154,13 @@ def keys_status(
     from haive_langgraph.db._dsn import resolve_dsn
     from haive_langgraph.ops.keys import key_status
 
-    target = resolve_dsn(dsn)
-    require_schema(target, schema)
-    with _env_codec(target, schema, required=False, create=False) as codec:
+    target = resolve_dsn(where.dsn)
+    require_schema(target, where.schema)
+    with _env_codec(target, where.schema, required=False, create=False) as codec:
         status = key_status(
-            target, keyring=codec.keyring if codec is not None else None, schema=schema
+            target, keyring=codec.keyring if codec is not None else None, schema=where.schema
         )
-    if as_json:
+    if where.as_json:
         print_json(
             {
                 "by_key": status.by_key,

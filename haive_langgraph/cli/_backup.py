@@ -24,10 +24,10 @@ from haive_langgraph.cli._archive_options import (
     storage_options,
 )
 from haive_langgraph.cli._common import (
+    DatabaseOptions,
     DsnOption,
     JsonOption,
     PhaseStep,
-    SchemaOption,
     command,
     console,
     human,
@@ -138,9 +138,8 @@ group = typer.Typer(
 @command
 def backup_create(
     path: Annotated[str, typer.Argument(help="Archive to write: a path or a URL (s3://...).")],
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
     *,
+    where: DatabaseOptions,
     scope: ScopeOptions,
     users: Annotated[list[str] | None, repeatable("--user", "Only this user's data")] = None,
     threads: Annotated[list[str] | None, repeatable("--thread", "Only this thread")] = None,
@@ -169,19 +168,20 @@ def backup_create(
         bool,
         typer.Option("--verify", help="Then read the archive back from where it was written."),
     ] = False,
-    as_json: JsonOption = False,
 ) -> None:
     """Write a logical backup archive of the tables (all, or a selection)."""
     from haive_langgraph.ops.backup import backup, verify
 
     if no_encrypt and key_file is not None:
         usage("--no-encrypt and --key-file contradict each other")
-    require_schema(dsn, schema)  # a mistyped --schema or --dsn: name schema and database
-    with _progress(as_json) as progress:
+    require_schema(
+        where.dsn, where.schema
+    )  # a mistyped --schema or --dsn: name schema and database
+    with _progress(where.as_json) as progress:
         report = backup(
             path,
-            dsn,
-            schema=schema,
+            where.dsn,
+            schema=where.schema,
             **scope.arguments(),
             users=users or None,
             threads=threads or None,
@@ -203,7 +203,7 @@ def backup_create(
                 progress=progress,
                 storage_options=storage_options(endpoint_url),
             ).rows
-    if as_json:
+    if where.as_json:
         print_json(report.as_dict() | ({"verified_rows": verified} if read_back else {}))
         return
     _print_rows(f"{report.kind} backup {report.archive_id}", report.tables)

@@ -29,9 +29,8 @@ from haive_langgraph.cli._archive_options import (
 )
 from haive_langgraph.cli._backup import KeyFileOption, ScopeOptions, _key, _progress, group
 from haive_langgraph.cli._common import (
-    DsnOption,
+    DatabaseOptions,
     JsonOption,
-    SchemaOption,
     command,
     console,
     err,
@@ -128,9 +127,8 @@ def backup_schedule(
             "--incremental-every", help="Time between incremental backups (default: every/24)."
         ),
     ] = None,
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
     *,
+    where: DatabaseOptions,
     scope: ScopeOptions,
     label: LabelOption = None,
     meta: MetaOption = None,
@@ -152,7 +150,6 @@ def backup_schedule(
         bool,
         typer.Option("--print-systemd", help="Print a systemd service and timer instead."),
     ] = False,
-    as_json: JsonOption = False,
 ) -> None:
     """Back up on a schedule into a location: full backups --every, incremental ones in
     between (--incremental), each verified by reading it back; keep --keep chains."""
@@ -170,7 +167,7 @@ def backup_schedule(
         if inc is not None:
             flags += ["--incremental-every", f"{inc:g}s"]
         flags += scope.flags()
-        for flag, value in (("--schema", schema), ("--label", label), ("--prefix", prefix)):
+        for flag, value in (("--schema", where.schema), ("--label", label), ("--prefix", prefix)):
             if value is not None and not (flag == "--prefix" and value == "haive"):
                 flags += [flag, value]
         for item in meta or []:
@@ -180,7 +177,7 @@ def backup_schedule(
         if endpoint_url is not None:
             flags += ["--endpoint-url", endpoint_url]
         line = _command_line(to, flags)
-        if dsn is not None:
+        if where.dsn is not None:
             err.print("the DSN is not printed: set HAIVE_DATABASE_URL in the job's environment")
         if print_cron:
             print(f"{cron_schedule(tick)} {line}")
@@ -188,7 +185,7 @@ def backup_schedule(
             print(_systemd_units(line, tick), end="")
         return
     options: dict[str, Any] = {
-        "schema": schema,
+        "schema": where.schema,
         **scope.arguments(),
         "label": label,
         "metadata": metadata(meta),
@@ -198,7 +195,7 @@ def backup_schedule(
         every=full,
         keep=keep,
         incremental_every=inc,
-        dsn=dsn,
+        dsn=where.dsn,
         backup_options=options,
         key=_key(key_file),
         storage_options=storage_options(endpoint_url) or {},
@@ -208,7 +205,7 @@ def backup_schedule(
     )
 
     def show(result: Any) -> None:
-        if as_json:
+        if where.as_json:
             print_json(result.as_dict())
             return
         if result.kind is not None:
@@ -224,7 +221,7 @@ def backup_schedule(
             console.print(f"nothing due; next backup in {result.next_due:,.0f}s")
 
     # progress bars on stderr (none with --json): the phases of the backup being taken
-    with _progress(as_json) as progress:
+    with _progress(where.as_json) as progress:
         schedule.progress = progress
         if once:
             show(schedule.run_once())

@@ -11,10 +11,8 @@ from rich.progress import MofNCompleteColumn
 from rich.table import Table
 
 from haive_langgraph.cli._common import (
-    DsnOption,
-    JsonOption,
+    DatabaseOptions,
     PhaseStep,
-    SchemaOption,
     TenantOption,
     command,
     console,
@@ -36,8 +34,8 @@ commands = typer.Typer()
 @commands.command()
 @command
 def migrate(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: DatabaseOptions,
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL instead of applying it.")
     ] = False,
@@ -65,7 +63,6 @@ def migrate(
         bool,
         typer.Option("--plan", help="List the pending steps and what each locks; change nothing."),
     ] = False,
-    as_json: JsonOption = False,
 ) -> None:
     """Create or upgrade the tables online, one step at a time (or print the plan, or the SQL).
 
@@ -80,7 +77,9 @@ def migrate(
     from haive_langgraph.ops._online import migrate as migrate_online
     from haive_langgraph.ops._online import migration_plan
 
-    target = validate_identifier(schema or PersistenceConfig().schema_name, what="schema name")
+    target = validate_identifier(
+        where.schema or PersistenceConfig().schema_name, what="schema name"
+    )
     try:
         versions = parse_target(to or [])
     except ValueError as exc:
@@ -91,18 +90,20 @@ def migrate(
         sys.stdout.write(migration_script(all_components(), target, partitions=partitions))
         return
     if plan:
-        _print_plan(migration_plan(dsn, schema=target, target_version=versions), as_json)
+        _print_plan(
+            migration_plan(where.dsn, schema=target, target_version=versions), where.as_json
+        )
         return
-    with phase_progress(as_json, MofNCompleteColumn(), _step) as progress:
+    with phase_progress(where.as_json, MofNCompleteColumn(), _step) as progress:
         applied = migrate_online(
-            dsn,
+            where.dsn,
             schema=target,
             target_version=versions,
             batch_size=batch_size,
             on_progress=progress,
             partitions=partitions,
         )
-    if as_json:
+    if where.as_json:
         print_json({"applied": applied})
         return
     if partitions:
@@ -151,24 +152,23 @@ def _print_plan(steps: list[PlannedStep], as_json: bool) -> None:
 @commands.command()
 @command
 def threads(
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
+    *,
+    where: DatabaseOptions,
     tenant: TenantOption = None,
     limit: Annotated[int, typer.Option(help="Threads to show.")] = 50,
     filter: Annotated[
         str | None,
         typer.Option("--filter", help='Metadata filter as JSON, e.g. {"user_id": "u1"}.'),
     ] = None,
-    as_json: JsonOption = False,
 ) -> None:
     """List threads, most recently updated first."""
     try:
         parsed = json.loads(filter) if filter else None
     except json.JSONDecodeError as exc:
         usage(f"--filter is not valid JSON: {exc}")
-    with open_saver(dsn, schema, tenant) as saver:
+    with open_saver(where.dsn, where.schema, tenant) as saver:
         page = saver.list_threads(parsed, limit=limit)
-    if as_json:
+    if where.as_json:
         print_json(
             [
                 {

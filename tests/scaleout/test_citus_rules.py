@@ -35,10 +35,15 @@ DISTRIBUTION_COLUMN = "tenant_id"
 # Global tables, replicated to every node rather than distributed, and why.
 REFERENCE_TABLES = {
     "haive_migrations": "the migration ledger; stays on the coordinator",
+    "query_snapshots": "snapshots of the coordinator's pg_stat_statements; stay on it",
+    "query_snapshot_statements": "their statements' counters; stay on the coordinator",
     "key_rotation": "progress of a key rotation, per table",
     "store_vector_config": "the store's vector index settings",
     "audit_settings": "whether auditing is on, for the deployment (one row)",
 }
+
+# Of those, the ones that stay local tables on the coordinator (not replicated).
+COORDINATOR_TABLES = {"haive_migrations", "query_snapshots", "query_snapshot_statements"}
 
 SCALING_DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
 
@@ -164,7 +169,9 @@ def test_the_scaling_doc_distributes_every_tenant_table(dsn: str) -> None:
     reference = set(re.findall(r"create_reference_table\('haive\.(\w+)'", doc))
     missing = sorted(set(tenant_tables(dsn, schema)) - distributed)
     assert not missing, f"add create_distributed_table lines to docs/scaling.md for: {missing}"
-    assert set(REFERENCE_TABLES) - {"haive_migrations"} <= reference
+    assert set(REFERENCE_TABLES) - COORDINATOR_TABLES <= reference
+    for table in COORDINATOR_TABLES:
+        assert f"haive.{table}" in doc, f"say in docs/scaling.md that {table} stays local"
 
 
 def test_the_rules_catch_a_bad_table(dsn: str) -> None:

@@ -85,8 +85,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code`` (1: an error we explain).
 
     ``message`` is plain text: its brackets are printed, not read as markup
-    (``pip install 'haive-langgraph[notebooks]'``, ``text[]``)."""
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    (``pip install 'haive-langgraph[notebooks]'``, ``text[]``), and is not
+    wrapped: a command it names can be copied as it stands."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -66,7 +66,9 @@ def pgvector_store(dsn: str, is_async: bool) -> VectorStore:
             embeddings=EMB,
             connection=sqlalchemy_url(dsn),
             collection_name=f"m{uuid.uuid4().hex[:8]}",
-            embedding_length=DIMS,
+            # No embedding_length: langchain-postgres builds its table classes once per
+            # process, with the first PGVector's dimensions, and other tests of this
+            # process (tests/ops/test_import.py) embed with other dimensions.
             use_jsonb=True,
             async_mode=is_async,
         )

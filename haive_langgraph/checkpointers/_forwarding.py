@@ -118,7 +118,8 @@ class ForwardingCheckpointer(BaseCheckpointSaver[Any]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._sync_target(config).put(config, checkpoint, metadata, new_versions)
+        with self._writing(_thread(config)):
+            return self._sync_target(config).put(config, checkpoint, metadata, new_versions)
 
     async def aput(
         self,
@@ -127,7 +128,8 @@ class ForwardingCheckpointer(BaseCheckpointSaver[Any]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._target(config).aput(config, checkpoint, metadata, new_versions)
+        async with self._awriting(_thread(config)):
+            return await self._target(config).aput(config, checkpoint, metadata, new_versions)
 
     def put_writes(
         self,

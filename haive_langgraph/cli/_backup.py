@@ -168,6 +168,14 @@ def backup_create(
         bool,
         typer.Option("--verify", help="Then read the archive back from where it was written."),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="s3://: complete an interrupted upload to the same key (default), or abort "
+            "it and take a new backup.",
+        ),
+    ] = True,
 ) -> None:
     """Write a logical backup archive of the tables (all, or a selection)."""
     from haive_langgraph.ops.backup import backup, verify
@@ -193,6 +201,7 @@ def backup_create(
             label=label,
             metadata=metadata(meta),
             storage_options=storage_options(endpoint_url),
+            resume=resume,
         )
         verified = None
         if read_back:
@@ -206,7 +215,8 @@ def backup_create(
     if where.as_json:
         print_json(report.as_dict() | ({"verified_rows": verified} if read_back else {}))
         return
-    _print_rows(f"{report.kind} backup {report.archive_id}", report.tables)
+    resumed = " (an interrupted upload, completed)" if report.resumed else ""
+    _print_rows(f"{report.kind} backup {report.archive_id}{resumed}", report.tables)
     seconds = max(report.seconds, 1e-9)
     console.print(
         f"{report.rows:,} rows, {human(report.raw_bytes)} of rows in {human(report.bytes)} "

@@ -288,3 +288,36 @@ def backup_chain(
         print_json(urls)
         return
     print(" ".join(shlex.quote(u) for u in urls))
+
+
+@group.command("abort-uploads")
+@command
+def backup_abort_uploads(
+    url: Annotated[str, typer.Argument(help="Where the archives are (an s3:// prefix).")],
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Only uploads idle this long (90s, 15m, 12h, 1d; default 1d: one running "
+            "now would be broken).",
+        ),
+    ] = "1d",
+    endpoint_url: EndpointOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Abort interrupted s3:// uploads nobody resumed (their parts, record and spool)."""
+    import datetime as dt
+
+    from haive_langgraph.ops.backup import abort_uploads
+
+    aborted = abort_uploads(
+        url,
+        older_than=dt.timedelta(seconds=parse_duration(older_than)),
+        storage_options=storage_options(endpoint_url),
+    )
+    if as_json:
+        print_json({"aborted": aborted})
+        return
+    for archive in aborted:
+        console.print(f"aborted the upload of {archive}")
+    console.print(f"{len(aborted)} interrupted upload(s) aborted")

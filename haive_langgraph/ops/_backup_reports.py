@@ -28,6 +28,8 @@ class BackupReport:
         base_archive_id: The archive an incremental backup continues.
         label: The label stored in the manifest.
         metadata: The metadata stored in the manifest.
+        resumed: The archive is one whose interrupted upload (to ``s3://``) this
+            call completed: its rows are those of that earlier backup's snapshot.
     """
 
     path: Path | str
@@ -42,6 +44,7 @@ class BackupReport:
     base_archive_id: str | None = None
     label: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return field_dict(self, path=str(self.path), seconds=round(self.seconds, 3))

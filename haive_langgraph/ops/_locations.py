@@ -16,8 +16,9 @@ extra; ``gcsfs``, ``adlfs`` for the others):
   (invisible, removed by the bucket's ``AbortIncompleteMultipartUpload``
   lifecycle rule) or, at worst, a ``.partial`` object, which is never taken
   for an archive (listings skip it, and a reader needs the manifest that is
-  written last). The upload of parts is not resumed across processes: the
-  next run writes the archive again.
+  written last). ``s3://`` is the exception: the archive is spooled to a
+  local file and its parts uploaded so that an interrupted upload can be
+  resumed by the next run (see :mod:`haive_langgraph.ops._s3_upload`).
 * Reading is streamed with random access (range requests of
   ``read_block_size`` bytes), which the tar reader needs to find members.
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from haive_langgraph.errors import BackupError, ConfigurationError
+from haive_langgraph.ops._s3_upload import S3Upload, is_s3, spool_path
 
 __all__ = [
     "S3_ENDPOINT_ENV",
@@ -52,6 +54,7 @@ PARTIAL = ".partial"
 # archives up to 80 GB; larger ones need a larger block_size.
 WRITE_BLOCK = 8 << 20
 READ_BLOCK = 4 << 20
+_OURS = ("block_size", "read_block_size", "spool_dir")  # options of ours, not fsspec's
 _EXTRAS = {"s3": "s3fs (pip install 'haive-langgraph[s3]')", "gs": "gcsfs", "az": "adlfs"}
 
 
@@ -231,6 +234,8 @@ class StagedWrite:
     def __init__(self, target: Location) -> None:
         self.target = target
         self.handle: IO[bytes]
+        self._spool: Path | None = None  # s3://: the local file uploaded in parts
+        self._uploading = False
         if target.path is not None:
             if target.path.is_dir():
                 raise BackupError(f"{str(target.path)!r} is a directory, not an archive file")
@@ -243,6 +248,10 @@ class StagedWrite:
         self._tmp_key = target.fs_path + PARTIAL
         block = int(target.storage_options.get("block_size", WRITE_BLOCK))
         try:
+            if is_s3(target):  # a local spool file, then a resumable upload of its parts
+                self._spool = spool_path(target)
+                self.handle = self._spool.open("wb")
+                return
             self.handle = cast(IO[bytes], target.fs.open(self._tmp_key, "wb", block_size=block))
         except OSError as exc:
             raise BackupError(f"cannot write the archive {target.url!r}: {exc}") from None
@@ -250,6 +259,12 @@ class StagedWrite:
     def commit(self) -> None:
         """Finish the upload (or close the file) and move it to the archive's name."""
         target = self.target
+        if self._spool is not None:
+            self.handle.close()
+            self._uploading = True  # from here on, an interruption keeps the upload open
+            block = int(target.storage_options.get("block_size", WRITE_BLOCK))
+            S3Upload(target, self._tmp_key).upload(self._spool, block)
+            return
         try:
             self.handle.close()
             if target.path is not None:
@@ -267,6 +282,12 @@ class StagedWrite:
             with contextlib.suppress(OSError):
                 self.handle.close()
             self._tmp_path.unlink(missing_ok=True)
+            return
+        if self._spool is not None:
+            if not self._uploading:  # the archive was not complete: nothing to resume
+                with contextlib.suppress(OSError):
+                    self.handle.close()
+                self._spool.unlink(missing_ok=True)
             return
         discard = getattr(self.handle, "discard", None)
         with contextlib.suppress(Exception):
@@ -289,7 +310,7 @@ def _filesystem(url: str, options: Mapping[str, Any]) -> tuple[Any, str]:
             "of the protocol (pip install 'haive-langgraph[s3]' for s3://)"
         ) from None
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    kwargs = {k: v for k, v in options.items() if k not in ("block_size", "read_block_size")}
+    kwargs = {k: v for k, v in options.items() if k not in _OURS}
     if scheme in ("s3", "s3a") and "endpoint_url" not in kwargs:
         endpoint = os.environ.get(S3_ENDPOINT_ENV)
         if endpoint:

@@ -31,7 +31,8 @@ Archives may live in object stores (``s3://``, ``gs://``, ``az://`` URLs, see
 :class:`~haive_langgraph.ops.backup_schedule.BackupSchedule` takes verified
 backups on a schedule and prunes old ones.
 
-``haive-lg backup create|restore|verify|list|schedule|chain`` drive these from the shell.
+``haive-lg backup create|restore|verify|list|schedule|chain|abort-uploads`` drive these
+from the shell.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ from haive_langgraph.ops._archive_meta import check_labels, expand_components
 from haive_langgraph.ops._archive_rows import parse_row
 from haive_langgraph.ops._backup_keys import BACKUP_KEY_ENV as BACKUP_KEY_ENV
 from haive_langgraph.ops._backup_reports import ArchiveInfo, BackupReport, RestoreReport
+from haive_langgraph.ops._backup_resume import abort_uploads as abort_uploads
+from haive_langgraph.ops._backup_resume import resumed_report
 from haive_langgraph.ops._backup_write import (
     BackupProgress,
     ProgressCallback,
@@ -87,9 +90,10 @@ from haive_langgraph.ops._backup_write import (
     write_scope,
     write_tables,
 )
-from haive_langgraph.ops._locations import Location, location
+from haive_langgraph.ops._locations import PARTIAL, Location, location
 from haive_langgraph.ops._manifest import part_entries
 from haive_langgraph.ops._restore import run_restore
+from haive_langgraph.ops._s3_upload import S3Upload, is_s3
 from haive_langgraph.ops._schema import introspect_op, our_tables
 from haive_langgraph.ops._selection import Selection, scopes_op
 
@@ -102,6 +106,7 @@ __all__ = [
     "BackupReport",
     "OnExisting",
     "RestoreReport",
+    "abort_uploads",
     "backup",
     "key_from_file",
     "new_backup_key",
@@ -140,6 +145,7 @@ def backup(
     label: str | None = None,
     metadata: Mapping[str, str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    resume: bool = True,
 ) -> BackupReport:
     """Write a logical backup of our tables to the archive ``path``.
 
@@ -183,7 +189,12 @@ def backup(
         label: A short text stored in the manifest (shown by ``backup list``).
         metadata: Text keys and values stored in the manifest.
         storage_options: Options of the object store's filesystem (fsspec):
-            credentials, ``endpoint_url``, ``block_size`` of the upload.
+            credentials, ``endpoint_url``, ``block_size`` of the upload,
+            ``spool_dir`` (the local spool file of an ``s3://`` upload).
+        resume: For ``s3://``: complete an earlier backup to the same key whose
+            upload was interrupted, if its spool file is intact, instead of taking
+            a new one (the report says ``resumed``); ``False`` aborts it and takes
+            a new backup. See ``docs/operations.md``.
 
     Returns:
         What was written.
@@ -213,6 +224,12 @@ def backup(
         global_tables,
         tenant_keys,
     )
+    target = location(path, storage_options)
+    if is_s3(target):
+        pending = S3Upload(target, target.fs_path + PARTIAL)
+        if resume and pending.resume_pending():
+            return resumed_report(target, started)
+        pending.abandon()
     base: dict[str, Any] | None = None
     if since is not None:
         with ArchiveReader(location(since, storage_options)) as previous:
@@ -228,7 +245,6 @@ def backup(
                 f"{str(since)!r} is a backup of schema {base['source']['schema']!r}, not {schema!r}"
             )
     archive_id = str(uuid.uuid4())
-    target = location(path, storage_options)
     conn = connect(dsn, config=config)
     writer: ArchiveWriter | None = None
     try:

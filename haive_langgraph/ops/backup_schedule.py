@@ -348,10 +348,15 @@ class BackupSchedule:
             BackupError: The backup failed, or its verification did (the
                 archive is then deleted).
         """
-        from haive_langgraph.ops.backup import backup, verify
+        from haive_langgraph.ops.backup import abort_uploads, backup, verify
 
         where = self.location
         where.ensure_dir()
+        # An earlier round's interrupted upload to s3:// (each round writes a new key, so
+        # none is resumed): aborted once idle for a period (a running one sends parts).
+        idle = dt.timedelta(seconds=self.incremental_every or self.every)
+        for url in abort_uploads(str(where), older_than=idle, storage_options=self.storage_options):
+            log.warning("aborted the interrupted upload of %s", url)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         entries = _catalog(where)
         kind, base, next_due = self._due(entries, now)

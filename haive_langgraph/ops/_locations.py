@@ -85,6 +85,9 @@ class Location:
     url: str
     path: Path | None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # What a backup to this location was asked for (a digest); an interrupted
+    # upload is resumed only by a backup asked for the same (see _s3_upload).
+    upload_request: str = ""
     _fs: Any = None
     _fs_path: str = ""
 

@@ -14,7 +14,9 @@ never chooses a local file to read or delete).
 
 If the upload stops (an error, a killed process), the multipart upload is
 left open and the sidecar says how far it got. The next backup to the same
-key continues it when the spool file is still there with the same SHA-256:
+key, asked for the same (database, schema, selection, base, labels, key:
+the spool file's name is derived from them), continues it when the spool
+file is still there with the same SHA-256:
 ``ListParts`` confirms which parts the server holds, and only the others are
 sent. When the spool file is gone or differs, the open upload is aborted and
 the backup is taken again from scratch. :func:`abort_stale_uploads` aborts
@@ -32,6 +34,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import tempfile
 import urllib.parse
 from collections.abc import Callable
@@ -47,6 +50,7 @@ class Location(Protocol):
     url: str
     path: Path | None
     storage_options: dict[str, Any]
+    upload_request: str
 
     @property
     def fs(self) -> Any: ...
@@ -57,6 +61,7 @@ class Location(Protocol):
 
 SIDECAR = ".upload.json"  # after ".partial": <key>.partial.upload.json
 SPOOL_ENV = "HAIVE_BACKUP_SPOOL_DIR"
+_SPOOL_NAME = re.compile(r"[0-9a-f]{32}\.tar")
 _CHUNK = 1 << 20
 
 before_part: Callable[[int], None] | None = None
@@ -72,7 +77,8 @@ def is_s3(target: Location) -> bool:
 
 
 def spool_path(target: Location) -> Path:
-    """The local spool file of the archive ``target`` (one per URL)."""
+    """The local spool file of the archive ``target``: one per URL and request (what the
+    backup was asked for), so that only a backup asked for the same resumes an upload."""
     base = (
         target.storage_options.get("spool_dir")
         or os.environ.get(SPOOL_ENV)
@@ -85,7 +91,8 @@ def spool_path(target: Location) -> Path:
             f"the spool directory {str(directory)!r} belongs to another user: set "
             f"{SPOOL_ENV} or storage_options['spool_dir'] to a directory of yours"
         )
-    return directory / (hashlib.sha256(target.url.encode()).hexdigest()[:32] + ".tar")
+    name = hashlib.sha256(f"{target.url}\0{target.upload_request}".encode()).hexdigest()
+    return directory / (name[:32] + ".tar")
 
 
 def file_sha256(path: Path) -> str:
@@ -145,9 +152,11 @@ class S3Upload:
             self._call("abort_multipart_upload", Key=self.key, UploadId=state["upload_id"])
         with contextlib.suppress(OSError):
             self.fs.rm_file(self.sidecar)
-        spool = spool_path(self.target)
-        if state.get("spool") == str(spool):  # only our own spool file, whatever it says
-            spool.unlink(missing_ok=True)
+        # Only a spool file of ours (in our spool directory, named as we name them),
+        # whatever the sidecar says: it may have been asked for something else.
+        named = Path(str(state.get("spool", "")))
+        if named.parent == spool_path(self.target).parent and _SPOOL_NAME.fullmatch(named.name):
+            named.unlink(missing_ok=True)
         return True
 
     # -- uploading ------------------------------------------------------------------------

@@ -38,7 +38,9 @@ from the shell.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
+import json
 import os
 import time
 import uuid
@@ -49,6 +51,7 @@ import haive_langgraph
 from haive_langgraph.db import connect
 from haive_langgraph.db._config import PersistenceConfig
 from haive_langgraph.db._driver import run
+from haive_langgraph.db._dsn import describe_dsn, resolve_dsn
 from haive_langgraph.db._identifiers import validate_identifier
 
 # Names imported "as" themselves stay importable from here, outside __all__: errors
@@ -120,6 +123,31 @@ KeyArg = BackupKey | bytes | str | os.PathLike[str] | None
 
 DEFAULT_PART_ROWS = 100_000
 DEFAULT_PART_BYTES = 64 * 1024 * 1024
+
+
+def _request_digest(
+    dsn: str | None,
+    config: PersistenceConfig,
+    schema: str,
+    selection: Selection,
+    since: str | os.PathLike[str] | None,
+    label: str | None,
+    meta: Mapping[str, str],
+    key: BackupKey | None,
+) -> str:
+    """What a backup was asked for, as a digest: an interrupted upload of an archive
+    is resumed only by a backup asked for the same (never the password, never the key:
+    the server's address and the key's fingerprint)."""
+    asked = {
+        "server": describe_dsn(resolve_dsn(dsn, config=config)),
+        "schema": schema,
+        "selection": selection.digest(),
+        "since": None if since is None else os.fspath(since),
+        "label": label,
+        "metadata": dict(meta),
+        "key": None if key is None else key.fingerprint,
+    }
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
 def backup(
@@ -225,6 +253,9 @@ def backup(
         tenant_keys,
     )
     target = location(path, storage_options)
+    target.upload_request = _request_digest(
+        dsn, config, schema, selection, since, label, meta, backup_key
+    )
     if is_s3(target):
         pending = S3Upload(target, target.fs_path + PARTIAL)
         if resume and pending.resume_pending():

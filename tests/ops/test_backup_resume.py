@@ -109,7 +109,7 @@ def test_an_interrupted_upload_resumes_with_the_remaining_parts(
     assert total > 4
     # the next backup to the same key sends only the parts the server lacks
     second = parts(Parts())
-    report = backup(url, migrated, tenants=[tenant], storage_options=options)
+    report = backup(url, migrated, tenants=[tenant], label="r", storage_options=options)
     assert report.resumed and report.label == "r" and report.rows > 0
     assert second.sent == list(range(4, total + 1))
     assert s3.keys("resume") == [f"{tenant}.tar"]
@@ -299,3 +299,25 @@ def test_an_upload_completed_but_not_moved_is_moved_by_the_next_run(
     assert report.resumed and sent.sent == []
     assert s3.keys("moved") == [f"{tenant}.tar"]
     assert verify(url, storage_options=options).archive_id == report.archive_id
+
+
+def test_a_backup_asked_for_something_else_does_not_resume(
+    s3: S3Server, migrated: str, tmp_path: Path, parts: Any
+) -> None:
+    """Resuming goes by what was asked for, not by the key alone: the same key with
+    another selection (or label, base, key, schema, server) aborts the open upload
+    and writes the archive it was asked for."""
+    first_tenant, second_tenant = _tenant_data(migrated, 4), _tenant_data(migrated, 4)
+    key = f"resume/asked-{first_tenant}.tar"
+    url, options = s3.url(key), _options(s3, tmp_path)
+    parts(Parts(fail_at=3))
+    with pytest.raises(BackupError, match="injected failure"):
+        backup(url, migrated, tenants=[first_tenant], storage_options=options)
+    assert len(s3.multipart_uploads()) == 1
+    counted = parts(Parts())
+    report = backup(url, migrated, tenants=[second_tenant], storage_options=options)
+    assert not report.resumed and counted.sent[0] == 1  # a new upload, from its first part
+    assert s3.multipart_uploads() == []  # the first one was aborted
+    info = verify(url, storage_options=options)
+    assert info.archive_id == report.archive_id and info.rows == report.rows
+    assert not list((tmp_path / "spool").iterdir())  # both spool files are gone

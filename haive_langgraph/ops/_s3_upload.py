@@ -10,7 +10,8 @@ SHA-256 of the bytes of the spool it covers). Once every part is sent the
 upload is completed and the object moved to ``<key>``; the sidecar and the
 spool file are then removed. The spool file's path recorded in the sidecar
 is only compared with this machine's (a sidecar is data from the bucket: it
-never chooses a local file to read or delete).
+never chooses a local file to read, and the only file it can have deleted is
+one of our own spool files, in our spool directory).
 
 If the upload stops (an error, a killed process), the multipart upload is
 left open and the sidecar says how far it got. The next backup to the same

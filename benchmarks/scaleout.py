@@ -49,6 +49,7 @@ from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from haive_langgraph._demo import chat_graph  # noqa: E402
 from haive_langgraph.checkpointers import PostgresCheckpointer  # noqa: E402
 from haive_langgraph.db import PersistenceConfig  # noqa: E402
+from haive_langgraph.db import stats as db_stats  # noqa: E402
 from tests.scaleout.cluster import LocalCluster, dbname  # noqa: E402
 
 
@@ -186,7 +187,8 @@ def throughput(setup: Setup, args: argparse.Namespace) -> Throughput:
                         else:
                             rate = run_for(args.seconds, args.readers, op)
                         if split:
-                            stats = cp._source.replicas.stats  # type: ignore[union-attr]
+                            stats = db_stats(cp).replicas
+                            assert stats is not None
                             total = stats.replica_reads + stats.primary_reads
                             out.replica_share[key] = stats.replica_reads / max(1, total)
                     out.reads[key] = max(out.reads.get(key, 0.0), rate)
@@ -227,7 +229,9 @@ def read_your_writes(setup: Setup, split: bool, n: int) -> Latency:
             out.get_ms.append((t2 - t1) * 1000)
             time.sleep(0.002)  # a little think time, as between graph steps
         if split:
-            out.stats = cp._source.replicas.stats.as_dict()  # type: ignore[union-attr]
+            replicas = db_stats(cp).replicas
+            assert replicas is not None
+            out.stats = replicas.as_dict()
     return out
 
 

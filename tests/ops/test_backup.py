@@ -29,7 +29,7 @@ from haive_langgraph.codec import HaiveCodec, KeyRing
 from haive_langgraph.db._driver import run
 from haive_langgraph.db._migrations import migrate_op
 from haive_langgraph.errors import NotFoundError
-from haive_langgraph.ops import all_components, migrate_all
+from haive_langgraph.ops import all_components
 from haive_langgraph.ops._schema import our_tables
 from haive_langgraph.ops.backup import (
     ArchiveIntegrityError,
@@ -40,7 +40,6 @@ from haive_langgraph.ops.backup import (
     restore,
     verify,
 )
-from tests.conftest import create_database, drop_database
 
 # State, not data (the cache's versions): what backups leave out.
 NOT_ARCHIVED = frozenset(t.name for c in all_components() for t in c.tables if not t.archived)
@@ -130,25 +129,10 @@ def new_id(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def migrated(dsn: str) -> str:
-    migrate_all(dsn)
-    return dsn
-
-
-@pytest.fixture(scope="module")
 def saver(migrated: str) -> Iterator[PostgresCheckpointer]:
     with PostgresCheckpointer.from_conn_string(migrated) as cp:
         cp.setup()
         yield cp
-
-
-@pytest.fixture
-def other_db(pg_server: str) -> Iterator[str]:
-    url = create_database(pg_server, "haive_restore")
-    try:
-        yield url
-    finally:
-        drop_database(pg_server, url)
 
 
 # -- threads ----------------------------------------------------------------------------------

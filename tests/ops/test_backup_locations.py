@@ -9,7 +9,6 @@ import os
 import tarfile
 import tracemalloc
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,35 +17,13 @@ from typer.testing import CliRunner
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.cli import app
 from haive_langgraph.errors import BackupError, ConfigurationError
-from haive_langgraph.ops import migrate_all
 from haive_langgraph.ops._archive import ArchiveWriter, PartInfo
 from haive_langgraph.ops._locations import location
 from haive_langgraph.ops.backup import ArchiveIntegrityError, backup, restore, verify
-from tests.conftest import create_database, drop_database
-from tests.ops._s3 import S3Server, s3_server
+from tests.ops._s3 import S3Server
 from tests.ops.test_backup import converse, digests, tables_of
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    yield from s3_server()
-
-
-@pytest.fixture(scope="module")
-def migrated(dsn: str) -> str:
-    migrate_all(dsn)
-    return dsn
-
-
-@pytest.fixture
-def other_db(pg_server: str) -> Iterator[str]:
-    url = create_database(pg_server, "haive_restore")
-    try:
-        yield url
-    finally:
-        drop_database(pg_server, url)
 
 
 def _tenant_data(dsn: str, turns: int = 3) -> str:

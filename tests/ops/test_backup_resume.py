@@ -37,25 +37,6 @@ def s3() -> Iterator[S3Server]:
             os.environ["S3_UPLOAD_PART_MIN_SIZE"] = saved
 
 
-@pytest.fixture(scope="module")
-def migrated(dsn: str) -> str:
-    from haive_langgraph.ops import migrate_all
-
-    migrate_all(dsn)
-    return dsn
-
-
-@pytest.fixture
-def other_db(pg_server: str) -> Iterator[str]:
-    from tests.conftest import create_database, drop_database
-
-    url = create_database(pg_server, "haive_resume")
-    try:
-        yield url
-    finally:
-        drop_database(pg_server, url)
-
-
 class Parts:
     """Counts UploadPart requests; fails the one numbered ``fail_at``."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,9 @@ from typer.testing import CliRunner
 from haive_langgraph.checkpointers import PostgresCheckpointer
 from haive_langgraph.cli import app
 from haive_langgraph.errors import ArchiveIntegrityError, BackupError, ConfigurationError
-from haive_langgraph.ops import migrate_all
 from haive_langgraph.ops.backup import restore
 from haive_langgraph.ops.backup_schedule import BackupSchedule, catalog, latest_chain
-from tests.conftest import create_database, drop_database
-from tests.ops._s3 import S3Server, s3_server
+from tests.ops._s3 import S3Server
 from tests.ops.test_backup import converse, digests
 
 runner = CliRunner()
@@ -37,26 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    yield from s3_server()
-
-
-@pytest.fixture(scope="module")
-def migrated(dsn: str) -> str:
-    migrate_all(dsn)
-    return dsn
-
-
-@pytest.fixture
-def other_db(pg_server: str) -> Iterator[str]:
-    url = create_database(pg_server, "haive_restore")
-    try:
-        yield url
-    finally:
-        drop_database(pg_server, url)
 
 
 def _drill(

@@ -126,8 +126,7 @@ DEFAULT_PART_BYTES = 64 * 1024 * 1024
 
 
 def _request_digest(
-    dsn: str | None,
-    config: PersistenceConfig,
+    dsn: str,
     schema: str,
     selection: Selection,
     since: str | os.PathLike[str] | None,
@@ -139,7 +138,7 @@ def _request_digest(
     is resumed only by a backup asked for the same (never the password, never the key:
     the server's address and the key's fingerprint)."""
     asked = {
-        "server": describe_dsn(resolve_dsn(dsn, config=config)),
+        "server": describe_dsn(dsn),
         "schema": schema,
         "selection": selection.digest(),
         "since": None if since is None else os.fspath(since),
@@ -252,9 +251,10 @@ def backup(
         global_tables,
         tenant_keys,
     )
+    server = resolve_dsn(dsn, config=config)
     target = location(path, storage_options)
     target.upload_request = _request_digest(
-        dsn, config, schema, selection, since, label, meta, backup_key
+        server, schema, selection, since, label, meta, backup_key
     )
     if is_s3(target):
         pending = S3Upload(target, target.fs_path + PARTIAL)
@@ -276,7 +276,7 @@ def backup(
                 f"{str(since)!r} is a backup of schema {base['source']['schema']!r}, not {schema!r}"
             )
     archive_id = str(uuid.uuid4())
-    conn = connect(dsn, config=config)
+    conn = connect(server, config=config)
     writer: ArchiveWriter | None = None
     try:
         with conn.transaction():
